@@ -1,0 +1,361 @@
+//! Control messages, exchanged on the first bidirectional QUIC stream of a connection.
+//!
+//! Each message is one frame:
+//!
+//! ```text
+//! +----------------+--------+----------------------+
+//! | length (u16 BE)| type   | body (length-1 bytes)|
+//! +----------------+--------+----------------------+
+//! ```
+//!
+//! `length` counts the type byte and the body and is at most [`MAX_FRAME_LEN`]. A frame
+//! of an unknown type decodes to [`Message::Unknown`] so that later versions can add
+//! messages that older nodes skip. Fields are big-endian; strings are UTF-8 with a one-byte
+//! length prefix.
+
+use thiserror::Error;
+
+/// Bytes in front of every frame: the length field.
+pub const FRAME_HEADER_LEN: usize = 2;
+/// Largest value of the length field a node accepts.
+pub const MAX_FRAME_LEN: usize = 4096;
+
+const TYPE_HELLO: u8 = 0x01;
+const TYPE_PING: u8 = 0x02;
+const TYPE_PONG: u8 = 0x03;
+const TYPE_GOODBYE: u8 = 0x04;
+
+/// What a node can carry, announced in its hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Modes {
+    /// Layer 3: IP packets from a TUN interface.
+    pub l3: bool,
+    /// Layer 2: Ethernet frames from a TAP interface.
+    pub l2: bool,
+}
+
+impl Modes {
+    fn to_bits(self) -> u8 {
+        u8::from(self.l3) | (u8::from(self.l2) << 1)
+    }
+
+    fn from_bits(bits: u8) -> Self {
+        Modes {
+            l3: bits & 1 != 0,
+            l2: bits & 2 != 0,
+        }
+    }
+}
+
+/// The first message each side sends on a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Oldest protocol version the sender speaks.
+    pub min_version: u8,
+    /// Newest protocol version the sender speaks.
+    pub max_version: u8,
+    /// The sender's node name; must equal the name in its certificate.
+    pub name: String,
+    /// MTU of the sender's tunnel interface, in bytes.
+    pub mtu: u16,
+    pub modes: Modes,
+}
+
+/// A decoded control message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Hello(Hello),
+    /// Liveness and RTT probe; answered with a [`Message::Pong`] carrying the same value.
+    Ping(u64),
+    Pong(u64),
+    /// The sender is closing the connection on purpose, for the given reason.
+    Goodbye(String),
+    /// A message type this version does not know; skipped.
+    Unknown(u8),
+}
+
+/// Why a control frame could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ControlError {
+    #[error("control frame of {0} bytes exceeds the {MAX_FRAME_LEN}-byte limit")]
+    FrameTooLong(usize),
+    #[error("empty control frame")]
+    Empty,
+    #[error("control message type {kind:#04x} is truncated")]
+    Truncated { kind: u8 },
+    #[error("control message type {kind:#04x} has {extra} trailing bytes")]
+    TrailingBytes { kind: u8, extra: usize },
+    #[error("control message carries a string that is not UTF-8")]
+    InvalidUtf8,
+    #[error("string of {0} bytes does not fit a control message")]
+    StringTooLong(usize),
+}
+
+impl Message {
+    /// Appends this message as one frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ControlError> {
+        let start = out.len();
+        out.extend_from_slice(&[0, 0]);
+        match self {
+            Message::Hello(h) => {
+                out.push(TYPE_HELLO);
+                out.extend_from_slice(&[h.min_version, h.max_version]);
+                out.extend_from_slice(&h.mtu.to_be_bytes());
+                out.push(h.modes.to_bits());
+                put_str(out, &h.name)?;
+            }
+            Message::Ping(v) => {
+                out.push(TYPE_PING);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            Message::Pong(v) => {
+                out.push(TYPE_PONG);
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            Message::Goodbye(reason) => {
+                out.push(TYPE_GOODBYE);
+                put_str(out, reason)?;
+            }
+            Message::Unknown(kind) => out.push(*kind),
+        }
+        let len = out.len() - start - FRAME_HEADER_LEN;
+        let len16 = u16::try_from(len)
+            .ok()
+            .filter(|l| usize::from(*l) <= MAX_FRAME_LEN)
+            .ok_or(ControlError::FrameTooLong(len))?;
+        out[start..start + FRAME_HEADER_LEN].copy_from_slice(&len16.to_be_bytes());
+        Ok(())
+    }
+
+    /// Reads the length field of a frame; errors if it is out of bounds.
+    pub fn frame_len(header: [u8; FRAME_HEADER_LEN]) -> Result<usize, ControlError> {
+        let len = usize::from(u16::from_be_bytes(header));
+        if len == 0 {
+            return Err(ControlError::Empty);
+        }
+        if len > MAX_FRAME_LEN {
+            return Err(ControlError::FrameTooLong(len));
+        }
+        Ok(len)
+    }
+
+    /// Decodes the frame body that follows the length field (type byte first).
+    pub fn decode_body(body: &[u8]) -> Result<Message, ControlError> {
+        let (&kind, rest) = body.split_first().ok_or(ControlError::Empty)?;
+        let mut r = Reader { kind, rest };
+        let msg = match kind {
+            TYPE_HELLO => {
+                let min_version = r.u8()?;
+                let max_version = r.u8()?;
+                let mtu = u16::from_be_bytes(r.array()?);
+                let modes = Modes::from_bits(r.u8()?);
+                let name = r.string()?;
+                Message::Hello(Hello {
+                    min_version,
+                    max_version,
+                    name,
+                    mtu,
+                    modes,
+                })
+            }
+            TYPE_PING => Message::Ping(u64::from_be_bytes(r.array()?)),
+            TYPE_PONG => Message::Pong(u64::from_be_bytes(r.array()?)),
+            TYPE_GOODBYE => Message::Goodbye(r.string()?),
+            other => return Ok(Message::Unknown(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+
+    /// Decodes one whole frame from the front of `buf`.
+    ///
+    /// Returns `Ok(None)` when `buf` does not yet hold a whole frame, otherwise the
+    /// message and the number of bytes it took.
+    pub fn decode(buf: &[u8]) -> Result<Option<(Message, usize)>, ControlError> {
+        let Some(header) = buf.get(..FRAME_HEADER_LEN) else {
+            return Ok(None);
+        };
+        let len = Self::frame_len([header[0], header[1]])?;
+        let Some(body) = buf.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
+            return Ok(None);
+        };
+        Ok(Some((Self::decode_body(body)?, FRAME_HEADER_LEN + len)))
+    }
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), ControlError> {
+    let len = u8::try_from(s.len()).map_err(|_| ControlError::StringTooLong(s.len()))?;
+    out.push(len);
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+struct Reader<'a> {
+    kind: u8,
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ControlError> {
+        if self.rest.len() < n {
+            return Err(ControlError::Truncated { kind: self.kind });
+        }
+        let (head, tail) = self.rest.split_at(n);
+        self.rest = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, ControlError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ControlError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn string(&mut self) -> Result<String, ControlError> {
+        let len = usize::from(self.u8()?);
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| ControlError::InvalidUtf8)
+    }
+
+    fn finish(self) -> Result<(), ControlError> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(ControlError::TrailingBytes {
+                kind: self.kind,
+                extra: self.rest.len(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hello() -> Hello {
+        Hello {
+            min_version: 1,
+            max_version: 1,
+            name: "node-a".into(),
+            mtu: 1400,
+            modes: Modes { l3: true, l2: false },
+        }
+    }
+
+    #[test]
+    fn hello_has_documented_layout() {
+        let mut out = Vec::new();
+        Message::Hello(hello()).encode(&mut out).unwrap();
+        assert_eq!(
+            out,
+            [
+                &[0, 13, TYPE_HELLO, 1, 1, 0x05, 0x78, 1, 6][..],
+                b"node-a".as_slice()
+            ]
+            .concat()
+        );
+    }
+
+    #[test]
+    fn frames_decode_back_to_back() {
+        let mut out = Vec::new();
+        Message::Ping(9).encode(&mut out).unwrap();
+        Message::Goodbye("shutdown".into()).encode(&mut out).unwrap();
+        let (first, n) = Message::decode(&out).unwrap().unwrap();
+        assert_eq!(first, Message::Ping(9));
+        let (second, m) = Message::decode(&out[n..]).unwrap().unwrap();
+        assert_eq!(second, Message::Goodbye("shutdown".into()));
+        assert_eq!(n + m, out.len());
+    }
+
+    #[test]
+    fn partial_frame_waits_for_more() {
+        let mut out = Vec::new();
+        Message::Pong(1).encode(&mut out).unwrap();
+        for cut in 0..out.len() {
+            assert_eq!(Message::decode(&out[..cut]), Ok(None));
+        }
+    }
+
+    #[test]
+    fn unknown_type_is_skippable() {
+        let frame = [0, 3, 0x7f, 0xaa, 0xbb];
+        assert_eq!(
+            Message::decode(&frame),
+            Ok(Some((Message::Unknown(0x7f), 5)))
+        );
+    }
+
+    #[test]
+    fn refuses_oversized_truncated_and_trailing() {
+        assert_eq!(
+            Message::decode(&[0xff, 0xff]),
+            Err(ControlError::FrameTooLong(0xffff))
+        );
+        assert_eq!(
+            Message::decode(&[0, 3, TYPE_PING, 0, 0]),
+            Err(ControlError::Truncated { kind: TYPE_PING })
+        );
+        assert_eq!(
+            Message::decode(&[0, 10, TYPE_PING, 0, 0, 0, 0, 0, 0, 0, 0, 9]),
+            Err(ControlError::TrailingBytes {
+                kind: TYPE_PING,
+                extra: 1
+            })
+        );
+        assert_eq!(Message::decode(&[0, 0]), Err(ControlError::Empty));
+    }
+
+    #[test]
+    fn refuses_invalid_utf8() {
+        assert_eq!(
+            Message::decode(&[0, 3, TYPE_GOODBYE, 1, 0xff]),
+            Err(ControlError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn encode_refuses_long_strings() {
+        let mut out = Vec::new();
+        let long = "x".repeat(300);
+        assert_eq!(
+            Message::Goodbye(long).encode(&mut out),
+            Err(ControlError::StringTooLong(300))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn decode_inverts_encode(
+            name in "[a-z0-9-]{1,63}",
+            mtu in any::<u16>(),
+            min in any::<u8>(),
+            max in any::<u8>(),
+            l2 in any::<bool>(),
+            seq in any::<u64>(),
+        ) {
+            let msgs = [
+                Message::Hello(Hello { min_version: min, max_version: max, name: name.clone(), mtu, modes: Modes { l3: !l2, l2 } }),
+                Message::Ping(seq),
+                Message::Pong(seq),
+                Message::Goodbye(name),
+            ];
+            for msg in msgs {
+                let mut out = Vec::new();
+                msg.encode(&mut out).unwrap();
+                prop_assert_eq!(Message::decode(&out).unwrap(), Some((msg, out.len())));
+            }
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! QUICAP wire formats.
+//!
+//! Everything that crosses the network between two nodes is defined here, as pure
+//! byte-level code with no IO:
+//!
+//! ```text
+//!  QUIC DATAGRAM frame (RFC 9221)        QUIC bidirectional stream 0 (control)
+//! +--------------------------------+    +--------+------+-----------------+
+//! | overlay header | IP packet or  |    | len:16 | type | body            | ...
+//! | (4 or 20 B)    | Ethernet frame|    +--------+------+-----------------+
+//! +--------------------------------+
+//! ```
+//!
+//! * [`overlay`]: the small versioned header in front of every tunnelled packet.
+//! * [`control`]: length-prefixed, typed control messages (hello, keepalive, goodbye).
+//!
+//! Every parser takes untrusted bytes and returns an error instead of panicking; the
+//! exact formats are specified in `docs/protocol.md`.
+
+pub mod control;
+pub mod overlay;
+
+pub use control::{ControlError, Message};
+pub use overlay::{Header, NodeId, OverlayError, PayloadKind};
+
+/// The protocol versions this implementation speaks, oldest first.
+///
+/// Negotiated in the control channel's `Hello` (see [`control::Hello`]); the overlay
+/// header carries the version of its own format, which is independent.
+pub const PROTOCOL_VERSIONS: std::ops::RangeInclusive<u8> = 1..=1;
+
+/// Picks the highest protocol version both sides speak, if any.
+pub fn negotiate_version(
+    ours: std::ops::RangeInclusive<u8>,
+    theirs: std::ops::RangeInclusive<u8>,
+) -> Option<u8> {
+    let high = (*ours.end()).min(*theirs.end());
+    let low = (*ours.start()).max(*theirs.start());
+    (low <= high).then_some(high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn negotiation_picks_highest_common_version() {
+        assert_eq!(negotiate_version(1..=3, 2..=5), Some(3));
+        assert_eq!(negotiate_version(1..=1, 1..=1), Some(1));
+    }
+
+    #[test]
+    fn negotiation_fails_without_overlap() {
+        assert_eq!(negotiate_version(1..=1, 2..=3), None);
+        assert_eq!(negotiate_version(4..=6, 1..=3), None);
+    }
+}
