@@ -244,7 +244,10 @@ mod tests {
             max_version: 1,
             name: "node-a".into(),
             mtu: 1400,
-            modes: Modes { l3: true, l2: false },
+            modes: Modes {
+                l3: true,
+                l2: false,
+            },
         }
     }
 
@@ -266,7 +269,9 @@ mod tests {
     fn frames_decode_back_to_back() {
         let mut out = Vec::new();
         Message::Ping(9).encode(&mut out).unwrap();
-        Message::Goodbye("shutdown".into()).encode(&mut out).unwrap();
+        Message::Goodbye("shutdown".into())
+            .encode(&mut out)
+            .unwrap();
         let (first, n) = Message::decode(&out).unwrap().unwrap();
         assert_eq!(first, Message::Ping(9));
         let (second, m) = Message::decode(&out[n..]).unwrap().unwrap();
