@@ -18,6 +18,7 @@
 //! exact formats are specified in `docs/protocol.md`.
 
 pub mod control;
+pub mod ip;
 pub mod overlay;
 
 pub use control::{ControlError, Message};

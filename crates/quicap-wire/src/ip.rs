@@ -1,0 +1,337 @@
+//! The few facts the data path needs from an IP packet, and the ICMP errors a node sends
+//! back into its own interface when a packet does not fit the tunnel.
+//!
+//! * [`addresses`]: source and destination of an IPv4 or IPv6 packet.
+//! * [`packet_too_big`]: ICMPv4 "fragmentation needed" (RFC 792, RFC 1191) or ICMPv6
+//!   "packet too big" (RFC 4443 §3.2) answering a packet.
+//! * [`fragment_v4`]: splits an IPv4 packet without DF into fragments (RFC 791).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+const IPV4_HEADER: usize = 20;
+const IPV6_HEADER: usize = 40;
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+/// RFC 1812 §4.3.2.3: an ICMPv4 error should carry as much of the original as fits in 576.
+const ICMPV4_MAX: usize = 576;
+/// RFC 4443 §2.4(c): an ICMPv6 error must not exceed the IPv6 minimum MTU.
+const ICMPV6_MAX: usize = 1280;
+
+/// Source and destination address of an IP packet, if it is a well-formed IPv4 or IPv6
+/// header.
+pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= IPV4_HEADER => {
+            let src: [u8; 4] = packet[12..16].try_into().ok()?;
+            let dst: [u8; 4] = packet[16..20].try_into().ok()?;
+            Some((IpAddr::from(src), IpAddr::from(dst)))
+        }
+        6 if packet.len() >= IPV6_HEADER => {
+            let src: [u8; 16] = packet[8..24].try_into().ok()?;
+            let dst: [u8; 16] = packet[24..40].try_into().ok()?;
+            Some((IpAddr::from(src), IpAddr::from(dst)))
+        }
+        _ => None,
+    }
+}
+
+/// True if `packet` is IPv4 with the don't-fragment bit clear.
+pub fn is_fragmentable_v4(packet: &[u8]) -> bool {
+    packet.len() >= IPV4_HEADER && packet[0] >> 4 == 4 && packet[6] & 0x40 == 0
+}
+
+/// Writes into `out` the ICMP error telling the sender of `original` that packets larger
+/// than `mtu` bytes cannot pass, sent from `from` (an address of this node of the same
+/// family). Returns the length written, or `None` when no error may be sent: the original
+/// is itself an ICMP error or malformed, its source cannot be answered, `from` has the
+/// wrong family or `out` is too small.
+pub fn packet_too_big(original: &[u8], mtu: u16, from: IpAddr, out: &mut [u8]) -> Option<usize> {
+    let (src, _) = addresses(original)?;
+    match (src, from) {
+        (IpAddr::V4(to), IpAddr::V4(from)) => too_big_v4(original, mtu, from, to, out),
+        (IpAddr::V6(to), IpAddr::V6(from)) => too_big_v6(original, mtu, from, to, out),
+        _ => None,
+    }
+}
+
+fn too_big_v4(
+    original: &[u8],
+    mtu: u16,
+    from: Ipv4Addr,
+    to: Ipv4Addr,
+    out: &mut [u8],
+) -> Option<usize> {
+    if to.is_unspecified() || to.is_broadcast() || to.is_multicast() {
+        return None;
+    }
+    let ihl = usize::from(original[0] & 0x0f) * 4;
+    let fragment_offset = u16::from_be_bytes([original[6], original[7]]) & 0x1fff;
+    if ihl < IPV4_HEADER || original.len() < ihl || fragment_offset != 0 {
+        return None;
+    }
+    // Never answer an ICMP error with an ICMP error (RFC 1122 §3.2.2).
+    if original[9] == PROTO_ICMP {
+        let icmp_type = *original.get(ihl)?;
+        if !matches!(icmp_type, 0 | 8 | 13 | 14 | 17 | 18) {
+            return None;
+        }
+    }
+    let quoted = original.len().min(ICMPV4_MAX - IPV4_HEADER - 8);
+    let total = IPV4_HEADER + 8 + quoted;
+    let out = out.get_mut(..total)?;
+    write_ipv4_header(out, total, PROTO_ICMP, from, to);
+    let icmp = &mut out[IPV4_HEADER..];
+    icmp[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
+    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    icmp[8..].copy_from_slice(&original[..quoted]);
+    let sum = checksum(&[icmp]);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    Some(total)
+}
+
+fn too_big_v6(
+    original: &[u8],
+    mtu: u16,
+    from: Ipv6Addr,
+    to: Ipv6Addr,
+    out: &mut [u8],
+) -> Option<usize> {
+    if to.is_unspecified() || to.is_multicast() {
+        return None;
+    }
+    // Never answer an ICMPv6 error (types below 128) with an error (RFC 4443 §2.4(e)).
+    if original[6] == PROTO_ICMPV6 && original.get(IPV6_HEADER).is_some_and(|t| *t < 128) {
+        return None;
+    }
+    let quoted = original.len().min(ICMPV6_MAX - IPV6_HEADER - 8);
+    let payload = 8 + quoted;
+    let total = IPV6_HEADER + payload;
+    let out = out.get_mut(..total)?;
+    out[..8].copy_from_slice(&[0x60, 0, 0, 0, 0, 0, PROTO_ICMPV6, 64]);
+    out[4..6].copy_from_slice(&u16::try_from(payload).ok()?.to_be_bytes());
+    out[8..24].copy_from_slice(&from.octets());
+    out[24..40].copy_from_slice(&to.octets());
+    let (header, icmp) = out.split_at_mut(IPV6_HEADER);
+    icmp[..8].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+    icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+    icmp[8..].copy_from_slice(&original[..quoted]);
+    let len = u32::try_from(payload).ok()?.to_be_bytes();
+    let pseudo = [&header[8..40], &len[..], &[0, 0, 0, PROTO_ICMPV6][..]];
+    let sum = checksum(&[pseudo[0], pseudo[1], pseudo[2], icmp]);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    Some(total)
+}
+
+/// Splits an IPv4 packet whose DF bit is clear into fragments of at most `mtu` bytes,
+/// calling `emit` with each. Returns `false` (and emits nothing) if the packet cannot be
+/// fragmented: DF set, malformed, or `mtu` too small for its header plus 8 bytes.
+pub fn fragment_v4(packet: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> bool {
+    if !is_fragmentable_v4(packet) {
+        return false;
+    }
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+    if ihl < IPV4_HEADER || total > packet.len() || total < ihl || mtu < ihl + 8 {
+        return false;
+    }
+    let flags_offset = u16::from_be_bytes([packet[6], packet[7]]);
+    let base_offset = usize::from(flags_offset & 0x1fff) * 8;
+    let more_after = flags_offset & 0x2000 != 0;
+    let payload = &packet[ihl..total];
+    let step = (mtu - ihl) & !7;
+    let mut buf = [0u8; 65535];
+    let mut at = 0;
+    while at < payload.len() {
+        let end = (at + step).min(payload.len());
+        let last = end == payload.len();
+        let len = ihl + end - at;
+        let frag = &mut buf[..len];
+        frag[..ihl].copy_from_slice(&packet[..ihl]);
+        frag[ihl..].copy_from_slice(&payload[at..end]);
+        frag[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        let offset = ((base_offset + at) / 8) as u16;
+        let mf = if last && !more_after { 0 } else { 0x2000 };
+        frag[6..8].copy_from_slice(&(offset | mf).to_be_bytes());
+        frag[10..12].copy_from_slice(&[0, 0]);
+        let sum = checksum(&[&frag[..ihl]]);
+        frag[10..12].copy_from_slice(&sum.to_be_bytes());
+        emit(frag);
+        at = end;
+    }
+    true
+}
+
+fn write_ipv4_header(out: &mut [u8], total: usize, proto: u8, from: Ipv4Addr, to: Ipv4Addr) {
+    out[..IPV4_HEADER].fill(0);
+    out[0] = 0x45;
+    out[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    out[8] = 64;
+    out[9] = proto;
+    out[12..16].copy_from_slice(&from.octets());
+    out[16..20].copy_from_slice(&to.octets());
+    let sum = checksum(&[&out[..IPV4_HEADER]]);
+    out[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// The Internet checksum (RFC 1071) over the concatenation of `parts`; each part but
+/// the last must have even length.
+fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = 0;
+    for part in parts {
+        let mut chunks = part.chunks_exact(2);
+        for c in &mut chunks {
+            sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        if let [last] = chunks.remainder() {
+            sum += u32::from(*last) << 8;
+        }
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ipv4_packet(len: usize, df: bool, proto: u8) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        write_ipv4_header(
+            &mut p,
+            len,
+            proto,
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+        );
+        if df {
+            p[6] = 0x40;
+        }
+        for (i, b) in p[IPV4_HEADER..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        p
+    }
+
+    fn ipv6_packet(len: usize, next: u8) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((len - IPV6_HEADER) as u16).to_be_bytes());
+        p[6] = next;
+        p[8..24].copy_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd00::2".parse::<Ipv6Addr>().unwrap().octets());
+        p
+    }
+
+    #[test]
+    fn reads_addresses_of_both_families() {
+        let v4 = ipv4_packet(28, true, 17);
+        assert_eq!(
+            addresses(&v4),
+            Some(("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()))
+        );
+        let v6 = ipv6_packet(48, 17);
+        assert_eq!(
+            addresses(&v6),
+            Some(("fd00::1".parse().unwrap(), "fd00::2".parse().unwrap()))
+        );
+        assert_eq!(addresses(&v4[..19]), None);
+        assert_eq!(addresses(&[0x50; 60]), None);
+    }
+
+    #[test]
+    fn icmpv4_frag_needed_is_well_formed() {
+        let original = ipv4_packet(1400, true, 6);
+        let mut out = [0u8; 1500];
+        let n = packet_too_big(&original, 1200, "10.0.0.254".parse().unwrap(), &mut out).unwrap();
+        assert_eq!(n, ICMPV4_MAX);
+        let reply = &out[..n];
+        assert_eq!(checksum(&[&reply[..IPV4_HEADER]]), 0);
+        assert_eq!(checksum(&[&reply[IPV4_HEADER..]]), 0);
+        assert_eq!(&reply[12..16], &[10, 0, 0, 254]);
+        assert_eq!(&reply[16..20], &[10, 0, 0, 1]);
+        assert_eq!(&reply[20..22], &[3, 4]);
+        assert_eq!(u16::from_be_bytes([reply[26], reply[27]]), 1200);
+        assert_eq!(&reply[28..48], &original[..20]);
+    }
+
+    #[test]
+    fn icmpv6_packet_too_big_is_well_formed() {
+        let original = ipv6_packet(1400, 6);
+        let mut out = [0u8; 1500];
+        let n = packet_too_big(&original, 1280, "fd00::fe".parse().unwrap(), &mut out).unwrap();
+        assert_eq!(n, ICMPV6_MAX);
+        let reply = &out[..n];
+        assert_eq!(reply[6], PROTO_ICMPV6);
+        assert_eq!(&reply[24..40], &original[8..24]);
+        assert_eq!(reply[40], 2);
+        assert_eq!(u32::from_be_bytes(reply[44..48].try_into().unwrap()), 1280);
+        let len = ((n - IPV6_HEADER) as u32).to_be_bytes();
+        assert_eq!(
+            checksum(&[&reply[8..40], &len, &[0, 0, 0, PROTO_ICMPV6], &reply[40..]]),
+            0
+        );
+    }
+
+    #[test]
+    fn never_answers_icmp_errors_or_mismatched_families() {
+        let mut err = ipv4_packet(100, true, PROTO_ICMP);
+        err[IPV4_HEADER] = 3;
+        let mut out = [0u8; 1500];
+        assert_eq!(
+            packet_too_big(&err, 1200, "10.0.0.9".parse().unwrap(), &mut out),
+            None
+        );
+        let mut echo = err.clone();
+        echo[IPV4_HEADER] = 8;
+        assert!(packet_too_big(&echo, 1200, "10.0.0.9".parse().unwrap(), &mut out).is_some());
+        let mut err6 = ipv6_packet(100, PROTO_ICMPV6);
+        err6[IPV6_HEADER] = 1;
+        assert_eq!(
+            packet_too_big(&err6, 1280, "fd00::9".parse().unwrap(), &mut out),
+            None
+        );
+        let v4 = ipv4_packet(100, true, 6);
+        assert_eq!(
+            packet_too_big(&v4, 1200, "fd00::9".parse().unwrap(), &mut out),
+            None
+        );
+    }
+
+    #[test]
+    fn fragments_reassemble_to_original_payload() {
+        let original = ipv4_packet(3000, false, 17);
+        let mut frags = Vec::new();
+        assert!(fragment_v4(&original, 1200, |f| frags.push(f.to_vec())));
+        assert_eq!(frags.len(), 3);
+        let mut payload = vec![0u8; 3000 - IPV4_HEADER];
+        for (i, f) in frags.iter().enumerate() {
+            assert!(f.len() <= 1200);
+            assert_eq!(checksum(&[&f[..IPV4_HEADER]]), 0);
+            let fo = u16::from_be_bytes([f[6], f[7]]);
+            assert_eq!(fo & 0x2000 != 0, i < 2, "MF flag of fragment {i}");
+            let off = usize::from(fo & 0x1fff) * 8;
+            payload[off..off + f.len() - IPV4_HEADER].copy_from_slice(&f[IPV4_HEADER..]);
+        }
+        assert_eq!(payload, original[IPV4_HEADER..]);
+    }
+
+    #[test]
+    fn does_not_fragment_df_packets() {
+        let original = ipv4_packet(3000, true, 17);
+        assert!(!fragment_v4(&original, 1200, |_| panic!("emitted")));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200), mtu in 0usize..2000) {
+            let mut out = [0u8; 1500];
+            let _ = addresses(&bytes);
+            let _ = packet_too_big(&bytes, 1200, "10.0.0.1".parse().unwrap(), &mut out);
+            let _ = packet_too_big(&bytes, 1280, "fd00::1".parse().unwrap(), &mut out);
+            let _ = fragment_v4(&bytes, mtu, |_| {});
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! Node configuration: kebab-case TOML in, a validated [`Config`] out. No IO here: the
+//! caller reads the file and passes its text and directory.
+//!
+//! See `examples/node.toml` for a commented example and `docs/config.md` for the
+//! reference.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Default UDP port a node listens on.
+pub const DEFAULT_PORT: u16 = 4433;
+/// Default MTU of the tunnel interface; fits a 1500-byte path with room for the
+/// IPv6, UDP, QUIC and overlay headers.
+pub const DEFAULT_MTU: u16 = 1400;
+/// Smallest MTU allowed: IPv6 requires 1280 on every link.
+pub const MIN_MTU: u16 = 1280;
+/// Largest MTU allowed.
+pub const MAX_MTU: u16 = 9000;
+
+/// A configuration error, with the position in the file where one is known.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("line {line}, column {column}: {message}")]
+    Syntax {
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A validated node configuration; paths are absolute or relative to the working
+/// directory, already resolved against the config file's directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node: NodeSection,
+    pub tun: TunSection,
+    pub transport: TransportSection,
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeSection {
+    /// Expected node name; when set, it must equal the certificate's.
+    pub name: Option<String>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    pub crl: Option<PathBuf>,
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TunSection {
+    pub name: String,
+    pub addresses: Vec<IpNet>,
+    pub mtu: u16,
+    pub routes: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportSection {
+    pub keepalive: Duration,
+    pub idle_timeout: Duration,
+    /// UDP generic segmentation offload for the QUIC socket.
+    pub gso: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub name: String,
+    /// `host:port` to dial; `None` for a peer that only dials in.
+    pub endpoint: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    node: RawNode,
+    tun: RawTun,
+    #[serde(default)]
+    transport: RawTransport,
+    #[serde(default, rename = "peer")]
+    peers: Vec<RawPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNode {
+    name: Option<String>,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    crl: Option<PathBuf>,
+    listen: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTun {
+    #[serde(default = "default_tun_name")]
+    name: String,
+    addresses: Vec<String>,
+    #[serde(default = "default_mtu")]
+    mtu: u16,
+    #[serde(default)]
+    routes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTransport {
+    #[serde(default = "default_keepalive_ms")]
+    keepalive_ms: u64,
+    #[serde(default = "default_idle_timeout_ms")]
+    idle_timeout_ms: u64,
+    #[serde(default = "default_true")]
+    gso: bool,
+}
+
+impl Default for RawTransport {
+    fn default() -> Self {
+        RawTransport {
+            keepalive_ms: default_keepalive_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            gso: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPeer {
+    name: String,
+    endpoint: Option<String>,
+}
+
+fn default_tun_name() -> String {
+    "quicap0".into()
+}
+fn default_mtu() -> u16 {
+    DEFAULT_MTU
+}
+fn default_keepalive_ms() -> u64 {
+    1000
+}
+fn default_idle_timeout_ms() -> u64 {
+    3000
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Config {
+    /// Parses and validates `text`; relative paths are resolved against `base_dir`.
+    pub fn parse(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(text, &e))?;
+        let resolve = |p: PathBuf| {
+            if p.is_absolute() {
+                p
+            } else {
+                base_dir.join(p)
+            }
+        };
+
+        if let Some(name) = &raw.node.name {
+            quicap_pki::validate_node_name(name).map_err(|e| invalid("node.name", e.to_string()))?;
+        }
+        let listen = match raw.node.listen {
+            None => vec![SocketAddr::from(([0u16; 8], DEFAULT_PORT))],
+            Some(list) if list.is_empty() => {
+                return Err(invalid("node.listen", "needs at least one address"))
+            }
+            Some(list) => list
+                .iter()
+                .map(|s| {
+                    s.parse::<SocketAddr>().map_err(|_| {
+                        invalid(
+                            "node.listen",
+                            format!("{s:?} is not an IP:port (e.g. \"0.0.0.0:4433\" or \"[::]:4433\")"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let node = NodeSection {
+            name: raw.node.name,
+            cert: resolve(raw.node.cert),
+            key: resolve(raw.node.key),
+            ca: resolve(raw.node.ca),
+            crl: raw.node.crl.map(resolve),
+            listen,
+        };
+
+        let tun = raw.tun;
+        if tun.name.is_empty()
+            || tun.name.len() > 15
+            || !tun
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        {
+            return Err(invalid(
+                "tun.name",
+                format!("{:?} is not a valid interface name (1-15 letters, digits, '-', '_')", tun.name),
+            ));
+        }
+        if !(MIN_MTU..=MAX_MTU).contains(&tun.mtu) {
+            return Err(invalid(
+                "tun.mtu",
+                format!("{} is outside {MIN_MTU}..={MAX_MTU}", tun.mtu),
+            ));
+        }
+        let addresses = parse_nets("tun.addresses", &tun.addresses)?;
+        if addresses.is_empty() {
+            return Err(invalid("tun.addresses", "needs at least one address"));
+        }
+        let routes = parse_nets("tun.routes", &tun.routes)?
+            .into_iter()
+            .map(|n| n.trunc())
+            .collect();
+        let tun = TunSection {
+            name: tun.name,
+            addresses,
+            mtu: tun.mtu,
+            routes,
+        };
+
+        let t = raw.transport;
+        if t.keepalive_ms == 0 || t.idle_timeout_ms <= t.keepalive_ms {
+            return Err(invalid(
+                "transport.idle-timeout-ms",
+                format!(
+                    "must be larger than transport.keepalive-ms ({} ms), and keepalive-ms above 0",
+                    t.keepalive_ms
+                ),
+            ));
+        }
+        let transport = TransportSection {
+            keepalive: Duration::from_millis(t.keepalive_ms),
+            idle_timeout: Duration::from_millis(t.idle_timeout_ms),
+            gso: t.gso,
+        };
+
+        let mut peers: Vec<PeerConfig> = Vec::new();
+        for (i, p) in raw.peers.into_iter().enumerate() {
+            quicap_pki::validate_node_name(&p.name)
+                .map_err(|e| invalid(format!("peer[{i}].name"), e.to_string()))?;
+            if peers.iter().any(|q| q.name == p.name) {
+                return Err(invalid(
+                    format!("peer[{i}].name"),
+                    format!("peer {:?} is listed twice", p.name),
+                ));
+            }
+            if let Some(ep) = &p.endpoint {
+                validate_endpoint(ep).map_err(|m| invalid(format!("peer[{i}].endpoint"), m))?;
+            }
+            peers.push(PeerConfig {
+                name: p.name,
+                endpoint: p.endpoint,
+            });
+        }
+
+        Ok(Config {
+            node,
+            tun,
+            transport,
+            peers,
+        })
+    }
+}
+
+fn parse_nets(key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+    list.iter()
+        .map(|s| {
+            s.parse::<IpNet>().map_err(|_| {
+                invalid(
+                    key,
+                    format!("{s:?} is not an address with prefix length (e.g. \"10.0.0.1/24\")"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn validate_endpoint(ep: &str) -> Result<(), String> {
+    if ep.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    match ep.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(format!(
+            "{ep:?} is not host:port (e.g. \"192.0.2.1:4433\" or \"vpn.example.com:4433\")"
+        )),
+    }
+}
+
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = e
+        .span()
+        .map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            (line, column)
+        })
+        .unwrap_or((0, 0));
+    ConfigError::Syntax {
+        line,
+        column,
+        message: e.message().trim().replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[node]
+cert = "a.crt"
+key = "a.key"
+ca = "ca.crt"
+
+[tun]
+addresses = ["10.10.0.1/24"]
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("/etc/quicap"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.node.cert, PathBuf::from("/etc/quicap/a.crt"));
+        assert_eq!(c.node.listen, vec!["[::]:4433".parse().unwrap()]);
+        assert_eq!(c.tun.name, "quicap0");
+        assert_eq!(c.tun.mtu, DEFAULT_MTU);
+        assert_eq!(c.transport.keepalive, Duration::from_secs(1));
+        assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../../../examples/node.toml");
+        let c = parse(text).unwrap();
+        assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let text = MINIMAL.replace("[tun]", "[tun]\nmtuu = 1400");
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("unknown field `mtuu`"), "{err}");
+        assert!(err.starts_with("line 9,"), "{err}");
+    }
+
+    #[test]
+    fn malformed_toml_reports_position() {
+        let err = parse("[node\ncert = 1").unwrap_err().to_string();
+        assert!(err.starts_with("line 1,"), "{err}");
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let err = parse("[node]\ncert='a'\nkey='b'\nca='c'\n").unwrap_err().to_string();
+        assert!(err.contains("missing field `tun`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (MINIMAL.replace("10.10.0.1/24", "10.10.0.1"), "tun.addresses"),
+            (MINIMAL.replace("[tun]", "[tun]\nmtu = 100"), "tun.mtu"),
+            (MINIMAL.replace("[tun]", "[tun]\nname = \"way-too-long-name0\""), "tun.name"),
+            (MINIMAL.replace("[tun]", "[tun]\nroutes = [\"x\"]"), "tun.routes"),
+            (MINIMAL.replace("[node]", "[node]\nlisten = [\"4433\"]"), "node.listen"),
+            (MINIMAL.replace("[node]", "[node]\nname = \"Bad\""), "node.name"),
+            (format!("{MINIMAL}\n[[peer]]\nname = \"b\"\nendpoint = \"nope\""), "peer[0].endpoint"),
+            (format!("{MINIMAL}\n[[peer]]\nname = \"b\"\n[[peer]]\nname = \"b\""), "peer[1].name"),
+            (format!("{MINIMAL}\n[transport]\nkeepalive-ms = 5000"), "transport.idle-timeout-ms"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("{key}:")), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn endpoints_accept_names_and_addresses() {
+        for ok in ["192.0.2.1:4433", "[2001:db8::1]:4433", "vpn.example.com:443"] {
+            assert!(validate_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in ["192.0.2.1", ":4433", "host:99999"] {
+            assert!(validate_endpoint(bad).is_err(), "{bad}");
+        }
+    }
+}
