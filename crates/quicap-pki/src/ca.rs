@@ -370,10 +370,13 @@ mod tests {
         let ca = new_ca(&mut rng);
         let (_, a) = issue(&ca, "node-a", &mut rng);
         let (_, b) = issue(&ca, "node-b", &mut rng);
-        let first =
-            Crl::from_pem(&ca.issue_crl(None, &[a.serial.clone()], now()).unwrap()).unwrap();
+        let first = Crl::from_pem(
+            &ca.issue_crl(None, std::slice::from_ref(&a.serial), now())
+                .unwrap(),
+        )
+        .unwrap();
         let second = Crl::from_pem(
-            &ca.issue_crl(Some(&first), &[b.serial.clone()], now())
+            &ca.issue_crl(Some(&first), std::slice::from_ref(&b.serial), now())
                 .unwrap(),
         )
         .unwrap();

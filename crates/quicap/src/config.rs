@@ -177,7 +177,8 @@ impl Config {
         };
 
         if let Some(name) = &raw.node.name {
-            quicap_pki::validate_node_name(name).map_err(|e| invalid("node.name", e.to_string()))?;
+            quicap_pki::validate_node_name(name)
+                .map_err(|e| invalid("node.name", e.to_string()))?;
         }
         let listen = match raw.node.listen {
             None => vec![SocketAddr::from(([0u16; 8], DEFAULT_PORT))],
@@ -190,7 +191,9 @@ impl Config {
                     s.parse::<SocketAddr>().map_err(|_| {
                         invalid(
                             "node.listen",
-                            format!("{s:?} is not an IP:port (e.g. \"0.0.0.0:4433\" or \"[::]:4433\")"),
+                            format!(
+                                "{s:?} is not an IP:port (e.g. \"0.0.0.0:4433\" or \"[::]:4433\")"
+                            ),
                         )
                     })
                 })
@@ -215,7 +218,10 @@ impl Config {
         {
             return Err(invalid(
                 "tun.name",
-                format!("{:?} is not a valid interface name (1-15 letters, digits, '-', '_')", tun.name),
+                format!(
+                    "{:?} is not a valid interface name (1-15 letters, digits, '-', '_')",
+                    tun.name
+                ),
             ));
         }
         if !(MIN_MTU..=MAX_MTU).contains(&tun.mtu) {
@@ -377,22 +383,48 @@ addresses = ["10.10.0.1/24"]
 
     #[test]
     fn missing_section_is_named() {
-        let err = parse("[node]\ncert='a'\nkey='b'\nca='c'\n").unwrap_err().to_string();
+        let err = parse("[node]\ncert='a'\nkey='b'\nca='c'\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing field `tun`"), "{err}");
     }
 
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
-            (MINIMAL.replace("10.10.0.1/24", "10.10.0.1"), "tun.addresses"),
+            (
+                MINIMAL.replace("10.10.0.1/24", "10.10.0.1"),
+                "tun.addresses",
+            ),
             (MINIMAL.replace("[tun]", "[tun]\nmtu = 100"), "tun.mtu"),
-            (MINIMAL.replace("[tun]", "[tun]\nname = \"way-too-long-name0\""), "tun.name"),
-            (MINIMAL.replace("[tun]", "[tun]\nroutes = [\"x\"]"), "tun.routes"),
-            (MINIMAL.replace("[node]", "[node]\nlisten = [\"4433\"]"), "node.listen"),
-            (MINIMAL.replace("[node]", "[node]\nname = \"Bad\""), "node.name"),
-            (format!("{MINIMAL}\n[[peer]]\nname = \"b\"\nendpoint = \"nope\""), "peer[0].endpoint"),
-            (format!("{MINIMAL}\n[[peer]]\nname = \"b\"\n[[peer]]\nname = \"b\""), "peer[1].name"),
-            (format!("{MINIMAL}\n[transport]\nkeepalive-ms = 5000"), "transport.idle-timeout-ms"),
+            (
+                MINIMAL.replace("[tun]", "[tun]\nname = \"way-too-long-name0\""),
+                "tun.name",
+            ),
+            (
+                MINIMAL.replace("[tun]", "[tun]\nroutes = [\"x\"]"),
+                "tun.routes",
+            ),
+            (
+                MINIMAL.replace("[node]", "[node]\nlisten = [\"4433\"]"),
+                "node.listen",
+            ),
+            (
+                MINIMAL.replace("[node]", "[node]\nname = \"Bad\""),
+                "node.name",
+            ),
+            (
+                format!("{MINIMAL}\n[[peer]]\nname = \"b\"\nendpoint = \"nope\""),
+                "peer[0].endpoint",
+            ),
+            (
+                format!("{MINIMAL}\n[[peer]]\nname = \"b\"\n[[peer]]\nname = \"b\""),
+                "peer[1].name",
+            ),
+            (
+                format!("{MINIMAL}\n[transport]\nkeepalive-ms = 5000"),
+                "transport.idle-timeout-ms",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err().to_string();
@@ -402,7 +434,11 @@ addresses = ["10.10.0.1/24"]
 
     #[test]
     fn endpoints_accept_names_and_addresses() {
-        for ok in ["192.0.2.1:4433", "[2001:db8::1]:4433", "vpn.example.com:443"] {
+        for ok in [
+            "192.0.2.1:4433",
+            "[2001:db8::1]:4433",
+            "vpn.example.com:443",
+        ] {
             assert!(validate_endpoint(ok).is_ok(), "{ok}");
         }
         for bad in ["192.0.2.1", ":4433", "host:99999"] {

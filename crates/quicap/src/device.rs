@@ -12,11 +12,19 @@ use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 
 /// A configured TUN interface. Dropping it closes the device, which removes the
 /// interface together with its addresses and routes.
-#[derive(Debug)]
 pub struct Tun {
     pub device: AsyncDevice,
     pub name: String,
     pub index: u32,
+}
+
+impl std::fmt::Debug for Tun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tun")
+            .field("name", &self.name)
+            .field("index", &self.index)
+            .finish()
+    }
 }
 
 /// What the interface should look like.

@@ -1,0 +1,101 @@
+//! The uplink: packets read from the TUN are sent to the peer the routing decision
+//! picks, in QUIC DATAGRAM frames behind the overlay header.
+//!
+//! Packets larger than the connection's current datagram size are never dropped
+//! silently: IPv4 packets without DF are fragmented here (RFC 791); everything else is
+//! answered with ICMP "fragmentation needed" / ICMPv6 "packet too big" written back into
+//! the TUN, so the sender lowers its path MTU. `send_datagram_wait` makes the reader wait
+//! when quinn's bounded datagram queue is full, instead of dropping.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quicap_wire::overlay::{PayloadKind, BASE_LEN};
+use quicap_wire::{ip, Header};
+use tracing::{debug, warn};
+
+use super::session::own_address;
+use super::Node;
+
+const BUF_LEN: usize = 65536;
+
+pub async fn tun_to_peers(node: Arc<Node>) {
+    let mut buf = vec![0u8; BUF_LEN];
+    let mut icmp = vec![0u8; 1500];
+    let header = Header::direct(PayloadKind::Ip);
+    loop {
+        let n = match node.tun.recv(&mut buf[BASE_LEN..]).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "reading from the TUN failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let packet = &buf[BASE_LEN..BASE_LEN + n];
+        let Some((_, destination)) = ip::addresses(packet) else {
+            continue;
+        };
+        let Some(conn) = node.peers.route(destination) else {
+            debug!(%destination, "no peer for destination");
+            continue;
+        };
+        let max = conn.max_datagram_size().unwrap_or(0);
+        if BASE_LEN + n > max {
+            too_big(&node, &conn, packet, max, &mut icmp).await;
+            continue;
+        }
+        if header.emit(&mut buf[..BASE_LEN]).is_err() {
+            continue;
+        }
+        let datagram = Bytes::copy_from_slice(&buf[..BASE_LEN + n]);
+        match conn.send_datagram_wait(datagram).await {
+            Ok(()) => {}
+            Err(quinn::SendDatagramError::TooLarge) => {
+                let max = conn.max_datagram_size().unwrap_or(0);
+                too_big(&node, &conn, &buf[BASE_LEN..BASE_LEN + n], max, &mut icmp).await;
+            }
+            Err(e) => debug!(error = %e, "datagram not sent"),
+        }
+    }
+}
+
+async fn too_big(
+    node: &Node,
+    conn: &quinn::Connection,
+    packet: &[u8],
+    max: usize,
+    icmp: &mut [u8],
+) {
+    let room = max.saturating_sub(BASE_LEN);
+    if ip::is_fragmentable_v4(packet) {
+        let mut frags = Vec::new();
+        if ip::fragment_v4(packet, room, |f| {
+            let mut d = Vec::with_capacity(BASE_LEN + f.len());
+            d.extend_from_slice(&[0u8; BASE_LEN]);
+            d.extend_from_slice(f);
+            frags.push(d);
+        }) {
+            for mut d in frags {
+                if Header::direct(PayloadKind::Ip).emit(&mut d).is_ok() {
+                    let _ = conn.send_datagram_wait(Bytes::from(d)).await;
+                }
+            }
+            return;
+        }
+    }
+    let Some((source, _)) = ip::addresses(packet) else {
+        return;
+    };
+    let Some(from) = own_address(node, source) else {
+        debug!(%source, "packet too big, and no own address of its family to answer from");
+        return;
+    };
+    let mtu = u16::try_from(room).unwrap_or(u16::MAX);
+    if let Some(len) = ip::packet_too_big(packet, mtu, from, icmp) {
+        debug!(%source, mtu, "answering packet too big");
+        if let Err(e) = node.tun.send(&icmp[..len]).await {
+            debug!(error = %e, "writing ICMP packet too big failed");
+        }
+    }
+}

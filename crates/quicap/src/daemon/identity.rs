@@ -1,0 +1,130 @@
+//! Loading and checking this node's identity at startup: every file is read, parsed and
+//! cross-checked before anything touches the network, so a mistake ends in one clear
+//! line instead of a node that cannot talk to anyone.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use quicap_pki::cert::CaCert;
+use quicap_pki::{Crl, NodeCert};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::tls::{Identity, Trust};
+
+/// This node's verified identity and trust anchors.
+#[derive(Debug)]
+pub struct Loaded {
+    pub identity: Identity,
+    pub cert: NodeCert,
+    pub ca: CaCert,
+    pub crl: Option<Crl>,
+}
+
+impl Loaded {
+    pub fn trust(&self) -> Trust {
+        trust_of(&self.ca, self.crl.as_ref())
+    }
+}
+
+pub fn trust_of(ca: &CaCert, crl: Option<&Crl>) -> Trust {
+    Trust {
+        ca: CertificateDer::from(ca.der.clone()),
+        crl: crl.map(|c| CertificateRevocationListDer::from(c.der.clone())),
+    }
+}
+
+/// Reads a file, naming it in the error.
+pub fn read(path: &Path, what: &str) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| anyhow!("{what} {}: {e}", path.display()))
+}
+
+/// Reads and verifies a CRL file against the CA.
+pub fn load_crl(path: &Path, ca: &CaCert) -> Result<Crl> {
+    let crl = Crl::from_pem(&read(path, "node.crl")?)
+        .with_context(|| format!("node.crl {}", path.display()))?;
+    crl.check_issuer(ca)
+        .with_context(|| format!("node.crl {}", path.display()))?;
+    Ok(crl)
+}
+
+/// Loads and cross-checks the node's certificate, key, CA and CRL.
+pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
+    let n = &config.node;
+    let ca_pem = read(&n.ca, "node.ca")?;
+    let ca = CaCert::from_pem(&ca_pem).with_context(|| format!("node.ca {}", n.ca.display()))?;
+    let cert_pem = read(&n.cert, "node.cert")?;
+    let cert_ctx = || format!("node.cert {}", n.cert.display());
+    let cert = NodeCert::from_pem(&cert_pem).with_context(cert_ctx)?;
+    let key_pem = read(&n.key, "node.key")?;
+    cert.check_key(&key_pem).with_context(|| {
+        format!(
+            "node.key {}: does not belong to {} (use the key made with its CSR)",
+            n.key.display(),
+            n.cert.display()
+        )
+    })?;
+    cert.check_issuer(&ca)
+        .with_context(|| format!("{}: trusted CA is {:?}", cert_ctx(), ca.name))?;
+    cert.check_time(now)
+        .with_context(|| format!("{} (renew it with quicap ca sign)", cert_ctx()))?;
+    ca.not_after.ge(&now).then_some(()).ok_or_else(|| {
+        anyhow!(
+            "node.ca {}: CA certificate expired on {}",
+            n.ca.display(),
+            ca.not_after
+        )
+    })?;
+    let crl = match &n.crl {
+        Some(path) => {
+            let crl = load_crl(path, &ca)?;
+            if crl.is_revoked(&cert.serial) {
+                bail!(
+                    "{}: certificate is revoked by {} (serial {})",
+                    cert_ctx(),
+                    path.display(),
+                    cert.serial_hex()
+                );
+            }
+            Some(crl)
+        }
+        None => None,
+    };
+    if let Some(name) = &n.name {
+        if *name != cert.name {
+            bail!(
+                "node.name: {name:?} does not match the certificate's name {:?} in {}",
+                cert.name,
+                n.cert.display()
+            );
+        }
+    }
+    for addr in &config.tun.addresses {
+        if !cert.authorization.permits_address(addr) {
+            let allowed: Vec<String> = cert
+                .authorization
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            bail!(
+                "tun.addresses: {addr} is not authorized by {} (it authorizes {})",
+                n.cert.display(),
+                allowed.join(", ")
+            );
+        }
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| anyhow!("node.key {}: {e}", n.key.display()))?;
+    Ok(Loaded {
+        identity: Identity {
+            cert: CertificateDer::from(cert.der.clone()),
+            key,
+        },
+        cert,
+        ca,
+        crl,
+    })
+}

@@ -1,0 +1,308 @@
+//! The node daemon (`quicap up`): a tokio shell that wires the TUN device, the QUIC
+//! endpoints and the peer table together.
+//!
+//! ```text
+//!            +-------------------- Node --------------------+
+//!  TUN ----> | datapath::tun_to_peers -> PeerTable::route -> | --> QUIC datagrams
+//!  TUN <---- | session::receive_datagrams (source checked) <- | <-- QUIC datagrams
+//!            | dial loops (one per peer with an endpoint)     |
+//!            | accept loops (one per listen address)          |
+//!            | CRL watcher, certificate expiry watcher        |
+//!            +------------------------------------------------+
+//! ```
+
+mod datapath;
+pub mod identity;
+mod peers;
+mod session;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use ipnet::IpNet;
+use quicap_pki::cert::CaCert;
+use quicap_pki::Crl;
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Config, PeerConfig};
+use crate::device::{Tun, TunSpec};
+use crate::tls::{Identity, Trust};
+use crate::transport;
+
+use peers::PeerTable;
+use session::close;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(4);
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// What the node currently trusts; replaced as a whole when the CRL file changes.
+#[derive(Debug, Clone)]
+pub struct TrustState {
+    pub ca: CaCert,
+    pub crl: Option<Crl>,
+    pub rustls: Trust,
+}
+
+/// Shared state of a running node.
+pub struct Node {
+    pub name: String,
+    pub mtu: u16,
+    pub addresses: Vec<IpNet>,
+    identity: Identity,
+    trust: RwLock<TrustState>,
+    transport: Arc<quinn::TransportConfig>,
+    pub peers: PeerTable,
+    pub tun: tun_rs::AsyncDevice,
+    endpoints: Vec<quinn::Endpoint>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub fn trust(&self) -> TrustState {
+        self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn client_config(&self) -> Result<quinn::ClientConfig> {
+        transport::client_config(&self.trust().rustls, &self.identity, self.transport.clone())
+    }
+}
+
+/// Runs a node until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> Result<()> {
+    let loaded = identity::load(&config, time::OffsetDateTime::now_utc())?;
+    let trust = TrustState {
+        rustls: loaded.trust(),
+        ca: loaded.ca.clone(),
+        crl: loaded.crl.clone(),
+    };
+    let transport_config = transport::transport_config(&config.transport, config.tun.mtu)?;
+    let server =
+        transport::server_config(&trust.rustls, &loaded.identity, transport_config.clone())?;
+    let endpoints = config
+        .node
+        .listen
+        .iter()
+        .map(|addr| transport::endpoint(*addr, server.clone()))
+        .collect::<Result<Vec<_>>>()?;
+    let tun = Tun::create(&TunSpec {
+        name: config.tun.name.clone(),
+        mtu: config.tun.mtu,
+        addresses: config.tun.addresses.clone(),
+        routes: config.tun.routes.clone(),
+    })
+    .await?;
+    info!(
+        node = %loaded.cert.name,
+        interface = %tun.name,
+        listen = ?config.node.listen,
+        peers = config.peers.len(),
+        "node up"
+    );
+    if let Some(days) = days_left(&loaded.cert) {
+        if days < 14 {
+            warn!(
+                days,
+                "this node's certificate expires soon (renew it with quicap ca sign)"
+            );
+        }
+    }
+
+    let node = Arc::new(Node {
+        name: loaded.cert.name.clone(),
+        mtu: config.tun.mtu,
+        addresses: config.tun.addresses.clone(),
+        identity: loaded.identity,
+        trust: RwLock::new(trust),
+        transport: transport_config,
+        peers: PeerTable::default(),
+        tun: tun.device,
+        endpoints,
+    });
+
+    let mut tasks = JoinSet::new();
+    for endpoint in &node.endpoints {
+        tasks.spawn(accept_loop(node.clone(), endpoint.clone()));
+    }
+    for peer in config.peers.iter().filter(|p| p.endpoint.is_some()) {
+        tasks.spawn(dial_loop(node.clone(), peer.clone()));
+    }
+    tasks.spawn(datapath::tun_to_peers(node.clone()));
+    tasks.spawn(watch_expiry(node.clone()));
+    if let Some(path) = config.node.crl.clone() {
+        tasks.spawn(watch_crl(node.clone(), path));
+    }
+
+    wait_for_signal().await?;
+    info!("shutting down");
+    tasks.abort_all();
+    for conn in node.peers.all_connections() {
+        conn.close(close::SHUTDOWN.into(), b"peer shutting down");
+    }
+    for endpoint in &node.endpoints {
+        endpoint.close(close::SHUTDOWN.into(), b"peer shutting down");
+    }
+    for endpoint in &node.endpoints {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
+    }
+    while tasks.join_next().await.is_some() {}
+    drop(node);
+    info!("stopped");
+    Ok(())
+}
+
+fn days_left(cert: &quicap_pki::NodeCert) -> Option<i64> {
+    Some((cert.not_after - time::OffsetDateTime::now_utc()).whole_days())
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
+    while let Some(incoming) = endpoint.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(conn) => {
+                    session::run(node, conn, false, None).await;
+                }
+                Err(e) => debug!(%remote, error = %e, "incoming handshake failed"),
+            }
+        });
+    }
+}
+
+async fn dial_loop(node: Arc<Node>, peer: PeerConfig) {
+    let Some(target) = peer.endpoint.clone() else {
+        return;
+    };
+    let mut backoff = BACKOFF_MIN;
+    let mut last_error = String::new();
+    loop {
+        match dial(&node, &peer.name, &target).await {
+            Ok(conn) => {
+                last_error.clear();
+                if session::run(node.clone(), conn, true, Some(&peer.name)).await {
+                    backoff = BACKOFF_MIN;
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg != last_error {
+                    warn!(peer = %peer.name, endpoint = %target, error = %msg, "dial failed; retrying");
+                    last_error = msg;
+                } else {
+                    debug!(peer = %peer.name, error = %msg, "dial failed again");
+                }
+            }
+        }
+        let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 4));
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn dial(node: &Node, name: &str, target: &str) -> Result<quinn::Connection> {
+    let addr = tokio::net::lookup_host(target)
+        .await
+        .with_context(|| format!("resolving {target}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{target} resolves to no address"))?;
+    let endpoint = node
+        .endpoints
+        .iter()
+        .find(|e| {
+            e.local_addr()
+                .map(|l| l.is_ipv6() || addr.is_ipv4())
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| anyhow!("no listen address of {addr}'s family to dial from"))?;
+    let connecting = endpoint.connect_with(node.client_config()?, addr, name)?;
+    let conn = tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
+        .await
+        .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))??;
+    Ok(conn)
+}
+
+/// Closes connections of peers whose certificate has expired since they connected.
+async fn watch_expiry(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = time::OffsetDateTime::now_utc();
+        node.peers
+            .close_where(close::CERTIFICATE_INVALIDATED, |cert| {
+                (now > cert.cert().not_after).then(|| "certificate expired".to_owned())
+            });
+    }
+}
+
+/// Re-reads the CRL when its file changes: new handshakes use it at once, and live
+/// connections of newly revoked peers are closed.
+async fn watch_crl(node: Arc<Node>, path: std::path::PathBuf) {
+    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = stamp(&path);
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let ca = node.trust().ca;
+        let crl = match identity::load_crl(&path, &ca) {
+            Ok(crl) => crl,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "keeping the previous CRL");
+                continue;
+            }
+        };
+        let state = TrustState {
+            rustls: identity::trust_of(&ca, Some(&crl)),
+            ca,
+            crl: Some(crl.clone()),
+        };
+        match transport::server_config(&state.rustls, &node.identity, node.transport.clone()) {
+            Ok(server) => {
+                for endpoint in &node.endpoints {
+                    endpoint.set_server_config(Some(server.clone()));
+                }
+            }
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "keeping the previous CRL");
+                continue;
+            }
+        }
+        *node.trust.write().unwrap_or_else(|p| p.into_inner()) = state;
+        info!(
+            number = crl.number,
+            revoked = crl.revoked.len(),
+            "CRL reloaded"
+        );
+        node.peers
+            .close_where(close::CERTIFICATE_INVALIDATED, |cert| {
+                crl.is_revoked(&cert.cert().serial)
+                    .then(|| "certificate revoked".to_owned())
+            });
+    }
+}

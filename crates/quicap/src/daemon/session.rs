@@ -1,0 +1,295 @@
+//! One authenticated connection to a peer: identity check, hello exchange, then the
+//! datagram receive loop and the control loop until the connection ends.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use quicap_pki::cert::VerifiedCert;
+use quicap_pki::NodeCert;
+use quicap_wire::control::{Hello, Modes, FRAME_HEADER_LEN};
+use quicap_wire::overlay::PayloadKind;
+use quicap_wire::{ip, negotiate_version, Header, Message, PROTOCOL_VERSIONS};
+use rustls::pki_types::CertificateDer;
+use tracing::{debug, info, warn};
+
+use super::peers::Link;
+use super::Node;
+
+/// Application close codes (see `docs/protocol.md`).
+pub mod close {
+    pub const SHUTDOWN: u32 = 0;
+    pub const REFUSED: u32 = 1;
+    pub const INCOMPATIBLE: u32 = 2;
+    pub const PROTOCOL_VIOLATION: u32 = 3;
+    pub const CERTIFICATE_INVALIDATED: u32 = 4;
+}
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a connection until it ends. Returns true if the hello exchange completed, i.e.
+/// the peer accepted this node.
+pub async fn run(
+    node: Arc<Node>,
+    conn: quinn::Connection,
+    outgoing: bool,
+    expected: Option<&str>,
+) -> bool {
+    let remote = conn.remote_address();
+    let (cert, version, control) = match establish(&node, &conn, outgoing, expected).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            let reason = conn
+                .close_reason()
+                .map(|r| describe_close(&r))
+                .unwrap_or_else(|| format!("{e:#}"));
+            warn!(%remote, peer = expected.unwrap_or("?"), %reason, "connection refused");
+            return false;
+        }
+    };
+    let name = cert.name().to_owned();
+    let auth = cert.authorization().clone();
+    node.peers.add(
+        cert,
+        Link {
+            conn: conn.clone(),
+            outgoing,
+            since: Instant::now(),
+        },
+    );
+    info!(peer = %name, %remote, outgoing, version, "peer connected");
+
+    let datagrams = receive_datagrams(&node, &conn, &name, &auth);
+    let control = control_loop(&conn, control, &name);
+    tokio::select! {
+        _ = datagrams => {}
+        _ = control => {}
+    }
+    let reason = describe_close(&conn.closed().await);
+    let left = node.peers.remove(&name, conn.stable_id());
+    info!(peer = %name, %remote, %reason, links_left = left, "peer disconnected");
+    true
+}
+
+type Control = (quinn::SendStream, quinn::RecvStream);
+
+async fn establish(
+    node: &Node,
+    conn: &quinn::Connection,
+    outgoing: bool,
+    expected: Option<&str>,
+) -> Result<(VerifiedCert, u8, Control)> {
+    let cert = peer_certificate(node, conn)?;
+    if let Some(expected) = expected {
+        if cert.name() != expected {
+            refuse(
+                conn,
+                close::REFUSED,
+                &format!("expected {expected}, got {}", cert.name()),
+            );
+            bail!(
+                "peer presented certificate for {:?}, expected {expected:?}",
+                cert.name()
+            );
+        }
+    }
+    if cert.name() == node.name {
+        refuse(conn, close::REFUSED, "connected to itself");
+        bail!("connected to itself (a peer endpoint points at this node)");
+    }
+    let (mut send, mut recv) = if outgoing {
+        conn.open_bi().await?
+    } else {
+        tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+            .await
+            .map_err(|_| anyhow!("no hello within {HELLO_TIMEOUT:?}"))??
+    };
+    let ours = Hello {
+        min_version: *PROTOCOL_VERSIONS.start(),
+        max_version: *PROTOCOL_VERSIONS.end(),
+        name: node.name.clone(),
+        mtu: node.mtu,
+        modes: Modes {
+            l3: true,
+            l2: false,
+        },
+    };
+    let mut buf = Vec::new();
+    Message::Hello(ours).encode(&mut buf)?;
+    send.write_all(&buf).await?;
+    let theirs = match tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut recv)).await {
+        Err(_) => bail!("no hello within {HELLO_TIMEOUT:?}"),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(Message::Hello(h))) => h,
+        Ok(Ok(other)) => {
+            refuse(conn, close::PROTOCOL_VIOLATION, "expected hello");
+            bail!("expected hello, got {other:?}");
+        }
+    };
+    if theirs.name != cert.name() {
+        refuse(
+            conn,
+            close::PROTOCOL_VIOLATION,
+            "hello name differs from certificate",
+        );
+        bail!(
+            "hello names {:?} but certificate is {:?}",
+            theirs.name,
+            cert.name()
+        );
+    }
+    let Some(version) =
+        negotiate_version(PROTOCOL_VERSIONS, theirs.min_version..=theirs.max_version)
+    else {
+        let reason = format!(
+            "incompatible protocol versions: we speak {}..={}, peer speaks {}..={}",
+            PROTOCOL_VERSIONS.start(),
+            PROTOCOL_VERSIONS.end(),
+            theirs.min_version,
+            theirs.max_version
+        );
+        let mut bye = Vec::new();
+        Message::Goodbye(reason.clone()).encode(&mut bye)?;
+        let _ = send.write_all(&bye).await;
+        refuse(conn, close::INCOMPATIBLE, &reason);
+        bail!(reason);
+    };
+    Ok((cert, version, (send, recv)))
+}
+
+fn refuse(conn: &quinn::Connection, code: u32, reason: &str) {
+    conn.close(code.into(), reason.as_bytes());
+}
+
+/// The peer's certificate, checked again by QUICAP's own verifier (rustls already
+/// verified it during the handshake) so that the rest of the node works with a
+/// [`VerifiedCert`] and its authorization.
+fn peer_certificate(node: &Node, conn: &quinn::Connection) -> Result<VerifiedCert> {
+    let chain = conn
+        .peer_identity()
+        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .ok_or_else(|| anyhow!("peer presented no certificate"))?;
+    let der = chain
+        .first()
+        .ok_or_else(|| anyhow!("peer presented no certificate"))?;
+    let cert = NodeCert::from_der(der).map_err(|e| {
+        refuse(conn, close::REFUSED, "not a node certificate");
+        anyhow!("peer certificate: {e}")
+    })?;
+    let trust = node.trust();
+    cert.verify(
+        &trust.ca,
+        trust.crl.as_ref(),
+        time::OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| {
+        refuse(conn, close::REFUSED, &e.to_string());
+        anyhow!("peer certificate: {e}")
+    })
+}
+
+async fn read_message(recv: &mut quinn::RecvStream) -> Result<Message> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    recv.read_exact(&mut header).await?;
+    let len = Message::frame_len(header)?;
+    let mut body = vec![0u8; len];
+    recv.read_exact(&mut body).await?;
+    Ok(Message::decode_body(&body)?)
+}
+
+async fn control_loop(conn: &quinn::Connection, (mut send, mut recv): Control, peer: &str) {
+    loop {
+        match read_message(&mut recv).await {
+            Ok(Message::Ping(v)) => {
+                let mut buf = Vec::new();
+                if Message::Pong(v).encode(&mut buf).is_err() || send.write_all(&buf).await.is_err()
+                {
+                    return;
+                }
+            }
+            Ok(Message::Goodbye(reason)) => {
+                info!(%peer, %reason, "peer said goodbye");
+            }
+            Ok(Message::Hello(_)) => {
+                refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
+                return;
+            }
+            Ok(Message::Pong(_) | Message::Unknown(_)) => {}
+            Err(e) => {
+                debug!(%peer, error = %e, "control stream ended");
+                return;
+            }
+        }
+    }
+}
+
+/// Moves datagrams from the connection to the TUN, dropping (and counting) any whose
+/// header is invalid or whose source address the peer's certificate does not authorize.
+async fn receive_datagrams(
+    node: &Node,
+    conn: &quinn::Connection,
+    peer: &str,
+    auth: &quicap_pki::Authorization,
+) {
+    let mut refused: u64 = 0;
+    loop {
+        let datagram = match conn.read_datagram().await {
+            Ok(d) => d,
+            Err(_) => return,
+        };
+        let payload = match Header::parse(&datagram) {
+            Ok((h, off)) if h.kind == PayloadKind::Ip && h.route.is_none() => &datagram[off..],
+            Ok((h, _)) => {
+                debug!(%peer, kind = ?h.kind, "dropping datagram this node does not handle");
+                continue;
+            }
+            Err(e) => {
+                debug!(%peer, error = %e, "dropping malformed datagram");
+                continue;
+            }
+        };
+        let Some((source, _)) = ip::addresses(payload) else {
+            continue;
+        };
+        if !auth.permits_source(source) {
+            refused += 1;
+            if refused.is_power_of_two() {
+                warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the peer's certificate");
+            }
+            continue;
+        }
+        if let Err(e) = node.tun.send(payload).await {
+            debug!(error = %e, "TUN write failed");
+        }
+    }
+}
+
+fn describe_close(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason);
+            format!("closed by peer: {reason}")
+        }
+        quinn::ConnectionError::LocallyClosed => "closed locally".into(),
+        quinn::ConnectionError::TimedOut => "timed out (no answer from the peer)".into(),
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason);
+            if reason.is_empty() {
+                format!("closed by peer: {}", c.error_code)
+            } else {
+                format!("closed by peer: {reason}")
+            }
+        }
+        quinn::ConnectionError::TransportError(t) => format!("transport error: {t}"),
+        other => other.to_string(),
+    }
+}
+
+/// Picks the address an ICMP error from this node is sent from.
+pub fn own_address(node: &Node, family_of: IpAddr) -> Option<IpAddr> {
+    node.addresses
+        .iter()
+        .map(|a| a.addr())
+        .find(|a| a.is_ipv4() == family_of.is_ipv4())
+}

@@ -1,0 +1,12 @@
+//! QUICAP: a mesh VPN on QUIC with a real PKI.
+//!
+//! This crate holds the IO side: configuration, TLS and QUIC transport, the TUN device,
+//! the daemon and the PKI commands. Protocol logic without IO lives in `quicap-wire`
+//! and `quicap-pki`.
+
+pub mod config;
+pub mod daemon;
+pub mod device;
+pub mod pki_cmd;
+pub mod tls;
+pub mod transport;

@@ -1,0 +1,111 @@
+//! QUIC transport: endpoints, connection parameters and the TLS glue for quinn.
+//!
+//! A node has one quinn endpoint per listen address; each both accepts and dials. This
+//! module only builds them; the daemon decides what runs over a connection. A TLS/TCP
+//! fallback will sit next to it behind the same connection handling.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::TransportSection;
+use crate::tls::{Identity, Trust};
+
+/// Bytes a QUIC short-header packet adds around one DATAGRAM frame, for quinn's
+/// defaults: flags (1), connection id (8), packet number (up to 4), frame type (1),
+/// length (up to 2) and AEAD tag (16), plus slack.
+pub const QUIC_DATAGRAM_OVERHEAD: u16 = 40;
+/// Socket buffer size requested for each UDP socket, in bytes.
+const SOCKET_BUFFER: usize = 4 << 20;
+/// Bound on datagrams queued for sending in quinn, in bytes.
+const DATAGRAM_SEND_BUFFER: usize = 256 << 10;
+/// Bound on received datagrams not yet read by the node, in bytes.
+const DATAGRAM_RECEIVE_BUFFER: usize = 1 << 20;
+
+/// QUIC transport parameters shared by all connections of a node.
+pub fn transport_config(
+    t: &TransportSection,
+    tunnel_mtu: u16,
+) -> Result<Arc<quinn::TransportConfig>> {
+    let mut tc = quinn::TransportConfig::default();
+    tc.keep_alive_interval(Some(t.keepalive));
+    tc.max_idle_timeout(Some(
+        t.idle_timeout
+            .try_into()
+            .map_err(|_| anyhow!("transport.idle-timeout-ms is too large"))?,
+    ));
+    // Start at the size the tunnel needs; path MTU discovery moves it up, and black-hole
+    // detection down to 1200 if the path cannot carry it.
+    let wanted = tunnel_mtu
+        .saturating_add(quicap_wire::overlay::BASE_LEN as u16)
+        .saturating_add(QUIC_DATAGRAM_OVERHEAD);
+    tc.initial_mtu(wanted.clamp(1200, 1452));
+    tc.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
+    tc.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
+    tc.max_concurrent_uni_streams(0u32.into());
+    tc.max_concurrent_bidi_streams(4u32.into());
+    tc.enable_segmentation_offload(t.gso);
+    Ok(Arc::new(tc))
+}
+
+pub fn server_config(
+    trust: &Trust,
+    identity: &Identity,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ServerConfig> {
+    let tls = trust.server_config(identity)?;
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| anyhow!("QUIC server TLS: {e}"))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport);
+    config.migration(true);
+    Ok(config)
+}
+
+pub fn client_config(
+    trust: &Trust,
+    identity: &Identity,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig> {
+    let tls = trust.client_config(identity)?;
+    let quic = QuicClientConfig::try_from(tls).map_err(|e| anyhow!("QUIC client TLS: {e}"))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport);
+    Ok(config)
+}
+
+/// Binds a UDP socket on `addr` (dual-stack for `[::]`) and makes a quinn endpoint of it.
+pub fn endpoint(addr: SocketAddr, server: quinn::ServerConfig) -> Result<quinn::Endpoint> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .with_context(|| format!("creating a UDP socket for {addr}"))?;
+    if addr.is_ipv6() {
+        socket
+            .set_only_v6(false)
+            .with_context(|| format!("making {addr} dual-stack"))?;
+    }
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&addr.into()).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (is another quicap or service using this port? change node.listen)"
+        } else {
+            ""
+        };
+        anyhow!("listening on UDP {addr}: {e}{hint}")
+    })?;
+    let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket.into(),
+        runtime,
+    )
+    .with_context(|| format!("starting QUIC on {addr}"))
+}
+
+/// How long a dial may take before it counts as failed.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
