@@ -372,7 +372,7 @@ addresses = ["10.10.0.1/24"]
         let text = MINIMAL.replace("[tun]", "[tun]\nmtuu = 1400");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("unknown field `mtuu`"), "{err}");
-        assert!(err.starts_with("line 9,"), "{err}");
+        assert!(err.starts_with("line 8,"), "{err}");
     }
 
     #[test]
