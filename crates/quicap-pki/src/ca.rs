@@ -169,7 +169,7 @@ impl Ca {
         if req.not_after > self.cert.not_after {
             return Err(PkiError::Signing(format!(
                 "certificate would outlive the CA, which expires on {}",
-                self.cert.not_after
+                crate::fmt_time(&self.cert.not_after)
             )));
         }
         let authorization = Authorization {

@@ -52,9 +52,9 @@ pub enum PkiError {
     InvalidName(String),
     #[error("invalid private key: {0}")]
     BadKey(String),
-    #[error("certificate expired on {0}")]
+    #[error("certificate expired on {}", fmt_time(.0))]
     Expired(OffsetDateTime),
-    #[error("certificate is not valid before {0}")]
+    #[error("certificate is not valid before {}", fmt_time(.0))]
     NotYetValid(OffsetDateTime),
     #[error("certificate was not issued by this CA ({0})")]
     UnknownIssuer(String),
@@ -62,7 +62,11 @@ pub enum PkiError {
     Revoked(String),
     #[error("private key does not match the certificate")]
     KeyMismatch,
-    #[error("validity period is empty: {not_before} is not before {not_after}")]
+    #[error(
+        "validity period is empty: {} is not before {}",
+        fmt_time(not_before),
+        fmt_time(not_after)
+    )]
     EmptyValidity {
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
@@ -97,6 +101,20 @@ pub fn validate_node_name(name: &str) -> Result<(), PkiError> {
     } else {
         Err(PkiError::InvalidName(name.to_owned()))
     }
+}
+
+/// Formats a time for people: `2026-01-02 03:04:05 UTC`.
+pub fn fmt_time(t: &OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
 }
 
 /// Formats a serial number as colon-separated hex, as OpenSSL does.

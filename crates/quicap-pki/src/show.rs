@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 use crate::cert::{CaCert, NodeCert};
 use crate::crl::Crl;
 use crate::csr::ParsedCsr;
-use crate::{format_serial, PkiError};
+use crate::{fmt_time, format_serial, PkiError};
 
 /// Describes the first PEM object in `text`, whatever kind it is.
 ///
@@ -72,8 +72,8 @@ fn describe_node(out: &mut String, cert: &NodeCert, now: OffsetDateTime) {
     let _ = writeln!(out, "  name:       {}", cert.name);
     let _ = writeln!(out, "  issuer:     {}", cert.issuer);
     let _ = writeln!(out, "  serial:     {}", cert.serial_hex());
-    let _ = writeln!(out, "  not before: {}", cert.not_before);
-    let _ = writeln!(out, "  not after:  {}", cert.not_after);
+    let _ = writeln!(out, "  not before: {}", fmt_time(&cert.not_before));
+    let _ = writeln!(out, "  not after:  {}", fmt_time(&cert.not_after));
     let _ = writeln!(
         out,
         "  status:     {}",
@@ -90,8 +90,8 @@ fn describe_node(out: &mut String, cert: &NodeCert, now: OffsetDateTime) {
 fn describe_ca(out: &mut String, ca: &CaCert, now: OffsetDateTime) {
     let _ = writeln!(out, "CA certificate");
     let _ = writeln!(out, "  name:       {}", ca.name);
-    let _ = writeln!(out, "  not before: {}", ca.not_before);
-    let _ = writeln!(out, "  not after:  {}", ca.not_after);
+    let _ = writeln!(out, "  not before: {}", fmt_time(&ca.not_before));
+    let _ = writeln!(out, "  not after:  {}", fmt_time(&ca.not_after));
     let _ = writeln!(
         out,
         "  status:     {}",
@@ -103,13 +103,18 @@ fn describe_crl(out: &mut String, crl: &Crl) {
     let _ = writeln!(out, "Certificate revocation list");
     let _ = writeln!(out, "  issuer:      {}", crl.issuer);
     let _ = writeln!(out, "  number:      {}", crl.number);
-    let _ = writeln!(out, "  this update: {}", crl.this_update);
+    let _ = writeln!(out, "  this update: {}", fmt_time(&crl.this_update));
     if let Some(next) = crl.next_update {
-        let _ = writeln!(out, "  next update: {next}");
+        let _ = writeln!(out, "  next update: {}", fmt_time(&next));
     }
     let _ = writeln!(out, "  revoked:     {}", crl.revoked.len());
     for (serial, when) in &crl.revoked {
-        let _ = writeln!(out, "    {} (since {when})", format_serial(serial));
+        let _ = writeln!(
+            out,
+            "    {} (since {})",
+            format_serial(serial),
+            fmt_time(when)
+        );
     }
 }
 

@@ -145,7 +145,7 @@ pub fn ca_sign(o: &SignOptions) -> Result<()> {
         o.out.display(),
         cert.name,
         cert.serial_hex(),
-        cert.not_after
+        quicap_pki::fmt_time(&cert.not_after)
     );
     Ok(())
 }

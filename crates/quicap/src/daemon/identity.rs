@@ -69,12 +69,12 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
     cert.check_issuer(&ca)
         .with_context(|| format!("{}: trusted CA is {:?}", cert_ctx(), ca.name))?;
     cert.check_time(now)
-        .with_context(|| format!("{} (renew it with quicap ca sign)", cert_ctx()))?;
+        .map_err(|e| anyhow!("{}: {e} (renew it with quicap ca sign)", cert_ctx()))?;
     ca.not_after.ge(&now).then_some(()).ok_or_else(|| {
         anyhow!(
             "node.ca {}: CA certificate expired on {}",
             n.ca.display(),
-            ca.not_after
+            quicap_pki::fmt_time(&ca.not_after)
         )
     })?;
     let crl = match &n.crl {

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the system tools QUICAP's demo, tests and benchmarks use (Debian/Ubuntu).
+# Does nothing for tools that are already there.
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null || need+=(iproute2)
+command -v ping >/dev/null || need+=(iputils-ping)
+command -v iperf3 >/dev/null || need+=(iperf3)
+command -v nft >/dev/null || need+=(nftables)
+command -v socat >/dev/null || need+=(socat)
+command -v openssl >/dev/null || need+=(openssl)
+command -v sha256sum >/dev/null || need+=(coreutils)
+command -v setpriv >/dev/null || need+=(util-linux)
+command -v pkill >/dev/null || need+=(procps)
+if [ "${1:-}" = "--bench" ]; then
+  command -v wg >/dev/null || need+=(wireguard-tools)
+fi
+
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing ${need[*]}; run as root or install them" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
