@@ -14,7 +14,6 @@ use quicap_wire::overlay::{PayloadKind, BASE_LEN};
 use quicap_wire::{ip, Header};
 use tracing::{debug, warn};
 
-use super::session::own_address;
 use super::Node;
 
 const BUF_LEN: usize = 65536;
@@ -84,11 +83,9 @@ async fn too_big(
             return;
         }
     }
-    let Some((source, _)) = ip::addresses(packet) else {
-        return;
-    };
-    let Some(from) = own_address(node, source) else {
-        debug!(%source, "packet too big, and no own address of its family to answer from");
+    // The error comes from the packet's destination: an address of this node would be
+    // dropped by the kernel as a martian when it arrives on the TUN.
+    let Some((source, from)) = ip::addresses(packet) else {
         return;
     };
     let mtu = u16::try_from(room).unwrap_or(u16::MAX);

@@ -1,7 +1,6 @@
 //! One authenticated connection to a peer: identity check, hello exchange, then the
 //! datagram receive loop and the control loop until the connection ends.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -284,12 +283,4 @@ fn describe_close(e: &quinn::ConnectionError) -> String {
         quinn::ConnectionError::TransportError(t) => format!("transport error: {t}"),
         other => other.to_string(),
     }
-}
-
-/// Picks the address an ICMP error from this node is sent from.
-pub fn own_address(node: &Node, family_of: IpAddr) -> Option<IpAddr> {
-    node.addresses
-        .iter()
-        .map(|a| a.addr())
-        .find(|a| a.is_ipv4() == family_of.is_ipv4())
 }

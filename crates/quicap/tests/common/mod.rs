@@ -1,0 +1,397 @@
+//! Test harness for end-to-end tests: real `quicap` processes in network namespaces
+//! joined by veth pairs, driven with real `ping`, `socat` and `iperf3`.
+//!
+//! Every namespace and process is owned by a guard that removes it on drop, so a failing
+//! test cleans up too; a node's log is printed when the test panics.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("{prefix}{}x{n}", std::process::id() % 100_000)
+}
+
+pub fn quicap() -> &'static str {
+    env!("CARGO_BIN_EXE_quicap")
+}
+
+/// Runs a command; panics with its output if it fails.
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn require_root() {
+    let out = run(Command::new("id").arg("-u"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "0",
+        "end-to-end tests create network namespaces and TUN devices: run them as root"
+    );
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes; returns the time taken.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A network namespace, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = unique("qt");
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        run(&mut ns.cmd(&["ip", "link", "set", "lo", "up"]));
+        ns
+    }
+
+    /// A command run inside this namespace.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).args(args);
+        c
+    }
+
+    /// One ping with a 1 s timeout; true if answered.
+    pub fn ping(&self, addr: &str) -> bool {
+        self.cmd(&["ping", "-c", "1", "-W", "1", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
+    /// Waits until `addr` answers pings.
+    pub fn wait_ping(&self, addr: &str, timeout: Duration) -> Option<Duration> {
+        wait_until(timeout, || self.ping(addr))
+    }
+
+    pub fn interface_exists(&self, name: &str) -> bool {
+        self.cmd(&["ip", "link", "show", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes still inside would keep the namespace's devices alive.
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Joins two namespaces with a veth pair and gives each end an IPv4 address (/24).
+pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) {
+    let va = unique("va");
+    let vb = unique("vb");
+    run(Command::new("ip").args([
+        "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name,
+    ]));
+    for (ns, dev, addr) in [(a, &va, a_addr), (b, &vb, b_addr)] {
+        run(&mut ns.cmd(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]));
+        run(&mut ns.cmd(&["ip", "link", "set", dev, "up"]));
+    }
+}
+
+/// A CA made with the real CLI, in a temporary directory.
+#[derive(Debug)]
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+}
+
+impl Pki {
+    pub fn new(name: &str) -> Pki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        run(Command::new(quicap())
+            .args(["ca", "init", "--name", name, "--out"])
+            .arg(dir.path().join("ca")));
+        Pki { dir }
+    }
+
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir.path().join("ca")
+    }
+
+    /// Makes a key, a CSR and a certificate for `name` with `ips`; extra args go to
+    /// `quicap ca sign`. Returns the node's directory.
+    pub fn issue(&self, name: &str, ips: &[&str], extra: &[&str]) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        run(Command::new(quicap())
+            .args(["cert", "request", "--name", name, "--out"])
+            .arg(&dir));
+        let mut sign = Command::new(quicap());
+        sign.args(["ca", "sign", "--ca"])
+            .arg(self.ca_dir())
+            .arg("--csr")
+            .arg(dir.join(format!("{name}.csr")))
+            .arg("--out")
+            .arg(dir.join(format!("{name}.crt")));
+        for ip in ips {
+            sign.args(["--ip", ip]);
+        }
+        sign.args(extra);
+        run(&mut sign);
+        dir
+    }
+}
+
+/// What to put into a node's config.
+#[derive(Debug, Clone)]
+pub struct NodeSpec<'a> {
+    pub name: &'a str,
+    /// Overlay addresses with prefix (must be in the certificate, unless testing that).
+    pub addresses: &'a [&'a str],
+    pub listen: &'a str,
+    /// (peer name, optional endpoint)
+    pub peers: &'a [(&'a str, Option<&'a str>)],
+    pub crl: bool,
+    /// Extra TOML lines appended to the [tun] section.
+    pub tun_extra: &'a str,
+}
+
+impl<'a> NodeSpec<'a> {
+    pub fn new(name: &'a str, addresses: &'a [&'a str], listen: &'a str) -> Self {
+        NodeSpec {
+            name,
+            addresses,
+            listen,
+            peers: &[],
+            crl: true,
+            tun_extra: "",
+        }
+    }
+}
+
+/// Writes `dir/node.toml` for a node whose key and certificate are in `dir` and whose
+/// CA is `pki`.
+pub fn write_config(pki: &Pki, dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
+    let mut text = format!(
+        "[node]\nname = \"{name}\"\ncert = \"{name}.crt\"\nkey = \"{name}.key\"\nca = \"{ca}\"\nlisten = [\"{listen}\"]\n",
+        name = spec.name,
+        ca = pki.ca_dir().join("ca.crt").display(),
+        listen = spec.listen,
+    );
+    if spec.crl {
+        text += &format!("crl = \"{}\"\n", pki.ca_dir().join("crl.pem").display());
+    }
+    let addrs: Vec<String> = spec.addresses.iter().map(|a| format!("\"{a}\"")).collect();
+    text += &format!(
+        "\n[tun]\nname = \"quicap0\"\naddresses = [{}]\n{}\n",
+        addrs.join(", "),
+        spec.tun_extra
+    );
+    for (peer, endpoint) in spec.peers {
+        text += &format!("\n[[peer]]\nname = \"{peer}\"\n");
+        if let Some(ep) = endpoint {
+            text += &format!("endpoint = \"{ep}\"\n");
+        }
+    }
+    let path = dir.join("node.toml");
+    std::fs::write(&path, text).expect("writing config");
+    path
+}
+
+/// A running `quicap up`, killed on drop; its log is printed if the test panics.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+    ns: String,
+    config: PathBuf,
+}
+
+impl Node {
+    pub fn start(ns: &Netns, name: &str, config: &Path) -> Node {
+        let log = config.with_file_name(format!("{}.log", unique("node")));
+        let mut node = Node {
+            name: name.to_owned(),
+            child: None,
+            log,
+            ns: ns.name.clone(),
+            config: config.to_owned(),
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                quicap(),
+                "--log",
+                "info,quicap=debug",
+                "up",
+                "--config",
+            ])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning quicap");
+        self.child = Some(child);
+    }
+
+    /// Starts the node again after [`Node::kill`] or [`Node::stop`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "node {} is still running", self.name);
+        self.spawn();
+    }
+
+    /// SIGKILL: a crash, the peers are not told.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node not running");
+        run(Command::new("kill").args(["-TERM", &child.id().to_string()]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("node {} did not exit within 10 s of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains every one of `needles` on one line.
+    pub fn wait_log(&self, needles: &[&str], timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.log_text()
+                .lines()
+                .any(|l| needles.iter().all(|n| l.contains(n)))
+        })
+        .is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("----- log of {} -----\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+/// The usual two-node setup: namespaces `a` and `b` joined at 192.0.2.1/.2, node-a
+/// (10.77.0.1, fd77::1) and node-b (10.77.0.2, fd77::2), each dialing the other.
+pub struct Pair {
+    // Field order is drop order: processes, then namespaces, then files.
+    pub node_a: Node,
+    pub node_b: Node,
+    pub a: Netns,
+    pub b: Netns,
+    pub pki: Pki,
+}
+
+pub const A_ADDRS: &[&str] = &["10.77.0.1/24", "fd77::1/64"];
+pub const B_ADDRS: &[&str] = &["10.77.0.2/24", "fd77::2/64"];
+
+impl Pair {
+    pub fn start() -> Pair {
+        Self::start_with(true, true)
+    }
+
+    /// `a_dials` / `b_dials`: whether each node has the other's endpoint.
+    pub fn start_with(a_dials: bool, b_dials: bool) -> Pair {
+        require_root();
+        let pki = Pki::new("testnet");
+        let a = Netns::new();
+        let b = Netns::new();
+        link(&a, "192.0.2.1", &b, "192.0.2.2");
+        let dir_a = pki.issue("node-a", A_ADDRS, &[]);
+        let dir_b = pki.issue("node-b", B_ADDRS, &[]);
+        let peers_a = [("node-b", a_dials.then_some("192.0.2.2:4433"))];
+        let peers_b = [("node-a", b_dials.then_some("192.0.2.1:4433"))];
+        let cfg_a = write_config(
+            &pki,
+            &dir_a,
+            &NodeSpec {
+                peers: &peers_a,
+                ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
+            },
+        );
+        let cfg_b = write_config(
+            &pki,
+            &dir_b,
+            &NodeSpec {
+                peers: &peers_b,
+                ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
+            },
+        );
+        let node_a = Node::start(&a, "node-a", &cfg_a);
+        let node_b = Node::start(&b, "node-b", &cfg_b);
+        Pair {
+            pki,
+            a,
+            b,
+            node_a,
+            node_b,
+        }
+    }
+}
