@@ -52,7 +52,7 @@ fn tcp_transfer_of_50_mb_arrives_intact() {
             .unwrap_or(false)
     })
     .expect("socat listening");
-    run(&mut pair
+    run(pair
         .a
         .cmd(&["socat", "-u"])
         .arg(format!("OPEN:{}", input.display()))
