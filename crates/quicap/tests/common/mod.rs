@@ -90,6 +90,16 @@ impl Netns {
             .unwrap_or(false)
     }
 
+    /// One ping from a given source address.
+    pub fn ping_from(&self, source: &str, addr: &str) -> bool {
+        self.cmd(&["ping", "-c", "1", "-W", "1", "-I", source, addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+
     /// Waits until `addr` answers pings.
     pub fn wait_ping(&self, addr: &str, timeout: Duration) -> Option<Duration> {
         wait_until(timeout, || self.ping(addr))

@@ -1,0 +1,172 @@
+//! End-to-end: nodes refuse peers the PKI does not vouch for, and say why.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const CONNECT: Duration = Duration::from_secs(15);
+
+fn rfc3339_in(secs: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
+    t.replace_nanosecond(0)
+        .expect("valid")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+/// A third namespace `c` joined to `a` (192.0.2.1) at 198.51.100.1/.2, running a node
+/// from `pki` named `name` with overlay address 10.77.0.3, dialing node-a.
+fn third_node(pair: &Pair, pki: &Pki, name: &str, sign_extra: &[&str]) -> (Netns, Node) {
+    let c = Netns::new();
+    link(&pair.a, "198.51.100.1", &c, "198.51.100.2");
+    let addrs = ["10.77.0.3/24"];
+    let dir = pki.issue(name, &addrs, sign_extra);
+    let peers = [("node-a", Some("198.51.100.1:4433"))];
+    let cfg = write_config(
+        pki,
+        &dir,
+        &NodeSpec {
+            peers: &peers,
+            ..NodeSpec::new(name, &addrs, "0.0.0.0:4433")
+        },
+    );
+    let node = Node::start(&c, name, &cfg);
+    (c, node)
+}
+
+#[test]
+fn node_from_another_ca_is_refused() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let other = Pki::new("othernet");
+    let (c, node_c) = third_node(&pair, &other, "node-c", &[]);
+    assert!(
+        node_c.wait_log(
+            &["refused peer we dialed", "unknown issuer"],
+            Duration::from_secs(10)
+        ),
+        "node-c did not log why it refused node-a"
+    );
+    // node-c trusts only its own CA, so node-a never gets to see node-c's certificate;
+    // either way no tunnel may form.
+    assert!(!c.ping("10.77.0.1"));
+    assert!(!pair.node_a.log_text().contains("peer=node-c remote"));
+}
+
+#[test]
+fn node_refuses_to_start_with_a_certificate_of_another_ca() {
+    // A node holding a certificate from another CA but configured to trust ours.
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let other = Pki::new("othernet");
+    let c = Netns::new();
+    link(&pair.a, "198.51.100.1", &c, "198.51.100.2");
+    let addrs = ["10.77.0.3/24"];
+    let dir = other.issue("node-c", &addrs, &[]);
+    std::fs::copy(
+        pair.pki.ca_dir().join("ca.crt"),
+        other.ca_dir().join("ca.crt"),
+    )
+    .expect("copy");
+    std::fs::copy(
+        pair.pki.ca_dir().join("crl.pem"),
+        other.ca_dir().join("crl.pem"),
+    )
+    .expect("copy");
+    let peers = [("node-a", Some("198.51.100.1:4433"))];
+    let cfg = write_config(
+        &other,
+        &dir,
+        &NodeSpec {
+            peers: &peers,
+            ..NodeSpec::new("node-c", &addrs, "0.0.0.0:4433")
+        },
+    );
+    // The node itself refuses to start with a certificate its CA did not issue.
+    let out = c
+        .cmd(&[quicap(), "up", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("quicap");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not issued by this CA"));
+}
+
+#[test]
+fn expired_node_is_disconnected_and_refused() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let until = rfc3339_in(8);
+    let (c, node_c) = third_node(&pair, &pair.pki, "node-c", &["--valid-until", &until]);
+    assert!(
+        c.wait_ping("10.77.0.1", Duration::from_secs(6)).is_some(),
+        "node-c never connected while its certificate was valid"
+    );
+    assert!(
+        pair.node_a.wait_log(
+            &["closing peer", "node-c", "certificate expired"],
+            Duration::from_secs(15)
+        ),
+        "node-a kept the expired peer"
+    );
+    assert!(
+        pair.node_a.wait_log(
+            &["refused", "node-c", "certificate expired"],
+            Duration::from_secs(10)
+        ),
+        "node-a did not log refusing the expired node"
+    );
+    assert!(!c.ping("10.77.0.1"), "expired node still reaches node-a");
+    drop(node_c);
+}
+
+#[test]
+fn revoked_node_is_disconnected_and_refused() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let crt = pair.pki.dir.path().join("node-b").join("node-b.crt");
+    run(Command::new(quicap())
+        .args(["ca", "revoke", "--ca"])
+        .arg(pair.pki.ca_dir())
+        .arg(&crt));
+    assert!(
+        pair.node_a.wait_log(
+            &["closing peer", "node-b", "certificate revoked"],
+            Duration::from_secs(10)
+        ),
+        "node-a did not drop the revoked peer"
+    );
+    assert!(
+        pair.node_a.wait_log(
+            &["refused", "node-b", "certificate revoked"],
+            Duration::from_secs(10)
+        ),
+        "node-a did not log refusing the revoked node on redial"
+    );
+    assert!(!pair.a.ping("10.77.0.2"), "revoked node still reachable");
+}
+
+#[test]
+fn packets_from_unauthorized_source_addresses_are_dropped() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    // node-a's host adds an address its certificate does not authorize and uses it.
+    run(&mut pair
+        .a
+        .cmd(&["ip", "addr", "add", "10.77.0.99/32", "dev", "quicap0"]));
+    assert!(!pair.a.ping_from("10.77.0.99", "10.77.0.2"));
+    assert!(
+        pair.node_b.wait_log(
+            &["source address not authorized", "source=10.77.0.99"],
+            Duration::from_secs(5)
+        ),
+        "node-b did not log the unauthorized source"
+    );
+    assert!(
+        pair.a.ping("10.77.0.2"),
+        "authorized traffic must still pass"
+    );
+}
