@@ -59,12 +59,13 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
     let cert_ctx = || format!("node.cert {}", n.cert.display());
     let cert = NodeCert::from_pem(&cert_pem).with_context(cert_ctx)?;
     let key_pem = read(&n.key, "node.key")?;
-    cert.check_key(&key_pem).with_context(|| {
-        format!(
+    cert.check_key(&key_pem).map_err(|e| match e {
+        quicap_pki::PkiError::KeyMismatch => anyhow!(
             "node.key {}: does not belong to {} (use the key made with its CSR)",
             n.key.display(),
             n.cert.display()
-        )
+        ),
+        other => anyhow!("node.key {}: {other}", n.key.display()),
     })?;
     cert.check_issuer(&ca)
         .with_context(|| format!("{}: trusted CA is {:?}", cert_ctx(), ca.name))?;
