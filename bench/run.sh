@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# QUICAP benchmark: measures, in one run and over the same veth pair between two network
+# namespaces, the raw link, QUICAP, and userspace WireGuard (boringtun-cli configured
+# with wg): iperf3 TCP with 1 and 4 streams, iperf3 UDP, and ping RTT idle and under a
+# TCP load. Prints a table with each figure's ratio to the others.
+#
+#   sudo ./bench/run.sh                 # print the table
+#   sudo ./bench/run.sh --write         # also write docs/benchmarks.md
+#
+# Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
+# median reported, default 3), BORINGTUN (path of boringtun-cli; installed with
+# `cargo install boringtun-cli` if missing).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "error: the benchmark creates namespaces: run as root" >&2; exit 1; }
+./scripts/deps.sh --bench
+command -v python3 >/dev/null || { echo "error: python3 is needed to read iperf3's JSON" >&2; exit 1; }
+
+SECS=${BENCH_SECONDS:-5}
+REPS=${BENCH_REPS:-3}
+WRITE=0
+[ "${1:-}" = "--write" ] && WRITE=1
+
+BORINGTUN=${BORINGTUN:-$(command -v boringtun-cli || echo "$HOME/.cargo/bin/boringtun-cli")}
+if [ ! -x "$BORINGTUN" ]; then
+  echo "==> installing boringtun-cli from crates.io"
+  cargo install boringtun-cli --locked --quiet
+  BORINGTUN="$HOME/.cargo/bin/boringtun-cli"
+fi
+
+echo "==> building quicap (release)"
+cargo build --release --quiet
+QUICAP="$PWD/target/release/quicap"
+
+work=$(mktemp -d /tmp/quicap-bench.XXXXXX)
+A="qbench-a-$$"
+B="qbench-b-$$"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for ns in "$A" "$B"; do
+    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
+    ip netns del "$ns" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ip netns add "$A"
+ip netns add "$B"
+ip link add qbva netns "$A" type veth peer name qbvb netns "$B"
+ip -n "$A" addr add 192.0.2.1/24 dev qbva
+ip -n "$B" addr add 192.0.2.2/24 dev qbvb
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set qbva up
+ip -n "$B" link set qbvb up
+inA() { ip netns exec "$A" "$@"; }
+inB() { ip netns exec "$B" "$@"; }
+
+json_field() { # file expr
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+end = d["end"]
+if sys.argv[2] == "tcp":
+    print(f'{end["sum_received"]["bits_per_second"] / 1e9:.3f}')
+else:
+    s = end.get("sum_received") or end["sum"]
+    print(f'{s["bits_per_second"] / 1e9:.3f}')
+PY
+}
+
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
+
+# measure LABEL DEST: fills R_<LABEL>_{tcp1,tcp4,udp,ping,pingload} (+ _spread)
+measure() {
+  local label=$1 dst=$2 f="$work/iperf.json" t1=() t4=() u=() pi=() pl=()
+  inB iperf3 -s -D -B "$dst" --pidfile "$work/iperf.pid" >/dev/null
+  sleep 0.5
+  for _ in $(seq "$REPS"); do
+    inA iperf3 -c "$dst" -t "$SECS" -J >"$f"; t1+=("$(json_field "$f" tcp)")
+    inA iperf3 -c "$dst" -t "$SECS" -P 4 -J >"$f"; t4+=("$(json_field "$f" tcp)")
+    inA iperf3 -c "$dst" -t "$SECS" -u -b 0 -l 1200 -J >"$f"; u+=("$(json_field "$f" udp)")
+    pi+=("$(inA ping -c 20 -i 0.05 -q "$dst" | awk -F/ '/^rtt/ {print $5}')")
+    inA iperf3 -c "$dst" -t $((SECS + 2)) -J >/dev/null &
+    local load=$!
+    sleep 1
+    pl+=("$(inA ping -c 20 -i 0.1 -q "$dst" | awk -F/ '/^rtt/ {print $5}')")
+    wait "$load" || true
+  done
+  kill "$(cat "$work/iperf.pid")" 2>/dev/null || true
+  sleep 0.3
+  eval "R_${label}_tcp1=$(median "${t1[@]}") R_${label}_tcp1_spread=$(spread "${t1[@]}")"
+  eval "R_${label}_tcp4=$(median "${t4[@]}") R_${label}_tcp4_spread=$(spread "${t4[@]}")"
+  eval "R_${label}_udp=$(median "${u[@]}") R_${label}_udp_spread=$(spread "${u[@]}")"
+  eval "R_${label}_ping=$(median "${pi[@]}") R_${label}_ping_spread=$(spread "${pi[@]}")"
+  eval "R_${label}_pingload=$(median "${pl[@]}") R_${label}_pingload_spread=$(spread "${pl[@]}")"
+}
+
+echo "==> raw veth"
+measure raw 192.0.2.2
+
+echo "==> QUICAP"
+"$QUICAP" ca init --name bench --out "$work/ca" >/dev/null
+for n in a b; do "$QUICAP" cert request --name "node-$n" --out "$work/$n" >/dev/null; done
+"$QUICAP" ca sign --ca "$work/ca" --csr "$work/a/node-a.csr" --ip 10.77.0.1/24 --out "$work/a/node-a.crt" >/dev/null
+"$QUICAP" ca sign --ca "$work/ca" --csr "$work/b/node-b.csr" --ip 10.77.0.2/24 --out "$work/b/node-b.crt" >/dev/null
+for n in a b; do
+  peer=$([ "$n" = a ] && echo b || echo a)
+  peer_ip=$([ "$n" = a ] && echo 192.0.2.2 || echo 192.0.2.1)
+  addr=$([ "$n" = a ] && echo 10.77.0.1/24 || echo 10.77.0.2/24)
+  cat >"$work/$n/node.toml" <<TOML
+[node]
+cert = "node-$n.crt"
+key = "node-$n.key"
+ca = "../ca/ca.crt"
+listen = ["0.0.0.0:4433"]
+[tun]
+name = "quicap0"
+addresses = ["$addr"]
+[[peer]]
+name = "node-$peer"
+endpoint = "$peer_ip:4433"
+TOML
+done
+ip netns exec "$A" "$QUICAP" up --config "$work/a/node.toml" 2>"$work/a.log" & pids+=($!)
+ip netns exec "$B" "$QUICAP" up --config "$work/b/node.toml" 2>"$work/b.log" & pids+=($!)
+for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+measure quicap 10.77.0.2
+for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+pids=()
+
+echo "==> boringtun (userspace WireGuard)"
+umask 077
+for n in A B; do
+  wg genkey >"$work/wg$n.key"
+  wg pubkey <"$work/wg$n.key" >"$work/wg$n.pub"
+done
+for n in A B; do
+  ns=$([ "$n" = A ] && echo "$A" || echo "$B")
+  WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" "wgq$n$$" --disable-drop-privileges >"$work/bt$n.log" 2>&1
+done
+setup_wg() { # ns name self other addr peer_ip
+  ip netns exec "$1" wg set "$2" private-key "$work/wg$3.key" listen-port 51820 \
+    peer "$(cat "$work/wg$4.pub")" allowed-ips "$5" endpoint "$6:51820"
+}
+setup_wg "$A" "wgqA$$" A B 10.88.0.2/32 192.0.2.2
+setup_wg "$B" "wgqB$$" B A 10.88.0.1/32 192.0.2.1
+ip -n "$A" addr add 10.88.0.1/24 dev "wgqA$$"
+ip -n "$B" addr add 10.88.0.2/24 dev "wgqB$$"
+ip -n "$A" link set "wgqA$$" mtu 1420 up
+ip -n "$B" link set "wgqB$$" mtu 1420 up
+for _ in $(seq 100); do inA ping -c 1 -W 1 10.88.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+measure wg 10.88.0.2
+
+ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+
+row() { # title key unit higher-is-better
+  local k=$2
+  local raw quic wg
+  raw=$(eval echo "\$R_raw_$k"); quic=$(eval echo "\$R_quicap_$k"); wg=$(eval echo "\$R_wg_$k")
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s | %s |\n' "$1" \
+    "$raw" "$(eval echo "\$R_raw_${k}_spread")" \
+    "$quic" "$(eval echo "\$R_quicap_${k}_spread")" \
+    "$wg" "$(eval echo "\$R_wg_${k}_spread")" \
+    "$(ratio "$quic" "$raw")" "$(ratio "$quic" "$wg")"
+}
+
+table() {
+  echo "| metric | raw veth | QUICAP | boringtun | QUICAP / raw | QUICAP / boringtun |"
+  echo "|---|---|---|---|---|---|"
+  row "TCP, 1 stream (Gb/s)" tcp1
+  row "TCP, 4 streams (Gb/s)" tcp4
+  row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
+  row "ping RTT, idle (ms)" ping
+  row "ping RTT, under TCP load (ms)" pingload
+}
+
+machine="$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo
+echo "Machine: $machine"
+echo "Each figure: median of $REPS runs of ${SECS} s (range in parentheses). Ratios > 1 favour QUICAP for throughput, < 1 for RTT."
+echo
+table
+
+if [ "$WRITE" = 1 ]; then
+  {
+    cat <<MD
+# Benchmarks
+
+Measured with \`sudo ./bench/run.sh --write\` on $(date -u +%Y-%m-%d).
+
+Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs from
+namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, release
+build, default config: TUN MTU 1400) and boringtun-cli (userspace WireGuard, MTU 1420,
+configured with \`wg\`). All three are measured in the same invocation; absolute figures
+on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
+
+Machine: $machine
+
+Each figure is the median of $REPS runs of ${SECS} s; the range is in parentheses.
+For throughput a ratio above 1 favours QUICAP; for RTT a ratio below 1 does.
+
+MD
+    table
+    cat <<'MD'
+
+Reproduce: `sudo ./bench/run.sh` (installs iperf3 and wireguard-tools with apt-get and
+boringtun-cli with cargo if missing). `BENCH_SECONDS` and `BENCH_REPS` change the run
+length and count.
+MD
+  } >docs/benchmarks.md
+  echo
+  echo "wrote docs/benchmarks.md"
+fi
