@@ -117,6 +117,7 @@ cert = "node-$n.crt"
 key = "node-$n.key"
 ca = "../ca/ca.crt"
 listen = ["0.0.0.0:4433"]
+control-socket = "control.sock"
 [tun]
 name = "quicap0"
 addresses = ["$addr"]

@@ -64,6 +64,7 @@ key = "node-$1.key"
 ca = "../ca/ca.crt"
 crl = "../ca/crl.pem"
 listen = ["0.0.0.0:4433"]
+control-socket = "control.sock"
 
 [tun]
 name = "quicap0"

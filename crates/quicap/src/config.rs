@@ -47,9 +47,42 @@ fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub node: NodeSection,
-    pub tun: TunSection,
+    /// Layer 3 interface; at least one of `tun` and `tap` is present.
+    pub tun: Option<TunSection>,
+    /// Layer 2 interface.
+    pub tap: Option<TapSection>,
     pub transport: TransportSection,
     pub peers: Vec<PeerConfig>,
+}
+
+impl Config {
+    /// MTU announced to peers: the smallest of the configured interfaces'.
+    pub fn mtu(&self) -> u16 {
+        [
+            self.tun.as_ref().map(|t| t.mtu),
+            self.tap.as_ref().map(|t| t.mtu),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(DEFAULT_MTU)
+    }
+
+    /// Every overlay address configured on an interface.
+    pub fn addresses(&self) -> Vec<IpNet> {
+        let tun = self.tun.iter().flat_map(|t| t.addresses.iter());
+        let tap = self.tap.iter().flat_map(|t| t.addresses.iter());
+        tun.chain(tap).copied().collect()
+    }
+
+    /// Name of the first configured interface.
+    pub fn first_interface(&self) -> &str {
+        match (&self.tun, &self.tap) {
+            (Some(t), _) => &t.name,
+            (None, Some(t)) => &t.name,
+            (None, None) => "quicap0",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +94,10 @@ pub struct NodeSection {
     pub ca: PathBuf,
     pub crl: Option<PathBuf>,
     pub listen: Vec<SocketAddr>,
+    /// Turn the interfaces' carrier off while no peer is connected.
+    pub no_carrier: bool,
+    /// Unix socket `quicap status` talks to.
+    pub control_socket: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +106,16 @@ pub struct TunSection {
     pub addresses: Vec<IpNet>,
     pub mtu: u16,
     pub routes: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TapSection {
+    pub name: String,
+    /// Addresses on the TAP itself; may be empty for a TAP that is only bridged.
+    pub addresses: Vec<IpNet>,
+    pub mtu: u16,
+    /// Existing Linux bridge to enslave the TAP to.
+    pub bridge: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +137,8 @@ pub struct PeerConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawConfig {
     node: RawNode,
-    tun: RawTun,
+    tun: Option<RawTun>,
+    tap: Option<RawTap>,
     #[serde(default)]
     transport: RawTransport,
     #[serde(default, rename = "peer")]
@@ -106,6 +154,21 @@ struct RawNode {
     ca: PathBuf,
     crl: Option<PathBuf>,
     listen: Option<Vec<String>>,
+    #[serde(default = "default_true")]
+    no_carrier: bool,
+    control_socket: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTap {
+    #[serde(default = "default_tap_name")]
+    name: String,
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(default = "default_mtu")]
+    mtu: u16,
+    bridge: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +213,9 @@ struct RawPeer {
 
 fn default_tun_name() -> String {
     "quicap0".into()
+}
+fn default_tap_name() -> String {
+    "quicaptap0".into()
 }
 fn default_mtu() -> u16 {
     DEFAULT_MTU
@@ -206,43 +272,71 @@ impl Config {
             ca: resolve(raw.node.ca),
             crl: raw.node.crl.map(resolve),
             listen,
+            no_carrier: raw.node.no_carrier,
+            control_socket: PathBuf::new(),
         };
 
-        let tun = raw.tun;
-        if tun.name.is_empty()
-            || tun.name.len() > 15
-            || !tun
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        {
+        if raw.tun.is_none() && raw.tap.is_none() {
             return Err(invalid(
-                "tun.name",
-                format!(
-                    "{:?} is not a valid interface name (1-15 letters, digits, '-', '_')",
-                    tun.name
-                ),
+                "tun",
+                "configure a [tun] (Layer 3) or a [tap] (Layer 2) section, or both",
             ));
         }
-        if !(MIN_MTU..=MAX_MTU).contains(&tun.mtu) {
-            return Err(invalid(
-                "tun.mtu",
-                format!("{} is outside {MIN_MTU}..={MAX_MTU}", tun.mtu),
-            ));
+        let tun = match raw.tun {
+            None => None,
+            Some(tun) => {
+                check_interface("tun", &tun.name, tun.mtu)?;
+                let addresses = parse_nets("tun.addresses", &tun.addresses)?;
+                if addresses.is_empty() {
+                    return Err(invalid("tun.addresses", "needs at least one address"));
+                }
+                let routes = parse_nets("tun.routes", &tun.routes)?
+                    .into_iter()
+                    .map(|n| n.trunc())
+                    .collect();
+                Some(TunSection {
+                    name: tun.name,
+                    addresses,
+                    mtu: tun.mtu,
+                    routes,
+                })
+            }
+        };
+        let tap = match raw.tap {
+            None => None,
+            Some(tap) => {
+                check_interface("tap", &tap.name, tap.mtu)?;
+                if let Some(bridge) = &tap.bridge {
+                    check_name("tap.bridge", bridge)?;
+                }
+                Some(TapSection {
+                    addresses: parse_nets("tap.addresses", &tap.addresses)?,
+                    name: tap.name,
+                    mtu: tap.mtu,
+                    bridge: tap.bridge,
+                })
+            }
+        };
+        if let (Some(a), Some(b)) = (&tun, &tap) {
+            if a.name == b.name {
+                return Err(invalid(
+                    "tap.name",
+                    format!("{:?} is also the TUN's name", b.name),
+                ));
+            }
         }
-        let addresses = parse_nets("tun.addresses", &tun.addresses)?;
-        if addresses.is_empty() {
-            return Err(invalid("tun.addresses", "needs at least one address"));
-        }
-        let routes = parse_nets("tun.routes", &tun.routes)?
-            .into_iter()
-            .map(|n| n.trunc())
-            .collect();
-        let tun = TunSection {
-            name: tun.name,
-            addresses,
-            mtu: tun.mtu,
-            routes,
+        let first = tun
+            .as_ref()
+            .map(|t| t.name.clone())
+            .or_else(|| tap.as_ref().map(|t| t.name.clone()))
+            .unwrap_or_default();
+        let node = NodeSection {
+            control_socket: raw
+                .node
+                .control_socket
+                .map(resolve)
+                .unwrap_or_else(|| default_control_socket(&first)),
+            ..node
         };
 
         let t = raw.transport;
@@ -283,10 +377,43 @@ impl Config {
         Ok(Config {
             node,
             tun,
+            tap,
             transport,
             peers,
         })
     }
+}
+
+/// Where the control socket of a node whose first interface is `interface` lives unless
+/// configured otherwise.
+pub fn default_control_socket(interface: &str) -> PathBuf {
+    PathBuf::from(format!("/run/quicap/{interface}.sock"))
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > 15
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(invalid(
+            key,
+            format!("{name:?} is not a valid interface name (1-15 letters, digits, '-', '_')"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_interface(section: &str, name: &str, mtu: u16) -> Result<(), ConfigError> {
+    check_name(&format!("{section}.name"), name)?;
+    if !(MIN_MTU..=MAX_MTU).contains(&mtu) {
+        return Err(invalid(
+            format!("{section}.mtu"),
+            format!("{mtu} is outside {MIN_MTU}..={MAX_MTU}"),
+        ));
+    }
+    Ok(())
 }
 
 fn parse_nets(key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
@@ -354,8 +481,15 @@ addresses = ["10.10.0.1/24"]
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.node.cert, PathBuf::from("/etc/quicap/a.crt"));
         assert_eq!(c.node.listen, vec!["[::]:4433".parse().unwrap()]);
-        assert_eq!(c.tun.name, "quicap0");
-        assert_eq!(c.tun.mtu, DEFAULT_MTU);
+        let tun = c.tun.as_ref().unwrap();
+        assert_eq!(tun.name, "quicap0");
+        assert_eq!(tun.mtu, DEFAULT_MTU);
+        assert!(c.tap.is_none());
+        assert!(c.node.no_carrier);
+        assert_eq!(
+            c.node.control_socket,
+            PathBuf::from("/run/quicap/quicap0.sock")
+        );
         assert_eq!(c.transport.keepalive, Duration::from_secs(1));
         assert!(c.peers.is_empty());
     }
@@ -376,6 +510,50 @@ addresses = ["10.10.0.1/24"]
     }
 
     #[test]
+    fn tap_alone_or_with_tun() {
+        let tap_only = MINIMAL.replace(
+            "[tun]\naddresses = [\"10.10.0.1/24\"]",
+            "[tap]\nbridge = \"br0\"",
+        );
+        let c = parse(&tap_only).unwrap();
+        assert!(c.tun.is_none());
+        let tap = c.tap.as_ref().unwrap();
+        assert_eq!(tap.name, "quicaptap0");
+        assert_eq!(tap.bridge.as_deref(), Some("br0"));
+        assert!(tap.addresses.is_empty());
+        assert_eq!(
+            c.node.control_socket,
+            PathBuf::from("/run/quicap/quicaptap0.sock")
+        );
+
+        let both = format!("{MINIMAL}\n[tap]\naddresses = [\"10.20.0.1/24\"]\nmtu = 1300\n");
+        let c = parse(&both).unwrap();
+        assert_eq!(c.mtu(), 1300);
+        assert_eq!(c.addresses().len(), 2);
+    }
+
+    #[test]
+    fn needs_an_interface() {
+        let none = MINIMAL.replace("[tun]\naddresses = [\"10.10.0.1/24\"]", "");
+        let err = parse(&none).unwrap_err().to_string();
+        assert!(err.starts_with("tun:"), "{err}");
+    }
+
+    #[test]
+    fn control_socket_and_carrier_are_configurable() {
+        let text = MINIMAL.replace(
+            "[node]",
+            "[node]\ncontrol-socket = \"run/a.sock\"\nno-carrier = false",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(
+            c.node.control_socket,
+            PathBuf::from("/etc/quicap/run/a.sock")
+        );
+        assert!(!c.node.no_carrier);
+    }
+
+    #[test]
     fn malformed_toml_reports_position() {
         let err = parse("[node\ncert = 1").unwrap_err().to_string();
         assert!(err.starts_with("line 1,"), "{err}");
@@ -383,10 +561,8 @@ addresses = ["10.10.0.1/24"]
 
     #[test]
     fn missing_section_is_named() {
-        let err = parse("[node]\ncert='a'\nkey='b'\nca='c'\n")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("missing field `tun`"), "{err}");
+        let err = parse("[tun]\naddresses = []\n").unwrap_err().to_string();
+        assert!(err.contains("missing field `node`"), "{err}");
     }
 
     #[test]

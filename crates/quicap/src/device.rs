@@ -1,6 +1,6 @@
-//! The tunnel interface: a TUN device created with tun-rs and configured (addresses,
-//! MTU, routes, link state) over rtnetlink. Linux only for now; other systems get their
-//! own file behind `cfg` when they are supported.
+//! Tunnel interfaces: TUN (Layer 3) and TAP (Layer 2) devices created with tun-rs and
+//! configured over rtnetlink (addresses, MTU, routes, bridge, link and carrier state).
+//! Linux only for now; other systems get their own file behind `cfg` when supported.
 
 use std::net::IpAddr;
 
@@ -10,38 +10,86 @@ use ipnet::IpNet;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 
-/// A configured TUN interface. Dropping it closes the device, which removes the
-/// interface together with its addresses and routes.
-pub struct Tun {
-    pub device: AsyncDevice,
-    pub name: String,
-    pub index: u32,
+/// Which kind of interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Layer 3: IP packets.
+    Tun,
+    /// Layer 2: Ethernet frames.
+    Tap,
 }
 
-impl std::fmt::Debug for Tun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tun")
-            .field("name", &self.name)
-            .field("index", &self.index)
-            .finish()
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tun => "tun",
+            Kind::Tap => "tap",
+        }
     }
 }
 
-/// What the interface should look like.
+/// What an interface should look like.
 #[derive(Debug, Clone)]
-pub struct TunSpec {
+pub struct Spec {
+    pub kind: Kind,
     pub name: String,
     pub mtu: u16,
     pub addresses: Vec<IpNet>,
     pub routes: Vec<IpNet>,
+    /// A Linux bridge to enslave the interface to (TAP only).
+    pub bridge: Option<String>,
 }
 
-impl Tun {
-    /// Creates the interface, assigns addresses and routes and brings it up.
-    pub async fn create(spec: &TunSpec) -> Result<Tun> {
+/// A configured interface. Dropping it closes the device, which removes the interface
+/// together with its addresses and routes.
+pub struct Interface {
+    pub device: AsyncDevice,
+    pub index: u32,
+    pub spec: Spec,
+}
+
+impl std::fmt::Debug for Interface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interface")
+            .field("spec", &self.spec)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An rtnetlink connection, kept for the life of the node.
+#[derive(Debug)]
+pub struct Netlink {
+    handle: rtnetlink::Handle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Netlink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Netlink {
+    pub fn open() -> Result<Netlink> {
+        let (connection, handle, _) =
+            rtnetlink::new_connection().context("opening a netlink socket")?;
+        Ok(Netlink {
+            handle,
+            task: tokio::spawn(connection),
+        })
+    }
+
+    /// Creates the interface, assigns addresses and routes, enslaves it to its bridge
+    /// and brings it up, with the carrier off if `carrier` is false.
+    pub async fn create(&self, spec: &Spec, carrier: bool) -> Result<Interface> {
+        let layer = match spec.kind {
+            Kind::Tun => Layer::L3,
+            Kind::Tap => Layer::L2,
+        };
         let device = DeviceBuilder::new()
             .name(&spec.name)
-            .layer(Layer::L3)
+            .layer(layer)
             .mtu(spec.mtu)
             .enable(false)
             .build_async()
@@ -53,61 +101,94 @@ impl Tun {
                 } else {
                     ""
                 };
-                anyhow!("creating TUN interface {}: {e}{hint}", spec.name)
+                anyhow!(
+                    "creating {} interface {}: {e}{hint}",
+                    spec.kind.as_str().to_uppercase(),
+                    spec.name
+                )
             })?;
-        let name = device.name().unwrap_or_else(|_| spec.name.clone());
-
-        let (connection, handle, _) =
-            rtnetlink::new_connection().context("opening a netlink socket")?;
-        let netlink = tokio::spawn(connection);
-        let result = configure(&handle, &name, spec).await;
-        netlink.abort();
-        let index = result?;
-        Ok(Tun {
+        let index = self.configure(spec, carrier).await?;
+        Ok(Interface {
             device,
-            name,
             index,
+            spec: spec.clone(),
         })
     }
-}
 
-async fn configure(handle: &rtnetlink::Handle, name: &str, spec: &TunSpec) -> Result<u32> {
-    let link = handle
-        .link()
-        .get()
-        .match_name(name.to_owned())
-        .execute()
-        .try_next()
-        .await
-        .with_context(|| format!("looking up interface {name}"))?
-        .ok_or_else(|| anyhow!("interface {name} vanished after creation"))?;
-    let index = link.header.index;
-    for addr in &spec.addresses {
-        handle
-            .address()
-            .add(index, addr.addr(), addr.prefix_len())
+    async fn index_of(&self, name: &str) -> Result<u32> {
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute()
+            .try_next()
+            .await
+            .with_context(|| format!("looking up interface {name}"))?
+            .ok_or_else(|| anyhow!("no interface named {name}"))?;
+        Ok(link.header.index)
+    }
+
+    async fn configure(&self, spec: &Spec, carrier: bool) -> Result<u32> {
+        let name = &spec.name;
+        let index = self.index_of(name).await?;
+        for addr in &spec.addresses {
+            self.handle
+                .address()
+                .add(index, addr.addr(), addr.prefix_len())
+                .execute()
+                .await
+                .with_context(|| format!("adding address {addr} to {name}"))?;
+        }
+        if let Some(bridge) = &spec.bridge {
+            let bridge_index = self
+                .index_of(bridge)
+                .await
+                .with_context(|| format!("tap.bridge {bridge}"))?;
+            self.handle
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .controller(bridge_index)
+                        .build(),
+                )
+                .execute()
+                .await
+                .with_context(|| format!("adding {name} to bridge {bridge}"))?;
+        }
+        self.set_carrier(index, carrier)
+            .await
+            .with_context(|| format!("setting the carrier of {name}"))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
             .execute()
             .await
-            .with_context(|| format!("adding address {addr} to {name}"))?;
+            .with_context(|| format!("bringing {name} up"))?;
+        for route in &spec.routes {
+            let msg = RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(route.addr(), route.prefix_len())
+                .map_err(|e| anyhow!("route {route}: {e}"))?
+                .output_interface(index)
+                .build();
+            self.handle
+                .route()
+                .add(msg)
+                .execute()
+                .await
+                .with_context(|| format!("adding route {route} via {name}"))?;
+        }
+        Ok(index)
     }
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .with_context(|| format!("bringing {name} up"))?;
-    for route in &spec.routes {
-        let msg = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(route.addr(), route.prefix_len())
-            .map_err(|e| anyhow!("route {route}: {e}"))?
-            .output_interface(index)
-            .build();
-        handle
-            .route()
-            .add(msg)
+
+    /// Turns the carrier on or off: with it off the interface shows NO-CARRIER and the
+    /// kernel treats it as down for routing.
+    pub async fn set_carrier(&self, index: u32, on: bool) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).carrier(on).build())
             .execute()
             .await
-            .with_context(|| format!("adding route {route} via {name}"))?;
+            .map_err(|e| anyhow!("netlink: {e}"))
     }
-    Ok(index)
 }

@@ -8,5 +8,7 @@ pub mod config;
 pub mod daemon;
 pub mod device;
 pub mod pki_cmd;
+pub mod status;
+pub mod status_client;
 pub mod tls;
 pub mod transport;

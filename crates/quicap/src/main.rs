@@ -34,6 +34,21 @@ enum Command {
         /// Path of the node's TOML configuration (see examples/node.toml).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Protocol versions to offer, as MIN-MAX; for testing version negotiation.
+        #[arg(long, value_name = "MIN-MAX", value_parser = parse_versions, hide = true)]
+        offer_versions: Option<std::ops::RangeInclusive<u8>>,
+    },
+    /// Show a running node's interfaces, peers, links and carrier state.
+    Status {
+        /// The node's configuration file (to find its control socket).
+        #[arg(long, short, value_name = "FILE", conflicts_with = "socket")]
+        config: Option<PathBuf>,
+        /// The node's control socket; default /run/quicap/quicap0.sock.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -121,6 +136,14 @@ fn parse_time(s: &str) -> Result<OffsetDateTime, String> {
         .map_err(|e| format!("{s:?} is not an RFC 3339 time ({e})"))
 }
 
+fn parse_versions(s: &str) -> Result<std::ops::RangeInclusive<u8>, String> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    match (lo.parse::<u8>(), hi.parse::<u8>()) {
+        (Ok(lo), Ok(hi)) if lo <= hi => Ok(lo..=hi),
+        _ => Err(format!("{s:?} is not a version range like 1-2")),
+    }
+}
+
 fn init_logging(filter: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     let filter = filter
@@ -170,13 +193,38 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ca(CaCommand::Revoke { ca, cert }) => pki_cmd::ca_revoke(&ca, &cert),
         Command::Cert(CertCommand::Request { name, out }) => pki_cmd::cert_request(&name, &out),
         Command::Cert(CertCommand::Show { file }) => pki_cmd::cert_show(&file),
-        Command::Up { config } => {
+        Command::Up {
+            config,
+            offer_versions,
+        } => {
             let config = load_config(&config)?;
+            let mut options = quicap::daemon::RunOptions::default();
+            if let Some(v) = offer_versions {
+                options.versions = v;
+            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(quicap::daemon::run(config))
+            runtime.block_on(quicap::daemon::run(config, options))
+        }
+        Command::Status {
+            config,
+            socket,
+            json,
+        } => {
+            let socket = match (socket, config) {
+                (Some(s), _) => s,
+                (None, Some(c)) => load_config(&c)?.node.control_socket,
+                (None, None) => quicap::config::default_control_socket("quicap0"),
+            };
+            let status = quicap::status_client::query(&socket)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.render());
+            }
+            Ok(())
         }
     }
 }

@@ -1,11 +1,12 @@
-//! The uplink: packets read from the TUN are sent to the peer the routing decision
-//! picks, in QUIC DATAGRAM frames behind the overlay header.
+//! The uplink: packets read from the TUN and frames read from the TAP are sent to the
+//! peer the forwarding decision picks, in QUIC DATAGRAM frames behind the overlay header.
 //!
-//! Packets larger than the connection's current datagram size are never dropped
+//! IP packets larger than the connection's current datagram size are never dropped
 //! silently: IPv4 packets without DF are fragmented here (RFC 791); everything else is
 //! answered with ICMP "fragmentation needed" / ICMPv6 "packet too big" written back into
-//! the TUN, so the sender lowers its path MTU. `send_datagram_wait` makes the reader wait
-//! when quinn's bounded datagram queue is full, instead of dropping.
+//! the TUN, so the sender lowers its path MTU. Ethernet frames that do not fit are
+//! dropped and logged. `send_datagram_wait` makes the reader wait when quinn's bounded
+//! datagram queue is full, instead of dropping.
 
 use std::sync::Arc;
 
@@ -14,16 +15,20 @@ use quicap_wire::overlay::{PayloadKind, BASE_LEN};
 use quicap_wire::{ip, Header};
 use tracing::{debug, warn};
 
+use super::l2;
 use super::Node;
 
 const BUF_LEN: usize = 65536;
 
 pub async fn tun_to_peers(node: Arc<Node>) {
+    let Some(tun) = node.tun.as_ref() else {
+        return;
+    };
     let mut buf = vec![0u8; BUF_LEN];
     let mut icmp = vec![0u8; 1500];
     let header = Header::direct(PayloadKind::Ip);
     loop {
-        let n = match node.tun.recv(&mut buf[BASE_LEN..]).await {
+        let n = match tun.device.recv(&mut buf[BASE_LEN..]).await {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "reading from the TUN failed");
@@ -35,7 +40,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
         let Some((_, destination)) = ip::addresses(packet) else {
             continue;
         };
-        let Some(conn) = node.peers.route(destination) else {
+        let Some(conn) = node.peers.route(destination, node.now_ms()) else {
             debug!(%destination, "no peer for destination");
             continue;
         };
@@ -59,6 +64,64 @@ pub async fn tun_to_peers(node: Arc<Node>) {
     }
 }
 
+pub async fn tap_to_peers(node: Arc<Node>) {
+    let Some(tap) = node.tap.as_ref() else {
+        return;
+    };
+    let mut buf = vec![0u8; BUF_LEN];
+    let header = Header::direct(PayloadKind::Ethernet);
+    let mut oversized: u64 = 0;
+    loop {
+        let n = match tap.device.recv(&mut buf[BASE_LEN..]).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "reading from the TAP failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(destination) = l2::destination_mac(&buf[BASE_LEN..BASE_LEN + n]) else {
+            continue;
+        };
+        let now = node.now_ms();
+        let known = if l2::is_group(&destination) {
+            None
+        } else {
+            node.macs
+                .lookup(&destination, now)
+                .and_then(|peer| node.peers.preferred(&peer, now))
+        };
+        let targets = match known {
+            Some(conn) => vec![conn],
+            None => node.peers.all_l2(now),
+        };
+        if targets.is_empty() || header.emit(&mut buf[..BASE_LEN]).is_err() {
+            continue;
+        }
+        let datagram = Bytes::copy_from_slice(&buf[..BASE_LEN + n]);
+        for conn in targets {
+            if datagram.len() > conn.max_datagram_size().unwrap_or(0) {
+                oversized += 1;
+                if oversized.is_power_of_two() {
+                    warn!(
+                        frame = n,
+                        max = conn
+                            .max_datagram_size()
+                            .unwrap_or(0)
+                            .saturating_sub(BASE_LEN),
+                        dropped = oversized,
+                        "dropping Ethernet frame larger than the path allows (lower tap.mtu)"
+                    );
+                }
+                continue;
+            }
+            if let Err(e) = conn.send_datagram_wait(datagram.clone()).await {
+                debug!(error = %e, "datagram not sent");
+            }
+        }
+    }
+}
+
 async fn too_big(
     node: &Node,
     conn: &quinn::Connection,
@@ -66,6 +129,9 @@ async fn too_big(
     max: usize,
     icmp: &mut [u8],
 ) {
+    let Some(tun) = node.tun.as_ref() else {
+        return;
+    };
     let room = max.saturating_sub(BASE_LEN);
     if ip::is_fragmentable_v4(packet) {
         let mut frags = Vec::new();
@@ -91,7 +157,7 @@ async fn too_big(
     let mtu = u16::try_from(room).unwrap_or(u16::MAX);
     if let Some(len) = ip::packet_too_big(packet, mtu, from, icmp) {
         debug!(%source, mtu, "answering packet too big");
-        if let Err(e) = node.tun.send(&icmp[..len]).await {
+        if let Err(e) = tun.device.send(&icmp[..len]).await {
             debug!(error = %e, "writing ICMP packet too big failed");
         }
     }

@@ -102,7 +102,7 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
             );
         }
     }
-    for addr in &config.tun.addresses {
+    for addr in &config.addresses() {
         if !cert.authorization.permits_address(addr) {
             let allowed: Vec<String> = cert
                 .authorization
@@ -111,7 +111,16 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
                 .map(ToString::to_string)
                 .collect();
             bail!(
-                "tun.addresses: {addr} is not authorized by {} (it authorizes {})",
+                "{}.addresses: {addr} is not authorized by {} (it authorizes {})",
+                if config
+                    .tun
+                    .as_ref()
+                    .is_some_and(|t| t.addresses.contains(addr))
+                {
+                    "tun"
+                } else {
+                    "tap"
+                },
                 n.cert.display(),
                 allowed.join(", ")
             );

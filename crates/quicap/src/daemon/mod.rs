@@ -1,36 +1,43 @@
-//! The node daemon (`quicap up`): a tokio shell that wires the TUN device, the QUIC
+//! The node daemon (`quicap up`): a tokio shell that wires the interfaces, the QUIC
 //! endpoints and the peer table together.
 //!
 //! ```text
-//!            +-------------------- Node --------------------+
-//!  TUN ----> | datapath::tun_to_peers -> PeerTable::route -> | --> QUIC datagrams
-//!  TUN <---- | session::receive_datagrams (source checked) <- | <-- QUIC datagrams
-//!            | dial loops (one per peer with an endpoint)     |
-//!            | accept loops (one per listen address)          |
-//!            | CRL watcher, certificate expiry watcher        |
-//!            +------------------------------------------------+
+//!            +------------------------- Node -------------------------+
+//!  TUN ----> | datapath::tun_to_peers -> PeerTable::route -------------| --> QUIC datagrams
+//!  TAP ----> | datapath::tap_to_peers -> MacTable / flood to L2 peers -| -->
+//!  TUN/TAP <-| session::receive_datagrams (IP source checked) <-------| <-- QUIC datagrams
+//!            | dial loops (one per peer with an endpoint)             |
+//!            | accept loops (one per listen address)                  |
+//!            | session control loops: hello, probes, goodbye          |
+//!            | carrier task, control socket, CRL and expiry watchers  |
+//!            +--------------------------------------------------------+
 //! ```
 
+mod control;
 mod datapath;
 pub mod identity;
+mod l2;
 mod peers;
 mod session;
 
+use std::ops::RangeInclusive;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use ipnet::IpNet;
 use quicap_pki::cert::CaCert;
 use quicap_pki::Crl;
+use quicap_wire::control::Modes;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, PeerConfig};
-use crate::device::{Tun, TunSpec};
+use crate::device::{Interface, Kind, Netlink, Spec};
 use crate::tls::{Identity, Trust};
 use crate::transport;
 
+use l2::MacTable;
 use peers::PeerTable;
 use session::close;
 
@@ -38,6 +45,21 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Knobs of `quicap up` that are not in the config file.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Protocol versions to offer; only changed to test version negotiation.
+    pub versions: RangeInclusive<u8>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            versions: quicap_wire::PROTOCOL_VERSIONS,
+        }
+    }
+}
 
 /// What the node currently trusts; replaced as a whole when the CRL file changes.
 #[derive(Debug, Clone)]
@@ -51,13 +73,19 @@ pub struct TrustState {
 pub struct Node {
     pub name: String,
     pub mtu: u16,
-    pub addresses: Vec<IpNet>,
+    pub modes: Modes,
+    pub versions: RangeInclusive<u8>,
     identity: Identity,
     trust: RwLock<TrustState>,
     transport: Arc<quinn::TransportConfig>,
     pub peers: PeerTable,
-    pub tun: tun_rs::AsyncDevice,
+    pub macs: MacTable,
+    pub tun: Option<Interface>,
+    pub tap: Option<Interface>,
     endpoints: Vec<quinn::Endpoint>,
+    epoch: Instant,
+    no_carrier: bool,
+    carrier: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Node {
@@ -73,20 +101,62 @@ impl Node {
         self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Milliseconds since the node started: the clock of liveness and MAC ageing.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
     fn client_config(&self) -> Result<quinn::ClientConfig> {
         transport::client_config(&self.trust().rustls, &self.identity, self.transport.clone())
+    }
+
+    /// Called after every change of the peer table with the number of connected peers.
+    pub fn peers_changed(&self, connected: usize) {
+        if self.no_carrier {
+            self.carrier.send_if_modified(|on| {
+                let want = connected > 0;
+                let changed = *on != want;
+                *on = want;
+                changed
+            });
+        }
+    }
+
+    fn interfaces(&self) -> impl Iterator<Item = &Interface> {
+        self.tun.iter().chain(self.tap.iter())
+    }
+
+    /// The report `quicap status` prints.
+    pub fn status(&self) -> crate::status::Status {
+        let carrier = *self.carrier.borrow();
+        crate::status::Status {
+            version: crate::status::STATUS_VERSION,
+            node: self.name.clone(),
+            uptime_secs: self.epoch.elapsed().as_secs(),
+            interfaces: self
+                .interfaces()
+                .map(|i| crate::status::InterfaceStatus {
+                    name: i.spec.name.clone(),
+                    kind: i.spec.kind.as_str().into(),
+                    addresses: i.spec.addresses.iter().map(ToString::to_string).collect(),
+                    mtu: i.spec.mtu,
+                    carrier,
+                })
+                .collect(),
+            peers: self.peers.snapshot(self.now_ms()),
+        }
     }
 }
 
 /// Runs a node until SIGINT or SIGTERM.
-pub async fn run(config: Config) -> Result<()> {
+pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let loaded = identity::load(&config, time::OffsetDateTime::now_utc())?;
     let trust = TrustState {
         rustls: loaded.trust(),
         ca: loaded.ca.clone(),
         crl: loaded.crl.clone(),
     };
-    let transport_config = transport::transport_config(&config.transport, config.tun.mtu)?;
+    let transport_config = transport::transport_config(&config.transport, config.mtu())?;
     let server =
         transport::server_config(&trust.rustls, &loaded.identity, transport_config.clone())?;
     let endpoints = config
@@ -95,18 +165,57 @@ pub async fn run(config: Config) -> Result<()> {
         .iter()
         .map(|addr| transport::endpoint(*addr, server.clone()))
         .collect::<Result<Vec<_>>>()?;
-    let tun = Tun::create(&TunSpec {
-        name: config.tun.name.clone(),
-        mtu: config.tun.mtu,
-        addresses: config.tun.addresses.clone(),
-        routes: config.tun.routes.clone(),
-    })
-    .await?;
+    let control = control::bind(&config.node.control_socket)?;
+
+    let netlink = Netlink::open()?;
+    let initial_carrier = !config.node.no_carrier;
+    let tun = match &config.tun {
+        Some(t) => Some(
+            netlink
+                .create(
+                    &Spec {
+                        kind: Kind::Tun,
+                        name: t.name.clone(),
+                        mtu: t.mtu,
+                        addresses: t.addresses.clone(),
+                        routes: t.routes.clone(),
+                        bridge: None,
+                    },
+                    initial_carrier,
+                )
+                .await?,
+        ),
+        None => None,
+    };
+    let tap = match &config.tap {
+        Some(t) => Some(
+            netlink
+                .create(
+                    &Spec {
+                        kind: Kind::Tap,
+                        name: t.name.clone(),
+                        mtu: t.mtu,
+                        addresses: t.addresses.clone(),
+                        routes: Vec::new(),
+                        bridge: t.bridge.clone(),
+                    },
+                    initial_carrier,
+                )
+                .await?,
+        ),
+        None => None,
+    };
+    let interface_names: Vec<&str> = tun
+        .iter()
+        .chain(tap.iter())
+        .map(|i| i.spec.name.as_str())
+        .collect();
     info!(
         node = %loaded.cert.name,
-        interface = %tun.name,
+        interfaces = ?interface_names,
         listen = ?config.node.listen,
         peers = config.peers.len(),
+        control = %config.node.control_socket.display(),
         "node up"
     );
     if let Some(days) = days_left(&loaded.cert) {
@@ -118,16 +227,26 @@ pub async fn run(config: Config) -> Result<()> {
         }
     }
 
+    let (carrier, carrier_rx) = watch::channel(initial_carrier);
     let node = Arc::new(Node {
         name: loaded.cert.name.clone(),
-        mtu: config.tun.mtu,
-        addresses: config.tun.addresses.clone(),
+        mtu: config.mtu(),
+        modes: Modes {
+            l3: tun.is_some(),
+            l2: tap.is_some(),
+        },
+        versions: options.versions,
         identity: loaded.identity,
         trust: RwLock::new(trust),
         transport: transport_config,
         peers: PeerTable::default(),
-        tun: tun.device,
+        macs: MacTable::default(),
+        tun,
+        tap,
         endpoints,
+        epoch: Instant::now(),
+        no_carrier: config.node.no_carrier,
+        carrier,
     });
 
     let mut tasks = JoinSet::new();
@@ -137,8 +256,15 @@ pub async fn run(config: Config) -> Result<()> {
     for peer in config.peers.iter().filter(|p| p.endpoint.is_some()) {
         tasks.spawn(dial_loop(node.clone(), peer.clone()));
     }
-    tasks.spawn(datapath::tun_to_peers(node.clone()));
+    if node.tun.is_some() {
+        tasks.spawn(datapath::tun_to_peers(node.clone()));
+    }
+    if node.tap.is_some() {
+        tasks.spawn(datapath::tap_to_peers(node.clone()));
+    }
     tasks.spawn(watch_expiry(node.clone()));
+    tasks.spawn(carrier_task(node.clone(), netlink, carrier_rx));
+    tasks.spawn(control::serve(node.clone(), control));
     if let Some(path) = config.node.crl.clone() {
         tasks.spawn(watch_crl(node.clone(), path));
     }
@@ -156,9 +282,23 @@ pub async fn run(config: Config) -> Result<()> {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
     }
     while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&config.node.control_socket);
     drop(node);
     info!("stopped");
     Ok(())
+}
+
+/// Applies carrier changes to the interfaces, in order, latest state winning.
+async fn carrier_task(node: Arc<Node>, netlink: Netlink, mut rx: watch::Receiver<bool>) {
+    while rx.changed().await.is_ok() {
+        let on = *rx.borrow_and_update();
+        for iface in node.interfaces() {
+            if let Err(e) = netlink.set_carrier(iface.index, on).await {
+                warn!(interface = %iface.spec.name, error = %format!("{e:#}"), "could not change carrier");
+            }
+        }
+        info!(carrier = if on { "on" } else { "off" }, "carrier changed");
+    }
 }
 
 fn days_left(cert: &quicap_pki::NodeCert) -> Option<i64> {

@@ -1,11 +1,46 @@
 //! The table of connected peers and the forwarding decision for outgoing packets.
+//!
+//! A peer may have two links, one dialed by each side ("dual connection"). A node sends
+//! on the link it dialed while that link answers liveness probes, and on the other link
+//! otherwise; with a single link, that link serves both directions.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use quicap_pki::cert::VerifiedCert;
+use quicap_wire::control::Modes;
+
+use crate::status::{LinkStatus, PeerStatus};
+
+/// A link that has not answered a probe for this long is not used for sending while
+/// another link to the same peer is answering.
+pub const LINK_TIMEOUT_MS: u64 = 750;
+
+/// Liveness of a link: the time of the last probe answer, in milliseconds since the
+/// node's epoch (see [`crate::daemon::Node::now_ms`]).
+#[derive(Debug, Default)]
+pub struct Liveness {
+    last_answer_ms: AtomicU64,
+}
+
+impl Liveness {
+    pub fn new(now_ms: u64) -> Arc<Self> {
+        Arc::new(Liveness {
+            last_answer_ms: AtomicU64::new(now_ms),
+        })
+    }
+
+    pub fn answered(&self, now_ms: u64) {
+        self.last_answer_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub fn alive(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_answer_ms.load(Ordering::Relaxed)) <= LINK_TIMEOUT_MS
+    }
+}
 
 /// One live, authenticated QUIC connection to a peer.
 #[derive(Debug, Clone)]
@@ -14,16 +49,28 @@ pub struct Link {
     /// True if this node dialed the connection.
     pub outgoing: bool,
     pub since: Instant,
+    pub liveness: Arc<Liveness>,
 }
 
 #[derive(Debug)]
 struct Peer {
     cert: VerifiedCert,
+    /// What the peer announced in its hello.
+    modes: Modes,
     links: Vec<Link>,
 }
 
-/// Connected peers by name. Each peer may have several links (one dialed by each side);
-/// a peer without links is removed.
+impl Peer {
+    /// The link to send on: answering links first, the self-dialed one before the
+    /// other, the newest among equals.
+    fn preferred(&self, now_ms: u64) -> Option<&Link> {
+        self.links
+            .iter()
+            .max_by_key(|l| (l.liveness.alive(now_ms), l.outgoing, l.since))
+    }
+}
+
+/// Connected peers by name; a peer without links is removed.
 #[derive(Debug, Default)]
 pub struct PeerTable {
     peers: Mutex<BTreeMap<String, Peer>>,
@@ -31,47 +78,51 @@ pub struct PeerTable {
 
 impl PeerTable {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Peer>> {
-        // A panic while holding the lock cannot leave the map inconsistent: every
-        // mutation is a single insert or retain.
+        // Every mutation is a single insert, push or retain, so a panic elsewhere while
+        // the lock was held cannot have left the map half-changed.
         self.peers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a link; the certificate replaces any older one of the same peer.
-    pub fn add(&self, cert: VerifiedCert, link: Link) {
+    /// Adds a link; the certificate replaces any older one of the same peer. Returns the
+    /// number of connected peers.
+    pub fn add(&self, cert: VerifiedCert, modes: Modes, link: Link) -> usize {
         let mut peers = self.lock();
         let peer = peers.entry(cert.name().to_owned()).or_insert_with(|| Peer {
             cert: cert.clone(),
+            modes,
             links: Vec::new(),
         });
         peer.cert = cert;
+        peer.modes = modes;
         peer.links.push(link);
+        peers.len()
     }
 
     /// Removes the link with QUIC connection id `stable_id`; returns how many links the
-    /// peer has left.
-    pub fn remove(&self, name: &str, stable_id: usize) -> usize {
+    /// peer has left and how many peers are connected.
+    pub fn remove(&self, name: &str, stable_id: usize) -> (usize, usize) {
         let mut peers = self.lock();
         let left = match peers.get_mut(name) {
             Some(peer) => {
                 peer.links.retain(|l| l.conn.stable_id() != stable_id);
                 peer.links.len()
             }
-            None => return 0,
+            None => 0,
         };
         if left == 0 {
             peers.remove(name);
         }
-        left
+        (left, peers.len())
     }
 
     /// The connection to send a packet for `destination` on: the peer whose certificate
-    /// authorizes the longest prefix containing it, over its newest link.
-    pub fn route(&self, destination: IpAddr) -> Option<quinn::Connection> {
+    /// authorizes the longest prefix containing it, over its preferred link.
+    pub fn route(&self, destination: IpAddr, now_ms: u64) -> Option<quinn::Connection> {
         let peers = self.lock();
+        let host_len = if destination.is_ipv4() { 32 } else { 128 };
         let mut best: Option<(u8, &Peer)> = None;
         for peer in peers.values() {
             let auth = peer.cert.authorization();
-            let host_len = if destination.is_ipv4() { 32 } else { 128 };
             let hosts = auth
                 .addresses
                 .iter()
@@ -89,10 +140,24 @@ impl PeerTable {
             }
         }
         let (_, peer) = best?;
-        peer.links
-            .iter()
-            .max_by_key(|l| l.since)
-            .map(|l| l.conn.clone())
+        peer.preferred(now_ms).map(|l| l.conn.clone())
+    }
+
+    /// The preferred connection of every peer that carries Layer 2, for frames that go
+    /// to all of them (broadcast, multicast, unknown unicast).
+    pub fn all_l2(&self, now_ms: u64) -> Vec<quinn::Connection> {
+        self.lock()
+            .values()
+            .filter(|p| p.modes.l2)
+            .filter_map(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
+            .collect()
+    }
+
+    /// The preferred connection of the peer called `name`.
+    pub fn preferred(&self, name: &str, now_ms: u64) -> Option<quinn::Connection> {
+        self.lock()
+            .get(name)
+            .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
     }
 
     /// Closes every link of every peer for which `reason` returns a reason.
@@ -122,5 +187,39 @@ impl PeerTable {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The peers as `quicap status` reports them.
+    pub fn snapshot(&self, now_ms: u64) -> Vec<PeerStatus> {
+        let peers = self.lock();
+        peers
+            .iter()
+            .map(|(name, peer)| {
+                let in_use = peer.preferred(now_ms).map(|l| l.conn.stable_id());
+                let auth = peer.cert.authorization();
+                PeerStatus {
+                    name: name.clone(),
+                    addresses: auth.addresses.iter().map(ToString::to_string).collect(),
+                    subnets: auth.subnets.iter().map(ToString::to_string).collect(),
+                    links: peer
+                        .links
+                        .iter()
+                        .map(|l| {
+                            let stats = l.conn.stats();
+                            LinkStatus {
+                                remote: l.conn.remote_address().to_string(),
+                                direction: if l.outgoing { "outgoing" } else { "incoming" }.into(),
+                                in_use: in_use == Some(l.conn.stable_id()),
+                                alive: l.liveness.alive(now_ms),
+                                rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
+                                rx_bytes: stats.udp_rx.bytes,
+                                tx_bytes: stats.udp_tx.bytes,
+                                uptime_secs: l.since.elapsed().as_secs(),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
     }
 }

@@ -1,5 +1,10 @@
 //! One authenticated connection to a peer: identity check, hello exchange, then the
 //! datagram receive loop and the control loop until the connection ends.
+//!
+//! The control loop also probes the link: a Ping every [`PROBE_INTERVAL`], answered by
+//! a Pong, keeps the link's [`Liveness`] fresh. The peer table stops sending on a link
+//! that has not answered for [`super::peers::LINK_TIMEOUT_MS`] when another link to the
+//! same peer is answering.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,13 +12,14 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
-use quicap_wire::control::{Hello, Modes, FRAME_HEADER_LEN};
+use quicap_wire::control::{Hello, FRAME_HEADER_LEN};
 use quicap_wire::overlay::PayloadKind;
-use quicap_wire::{ip, negotiate_version, Header, Message, PROTOCOL_VERSIONS};
+use quicap_wire::{ip, negotiate_version, Header, Message};
 use rustls::pki_types::CertificateDer;
+use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::peers::Link;
+use super::peers::{Link, Liveness};
 use super::Node;
 
 /// Application close codes (see `docs/protocol.md`).
@@ -26,6 +32,8 @@ pub mod close {
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Interval of liveness probes on every link.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Runs a connection until it ends. Returns true if the hello exchange completed, i.e.
 /// the peer accepted this node.
@@ -36,7 +44,7 @@ pub async fn run(
     expected: Option<&str>,
 ) -> bool {
     let remote = conn.remote_address();
-    let (cert, version, control) = match establish(&node, &conn, outgoing, expected).await {
+    let (cert, hello, version, control) = match establish(&node, &conn, outgoing, expected).await {
         Ok(ok) => ok,
         Err(e) => {
             let reason = conn
@@ -49,24 +57,32 @@ pub async fn run(
     };
     let name = cert.name().to_owned();
     let auth = cert.authorization().clone();
-    node.peers.add(
+    let liveness = Liveness::new(node.now_ms());
+    let peers = node.peers.add(
         cert,
+        hello.modes,
         Link {
             conn: conn.clone(),
             outgoing,
             since: Instant::now(),
+            liveness: liveness.clone(),
         },
     );
-    info!(peer = %name, %remote, outgoing, version, "peer connected");
+    node.peers_changed(peers);
+    info!(peer = %name, %remote, outgoing, version, l2 = hello.modes.l2, "peer connected");
 
     let datagrams = receive_datagrams(&node, &conn, &name, &auth);
-    let control = control_loop(&conn, control, &name);
+    let control = control_loop(&node, &conn, control, &name, &liveness);
     tokio::select! {
         _ = datagrams => {}
         _ = control => {}
     }
     let reason = describe_close(&conn.closed().await);
-    let left = node.peers.remove(&name, conn.stable_id());
+    let (left, peers) = node.peers.remove(&name, conn.stable_id());
+    if left == 0 {
+        node.macs.forget_peer(&name);
+    }
+    node.peers_changed(peers);
     info!(peer = %name, %remote, %reason, links_left = left, "peer disconnected");
     true
 }
@@ -78,7 +94,7 @@ async fn establish(
     conn: &quinn::Connection,
     outgoing: bool,
     expected: Option<&str>,
-) -> Result<(VerifiedCert, u8, Control)> {
+) -> Result<(VerifiedCert, Hello, u8, Control)> {
     let cert = peer_certificate(node, conn)?;
     if let Some(expected) = expected {
         if cert.name() != expected {
@@ -105,14 +121,11 @@ async fn establish(
             .map_err(|_| anyhow!("no hello within {HELLO_TIMEOUT:?}"))??
     };
     let ours = Hello {
-        min_version: *PROTOCOL_VERSIONS.start(),
-        max_version: *PROTOCOL_VERSIONS.end(),
+        min_version: *node.versions.start(),
+        max_version: *node.versions.end(),
         name: node.name.clone(),
         mtu: node.mtu,
-        modes: Modes {
-            l3: true,
-            l2: false,
-        },
+        modes: node.modes,
     };
     let mut buf = Vec::new();
     Message::Hello(ours).encode(&mut buf)?;
@@ -121,6 +134,7 @@ async fn establish(
         Err(_) => bail!("no hello within {HELLO_TIMEOUT:?}"),
         Ok(Err(e)) => return Err(e),
         Ok(Ok(Message::Hello(h))) => h,
+        Ok(Ok(Message::Goodbye(reason))) => bail!("peer said goodbye: {reason}"),
         Ok(Ok(other)) => {
             refuse(conn, close::PROTOCOL_VIOLATION, "expected hello");
             bail!("expected hello, got {other:?}");
@@ -138,23 +152,27 @@ async fn establish(
             cert.name()
         );
     }
-    let Some(version) =
-        negotiate_version(PROTOCOL_VERSIONS, theirs.min_version..=theirs.max_version)
-    else {
+    let Some(version) = negotiate_version(
+        node.versions.clone(),
+        theirs.min_version..=theirs.max_version,
+    ) else {
         let reason = format!(
             "incompatible protocol versions: we speak {}..={}, peer speaks {}..={}",
-            PROTOCOL_VERSIONS.start(),
-            PROTOCOL_VERSIONS.end(),
+            node.versions.start(),
+            node.versions.end(),
             theirs.min_version,
             theirs.max_version
         );
         let mut bye = Vec::new();
         Message::Goodbye(reason.clone()).encode(&mut bye)?;
         let _ = send.write_all(&bye).await;
+        let _ = send.finish();
+        // Give the goodbye a moment to leave before the close frame.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         refuse(conn, close::INCOMPATIBLE, &reason);
         bail!(reason);
     };
-    Ok((cert, version, (send, recv)))
+    Ok((cert, theirs, version, (send, recv)))
 }
 
 fn refuse(conn: &quinn::Connection, code: u32, reason: &str) {
@@ -197,34 +215,68 @@ async fn read_message(recv: &mut quinn::RecvStream) -> Result<Message> {
     Ok(Message::decode_body(&body)?)
 }
 
-async fn control_loop(conn: &quinn::Connection, (mut send, mut recv): Control, peer: &str) {
-    loop {
-        match read_message(&mut recv).await {
-            Ok(Message::Ping(v)) => {
-                let mut buf = Vec::new();
-                if Message::Pong(v).encode(&mut buf).is_err() || send.write_all(&buf).await.is_err()
-                {
-                    return;
-                }
-            }
-            Ok(Message::Goodbye(reason)) => {
-                info!(%peer, %reason, "peer said goodbye");
-            }
-            Ok(Message::Hello(_)) => {
-                refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
-                return;
-            }
-            Ok(Message::Pong(_) | Message::Unknown(_)) => {}
-            Err(e) => {
-                debug!(%peer, error = %e, "control stream ended");
+/// Reads control messages, answers pings, and probes the link; returns when the
+/// control stream ends.
+async fn control_loop(
+    node: &Node,
+    conn: &quinn::Connection,
+    (mut send, mut recv): Control,
+    peer: &str,
+    liveness: &Liveness,
+) {
+    // One writer owns the send stream; the reader and the prober queue messages for it.
+    let (tx, mut rx) = mpsc::channel::<Message>(16);
+    let writer = async move {
+        let mut buf = Vec::new();
+        while let Some(msg) = rx.recv().await {
+            buf.clear();
+            if msg.encode(&mut buf).is_err() || send.write_all(&buf).await.is_err() {
                 return;
             }
         }
+    };
+    let probe_tx = tx.clone();
+    let prober = async move {
+        let mut tick = tokio::time::interval(PROBE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut seq = 0u64;
+        loop {
+            tick.tick().await;
+            seq += 1;
+            // A full queue means the stream is stuck; the missing pong says enough.
+            let _ = probe_tx.try_send(Message::Ping(seq));
+        }
+    };
+    let reader = async move {
+        loop {
+            match read_message(&mut recv).await {
+                Ok(Message::Ping(v)) => {
+                    let _ = tx.try_send(Message::Pong(v));
+                }
+                Ok(Message::Pong(_)) => liveness.answered(node.now_ms()),
+                Ok(Message::Goodbye(reason)) => info!(%peer, %reason, "peer said goodbye"),
+                Ok(Message::Hello(_)) => {
+                    refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
+                    return;
+                }
+                Ok(Message::Unknown(_)) => {}
+                Err(e) => {
+                    debug!(%peer, error = %e, "control stream ended");
+                    return;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = writer => {}
+        _ = prober => {}
+        _ = reader => {}
     }
 }
 
-/// Moves datagrams from the connection to the TUN, dropping (and counting) any whose
-/// header is invalid or whose source address the peer's certificate does not authorize.
+/// Moves datagrams from the connection to the TUN or TAP, dropping (and counting) any
+/// whose header is invalid, whose kind this node does not run, or (for IP) whose source
+/// address the peer's certificate does not authorize.
 async fn receive_datagrams(
     node: &Node,
     conn: &quinn::Connection,
@@ -237,10 +289,10 @@ async fn receive_datagrams(
             Ok(d) => d,
             Err(_) => return,
         };
-        let payload = match Header::parse(&datagram) {
-            Ok((h, off)) if h.kind == PayloadKind::Ip && h.route.is_none() => &datagram[off..],
-            Ok((h, _)) => {
-                debug!(%peer, kind = ?h.kind, "dropping datagram this node does not handle");
+        let (header, offset) = match Header::parse(&datagram) {
+            Ok(ok) if ok.0.route.is_none() => ok,
+            Ok(_) => {
+                debug!(%peer, "dropping routed datagram: forwarding is not supported yet");
                 continue;
             }
             Err(e) => {
@@ -248,18 +300,39 @@ async fn receive_datagrams(
                 continue;
             }
         };
-        let Some((source, _)) = ip::addresses(payload) else {
-            continue;
-        };
-        if !auth.permits_source(source) {
-            refused += 1;
-            if refused.is_power_of_two() {
-                warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the peer's certificate");
+        let payload = &datagram[offset..];
+        match header.kind {
+            PayloadKind::Ip => {
+                let Some(tun) = &node.tun else {
+                    continue;
+                };
+                let Some((source, _)) = ip::addresses(payload) else {
+                    continue;
+                };
+                if !auth.permits_source(source) {
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the peer's certificate");
+                    }
+                    continue;
+                }
+                if let Err(e) = tun.device.send(payload).await {
+                    debug!(error = %e, "TUN write failed");
+                }
             }
-            continue;
-        }
-        if let Err(e) = node.tun.send(payload).await {
-            debug!(error = %e, "TUN write failed");
+            PayloadKind::Ethernet => {
+                let Some(tap) = &node.tap else {
+                    continue;
+                };
+                if let Some(source) = super::l2::source_mac(payload) {
+                    node.macs.learn(source, peer, node.now_ms());
+                } else {
+                    continue;
+                }
+                if let Err(e) = tap.device.send(payload).await {
+                    debug!(error = %e, "TAP write failed");
+                }
+            }
         }
     }
 }

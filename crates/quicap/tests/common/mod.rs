@@ -218,7 +218,7 @@ impl<'a> NodeSpec<'a> {
 /// CA is `pki`.
 pub fn write_config(pki: &Pki, dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
     let mut text = format!(
-        "[node]\nname = \"{name}\"\ncert = \"{name}.crt\"\nkey = \"{name}.key\"\nca = \"{ca}\"\nlisten = [\"{listen}\"]\n",
+        "[node]\nname = \"{name}\"\ncert = \"{name}.crt\"\nkey = \"{name}.key\"\nca = \"{ca}\"\nlisten = [\"{listen}\"]\ncontrol-socket = \"control.sock\"\n",
         name = spec.name,
         ca = pki.ca_dir().join("ca.crt").display(),
         listen = spec.listen,

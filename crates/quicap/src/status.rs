@@ -1,0 +1,191 @@
+//! What `quicap status` shows: the report a running node sends over its control socket,
+//! and its rendering for people. No IO here.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the status report format; bumped on incompatible changes.
+pub const STATUS_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub version: u32,
+    pub node: String,
+    pub uptime_secs: u64,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub peers: Vec<PeerStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// `tun` (Layer 3) or `tap` (Layer 2).
+    pub kind: String,
+    pub addresses: Vec<String>,
+    pub mtu: u16,
+    /// False while no peer is connected and `no-carrier` is on.
+    pub carrier: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PeerStatus {
+    pub name: String,
+    /// Overlay addresses and subnets the peer's certificate authorizes.
+    pub addresses: Vec<String>,
+    pub subnets: Vec<String>,
+    pub links: Vec<LinkStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LinkStatus {
+    pub remote: String,
+    /// `outgoing` if this node dialed the connection, `incoming` otherwise.
+    pub direction: String,
+    /// True for the link this node currently sends on.
+    pub in_use: bool,
+    /// False when the link stopped answering liveness probes.
+    pub alive: bool,
+    pub rtt_ms: f64,
+    /// UDP payload bytes received and sent on this connection, QUIC overhead included.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub uptime_secs: u64,
+}
+
+/// A duration in seconds as `1h2m3s`.
+pub fn fmt_secs(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if h > 0 {
+        format!("{h}h{m}m{s}s")
+    } else if m > 0 {
+        format!("{m}m{s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// A byte count with a binary unit.
+pub fn fmt_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+impl Status {
+    /// The report as people read it.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(out, "node {}, up {}", self.node, fmt_secs(self.uptime_secs));
+        for i in &self.interfaces {
+            let _ = writeln!(
+                out,
+                "interface {} ({}, mtu {}, carrier {}): {}",
+                i.name,
+                i.kind,
+                i.mtu,
+                if i.carrier { "on" } else { "off (no peer)" },
+                i.addresses.join(" ")
+            );
+        }
+        if self.peers.is_empty() {
+            let _ = writeln!(out, "no peers connected");
+        }
+        for p in &self.peers {
+            let mut claims = p.addresses.clone();
+            claims.extend(p.subnets.iter().cloned());
+            let _ = writeln!(out, "peer {} ({})", p.name, claims.join(" "));
+            for l in &p.links {
+                let _ = writeln!(
+                    out,
+                    "  {} {:<8} {:<9} rtt {:.2} ms  rx {}  tx {}  up {}{}",
+                    if l.in_use { "*" } else { " " },
+                    l.direction,
+                    l.remote,
+                    l.rtt_ms,
+                    fmt_bytes(l.rx_bytes),
+                    fmt_bytes(l.tx_bytes),
+                    fmt_secs(l.uptime_secs),
+                    if l.alive { "" } else { "  (not answering)" }
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Status {
+        Status {
+            version: STATUS_VERSION,
+            node: "node-a".into(),
+            uptime_secs: 3725,
+            interfaces: vec![InterfaceStatus {
+                name: "quicap0".into(),
+                kind: "tun".into(),
+                addresses: vec!["10.77.0.1/24".into()],
+                mtu: 1400,
+                carrier: true,
+            }],
+            peers: vec![PeerStatus {
+                name: "node-b".into(),
+                addresses: vec!["10.77.0.2/24".into()],
+                subnets: vec!["192.168.5.0/24".into()],
+                links: vec![LinkStatus {
+                    remote: "192.0.2.2:4433".into(),
+                    direction: "outgoing".into(),
+                    in_use: true,
+                    alive: true,
+                    rtt_ms: 0.42,
+                    rx_bytes: 1536,
+                    tx_bytes: 3 << 20,
+                    uptime_secs: 61,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn render_shows_node_interface_and_links() {
+        let text = sample().render();
+        assert!(text.contains("node node-a, up 1h2m5s"), "{text}");
+        assert!(
+            text.contains("interface quicap0 (tun, mtu 1400, carrier on): 10.77.0.1/24"),
+            "{text}"
+        );
+        assert!(
+            text.contains("peer node-b (10.77.0.2/24 192.168.5.0/24)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("* outgoing 192.0.2.2:4433 rtt 0.42 ms  rx 1.5 KiB  tx 3.0 MiB  up 1m1s"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let s = sample();
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn formats_units() {
+        assert_eq!(fmt_bytes(10), "10 B");
+        assert_eq!(fmt_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(fmt_secs(59), "59s");
+    }
+}
