@@ -84,6 +84,8 @@ pub struct Node {
     pub tap: Option<Interface>,
     endpoints: Vec<quinn::Endpoint>,
     epoch: Instant,
+    /// A link whose probes have gone unanswered this long is closed.
+    pub dead_after_ms: u64,
     no_carrier: bool,
     carrier: watch::Sender<bool>,
 }
@@ -216,6 +218,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         listen = ?config.node.listen,
         peers = config.peers.len(),
         control = %config.node.control_socket.display(),
+        versions = ?options.versions,
         "node up"
     );
     if let Some(days) = days_left(&loaded.cert) {
@@ -245,6 +248,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         tap,
         endpoints,
         epoch: Instant::now(),
+        dead_after_ms: u64::try_from(config.transport.idle_timeout.as_millis()).unwrap_or(u64::MAX),
         no_carrier: config.node.no_carrier,
         carrier,
     });

@@ -17,7 +17,7 @@ use crate::status::{LinkStatus, PeerStatus};
 
 /// A link that has not answered a probe for this long is not used for sending while
 /// another link to the same peer is answering.
-pub const LINK_TIMEOUT_MS: u64 = 750;
+pub const LINK_TIMEOUT_MS: u64 = 600;
 
 /// Liveness of a link: the time of the last probe answer, in milliseconds since the
 /// node's epoch (see [`crate::daemon::Node::now_ms`]).
@@ -35,6 +35,11 @@ impl Liveness {
 
     pub fn answered(&self, now_ms: u64) {
         self.last_answer_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// Milliseconds since the last answer.
+    pub fn silent_for(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.last_answer_ms.load(Ordering::Relaxed))
     }
 
     pub fn alive(&self, now_ms: u64) -> bool {

@@ -29,6 +29,7 @@ pub mod close {
     pub const INCOMPATIBLE: u32 = 2;
     pub const PROTOCOL_VIOLATION: u32 = 3;
     pub const CERTIFICATE_INVALIDATED: u32 = 4;
+    pub const UNRESPONSIVE: u32 = 5;
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -47,10 +48,10 @@ pub async fn run(
     let (cert, hello, version, control) = match establish(&node, &conn, outgoing, expected).await {
         Ok(ok) => ok,
         Err(e) => {
-            let reason = conn
-                .close_reason()
-                .map(|r| describe_close(&r))
-                .unwrap_or_else(|| format!("{e:#}"));
+            let reason = match conn.close_reason() {
+                None | Some(quinn::ConnectionError::LocallyClosed) => format!("{e:#}"),
+                Some(r) => describe_close(&r),
+            };
             warn!(%remote, peer = expected.unwrap_or("?"), %reason, "connection refused");
             return false;
         }
@@ -242,6 +243,15 @@ async fn control_loop(
         let mut seq = 0u64;
         loop {
             tick.tick().await;
+            // QUIC's idle timeout alone misses a path that still delivers the peer's
+            // packets but loses ours; unanswered probes catch both directions.
+            let silent = liveness.silent_for(node.now_ms());
+            if silent > node.dead_after_ms {
+                let reason = format!("no answer to probes for {silent} ms");
+                refuse(conn, close::UNRESPONSIVE, &reason);
+                warn!(%peer, %reason, "closing dead link");
+                return;
+            }
             seq += 1;
             // A full queue means the stream is stuck; the missing pong says enough.
             let _ = probe_tx.try_send(Message::Ping(seq));

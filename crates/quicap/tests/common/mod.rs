@@ -199,6 +199,10 @@ pub struct NodeSpec<'a> {
     pub crl: bool,
     /// Extra TOML lines appended to the [tun] section.
     pub tun_extra: &'a str,
+    /// Extra TOML appended at the end of the file (e.g. a [tap] section).
+    pub extra: &'a str,
+    /// Whether to write a [tun] section.
+    pub tun: bool,
 }
 
 impl<'a> NodeSpec<'a> {
@@ -210,6 +214,8 @@ impl<'a> NodeSpec<'a> {
             peers: &[],
             crl: true,
             tun_extra: "",
+            extra: "",
+            tun: true,
         }
     }
 }
@@ -227,11 +233,14 @@ pub fn write_config(pki: &Pki, dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
         text += &format!("crl = \"{}\"\n", pki.ca_dir().join("crl.pem").display());
     }
     let addrs: Vec<String> = spec.addresses.iter().map(|a| format!("\"{a}\"")).collect();
-    text += &format!(
-        "\n[tun]\nname = \"quicap0\"\naddresses = [{}]\n{}\n",
-        addrs.join(", "),
-        spec.tun_extra
-    );
+    if spec.tun {
+        text += &format!(
+            "\n[tun]\nname = \"quicap0\"\naddresses = [{}]\n{}\n",
+            addrs.join(", "),
+            spec.tun_extra
+        );
+    }
+    text += spec.extra;
     for (peer, endpoint) in spec.peers {
         text += &format!("\n[[peer]]\nname = \"{peer}\"\n");
         if let Some(ep) = endpoint {
@@ -250,11 +259,17 @@ pub struct Node {
     child: Option<Child>,
     pub log: PathBuf,
     ns: String,
-    config: PathBuf,
+    pub config: PathBuf,
+    args: Vec<String>,
 }
 
 impl Node {
     pub fn start(ns: &Netns, name: &str, config: &Path) -> Node {
+        Self::start_with_args(ns, name, config, &[])
+    }
+
+    /// Starts `quicap up` with extra arguments after `up`.
+    pub fn start_with_args(ns: &Netns, name: &str, config: &Path, args: &[&str]) -> Node {
         let log = config.with_file_name(format!("{}.log", unique("node")));
         let mut node = Node {
             name: name.to_owned(),
@@ -262,6 +277,7 @@ impl Node {
             log,
             ns: ns.name.clone(),
             config: config.to_owned(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         node.spawn();
         node
@@ -282,8 +298,9 @@ impl Node {
                 "--log",
                 "info,quicap=debug",
                 "up",
-                "--config",
             ])
+            .args(&self.args)
+            .arg("--config")
             .arg(&self.config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -322,6 +339,24 @@ impl Node {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// `quicap status` for this node; `json` selects the JSON report.
+    pub fn status(&self, json: bool) -> std::process::Output {
+        let mut cmd = Command::new(quicap());
+        cmd.args(["status", "--config"]).arg(&self.config);
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.output().expect("quicap status")
+    }
+
+    /// Counts the log lines containing `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     pub fn log_text(&self) -> String {

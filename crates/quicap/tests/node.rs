@@ -1,0 +1,477 @@
+//! End-to-end: the live control channel, dual connections, carrier state, migration,
+//! `quicap status`, and Layer 2 (TAP) across the tunnel.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const CONNECT: Duration = Duration::from_secs(15);
+
+fn carrier_off(ns: &Netns, dev: &str) -> bool {
+    let out = run(&mut ns.cmd(&["ip", "link", "show", dev]));
+    String::from_utf8_lossy(&out.stdout).contains("NO-CARRIER")
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "quicap status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+/// Runs `ping -D` from `ns` to `dst` every 50 ms for `secs` seconds in the background.
+fn start_ping(ns: &Netns, dst: &str, secs: u32) -> std::process::Child {
+    ns.cmd(&[
+        "ping",
+        "-D",
+        "-i",
+        "0.05",
+        "-W",
+        "1",
+        "-w",
+        &secs.to_string(),
+        dst,
+    ])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("ping")
+}
+
+/// The longest time between two consecutive answered pings, and the number answered.
+fn longest_gap(ping: std::process::Child) -> (Duration, usize) {
+    let out = ping.wait_with_output().expect("ping output");
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    (Duration::from_secs_f64(gap), times.len())
+}
+
+#[test]
+fn status_shows_node_interfaces_peers_and_links() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    // Both sides dial: wait for the second link too.
+    assert!(wait_until(CONNECT, || {
+        let s = json(&pair.node_a.status(true));
+        s["peers"][0]["links"].as_array().map(|l| l.len()) == Some(2)
+    })
+    .is_some());
+    let s = json(&pair.node_a.status(true));
+    assert_eq!(s["node"], "node-a");
+    assert_eq!(s["interfaces"][0]["name"], "quicap0");
+    assert_eq!(s["interfaces"][0]["kind"], "tun");
+    assert_eq!(s["interfaces"][0]["carrier"], true);
+    let peer = &s["peers"][0];
+    assert_eq!(peer["name"], "node-b");
+    assert_eq!(peer["addresses"][0], "10.77.0.2/24");
+    let links = peer["links"].as_array().expect("links");
+    let in_use: Vec<_> = links.iter().filter(|l| l["in_use"] == true).collect();
+    assert_eq!(in_use.len(), 1, "exactly one link in use: {links:?}");
+    assert_eq!(
+        in_use[0]["direction"], "outgoing",
+        "a node sends on the link it dialed"
+    );
+    for l in links {
+        assert!(l["rx_bytes"].as_u64() > Some(0) && l["tx_bytes"].as_u64() > Some(0));
+        assert!(l["rtt_ms"].as_f64() > Some(0.0));
+        assert_eq!(l["remote"], "192.0.2.2:4433");
+    }
+
+    let text = pair.node_a.status(false);
+    let text = String::from_utf8_lossy(&text.stdout);
+    for needle in [
+        "node node-a, up ",
+        "interface quicap0 (tun, mtu 1400, carrier on)",
+        "peer node-b (10.77.0.2/24 fd77::2/64)",
+        "* outgoing",
+        "incoming",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+
+    let socket = pair.node_a.config.with_file_name("control.sock");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&socket).expect("socket").permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "control socket must be root-only");
+}
+
+#[test]
+fn status_without_a_node_says_so_in_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(quicap())
+        .args(["status", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .output()
+        .expect("quicap status");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("error: no quicap node running"), "{err}");
+}
+
+#[test]
+fn carrier_is_off_while_no_peer_is_connected() {
+    let mut pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    assert!(!carrier_off(&pair.a, "quicap0"));
+    pair.node_b.kill();
+    let lost = wait_until(Duration::from_secs(6), || carrier_off(&pair.a, "quicap0"));
+    assert!(lost.is_some(), "carrier stayed on without peers");
+    assert_eq!(
+        json(&pair.node_a.status(true))["interfaces"][0]["carrier"],
+        false
+    );
+    pair.node_b.restart();
+    assert!(
+        wait_until(Duration::from_secs(10), || !carrier_off(&pair.a, "quicap0")).is_some(),
+        "carrier did not come back with the peer"
+    );
+    assert!(pair
+        .a
+        .wait_ping("10.77.0.2", Duration::from_secs(5))
+        .is_some());
+}
+
+#[test]
+fn carrier_stays_on_when_no_carrier_is_disabled() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let ns = Netns::new();
+    let dir = pki.issue("node-a", A_ADDRS, &[]);
+    let cfg = write_config(
+        &pki,
+        &dir,
+        &NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433"),
+    );
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("[node]\n", "[node]\nno-carrier = false\n"),
+    )
+    .expect("config");
+    let node = Node::start(&ns, "node-a", &cfg);
+    assert!(wait_until(CONNECT, || node.status(true).status.success()).is_some());
+    assert!(!carrier_off(&ns, "quicap0"));
+    // And with the default, a lone node has no carrier.
+    let ns2 = Netns::new();
+    let dir2 = pki.issue("node-b", B_ADDRS, &[]);
+    let cfg2 = write_config(
+        &pki,
+        &dir2,
+        &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"),
+    );
+    let node2 = Node::start(&ns2, "node-b", &cfg2);
+    assert!(wait_until(CONNECT, || node2.status(true).status.success()).is_some());
+    assert!(carrier_off(&ns2, "quicap0"));
+}
+
+#[test]
+fn dual_connection_fails_over_to_the_other_link_within_1_s() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let a = Netns::new();
+    let b = Netns::new();
+    // Two paths: node-a dials node-b over the first, node-b dials node-a over the second.
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    link(&a, "198.51.100.1", &b, "198.51.100.2");
+    let dir_a = pki.issue("node-a", A_ADDRS, &[]);
+    let dir_b = pki.issue("node-b", B_ADDRS, &[]);
+    let peers_a = [("node-b", Some("192.0.2.2:4433"))];
+    let peers_b = [("node-a", Some("198.51.100.1:4433"))];
+    let cfg_a = write_config(
+        &pki,
+        &dir_a,
+        &NodeSpec {
+            peers: &peers_a,
+            ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let cfg_b = write_config(
+        &pki,
+        &dir_b,
+        &NodeSpec {
+            peers: &peers_b,
+            ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let node_a = Node::start(&a, "node-a", &cfg_a);
+    let node_b = Node::start(&b, "node-b", &cfg_b);
+    assert!(b.wait_ping("10.77.0.1", CONNECT).is_some());
+    assert!(wait_until(CONNECT, || node_b.log_count("peer connected") == 2).is_some());
+    let s = json(&node_b.status(true));
+    let used: Vec<_> = s["peers"][0]["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter(|l| l["in_use"] == true)
+        .cloned()
+        .collect();
+    assert_eq!(used[0]["direction"], "outgoing");
+    assert_eq!(used[0]["remote"], "198.51.100.1:4433");
+
+    // Cut node-b's own connection: everything node-b sends to 198.51.100.1 is dropped.
+    let ping = start_ping(&b, "10.77.0.1", 5);
+    std::thread::sleep(Duration::from_millis(1500));
+    for rule in [
+        "add table inet cut",
+        "add chain inet cut out { type filter hook output priority 0; }",
+        "add rule inet cut out ip daddr 198.51.100.1 drop",
+    ] {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
+        run(&mut b.cmd(&args));
+    }
+    let (gap, answered) = longest_gap(ping);
+    assert!(answered > 40, "only {answered} pings answered");
+    assert!(
+        gap <= Duration::from_secs(1),
+        "traffic interrupted for {gap:?}"
+    );
+    let s = json(&node_b.status(true));
+    let used: Vec<_> = s["peers"][0]["links"]
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter(|l| l["in_use"] == true)
+        .cloned()
+        .collect();
+    assert_eq!(used[0]["direction"], "incoming", "{s}");
+    drop(node_a);
+}
+
+#[test]
+fn one_connection_serves_both_directions_when_only_one_side_dials() {
+    let pair = Pair::start_with(true, false);
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    assert!(pair.b.wait_ping("10.77.0.1", CONNECT).is_some());
+    let s = json(&pair.node_b.status(true));
+    let links = s["peers"][0]["links"].as_array().expect("links");
+    assert_eq!(links.len(), 1);
+    assert_eq!(links[0]["direction"], "incoming");
+    assert_eq!(links[0]["in_use"], true);
+}
+
+#[test]
+fn incompatible_peer_is_refused_with_the_reason_on_both_sides() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let a = Netns::new();
+    let b = Netns::new();
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    let dir_a = pki.issue("node-a", A_ADDRS, &[]);
+    let dir_b = pki.issue("node-b", B_ADDRS, &[]);
+    let peers_a = [("node-b", Some("192.0.2.2:4433"))];
+    let cfg_a = write_config(
+        &pki,
+        &dir_a,
+        &NodeSpec {
+            peers: &peers_a,
+            ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let cfg_b = write_config(
+        &pki,
+        &dir_b,
+        &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"),
+    );
+    let node_a = Node::start(&a, "node-a", &cfg_a);
+    let node_b = Node::start_with_args(&b, "node-b", &cfg_b, &["--offer-versions", "2-3"]);
+    let reason = "incompatible protocol versions";
+    assert!(
+        node_a.wait_log(&[reason, "peer speaks 2..=3"], Duration::from_secs(10)),
+        "node-a did not log the reason"
+    );
+    assert!(
+        node_b.wait_log(&[reason], Duration::from_secs(10)),
+        "node-b did not log the reason"
+    );
+    assert!(!a.ping("10.77.0.2"));
+    assert_eq!(node_a.log_count("peer connected"), 0);
+}
+
+#[test]
+fn dead_path_is_detected_within_3_s() {
+    let pair = Pair::start_with(true, false);
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let cut = Instant::now();
+    for rule in [
+        "add table inet cut",
+        "add chain inet cut in { type filter hook input priority 0; }",
+        "add rule inet cut in udp dport 4433 drop",
+    ] {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
+        run(&mut pair.b.cmd(&args));
+    }
+    assert!(
+        pair.node_a.wait_log(
+            &["closing dead link", "no answer to probes"],
+            Duration::from_secs(6)
+        ),
+        "dead path not detected"
+    );
+    let took = cut.elapsed();
+    assert!(
+        took <= Duration::from_millis(3500),
+        "dead path detected after {took:?}"
+    );
+}
+
+#[test]
+fn connection_migrates_when_the_address_changes() {
+    // Only node-a dials, so node-a is the QUIC client and may migrate.
+    let pair = Pair::start_with(true, false);
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let connected = pair.node_a.log_count("peer connected");
+    let out = run(&mut pair
+        .a
+        .cmd(&["ip", "-o", "-4", "addr", "show", "to", "192.0.2.1"]));
+    let dev = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("veth")
+        .to_owned();
+    let ping = start_ping(&pair.a, "10.77.0.2", 6);
+    std::thread::sleep(Duration::from_millis(1500));
+    run(&mut pair.a.cmd(&[
+        "sysctl",
+        "-qw",
+        &format!("net.ipv4.conf.{dev}.promote_secondaries=1"),
+    ]));
+    run(&mut pair
+        .a
+        .cmd(&["ip", "addr", "add", "192.0.2.11/24", "dev", &dev]));
+    run(&mut pair
+        .a
+        .cmd(&["ip", "addr", "del", "192.0.2.1/24", "dev", &dev]));
+    let (gap, answered) = longest_gap(ping);
+    assert!(answered > 50, "only {answered} pings answered");
+    assert!(
+        gap <= Duration::from_secs(2),
+        "traffic interrupted for {gap:?}"
+    );
+    assert_eq!(
+        pair.node_a.log_count("peer connected"),
+        connected,
+        "a new handshake happened"
+    );
+    let s = json(&pair.node_b.status(true));
+    assert_eq!(
+        s["peers"][0]["links"][0]["remote"], "192.0.2.11:4433",
+        "{s}"
+    );
+}
+
+#[test]
+fn tap_carries_layer_2_to_a_bridged_host() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let a = Netns::new();
+    let b = Netns::new();
+    let host = Netns::new();
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    // node-b's LAN: a bridge with a host on a veth.
+    run(&mut b.cmd(&["ip", "link", "add", "br0", "type", "bridge"]));
+    run(&mut b.cmd(&["ip", "link", "set", "br0", "up"]));
+    run(Command::new("ip").args([
+        "link", "add", "qtlanb", "netns", &b.name, "type", "veth", "peer", "name", "eth0", "netns",
+        &host.name,
+    ]));
+    run(&mut b.cmd(&["ip", "link", "set", "qtlanb", "master", "br0", "up"]));
+    run(&mut host.cmd(&["ip", "addr", "add", "10.99.0.3/24", "dev", "eth0"]));
+    run(&mut host.cmd(&["ip", "addr", "add", "fd99::3/64", "dev", "eth0", "nodad"]));
+    run(&mut host.cmd(&["ip", "link", "set", "eth0", "up"]));
+    run(&mut host.cmd(&["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"]));
+
+    let a_ips = ["10.77.0.1/24", "10.99.0.1/24", "fd99::1/64"];
+    let dir_a = pki.issue("node-a", &a_ips, &[]);
+    let dir_b = pki.issue("node-b", B_ADDRS, &[]);
+    let peers_a = [("node-b", Some("192.0.2.2:4433"))];
+    let peers_b = [("node-a", Some("192.0.2.1:4433"))];
+    let tap_a = "\n[tap]\nname = \"qtap\"\naddresses = [\"10.99.0.1/24\", \"fd99::1/64\"]\n";
+    let tap_b = "\n[tap]\nname = \"qtap\"\nbridge = \"br0\"\n";
+    let cfg_a = write_config(
+        &pki,
+        &dir_a,
+        &NodeSpec {
+            peers: &peers_a,
+            extra: tap_a,
+            ..NodeSpec::new("node-a", &["10.77.0.1/24"], "0.0.0.0:4433")
+        },
+    );
+    let cfg_b = write_config(
+        &pki,
+        &dir_b,
+        &NodeSpec {
+            peers: &peers_b,
+            extra: tap_b,
+            ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let node_a = Node::start(&a, "node-a", &cfg_a);
+    let _node_b = Node::start(&b, "node-b", &cfg_b);
+
+    // Layer 3 over the TUN and Layer 2 over the TAP share the connections.
+    assert!(a.wait_ping("10.77.0.2", CONNECT).is_some(), "TUN traffic");
+    assert!(
+        a.wait_ping("10.99.0.3", CONNECT).is_some(),
+        "no ping to the bridged host"
+    );
+    let neigh = run(&mut a.cmd(&["ip", "neigh", "show", "10.99.0.3", "dev", "qtap"]));
+    let host_mac = run(&mut host.cmd(&["cat", "/sys/class/net/eth0/address"]));
+    let host_mac = String::from_utf8_lossy(&host_mac.stdout).trim().to_owned();
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout).contains(&host_mac),
+        "ARP did not resolve across the tunnel"
+    );
+    // The host reaches node-a too (ARP from the LAN side), IPv6 neighbour discovery
+    // crosses, and a broadcast ping is answered from across the tunnel.
+    assert!(host
+        .wait_ping("10.99.0.1", Duration::from_secs(5))
+        .is_some());
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .cmd(&["ping", "-6", "-c", "1", "-W", "1", "fd99::3"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false))
+        .is_some(),
+        "IPv6 over the TAP"
+    );
+    let bcast = a
+        .cmd(&[
+            "ping",
+            "-b",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-I",
+            "qtap",
+            "10.99.0.255",
+        ])
+        .output()
+        .expect("ping");
+    assert!(
+        String::from_utf8_lossy(&bcast.stdout).contains("10.99.0.3"),
+        "broadcast not answered: {}",
+        String::from_utf8_lossy(&bcast.stdout)
+    );
+    let s = json(&node_a.status(true));
+    let kinds: Vec<_> = s["interfaces"]
+        .as_array()
+        .expect("interfaces")
+        .iter()
+        .map(|i| i["kind"].clone())
+        .collect();
+    assert_eq!(kinds, ["tun", "tap"]);
+}
