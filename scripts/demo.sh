@@ -101,6 +101,9 @@ pids+=($!)
 sleep 0.5
 run ip netns exec "$nsa" iperf3 -c 10.77.0.2 -t 3 -f m
 
+step "node-a's view: quicap status"
+run "$QUICAP" status --config "$work/a/node.toml"
+
 step "interfaces"
 run ip -n "$nsa" addr show quicap0
 
