@@ -475,3 +475,51 @@ fn tap_carries_layer_2_to_a_bridged_host() {
         .collect();
     assert_eq!(kinds, ["tun", "tap"]);
 }
+
+#[test]
+fn tap_only_nodes_carry_layer_2() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let a = Netns::new();
+    let b = Netns::new();
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    let a_ips = ["10.99.0.1/24"];
+    let b_ips = ["10.99.0.2/24"];
+    let dir_a = pki.issue("node-a", &a_ips, &[]);
+    let dir_b = pki.issue("node-b", &b_ips, &[]);
+    let peers_a = [("node-b", Some("192.0.2.2:4433"))];
+    let tap_a = "\n[tap]\naddresses = [\"10.99.0.1/24\"]\n";
+    let tap_b = "\n[tap]\naddresses = [\"10.99.0.2/24\"]\n";
+    let cfg_a = write_config(
+        &pki,
+        &dir_a,
+        &NodeSpec {
+            peers: &peers_a,
+            extra: tap_a,
+            tun: false,
+            ..NodeSpec::new("node-a", &a_ips, "0.0.0.0:4433")
+        },
+    );
+    let cfg_b = write_config(
+        &pki,
+        &dir_b,
+        &NodeSpec {
+            extra: tap_b,
+            tun: false,
+            ..NodeSpec::new("node-b", &b_ips, "0.0.0.0:4433")
+        },
+    );
+    let node_a = Node::start(&a, "node-a", &cfg_a);
+    let _node_b = Node::start(&b, "node-b", &cfg_b);
+    assert!(
+        a.wait_ping("10.99.0.2", CONNECT).is_some(),
+        "no ping over TAP-only nodes"
+    );
+    assert!(
+        !a.interface_exists("quicap0"),
+        "a TAP-only node created a TUN"
+    );
+    let s = json(&node_a.status(true));
+    assert_eq!(s["interfaces"][0]["kind"], "tap");
+    assert_eq!(s["interfaces"][0]["name"], "quicaptap0");
+}
