@@ -362,12 +362,7 @@ impl Router {
     /// RFC 8966 §3.5.1: an advertised (seqno, metric) can be used without risk of a loop
     /// if it is newer than, or as new and strictly better than, what we advertised.
     fn feasible(d: &Dest, e: &Entry) -> bool {
-        match d.fd {
-            None => true,
-            Some((seqno, metric)) => {
-                seqno_newer(e.seqno, seqno) || (e.seqno == seqno && e.metric < metric)
-            }
-        }
+        d.fd.is_none_or(|fd| improves(e.seqno, e.metric, fd))
     }
 
     fn reselect_all(&mut self, now: Time) {
@@ -481,12 +476,9 @@ impl Router {
         };
         match value {
             Some((seqno, m)) => {
-                d.fd = match d.fd {
-                    Some((fs, fm)) if !seqno_newer(seqno, fs) && !(seqno == fs && m < fm) => {
-                        Some((fs, fm))
-                    }
-                    _ => Some((seqno, m)),
-                };
+                if !d.fd.is_some_and(|fd| !improves(seqno, m, fd)) {
+                    d.fd = Some((seqno, m));
+                }
                 d.advertised = Some((seqno, m));
                 RouteUpdate {
                     dest,
@@ -516,6 +508,11 @@ impl Router {
         );
         dests.into_iter().map(|d| self.advertise(d)).collect()
     }
+}
+
+/// True if (`seqno`, `metric`) is newer than `than`, or as new and strictly smaller.
+fn improves(seqno: Seqno, metric: Metric, than: (Seqno, Metric)) -> bool {
+    seqno_newer(seqno, than.0) || (seqno == than.0 && metric < than.1)
 }
 
 /// Whether a change of what we advertise for a destination is worth a triggered update:
