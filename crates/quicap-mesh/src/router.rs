@@ -476,7 +476,7 @@ impl Router {
         };
         match value {
             Some((seqno, m)) => {
-                if !d.fd.is_some_and(|fd| !improves(seqno, m, fd)) {
+                if d.fd.is_none_or(|fd| improves(seqno, m, fd)) {
                     d.fd = Some((seqno, m));
                 }
                 d.advertised = Some((seqno, m));
