@@ -115,6 +115,8 @@ pub struct Router {
     outbox: VecDeque<(NodeId, Message)>,
     triggered: BTreeSet<NodeId>,
     next_periodic: Time,
+    /// When suppressed seqno requests are due again.
+    request_retry: Option<Time>,
     forwarded_requests: BTreeMap<(NodeId, Seqno), Time>,
 }
 
@@ -129,6 +131,7 @@ impl Router {
             dests: BTreeMap::new(),
             outbox: VecDeque::new(),
             triggered: BTreeSet::new(),
+            request_retry: None,
             forwarded_requests: BTreeMap::new(),
         }
     }
@@ -288,16 +291,13 @@ impl Router {
         }
     }
 
-    /// The earliest time [`Router::handle_timeout`] has work to do.
+    /// The earliest time [`Router::handle_timeout`] has work to do. Expired routes are
+    /// purged at these ticks, so a route lives between `route_hold` and `route_hold +
+    /// update_interval` without refresh; link failures are handled at once by
+    /// [`Router::handle_link_down`].
     pub fn poll_timeout(&self) -> Time {
-        let expiry = self
-            .dests
-            .values()
-            .flat_map(|d| d.entries.values())
-            .map(|e| e.updated + self.config.route_hold)
-            .min()
-            .unwrap_or(Time::MAX);
-        self.next_periodic.min(expiry)
+        self.request_retry
+            .map_or(self.next_periodic, |t| t.min(self.next_periodic))
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
@@ -319,6 +319,10 @@ impl Router {
         });
         self.forwarded_requests
             .retain(|_, t| now < *t + 10 * self.config.request_interval);
+        if self.request_retry.is_some_and(|t| now >= t) {
+            self.request_retry = None;
+            self.request_starving(now);
+        }
         if now >= self.next_periodic {
             self.next_periodic = now + self.config.update_interval;
             let dump = self.full_dump();
@@ -326,16 +330,22 @@ impl Router {
                 self.outbox.push_back((*n, Message::Updates(dump.clone())));
             }
             self.triggered.clear();
-            // Ask again for routes still starving.
-            let starving: Vec<NodeId> = self
-                .dests
-                .iter()
-                .filter(|(_, d)| d.selected.is_none() && !d.entries.is_empty())
-                .map(|(k, _)| *k)
-                .collect();
-            for dest in starving {
-                self.request(dest, now);
-            }
+            self.request_starving(now);
+        }
+    }
+
+    /// Asks again for routes to destinations that have only unfeasible routes.
+    fn request_starving(&mut self, now: Time) {
+        let starving: Vec<NodeId> = self
+            .dests
+            .iter()
+            .filter(|(_, d)| {
+                d.selected.is_none() && d.entries.values().any(|e| e.metric != INFINITY)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for dest in starving {
+            self.request(dest, now);
         }
     }
 
@@ -434,6 +444,8 @@ impl Router {
         let seqno = d.fd.map_or(0, |(s, _)| s.wrapping_add(1));
         if let Some((s, t)) = d.last_request {
             if s == seqno && now < t + self.config.request_interval {
+                let due = t + self.config.request_interval;
+                self.request_retry = Some(self.request_retry.map_or(due, |r| r.min(due)));
                 return;
             }
         }
