@@ -24,6 +24,45 @@ const TYPE_HELLO: u8 = 0x01;
 const TYPE_PING: u8 = 0x02;
 const TYPE_PONG: u8 = 0x03;
 const TYPE_GOODBYE: u8 = 0x04;
+const TYPE_ROUTES: u8 = 0x05;
+const TYPE_REQUEST: u8 = 0x06;
+const TYPE_NODE_INFO: u8 = 0x07;
+
+/// Bytes one [`RouteEntry`] takes on the wire.
+pub const ROUTE_ENTRY_LEN: usize = 12;
+/// Most route entries that fit one frame.
+pub const MAX_ROUTES_PER_FRAME: usize = (MAX_FRAME_LEN - 3) / ROUTE_ENTRY_LEN;
+
+/// One route of a [`Message::Routes`] frame (see `docs/routing.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub dest: u64,
+    pub seqno: u16,
+    /// `0xffff` retracts the route.
+    pub metric: u16,
+}
+
+/// An IP prefix as carried in [`NodeInfo`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Prefix {
+    pub addr: std::net::IpAddr,
+    pub len: u8,
+}
+
+/// What a node tells the whole mesh about itself, relayed by every node that accepts it:
+/// its certificate (so that remote nodes can check its claims) and the prefixes it
+/// claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Node id of the origin (first 8 bytes of SHA-256 of its name).
+    pub origin: u64,
+    /// Increases with every change; the newest version wins.
+    pub version: u32,
+    pub modes: Modes,
+    /// DER of the origin's node certificate.
+    pub certificate: Vec<u8>,
+    pub prefixes: Vec<Prefix>,
+}
 
 /// What a node can carry, announced in its hello.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +109,15 @@ pub enum Message {
     Pong(u64),
     /// The sender is closing the connection on purpose, for the given reason.
     Goodbye(String),
+    /// Routing updates.
+    Routes(Vec<RouteEntry>),
+    /// A seqno request for `dest`, forwarded at most `hops` more times.
+    Request {
+        dest: u64,
+        seqno: u16,
+        hops: u8,
+    },
+    NodeInfo(NodeInfo),
     /// A message type this version does not know; skipped.
     Unknown(u8),
 }
@@ -116,6 +164,49 @@ impl Message {
                 out.push(TYPE_GOODBYE);
                 put_str(out, reason)?;
             }
+            Message::Routes(routes) => {
+                out.push(TYPE_ROUTES);
+                let n = u16::try_from(routes.len())
+                    .map_err(|_| ControlError::FrameTooLong(routes.len()))?;
+                out.extend_from_slice(&n.to_be_bytes());
+                for r in routes {
+                    out.extend_from_slice(&r.dest.to_be_bytes());
+                    out.extend_from_slice(&r.seqno.to_be_bytes());
+                    out.extend_from_slice(&r.metric.to_be_bytes());
+                }
+            }
+            Message::Request { dest, seqno, hops } => {
+                out.push(TYPE_REQUEST);
+                out.extend_from_slice(&dest.to_be_bytes());
+                out.extend_from_slice(&seqno.to_be_bytes());
+                out.push(*hops);
+            }
+            Message::NodeInfo(info) => {
+                out.push(TYPE_NODE_INFO);
+                out.extend_from_slice(&info.origin.to_be_bytes());
+                out.extend_from_slice(&info.version.to_be_bytes());
+                out.push(info.modes.to_bits());
+                let n = u16::try_from(info.certificate.len())
+                    .map_err(|_| ControlError::FrameTooLong(info.certificate.len()))?;
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(&info.certificate);
+                let count = u8::try_from(info.prefixes.len())
+                    .map_err(|_| ControlError::FrameTooLong(info.prefixes.len()))?;
+                out.push(count);
+                for p in &info.prefixes {
+                    match p.addr {
+                        std::net::IpAddr::V4(a) => {
+                            out.push(4);
+                            out.extend_from_slice(&a.octets());
+                        }
+                        std::net::IpAddr::V6(a) => {
+                            out.push(6);
+                            out.extend_from_slice(&a.octets());
+                        }
+                    }
+                    out.push(p.len);
+                }
+            }
             Message::Unknown(kind) => out.push(*kind),
         }
         let len = out.len() - start - FRAME_HEADER_LEN;
@@ -161,6 +252,52 @@ impl Message {
             TYPE_PING => Message::Ping(u64::from_be_bytes(r.array()?)),
             TYPE_PONG => Message::Pong(u64::from_be_bytes(r.array()?)),
             TYPE_GOODBYE => Message::Goodbye(r.string()?),
+            TYPE_ROUTES => {
+                let n = usize::from(u16::from_be_bytes(r.array()?));
+                let mut routes = Vec::with_capacity(n.min(MAX_ROUTES_PER_FRAME));
+                for _ in 0..n {
+                    routes.push(RouteEntry {
+                        dest: u64::from_be_bytes(r.array()?),
+                        seqno: u16::from_be_bytes(r.array()?),
+                        metric: u16::from_be_bytes(r.array()?),
+                    });
+                }
+                Message::Routes(routes)
+            }
+            TYPE_REQUEST => Message::Request {
+                dest: u64::from_be_bytes(r.array()?),
+                seqno: u16::from_be_bytes(r.array()?),
+                hops: r.u8()?,
+            },
+            TYPE_NODE_INFO => {
+                let origin = u64::from_be_bytes(r.array()?);
+                let version = u32::from_be_bytes(r.array()?);
+                let modes = Modes::from_bits(r.u8()?);
+                let n = usize::from(u16::from_be_bytes(r.array()?));
+                let certificate = r.take(n)?.to_vec();
+                let count = r.u8()?;
+                let mut prefixes = Vec::new();
+                for _ in 0..count {
+                    let addr = match r.u8()? {
+                        4 => std::net::IpAddr::from(r.array::<4>()?),
+                        6 => std::net::IpAddr::from(r.array::<16>()?),
+                        _ => return Err(ControlError::Truncated { kind }),
+                    };
+                    let len = r.u8()?;
+                    let max = if addr.is_ipv4() { 32 } else { 128 };
+                    if len > max {
+                        return Err(ControlError::Truncated { kind });
+                    }
+                    prefixes.push(Prefix { addr, len });
+                }
+                Message::NodeInfo(NodeInfo {
+                    origin,
+                    version,
+                    modes,
+                    certificate,
+                    prefixes,
+                })
+            }
             other => return Ok(Message::Unknown(other)),
         };
         r.finish()?;
@@ -318,6 +455,61 @@ mod tests {
     }
 
     #[test]
+    fn route_frames_have_documented_layout_and_fit_the_limit() {
+        let mut out = Vec::new();
+        Message::Routes(vec![RouteEntry {
+            dest: 1,
+            seqno: 2,
+            metric: 3,
+        }])
+        .encode(&mut out)
+        .unwrap();
+        assert_eq!(
+            out,
+            [0, 15, TYPE_ROUTES, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 3]
+        );
+        let full = vec![
+            RouteEntry {
+                dest: 1,
+                seqno: 2,
+                metric: 3
+            };
+            MAX_ROUTES_PER_FRAME
+        ];
+        out.clear();
+        Message::Routes(full.clone()).encode(&mut out).unwrap();
+        assert_eq!(
+            Message::decode(&out).unwrap().unwrap().0,
+            Message::Routes(full)
+        );
+        let mut too_many = Vec::new();
+        let over = vec![
+            RouteEntry {
+                dest: 1,
+                seqno: 2,
+                metric: 3
+            };
+            MAX_ROUTES_PER_FRAME + 1
+        ];
+        assert!(Message::Routes(over).encode(&mut too_many).is_err());
+    }
+
+    #[test]
+    fn node_info_refuses_bad_prefixes() {
+        // Address family 5 does not exist; prefix length 33 does not fit IPv4.
+        let mut frame = vec![TYPE_NODE_INFO];
+        frame.extend_from_slice(&[0; 8]);
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&[1, 0, 0, 1, 5]);
+        assert!(Message::decode_body(&frame).is_err());
+        let mut frame = vec![TYPE_NODE_INFO];
+        frame.extend_from_slice(&[0; 8]);
+        frame.extend_from_slice(&[0; 4]);
+        frame.extend_from_slice(&[1, 0, 0, 1, 4, 10, 0, 0, 1, 33]);
+        assert!(Message::decode_body(&frame).is_err());
+    }
+
+    #[test]
     fn refuses_invalid_utf8() {
         assert_eq!(
             Message::decode(&[0, 3, TYPE_GOODBYE, 1, 0xff]),
@@ -355,6 +547,18 @@ mod tests {
                 Message::Ping(seq),
                 Message::Pong(seq),
                 Message::Goodbye(name),
+                Message::Routes(vec![RouteEntry { dest: seq, seqno: mtu, metric: 0xffff }; usize::from(min % 16)]),
+                Message::Request { dest: seq, seqno: mtu, hops: max },
+                Message::NodeInfo(NodeInfo {
+                    origin: seq,
+                    version: u32::from(mtu),
+                    modes: Modes { l3: true, l2 },
+                    certificate: vec![min; usize::from(max) * 3],
+                    prefixes: vec![
+                        Prefix { addr: std::net::IpAddr::from([10, 0, min, 1]), len: 24 },
+                        Prefix { addr: std::net::IpAddr::from([0xfd; 16]), len: 64 },
+                    ],
+                }),
             ];
             for msg in msgs {
                 let mut out = Vec::new();
