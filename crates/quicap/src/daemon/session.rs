@@ -269,7 +269,12 @@ async fn control_loop(
                     refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
                     return;
                 }
-                Ok(Message::Unknown(_)) => {}
+                Ok(
+                    Message::Routes(_)
+                    | Message::Request { .. }
+                    | Message::NodeInfo(_)
+                    | Message::Unknown(_),
+                ) => {}
                 Err(e) => {
                     debug!(%peer, error = %e, "control stream ended");
                     return;
