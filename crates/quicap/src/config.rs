@@ -98,6 +98,9 @@ pub struct NodeSection {
     pub no_carrier: bool,
     /// Unix socket `quicap status` talks to.
     pub control_socket: PathBuf,
+    /// Subnets this node announces to the mesh as reachable through it; peers accept
+    /// only those inside the certificate's subnets.
+    pub advertise: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +160,8 @@ struct RawNode {
     #[serde(default = "default_true")]
     no_carrier: bool,
     control_socket: Option<PathBuf>,
+    #[serde(default)]
+    advertise: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -274,6 +279,10 @@ impl Config {
             listen,
             no_carrier: raw.node.no_carrier,
             control_socket: PathBuf::new(),
+            advertise: parse_nets("node.advertise", &raw.node.advertise)?
+                .into_iter()
+                .map(|n| n.trunc())
+                .collect(),
         };
 
         if raw.tun.is_none() && raw.tap.is_none() {

@@ -312,13 +312,11 @@ fn dead_path_is_detected_within_3_s() {
         args.extend(rule.split(' '));
         run(&mut pair.b.cmd(&args));
     }
-    assert!(
-        pair.node_a.wait_log(
-            &["closing dead link", "no answer to probes"],
-            Duration::from_secs(6)
-        ),
-        "dead path not detected"
-    );
+    // Either the probes or QUIC's idle timer may notice first.
+    let detected = wait_until(Duration::from_secs(6), || {
+        pair.node_a.log_count("closing dead link") + pair.node_a.log_count("peer disconnected") > 0
+    });
+    assert!(detected.is_some(), "dead path not detected");
     let took = cut.elapsed();
     assert!(
         took <= Duration::from_millis(3500),

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quicap_wire::overlay::{PayloadKind, BASE_LEN};
+use quicap_wire::overlay::{NodeId, PayloadKind, Route, BASE_LEN, ROUTED_LEN};
 use quicap_wire::{ip, Header};
 use tracing::{debug, warn};
 
@@ -20,15 +20,54 @@ use super::Node;
 
 const BUF_LEN: usize = 65536;
 
+/// Where to send an IP packet for `destination`: the connection to the next hop and
+/// the overlay header (routed when the next hop is not the destination's node).
+fn route(
+    node: &Node,
+    destination: std::net::IpAddr,
+    now: u64,
+) -> Option<(quinn::Connection, Header)> {
+    let mesh = &node.mesh;
+    if let Some(owner) = mesh.owner(destination) {
+        let direct = Header::direct(PayloadKind::Ip);
+        if let Some(hop) = mesh.next_hop(owner) {
+            let name = mesh.name_of(hop)?;
+            let conn = node.peers.preferred(&name, now)?;
+            let header = if hop == owner {
+                direct
+            } else {
+                Header {
+                    route: Some(Route {
+                        source: NodeId(mesh.id),
+                        destination: NodeId(owner),
+                    }),
+                    ..direct
+                }
+            };
+            return Some((conn, header));
+        }
+        if let Some(conn) = mesh
+            .name_of(owner)
+            .and_then(|n| node.peers.preferred(&n, now))
+        {
+            return Some((conn, direct));
+        }
+    }
+    // Before node information has arrived: the directly connected peer whose
+    // certificate covers the destination.
+    node.peers
+        .route(destination, now)
+        .map(|c| (c, Header::direct(PayloadKind::Ip)))
+}
+
 pub async fn tun_to_peers(node: Arc<Node>) {
     let Some(tun) = node.tun.as_ref() else {
         return;
     };
     let mut buf = vec![0u8; BUF_LEN];
     let mut icmp = vec![0u8; 1500];
-    let header = Header::direct(PayloadKind::Ip);
     loop {
-        let n = match tun.device.recv(&mut buf[BASE_LEN..]).await {
+        let n = match tun.device.recv(&mut buf[ROUTED_LEN..]).await {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "reading from the TUN failed");
@@ -36,31 +75,75 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             }
         };
-        let packet = &buf[BASE_LEN..BASE_LEN + n];
+        let packet = &buf[ROUTED_LEN..ROUTED_LEN + n];
         let Some((_, destination)) = ip::addresses(packet) else {
             continue;
         };
-        let Some(conn) = node.peers.route(destination, node.now_ms()) else {
-            debug!(%destination, "no peer for destination");
+        let Some((conn, header)) = route(&node, destination, node.now_ms()) else {
+            debug!(%destination, "no route for destination");
             continue;
         };
+        let hlen = header.buffer_len();
         let max = conn.max_datagram_size().unwrap_or(0);
-        if BASE_LEN + n > max {
-            too_big(&node, &conn, packet, max, &mut icmp).await;
+        if hlen + n > max {
+            too_big(&node, &conn, packet, max, header, &mut icmp).await;
             continue;
         }
-        if header.emit(&mut buf[..BASE_LEN]).is_err() {
+        let start = ROUTED_LEN - hlen;
+        if header.emit(&mut buf[start..ROUTED_LEN]).is_err() {
             continue;
         }
-        let datagram = Bytes::copy_from_slice(&buf[..BASE_LEN + n]);
+        let datagram = Bytes::copy_from_slice(&buf[start..ROUTED_LEN + n]);
         match conn.send_datagram_wait(datagram).await {
             Ok(()) => {}
             Err(quinn::SendDatagramError::TooLarge) => {
                 let max = conn.max_datagram_size().unwrap_or(0);
-                too_big(&node, &conn, &buf[BASE_LEN..BASE_LEN + n], max, &mut icmp).await;
+                let packet = &buf[ROUTED_LEN..ROUTED_LEN + n];
+                too_big(&node, &conn, packet, max, header, &mut icmp).await;
             }
             Err(e) => debug!(error = %e, "datagram not sent"),
         }
+    }
+}
+
+/// Sends on a datagram for another node towards it, one hop closer, with the hop limit
+/// decremented. Dropped (and logged at debug) when the hop limit runs out, no route
+/// exists, or it does not fit the next link.
+pub async fn forward(node: &Node, datagram: &[u8], header: Header, _offset: usize) {
+    let Some(route) = header.route else {
+        return;
+    };
+    if header.hop_limit <= 1 {
+        debug!(
+            destination = route.destination.0,
+            "dropping datagram: hop limit exhausted"
+        );
+        return;
+    }
+    let now = node.now_ms();
+    let Some(conn) = node
+        .mesh
+        .next_hop(route.destination.0)
+        .and_then(|hop| node.mesh.name_of(hop))
+        .and_then(|name| node.peers.preferred(&name, now))
+    else {
+        debug!(
+            destination = route.destination.0,
+            "dropping datagram: no route"
+        );
+        return;
+    };
+    if datagram.len() > conn.max_datagram_size().unwrap_or(0) {
+        debug!(
+            len = datagram.len(),
+            "dropping forwarded datagram larger than the next link allows"
+        );
+        return;
+    }
+    let mut out = datagram.to_vec();
+    out[1] = header.hop_limit - 1;
+    if let Err(e) = conn.send_datagram_wait(Bytes::from(out)).await {
+        debug!(error = %e, "forwarded datagram not sent");
     }
 }
 
@@ -122,27 +205,30 @@ pub async fn tap_to_peers(node: Arc<Node>) {
     }
 }
 
+/// Handles a packet that does not fit a datagram of `max` bytes behind `header`.
 async fn too_big(
     node: &Node,
     conn: &quinn::Connection,
     packet: &[u8],
     max: usize,
+    header: Header,
     icmp: &mut [u8],
 ) {
     let Some(tun) = node.tun.as_ref() else {
         return;
     };
-    let room = max.saturating_sub(BASE_LEN);
+    let hlen = header.buffer_len();
+    let room = max.saturating_sub(hlen);
     if ip::is_fragmentable_v4(packet) {
         let mut frags = Vec::new();
         if ip::fragment_v4(packet, room, |f| {
-            let mut d = Vec::with_capacity(BASE_LEN + f.len());
-            d.extend_from_slice(&[0u8; BASE_LEN]);
+            let mut d = Vec::with_capacity(hlen + f.len());
+            d.resize(hlen, 0);
             d.extend_from_slice(f);
             frags.push(d);
         }) {
             for mut d in frags {
-                if Header::direct(PayloadKind::Ip).emit(&mut d).is_ok() {
+                if header.emit(&mut d).is_ok() {
                     let _ = conn.send_datagram_wait(Bytes::from(d)).await;
                 }
             }

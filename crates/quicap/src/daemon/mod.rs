@@ -17,6 +17,7 @@ mod control;
 mod datapath;
 pub mod identity;
 mod l2;
+pub mod mesh;
 mod peers;
 mod session;
 
@@ -45,6 +46,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+const MESH_TICK: Duration = Duration::from_millis(100);
 
 /// Knobs of `quicap up` that are not in the config file.
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ pub struct Node {
     trust: RwLock<TrustState>,
     transport: Arc<quinn::TransportConfig>,
     pub peers: PeerTable,
+    pub mesh: mesh::Mesh,
     pub macs: MacTable,
     pub tun: Option<Interface>,
     pub tap: Option<Interface>,
@@ -231,18 +234,22 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     }
 
     let (carrier, carrier_rx) = watch::channel(initial_carrier);
+    let modes = Modes {
+        l3: tun.is_some(),
+        l2: tap.is_some(),
+    };
+    let id = mesh::node_id(&loaded.cert.name);
+    let own_info = mesh::own_info(id, &loaded.cert.der, modes, &config.node.advertise);
     let node = Arc::new(Node {
         name: loaded.cert.name.clone(),
         mtu: config.mtu(),
-        modes: Modes {
-            l3: tun.is_some(),
-            l2: tap.is_some(),
-        },
+        modes,
         versions: options.versions,
         identity: loaded.identity,
         trust: RwLock::new(trust),
         transport: transport_config,
         peers: PeerTable::default(),
+        mesh: mesh::Mesh::new(id, own_info, 0),
         macs: MacTable::default(),
         tun,
         tap,
@@ -267,6 +274,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         tasks.spawn(datapath::tap_to_peers(node.clone()));
     }
     tasks.spawn(watch_expiry(node.clone()));
+    tasks.spawn(mesh_task(node.clone()));
     tasks.spawn(carrier_task(node.clone(), netlink, carrier_rx));
     tasks.spawn(control::serve(node.clone(), control));
     if let Some(path) = config.node.crl.clone() {
@@ -290,6 +298,23 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     drop(node);
     info!("stopped");
     Ok(())
+}
+
+/// Drives the routing core: re-evaluates neighbors and timers every
+/// [`MESH_TICK`] or when a session signals a change, and sends what the router wants sent.
+async fn mesh_task(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = node.mesh.notify.notified() => {}
+            _ = tokio::time::sleep(MESH_TICK) => {}
+        }
+        let now = node.now_ms();
+        for (peer, message) in node.mesh.tick(&node.peers, now) {
+            if !node.peers.send_control(&peer, message, now) {
+                debug!(%peer, "routing message not queued");
+            }
+        }
+    }
 }
 
 /// Applies carrier changes to the interfaces, in order, latest state winning.

@@ -55,6 +55,8 @@ pub struct Link {
     pub outgoing: bool,
     pub since: Instant,
     pub liveness: Arc<Liveness>,
+    /// Queue of control messages to send on this link.
+    pub control: tokio::sync::mpsc::Sender<quicap_wire::Message>,
 }
 
 #[derive(Debug)]
@@ -163,6 +165,30 @@ impl PeerTable {
         self.lock()
             .get(name)
             .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
+    }
+
+    /// Every peer with whether its preferred link answers probes, and that link's RTT.
+    pub fn neighbor_state(&self, now_ms: u64) -> Vec<(String, bool, std::time::Duration)> {
+        self.lock()
+            .iter()
+            .filter_map(|(name, p)| {
+                let l = p.preferred(now_ms)?;
+                Some((name.clone(), l.liveness.alive(now_ms), l.conn.rtt()))
+            })
+            .collect()
+    }
+
+    /// Queues a control message on the preferred link of `name`; false if impossible.
+    pub fn send_control(&self, name: &str, message: quicap_wire::Message, now_ms: u64) -> bool {
+        self.lock()
+            .get(name)
+            .and_then(|p| p.preferred(now_ms))
+            .is_some_and(|l| l.control.try_send(message).is_ok())
+    }
+
+    /// Names of the connected peers.
+    pub fn names(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
     }
 
     /// Closes every link of every peer for which `reason` returns a reason.

@@ -33,6 +33,8 @@ pub mod close {
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control messages queued for one link; routing dumps of large meshes take several.
+const CONTROL_QUEUE: usize = 256;
 /// Interval of liveness probes on every link.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -59,6 +61,10 @@ pub async fn run(
     let name = cert.name().to_owned();
     let auth = cert.authorization().clone();
     let liveness = Liveness::new(node.now_ms());
+    let (control_tx, control_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
+    for msg in node.mesh.greeting() {
+        let _ = control_tx.try_send(msg);
+    }
     let peers = node.peers.add(
         cert,
         hello.modes,
@@ -67,13 +73,22 @@ pub async fn run(
             outgoing,
             since: Instant::now(),
             liveness: liveness.clone(),
+            control: control_tx.clone(),
         },
     );
     node.peers_changed(peers);
+    node.mesh.notify.notify_one();
     info!(peer = %name, %remote, outgoing, version, l2 = hello.modes.l2, "peer connected");
 
     let datagrams = receive_datagrams(&node, &conn, &name, &auth);
-    let control = control_loop(&node, &conn, control, &name, &liveness);
+    let control = control_loop(
+        &node,
+        &conn,
+        control,
+        (control_tx, control_rx),
+        &name,
+        &liveness,
+    );
     tokio::select! {
         _ = datagrams => {}
         _ = control => {}
@@ -84,6 +99,7 @@ pub async fn run(
         node.macs.forget_peer(&name);
     }
     node.peers_changed(peers);
+    node.mesh.notify.notify_one();
     info!(peer = %name, %remote, %reason, links_left = left, "peer disconnected");
     true
 }
@@ -222,11 +238,13 @@ async fn control_loop(
     node: &Node,
     conn: &quinn::Connection,
     (mut send, mut recv): Control,
+    (tx, mut rx): (mpsc::Sender<Message>, mpsc::Receiver<Message>),
     peer: &str,
     liveness: &Liveness,
 ) {
-    // One writer owns the send stream; the reader and the prober queue messages for it.
-    let (tx, mut rx) = mpsc::channel::<Message>(16);
+    // One writer owns the send stream; the reader, the prober and the mesh queue
+    // messages for it.
+    let peer_id = super::mesh::node_id(peer);
     let writer = async move {
         let mut buf = Vec::new();
         while let Some(msg) = rx.recv().await {
@@ -269,12 +287,24 @@ async fn control_loop(
                     refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
                     return;
                 }
-                Ok(
-                    Message::Routes(_)
-                    | Message::Request { .. }
-                    | Message::NodeInfo(_)
-                    | Message::Unknown(_),
-                ) => {}
+                Ok(msg @ (Message::Routes(_) | Message::Request { .. })) => {
+                    node.mesh.handle_message(peer_id, &msg, node.now_ms());
+                }
+                Ok(Message::NodeInfo(info)) => {
+                    if node.mesh.accept_node_info(&info, &node.trust(), peer) {
+                        let now = node.now_ms();
+                        for other in node.peers.names() {
+                            if other != peer {
+                                node.peers.send_control(
+                                    &other,
+                                    Message::NodeInfo(info.clone()),
+                                    now,
+                                );
+                            }
+                        }
+                    }
+                }
+                Ok(Message::Unknown(_)) => {}
                 Err(e) => {
                     debug!(%peer, error = %e, "control stream ended");
                     return;
@@ -305,15 +335,31 @@ async fn receive_datagrams(
             Err(_) => return,
         };
         let (header, offset) = match Header::parse(&datagram) {
-            Ok(ok) if ok.0.route.is_none() => ok,
-            Ok(_) => {
-                debug!(%peer, "dropping routed datagram: forwarding is not supported yet");
-                continue;
-            }
+            Ok(ok) => ok,
             Err(e) => {
                 debug!(%peer, error = %e, "dropping malformed datagram");
                 continue;
             }
+        };
+        // Routed datagrams: forward those for other nodes, and check the source of
+        // those for us against the originating node's certificate.
+        let origin_auth;
+        let auth = match header.route {
+            None => auth,
+            Some(route) if route.destination.0 != node.mesh.id => {
+                super::datapath::forward(node, &datagram, header, offset).await;
+                continue;
+            }
+            Some(route) => match node.mesh.node(route.source.0) {
+                Some(origin) => {
+                    origin_auth = origin.cert.authorization().clone();
+                    &origin_auth
+                }
+                None => {
+                    debug!(%peer, "dropping routed datagram from an unknown node");
+                    continue;
+                }
+            },
         };
         let payload = &datagram[offset..];
         match header.kind {
@@ -324,7 +370,7 @@ async fn receive_datagrams(
                 let Some((source, _)) = ip::addresses(payload) else {
                     continue;
                 };
-                if !auth.permits_source(source) {
+                if !auth.permits_source(source) && !routed_subnet_ok(node, &header, source) {
                     refused += 1;
                     if refused.is_power_of_two() {
                         warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the peer's certificate");
@@ -350,6 +396,15 @@ async fn receive_datagrams(
             }
         }
     }
+}
+
+/// A routed packet may also come from a subnet the origin announced and its certificate
+/// authorizes (already checked when the node info was accepted).
+fn routed_subnet_ok(node: &Node, header: &Header, source: std::net::IpAddr) -> bool {
+    header
+        .route
+        .and_then(|r| node.mesh.node(r.source.0))
+        .is_some_and(|n| n.prefixes.iter().any(|p| p.contains(&source)))
 }
 
 fn describe_close(e: &quinn::ConnectionError) -> String {
