@@ -15,6 +15,21 @@ pub struct Status {
     pub uptime_secs: u64,
     pub interfaces: Vec<InterfaceStatus>,
     pub peers: Vec<PeerStatus>,
+    /// The mesh routing table.
+    #[serde(default)]
+    pub routes: Vec<RouteStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RouteStatus {
+    pub destination: String,
+    pub next_hop: String,
+    pub metric: u16,
+    /// The way a packet goes as far as this node knows: itself, the next hop, and when
+    /// the destination lies further, `…` and the destination.
+    pub path: Vec<String>,
+    /// Prefixes reachable through this route (the destination's accepted prefixes).
+    pub prefixes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +134,20 @@ impl Status {
                 );
             }
         }
+        if !self.routes.is_empty() {
+            let _ = writeln!(out, "routes:");
+            for r in &self.routes {
+                let _ = writeln!(
+                    out,
+                    "  {:<12} via {:<12} metric {:<5} path {}  ({})",
+                    r.destination,
+                    r.next_hop,
+                    r.metric,
+                    r.path.join(" > "),
+                    r.prefixes.join(" ")
+                );
+            }
+        }
         out
     }
 }
@@ -154,6 +183,18 @@ mod tests {
                     uptime_secs: 61,
                 }],
             }],
+            routes: vec![RouteStatus {
+                destination: "node-c".into(),
+                next_hop: "node-b".into(),
+                metric: 24,
+                path: vec![
+                    "node-a".into(),
+                    "node-b".into(),
+                    "…".into(),
+                    "node-c".into(),
+                ],
+                prefixes: vec!["10.77.0.3/32".into()],
+            }],
         }
     }
 
@@ -173,6 +214,12 @@ mod tests {
             text.contains("* outgoing 192.0.2.2:4433 rtt 0.42 ms  rx 1.5 KiB  tx 3.0 MiB  up 1m1s"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn render_shows_routes() {
+        let text = sample().render();
+        assert!(text.contains("node-c       via node-b       metric 24    path node-a > node-b > … > node-c  (10.77.0.3/32)"), "{text}");
     }
 
     #[test]

@@ -101,3 +101,214 @@ fn line_a_b_c_reaches_c_only_through_b() {
     );
     drop(node_b);
 }
+
+fn json_status(node: &Node) -> serde_json::Value {
+    let out = node.status(true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+fn next_hop(node: &Node, dest: &str) -> Option<String> {
+    let s = json_status(node);
+    s["routes"]
+        .as_array()?
+        .iter()
+        .find(|r| r["destination"] == dest)
+        .and_then(|r| r["next_hop"].as_str().map(str::to_owned))
+}
+
+fn nft(ns: &Netns, rules: &[&str]) {
+    for rule in rules {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
+        run(&mut ns.cmd(&args));
+    }
+}
+
+#[test]
+fn triangle_fails_over_and_returns_without_flapping() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    link(&b, "198.51.100.2", &c, "198.51.100.3");
+    link(&a, "203.0.113.1", &c, "203.0.113.3");
+    let node_a = start(
+        &pki,
+        &a,
+        "node-a",
+        "10.77.0.1/24",
+        &[
+            ("node-b", Some("192.0.2.2:4433")),
+            ("node-c", Some("203.0.113.3:4433")),
+        ],
+        &[],
+        "",
+    );
+    let _node_b = start(
+        &pki,
+        &b,
+        "node-b",
+        "10.77.0.2/24",
+        &[
+            ("node-a", Some("192.0.2.1:4433")),
+            ("node-c", Some("198.51.100.3:4433")),
+        ],
+        &[],
+        "",
+    );
+    let _node_c = start(
+        &pki,
+        &c,
+        "node-c",
+        "10.77.0.3/24",
+        &[
+            ("node-a", Some("203.0.113.1:4433")),
+            ("node-b", Some("198.51.100.2:4433")),
+        ],
+        &[],
+        "",
+    );
+    assert!(a.wait_ping("10.77.0.3", CONNECT).is_some());
+    assert!(
+        wait_until(CONNECT, || next_hop(&node_a, "node-c").as_deref()
+            == Some("node-c"))
+        .is_some(),
+        "direct route never chosen"
+    );
+
+    // Cut the direct link: everything between 203.0.113.1 and .3 is dropped.
+    let ping = a
+        .cmd(&["ping", "-D", "-i", "0.1", "-W", "1", "-w", "8", "10.77.0.3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ping");
+    std::thread::sleep(Duration::from_secs(1));
+    nft(
+        &a,
+        &[
+            "add table inet cut",
+            "add chain inet cut out { type filter hook output priority 0; }",
+            "add chain inet cut in { type filter hook input priority 0; }",
+            "add rule inet cut out ip daddr 203.0.113.3 drop",
+            "add rule inet cut in ip saddr 203.0.113.3 drop",
+        ],
+    );
+    let out = ping.wait_with_output().expect("ping");
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    assert!(times.len() > 40, "only {} pings answered", times.len());
+    assert!(
+        gap <= 3.0,
+        "traffic interrupted for {gap:.2} s after the cut"
+    );
+    assert_eq!(next_hop(&node_a, "node-c").as_deref(), Some("node-b"));
+
+    // Repair: back on the direct link within 30 s, and it stays there.
+    run(&mut a.cmd(&["nft", "delete", "table", "inet", "cut"]));
+    let back = wait_until(Duration::from_secs(30), || {
+        next_hop(&node_a, "node-c").as_deref() == Some("node-c")
+    });
+    assert!(back.is_some(), "traffic never returned to the direct link");
+    println!(
+        "returned to the direct link {:?} after the repair",
+        back.unwrap_or_default()
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            next_hop(&node_a, "node-c").as_deref(),
+            Some("node-c"),
+            "route flapped"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(a.ping("10.77.0.3"));
+}
+
+#[test]
+fn ring_of_five_survives_the_loss_of_a_node() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let ns: Vec<Netns> = (0..5).map(|_| Netns::new()).collect();
+    // Ring links i -- i+1 on 10.200.i.0/24 underlay addresses (inside the namespaces).
+    let underlay = |i: usize, side: usize| format!("10.200.{i}.{}", side + 1);
+    for i in 0..5 {
+        let j = (i + 1) % 5;
+        link(&ns[i], &underlay(i, 0), &ns[j], &underlay(i, 1));
+    }
+    let names = ["node-0", "node-1", "node-2", "node-3", "node-4"];
+    let addrs = [
+        "10.77.0.10/24",
+        "10.77.0.11/24",
+        "10.77.0.12/24",
+        "10.77.0.13/24",
+        "10.77.0.14/24",
+    ];
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        // Each node dials its clockwise neighbor.
+        let j = (i + 1) % 5;
+        let endpoint = format!("{}:4433", underlay(i, 1));
+        let peers = [(names[j], Some(endpoint.as_str()))];
+        nodes.push(start(&pki, &ns[i], names[i], addrs[i], &peers, &[], ""));
+    }
+    for target in ["10.77.0.12", "10.77.0.13"] {
+        assert!(
+            ns[0].wait_ping(target, CONNECT).is_some(),
+            "node-0 cannot reach {target} around the ring"
+        );
+    }
+    // node-1 dies: node-0 still reaches node-2 the other way round.
+    nodes[1].kill();
+    let took = ns[0].wait_ping("10.77.0.12", Duration::from_secs(15));
+    assert!(took.is_some(), "node-2 unreachable after node-1 died");
+    println!(
+        "node-2 reachable again {:?} after node-1 died",
+        took.unwrap_or_default()
+    );
+    assert_eq!(next_hop(&nodes[0], "node-2").as_deref(), Some("node-4"));
+}
+
+#[test]
+fn subnets_outside_the_certificate_are_ignored_and_logged() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let (a, b) = (Netns::new(), Netns::new());
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    let node_a = start(&pki, &a, "node-a", "10.77.0.1/24", &[], &[], "");
+    // node-b's certificate allows 192.168.50.0/24; its config also claims 192.168.60.0/24.
+    let _node_b = start(
+        &pki,
+        &b,
+        "node-b",
+        "10.77.0.2/24",
+        &[("node-a", Some("192.0.2.1:4433"))],
+        &["--subnet", "192.168.50.0/24"],
+        "advertise = [\"192.168.50.0/24\", \"192.168.60.0/24\"]",
+    );
+    assert!(
+        node_a.wait_log(&["ignoring a prefix", "node-b", "192.168.60.0/24"], CONNECT),
+        "node-a did not log the unauthorized claim"
+    );
+    let s = json_status(&node_a);
+    let prefixes = s["routes"][0]["prefixes"]
+        .as_array()
+        .expect("prefixes")
+        .clone();
+    assert!(
+        prefixes.contains(&serde_json::json!("192.168.50.0/24")),
+        "{s}"
+    );
+    assert!(
+        !prefixes.contains(&serde_json::json!("192.168.60.0/24")),
+        "{s}"
+    );
+}

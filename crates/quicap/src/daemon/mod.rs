@@ -149,6 +149,36 @@ impl Node {
                 })
                 .collect(),
             peers: self.peers.snapshot(self.now_ms()),
+            routes: self
+                .mesh
+                .routes()
+                .into_iter()
+                .map(|r| {
+                    let name = |id| {
+                        self.mesh
+                            .name_of(id)
+                            .unwrap_or_else(|| format!("{id:016x}"))
+                    };
+                    let (dest, hop) = (name(r.dest), name(r.next_hop));
+                    let mut path = vec![self.name.clone(), hop.clone()];
+                    if r.dest != r.next_hop {
+                        // Beyond the next hop, distance-vector routing does not tell.
+                        path.push("…".into());
+                        path.push(dest.clone());
+                    }
+                    crate::status::RouteStatus {
+                        destination: dest,
+                        next_hop: hop,
+                        metric: r.metric,
+                        path,
+                        prefixes: self
+                            .mesh
+                            .node(r.dest)
+                            .map(|n| n.prefixes.iter().map(ToString::to_string).collect())
+                            .unwrap_or_default(),
+                    }
+                })
+                .collect(),
         }
     }
 }
