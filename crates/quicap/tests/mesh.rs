@@ -312,3 +312,55 @@ fn subnets_outside_the_certificate_are_ignored_and_logged() {
         "{s}"
     );
 }
+
+#[test]
+fn layer_2_crosses_an_intermediate_node() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    link(&b, "198.51.100.2", &c, "198.51.100.3");
+    let start_tap =
+        |ns: &Netns, name: &str, tap_addr: &'static str, peers: &[(&str, Option<&str>)]| {
+            let addrs = [tap_addr];
+            let dir = pki.issue(name, &addrs, &[]);
+            let extra = format!("\n[tap]\nname = \"qtap\"\naddresses = [\"{tap_addr}\"]\n");
+            let extra: &'static str = Box::leak(extra.into_boxed_str());
+            let cfg = write_config(
+                &pki,
+                &dir,
+                &NodeSpec {
+                    peers,
+                    extra,
+                    tun: false,
+                    ..NodeSpec::new(name, &addrs, "0.0.0.0:4433")
+                },
+            );
+            Node::start(ns, name, &cfg)
+        };
+    // node-b only relays: it runs a TUN, no TAP.
+    let _node_b = start(&pki, &b, "node-b", "10.77.0.2/24", &[], &[], "");
+    let _node_a = start_tap(
+        &a,
+        "node-a",
+        "10.99.0.1/24",
+        &[("node-b", Some("192.0.2.2:4433"))],
+    );
+    let _node_c = start_tap(
+        &c,
+        "node-c",
+        "10.99.0.3/24",
+        &[("node-b", Some("198.51.100.2:4433"))],
+    );
+    assert!(
+        a.wait_ping("10.99.0.3", CONNECT).is_some(),
+        "no Layer 2 path through node-b"
+    );
+    let mac_c = run(&mut c.cmd(&["cat", "/sys/class/net/qtap/address"]));
+    let neigh = run(&mut a.cmd(&["ip", "neigh", "show", "10.99.0.3", "dev", "qtap"]));
+    assert!(
+        String::from_utf8_lossy(&neigh.stdout)
+            .contains(String::from_utf8_lossy(&mac_c.stdout).trim()),
+        "ARP did not resolve across the mesh"
+    );
+}

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use quicap_wire::overlay::{NodeId, PayloadKind, Route, BASE_LEN, ROUTED_LEN};
+use quicap_wire::overlay::{NodeId, PayloadKind, Route, ROUTED_LEN};
 use quicap_wire::{ip, Header};
 use tracing::{debug, warn};
 
@@ -27,31 +27,12 @@ fn route(
     destination: std::net::IpAddr,
     now: u64,
 ) -> Option<(quinn::Connection, Header)> {
-    let mesh = &node.mesh;
-    if let Some(owner) = mesh.owner(destination) {
-        let direct = Header::direct(PayloadKind::Ip);
-        if let Some(hop) = mesh.next_hop(owner) {
-            let name = mesh.name_of(hop)?;
-            let conn = node.peers.preferred(&name, now)?;
-            let header = if hop == owner {
-                direct
-            } else {
-                Header {
-                    route: Some(Route {
-                        source: NodeId(mesh.id),
-                        destination: NodeId(owner),
-                    }),
-                    ..direct
-                }
-            };
-            return Some((conn, header));
-        }
-        if let Some(conn) = mesh
-            .name_of(owner)
-            .and_then(|n| node.peers.preferred(&n, now))
-        {
-            return Some((conn, direct));
-        }
+    if let Some(found) = node
+        .mesh
+        .owner(destination)
+        .and_then(|owner| route_to_node(node, owner, PayloadKind::Ip, now))
+    {
+        return Some(found);
     }
     // Before node information has arrived: the directly connected peer whose
     // certificate covers the destination.
@@ -147,15 +128,44 @@ pub async fn forward(node: &Node, datagram: &[u8], header: Header, _offset: usiz
     }
 }
 
+/// The connection towards mesh node `dest` and the header for a payload of `kind`:
+/// direct when `dest` is the next hop, routed otherwise.
+fn route_to_node(
+    node: &Node,
+    dest: u64,
+    kind: PayloadKind,
+    now: u64,
+) -> Option<(quinn::Connection, Header)> {
+    let mesh = &node.mesh;
+    let hop = mesh.next_hop(dest).unwrap_or(dest);
+    let conn = node.peers.preferred(&mesh.name_of(hop)?, now)?;
+    let direct = Header::direct(kind);
+    let header = if hop == dest {
+        direct
+    } else {
+        Header {
+            route: Some(Route {
+                source: NodeId(mesh.id),
+                destination: NodeId(dest),
+            }),
+            ..direct
+        }
+    };
+    Some((conn, header))
+}
+
+/// Layer 2 over the mesh: a frame to a learned MAC goes to the node it was learned from;
+/// broadcast, multicast and unknown unicast go to every node that runs a TAP, each copy
+/// routed as unicast (head-end replication). Receivers only ever write frames to their
+/// TAP, so flooding cannot loop.
 pub async fn tap_to_peers(node: Arc<Node>) {
     let Some(tap) = node.tap.as_ref() else {
         return;
     };
     let mut buf = vec![0u8; BUF_LEN];
-    let header = Header::direct(PayloadKind::Ethernet);
     let mut oversized: u64 = 0;
     loop {
-        let n = match tap.device.recv(&mut buf[BASE_LEN..]).await {
+        let n = match tap.device.recv(&mut buf[ROUTED_LEN..]).await {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "reading from the TAP failed");
@@ -163,42 +173,52 @@ pub async fn tap_to_peers(node: Arc<Node>) {
                 continue;
             }
         };
-        let Some(destination) = l2::destination_mac(&buf[BASE_LEN..BASE_LEN + n]) else {
+        let Some(destination) = l2::destination_mac(&buf[ROUTED_LEN..ROUTED_LEN + n]) else {
             continue;
         };
         let now = node.now_ms();
         let known = if l2::is_group(&destination) {
             None
         } else {
-            node.macs
-                .lookup(&destination, now)
-                .and_then(|peer| node.peers.preferred(&peer, now))
+            node.macs.lookup(&destination, now)
         };
-        let targets = match known {
-            Some(conn) => vec![conn],
-            None => node.peers.all_l2(now),
+        let targets: Vec<u64> = match known {
+            Some(name) => vec![super::mesh::node_id(&name)],
+            None => {
+                let mut t = node.mesh.l2_nodes();
+                for name in node.peers.l2_names() {
+                    let id = super::mesh::node_id(&name);
+                    if !t.contains(&id) {
+                        t.push(id);
+                    }
+                }
+                t
+            }
         };
-        if targets.is_empty() || header.emit(&mut buf[..BASE_LEN]).is_err() {
-            continue;
-        }
-        let datagram = Bytes::copy_from_slice(&buf[..BASE_LEN + n]);
-        for conn in targets {
-            if datagram.len() > conn.max_datagram_size().unwrap_or(0) {
+        for dest in targets {
+            let Some((conn, header)) = route_to_node(&node, dest, PayloadKind::Ethernet, now)
+            else {
+                continue;
+            };
+            let hlen = header.buffer_len();
+            let start = ROUTED_LEN - hlen;
+            if hlen + n > conn.max_datagram_size().unwrap_or(0) {
                 oversized += 1;
                 if oversized.is_power_of_two() {
                     warn!(
                         frame = n,
-                        max = conn
-                            .max_datagram_size()
-                            .unwrap_or(0)
-                            .saturating_sub(BASE_LEN),
+                        max = conn.max_datagram_size().unwrap_or(0).saturating_sub(hlen),
                         dropped = oversized,
                         "dropping Ethernet frame larger than the path allows (lower tap.mtu)"
                     );
                 }
                 continue;
             }
-            if let Err(e) = conn.send_datagram_wait(datagram.clone()).await {
+            if header.emit(&mut buf[start..ROUTED_LEN]).is_err() {
+                continue;
+            }
+            let datagram = Bytes::copy_from_slice(&buf[start..ROUTED_LEN + n]);
+            if let Err(e) = conn.send_datagram_wait(datagram).await {
                 debug!(error = %e, "datagram not sent");
             }
         }

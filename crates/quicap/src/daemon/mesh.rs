@@ -97,6 +97,16 @@ impl Mesh {
             .map(|(_, id)| id)
     }
 
+    /// Every known node, other than us, that runs a TAP.
+    pub fn l2_nodes(&self) -> Vec<NodeId> {
+        self.lock()
+            .nodes
+            .iter()
+            .filter(|(id, n)| **id != self.id && n.modes.l2)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     pub fn next_hop(&self, dest: NodeId) -> Option<NodeId> {
         self.lock().router.next_hop(dest)
     }

@@ -150,13 +150,12 @@ impl PeerTable {
         peer.preferred(now_ms).map(|l| l.conn.clone())
     }
 
-    /// The preferred connection of every peer that carries Layer 2, for frames that go
-    /// to all of them (broadcast, multicast, unknown unicast).
-    pub fn all_l2(&self, now_ms: u64) -> Vec<quinn::Connection> {
+    /// Names of the connected peers that carry Layer 2.
+    pub fn l2_names(&self) -> Vec<String> {
         self.lock()
-            .values()
-            .filter(|p| p.modes.l2)
-            .filter_map(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
+            .iter()
+            .filter(|(_, p)| p.modes.l2)
+            .map(|(n, _)| n.clone())
             .collect()
     }
 

@@ -385,11 +385,18 @@ async fn receive_datagrams(
                 let Some(tap) = &node.tap else {
                     continue;
                 };
-                if let Some(source) = super::l2::source_mac(payload) {
-                    node.macs.learn(source, peer, node.now_ms());
-                } else {
+                let Some(source) = super::l2::source_mac(payload) else {
                     continue;
-                }
+                };
+                // Learned behind the node the frame came from, not the relay.
+                let origin = match header.route {
+                    Some(r) => match node.mesh.name_of(r.source.0) {
+                        Some(name) => name,
+                        None => continue,
+                    },
+                    None => peer.to_owned(),
+                };
+                node.macs.learn(source, &origin, node.now_ms());
                 if let Err(e) = tap.device.send(payload).await {
                     debug!(error = %e, "TAP write failed");
                 }
