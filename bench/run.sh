@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # QUICAP benchmark: measures, in one run and over the same veth pair between two network
-# namespaces, the raw link, QUICAP, and userspace WireGuard (boringtun-cli configured
-# with wg): iperf3 TCP with 1 and 4 streams, iperf3 UDP, and ping RTT idle and under a
-# TCP load. Prints a table with each figure's ratio to the others.
+# namespaces, the raw link, QUICAP, QUICAP forwarded through one intermediate node, and
+# userspace WireGuard (boringtun-cli configured with wg): iperf3 TCP with 1 and 4
+# streams, iperf3 UDP, and ping RTT idle and under a TCP load. Prints a table with each
+# figure's ratio to the others.
 #
 #   sudo ./bench/run.sh                 # print the table
 #   sudo ./bench/run.sh --write         # also write docs/benchmarks.md
@@ -36,10 +37,11 @@ QUICAP="$PWD/target/release/quicap"
 work=$(mktemp -d /tmp/quicap-bench.XXXXXX)
 A="qbench-a-$$"
 B="qbench-b-$$"
+C="qbench-c-$$"
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for ns in "$A" "$B"; do
+  for ns in "$A" "$B" "$C"; do
     for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
     ip netns del "$ns" 2>/dev/null || true
   done
@@ -74,10 +76,10 @@ PY
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
 
-# measure LABEL DEST: fills R_<LABEL>_{tcp1,tcp4,udp,ping,pingload} (+ _spread)
+# measure LABEL DEST [SERVER-NAMESPACE, default B]: fills R_<LABEL>_{tcp1,tcp4,udp,ping,pingload} (+ _spread)
 measure() {
-  local label=$1 dst=$2 f="$work/iperf.json" t1=() t4=() u=() pi=() pl=()
-  inB iperf3 -s -D -B "$dst" --pidfile "$work/iperf.pid" >/dev/null
+  local label=$1 dst=$2 srv=${3:-$B} f="$work/iperf.json" t1=() t4=() u=() pi=() pl=()
+  ip netns exec "$srv" iperf3 -s -D -B "$dst" --pidfile "$work/iperf.pid" >/dev/null
   sleep 0.5
   for _ in $(seq "$REPS"); do
     inA iperf3 -c "$dst" -t "$SECS" -J >"$f"; t1+=("$(json_field "$f" tcp)")
@@ -104,13 +106,11 @@ measure raw 192.0.2.2
 
 echo "==> QUICAP"
 "$QUICAP" ca init --name bench --out "$work/ca" >/dev/null
-for n in a b; do "$QUICAP" cert request --name "node-$n" --out "$work/$n" >/dev/null; done
-"$QUICAP" ca sign --ca "$work/ca" --csr "$work/a/node-a.csr" --ip 10.77.0.1/24 --out "$work/a/node-a.crt" >/dev/null
-"$QUICAP" ca sign --ca "$work/ca" --csr "$work/b/node-b.csr" --ip 10.77.0.2/24 --out "$work/b/node-b.crt" >/dev/null
-for n in a b; do
-  peer=$([ "$n" = a ] && echo b || echo a)
-  peer_ip=$([ "$n" = a ] && echo 192.0.2.2 || echo 192.0.2.1)
-  addr=$([ "$n" = a ] && echo 10.77.0.1/24 || echo 10.77.0.2/24)
+quicap_node() { # name overlay-addr [peer endpoint]
+  local n=$1
+  mkdir -p "$work/$n"
+  "$QUICAP" cert request --name "node-$n" --out "$work/$n" >/dev/null
+  "$QUICAP" ca sign --ca "$work/ca" --csr "$work/$n/node-$n.csr" --ip "$2" --out "$work/$n/node-$n.crt" >/dev/null
   cat >"$work/$n/node.toml" <<TOML
 [node]
 cert = "node-$n.crt"
@@ -120,19 +120,48 @@ listen = ["0.0.0.0:4433"]
 control-socket = "control.sock"
 [tun]
 name = "quicap0"
-addresses = ["$addr"]
-[[peer]]
-name = "node-$peer"
-endpoint = "$peer_ip:4433"
+addresses = ["$2"]
 TOML
-done
-ip netns exec "$A" "$QUICAP" up --config "$work/a/node.toml" 2>"$work/a.log" & pids+=($!)
-ip netns exec "$B" "$QUICAP" up --config "$work/b/node.toml" 2>"$work/b.log" & pids+=($!)
+  if [ -n "${3:-}" ]; then
+    printf '[[peer]]\nname = "node-%s"\nendpoint = "%s"\n' "$3" "$4" >>"$work/$n/node.toml"
+  fi
+}
+run_node() { # namespace name
+  ip netns exec "$1" "$QUICAP" up --config "$work/$2/node.toml" 2>"$work/$2.log" &
+  pids+=($!)
+}
+stop_nodes() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+quicap_node a 10.77.0.1/24 b 192.0.2.2:4433
+quicap_node b 10.77.0.2/24 a 192.0.2.1:4433
+run_node "$A" a
+run_node "$B" b
 for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
 measure quicap 10.77.0.2
-for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-pids=()
+stop_nodes
+
+echo "==> QUICAP through one intermediate node (A -> B -> C)"
+# C hangs off B on a second veth; A and C each know only B.
+ip netns add "$C"
+ip link add qbvc netns "$B" type veth peer name qbvd netns "$C"
+ip -n "$B" addr add 198.51.100.2/24 dev qbvc
+ip -n "$C" addr add 198.51.100.3/24 dev qbvd
+ip -n "$C" link set lo up
+ip -n "$B" link set qbvc up
+ip -n "$C" link set qbvd up
+rm -rf "$work/a" "$work/b"
+quicap_node a 10.77.0.1/24 b 192.0.2.2:4433
+quicap_node b 10.77.0.2/24
+quicap_node c 10.77.0.3/24 b 198.51.100.2:4433
+run_node "$B" b
+run_node "$A" a
+run_node "$C" c
+for _ in $(seq 200); do inA ping -c 1 -W 1 10.77.0.3 >/dev/null 2>&1 && break; sleep 0.1; done
+measure relay 10.77.0.3 "$C"
+stop_nodes
 
 echo "==> boringtun (userspace WireGuard)"
 umask 077
@@ -159,20 +188,22 @@ measure wg 10.88.0.2
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 
-row() { # title key unit higher-is-better
+row() { # title key
   local k=$2
-  local raw quic wg
+  local raw quic wg relay
   raw=$(eval echo "\$R_raw_$k"); quic=$(eval echo "\$R_quicap_$k"); wg=$(eval echo "\$R_wg_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s | %s |\n' "$1" \
+  relay=$(eval echo "\$R_relay_$k")
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
     "$raw" "$(eval echo "\$R_raw_${k}_spread")" \
     "$quic" "$(eval echo "\$R_quicap_${k}_spread")" \
+    "$relay" "$(eval echo "\$R_relay_${k}_spread")" \
     "$wg" "$(eval echo "\$R_wg_${k}_spread")" \
-    "$(ratio "$quic" "$raw")" "$(ratio "$quic" "$wg")"
+    "$(ratio "$quic" "$raw")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | boringtun | QUICAP / raw | QUICAP / boringtun |"
-  echo "|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP via 1 relay | boringtun | QUICAP / raw | QUICAP / boringtun | relay / direct |"
+  echo "|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
