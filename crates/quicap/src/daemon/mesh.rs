@@ -244,10 +244,10 @@ impl Mesh {
         let state = peers.neighbor_state(now_ms);
         let mut inner = self.lock();
         let mut names: BTreeMap<NodeId, String> = BTreeMap::new();
-        for (name, alive, rtt) in &state {
+        for (name, alive, rtt, loss) in &state {
             let id = node_id(name);
             names.insert(id, name.clone());
-            let cost = link_cost(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), 0);
+            let cost = link_cost(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), *loss);
             match (inner.up.contains_key(&id), *alive) {
                 (false, true) => {
                     inner.router.handle_link_up(id, cost, now_ms);

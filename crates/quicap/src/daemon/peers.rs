@@ -24,17 +24,50 @@ pub const LINK_TIMEOUT_MS: u64 = 600;
 #[derive(Debug, Default)]
 pub struct Liveness {
     last_answer_ms: AtomicU64,
+    sent: AtomicU64,
+    answers: AtomicU64,
+    /// Counters at the start of the current loss window, and the last loss measured.
+    window_sent: AtomicU64,
+    window_answers: AtomicU64,
+    loss_permille: AtomicU64,
 }
+
+/// Probes per loss measurement window (5 s at 4 probes per second).
+const LOSS_WINDOW: u64 = 20;
 
 impl Liveness {
     pub fn new(now_ms: u64) -> Arc<Self> {
         Arc::new(Liveness {
             last_answer_ms: AtomicU64::new(now_ms),
+            ..Liveness::default()
         })
     }
 
+    pub fn probe_sent(&self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn answered(&self, now_ms: u64) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
         self.last_answer_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    /// Share of probes left unanswered, in permille, over the last complete window of
+    /// [`LOSS_WINDOW`] probes (one probe still in flight counts as answered).
+    pub fn loss_permille(&self) -> u16 {
+        let sent = self.sent.load(Ordering::Relaxed);
+        let answers = self.answers.load(Ordering::Relaxed);
+        let ws = self.window_sent.load(Ordering::Relaxed);
+        if sent.saturating_sub(ws) >= LOSS_WINDOW {
+            let wa = self.window_answers.load(Ordering::Relaxed);
+            let probes = sent - ws;
+            let answered = (answers.saturating_sub(wa) + 1).min(probes);
+            self.loss_permille
+                .store((probes - answered) * 1000 / probes, Ordering::Relaxed);
+            self.window_sent.store(sent, Ordering::Relaxed);
+            self.window_answers.store(answers, Ordering::Relaxed);
+        }
+        u16::try_from(self.loss_permille.load(Ordering::Relaxed)).unwrap_or(1000)
     }
 
     /// Milliseconds since the last answer.
@@ -166,13 +199,19 @@ impl PeerTable {
             .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
     }
 
-    /// Every peer with whether its preferred link answers probes, and that link's RTT.
-    pub fn neighbor_state(&self, now_ms: u64) -> Vec<(String, bool, std::time::Duration)> {
+    /// Every peer with whether its preferred link answers probes, that link's RTT and
+    /// its probe loss in permille.
+    pub fn neighbor_state(&self, now_ms: u64) -> Vec<(String, bool, std::time::Duration, u16)> {
         self.lock()
             .iter()
             .filter_map(|(name, p)| {
                 let l = p.preferred(now_ms)?;
-                Some((name.clone(), l.liveness.alive(now_ms), l.conn.rtt()))
+                Some((
+                    name.clone(),
+                    l.liveness.alive(now_ms),
+                    l.conn.rtt(),
+                    l.liveness.loss_permille(),
+                ))
             })
             .collect()
     }
@@ -251,5 +290,39 @@ impl PeerTable {
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_is_measured_per_window_of_probes() {
+        let l = Liveness::new(0);
+        assert_eq!(l.loss_permille(), 0);
+        for i in 0..20 {
+            l.probe_sent();
+            if i % 4 != 0 {
+                l.answered(i);
+            }
+        }
+        // 15 answers + 1 in flight of 20 probes: 20 % lost.
+        assert_eq!(l.loss_permille(), 200);
+        for i in 0..20 {
+            l.probe_sent();
+            l.answered(100 + i);
+        }
+        assert_eq!(l.loss_permille(), 0);
+    }
+
+    #[test]
+    fn liveness_follows_answers() {
+        let l = Liveness::new(0);
+        assert!(l.alive(LINK_TIMEOUT_MS));
+        assert!(!l.alive(LINK_TIMEOUT_MS + 1));
+        l.answered(1000);
+        assert!(l.alive(1000 + LINK_TIMEOUT_MS));
+        assert_eq!(l.silent_for(1500), 500);
     }
 }

@@ -273,6 +273,7 @@ async fn control_loop(
             seq += 1;
             // A full queue means the stream is stuck; the missing pong says enough.
             let _ = probe_tx.try_send(Message::Ping(seq));
+            liveness.probe_sent();
         }
     };
     let reader = async move {
