@@ -15,45 +15,6 @@ fn carrier_off(ns: &Netns, dev: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).contains("NO-CARRIER")
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "quicap status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("status JSON")
-}
-
-/// Runs `ping -D` from `ns` to `dst` every 50 ms for `secs` seconds in the background.
-fn start_ping(ns: &Netns, dst: &str, secs: u32) -> std::process::Child {
-    ns.cmd(&[
-        "ping",
-        "-D",
-        "-i",
-        "0.05",
-        "-W",
-        "1",
-        "-w",
-        &secs.to_string(),
-        dst,
-    ])
-    .stdout(std::process::Stdio::piped())
-    .spawn()
-    .expect("ping")
-}
-
-/// The longest time between two consecutive answered pings, and the number answered.
-fn longest_gap(ping: std::process::Child) -> (Duration, usize) {
-    let out = ping.wait_with_output().expect("ping output");
-    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains("bytes from"))
-        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
-        .collect();
-    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
-    (Duration::from_secs_f64(gap), times.len())
-}
-
 #[test]
 fn status_shows_node_interfaces_peers_and_links() {
     let pair = Pair::start();
@@ -221,15 +182,14 @@ fn dual_connection_fails_over_to_the_other_link_within_1_s() {
     // Cut node-b's own connection: everything node-b sends to 198.51.100.1 is dropped.
     let ping = start_ping(&b, "10.77.0.1", 5);
     std::thread::sleep(Duration::from_millis(1500));
-    for rule in [
-        "add table inet cut",
-        "add chain inet cut out { type filter hook output priority 0; }",
-        "add rule inet cut out ip daddr 198.51.100.1 drop",
-    ] {
-        let mut args = vec!["nft"];
-        args.extend(rule.split(' '));
-        run(&mut b.cmd(&args));
-    }
+    nft(
+        &b,
+        &[
+            "add table inet cut",
+            "add chain inet cut out { type filter hook output priority 0; }",
+            "add rule inet cut out ip daddr 198.51.100.1 drop",
+        ],
+    );
     let (gap, answered) = longest_gap(ping);
     assert!(answered > 40, "only {answered} pings answered");
     assert!(
@@ -303,15 +263,14 @@ fn dead_path_is_detected_within_3_s() {
     let pair = Pair::start_with(true, false);
     assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
     let cut = Instant::now();
-    for rule in [
-        "add table inet cut",
-        "add chain inet cut in { type filter hook input priority 0; }",
-        "add rule inet cut in udp dport 4433 drop",
-    ] {
-        let mut args = vec!["nft"];
-        args.extend(rule.split(' '));
-        run(&mut pair.b.cmd(&args));
-    }
+    nft(
+        &pair.b,
+        &[
+            "add table inet cut",
+            "add chain inet cut in { type filter hook input priority 0; }",
+            "add rule inet cut in udp dport 4433 drop",
+        ],
+    );
     // Either the probes or QUIC's idle timer may notice first.
     let detected = wait_until(Duration::from_secs(6), || {
         pair.node_a.log_count("closing dead link") + pair.node_a.log_count("peer disconnected") > 0

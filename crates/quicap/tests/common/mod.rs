@@ -440,3 +440,52 @@ impl Pair {
         }
     }
 }
+
+/// Parses the JSON of a `quicap status --json` run.
+pub fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "quicap status failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
+/// Runs `ping -D` from `ns` to `dst` every 50 ms for `secs` seconds in the background.
+pub fn start_ping(ns: &Netns, dst: &str, secs: u32) -> std::process::Child {
+    ns.cmd(&[
+        "ping",
+        "-D",
+        "-i",
+        "0.05",
+        "-W",
+        "1",
+        "-w",
+        &secs.to_string(),
+        dst,
+    ])
+    .stdout(std::process::Stdio::piped())
+    .spawn()
+    .expect("ping")
+}
+
+/// The longest time between two consecutive answered pings, and the number answered.
+pub fn longest_gap(ping: std::process::Child) -> (Duration, usize) {
+    let out = ping.wait_with_output().expect("ping output");
+    let times: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("bytes from"))
+        .filter_map(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+        .collect();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
+    (Duration::from_secs_f64(gap), times.len())
+}
+
+/// Applies nftables commands (one per string) inside `ns`.
+pub fn nft(ns: &Netns, rules: &[&str]) {
+    for rule in rules {
+        let mut args = vec!["nft"];
+        args.extend(rule.split(' '));
+        run(&mut ns.cmd(&args));
+    }
+}
