@@ -42,12 +42,19 @@ impl Default for Config {
 
 /// One route in an update: `dest` is reachable from the sender at `metric`, as of the
 /// destination's sequence number `seqno`. `metric == INFINITY` retracts the route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteUpdate {
     pub dest: NodeId,
     pub seqno: Seqno,
     pub metric: Metric,
+    /// The nodes after the sender on its path to `dest`, `dest` last (empty for the
+    /// sender's own route). Informational: shown by `quicap status`, never used to
+    /// select routes. At most [`MAX_PATH`] long.
+    pub path: Vec<NodeId>,
 }
+
+/// Longest path carried in updates; longer ones are cut (the hop limit is 16 anyway).
+pub const MAX_PATH: usize = 16;
 
 /// What routers send each other.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +78,8 @@ pub struct RouteInfo {
     pub next_hop: NodeId,
     pub metric: Metric,
     pub seqno: Seqno,
+    /// The nodes a packet passes: the next hop first, `dest` last.
+    pub path: Vec<NodeId>,
 }
 
 #[derive(Debug)]
@@ -79,12 +88,14 @@ struct Neighbor {
     cost: Metric,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Entry {
     seqno: Seqno,
     /// The metric the neighbor advertised (without the link cost).
     metric: Metric,
     updated: Time,
+    /// The neighbor's path beyond itself.
+    path: Vec<NodeId>,
 }
 
 #[derive(Debug, Default)]
@@ -154,11 +165,13 @@ impl Router {
             .filter_map(|(dest, d)| {
                 let n = d.selected?;
                 let metric = self.total(d, n);
+                let entry = d.entries.get(&n)?;
                 (metric != INFINITY).then(|| RouteInfo {
                     dest: *dest,
                     next_hop: n,
                     metric,
-                    seqno: d.entries.get(&n).map_or(0, |e| e.seqno),
+                    seqno: entry.seqno,
+                    path: full_path(n, *dest, &entry.path),
                 })
             })
             .collect()
@@ -223,6 +236,7 @@ impl Router {
                             seqno: u.seqno,
                             metric: u.metric,
                             updated: now,
+                            path: u.path,
                         },
                     );
                     touched.insert(u.dest);
@@ -471,23 +485,25 @@ impl Router {
                 dest,
                 seqno: self.seqno,
                 metric: 0,
+                path: Vec::new(),
             };
         }
         let value = self.dests.get(&dest).and_then(|d| {
             let n = d.selected?;
-            let seqno = d.entries.get(&n)?.seqno;
+            let e = d.entries.get(&n)?;
             let m = self.total(d, n);
-            (m != INFINITY).then_some((seqno, m))
+            (m != INFINITY).then(|| (e.seqno, m, full_path(n, dest, &e.path)))
         });
         let Some(d) = self.dests.get_mut(&dest) else {
             return RouteUpdate {
                 dest,
                 seqno: 0,
                 metric: INFINITY,
+                path: Vec::new(),
             };
         };
         match value {
-            Some((seqno, m)) => {
+            Some((seqno, m, path)) => {
                 if d.fd.is_none_or(|fd| improves(seqno, m, fd)) {
                     d.fd = Some((seqno, m));
                 }
@@ -496,6 +512,7 @@ impl Router {
                     dest,
                     seqno,
                     metric: m,
+                    path,
                 }
             }
             None => {
@@ -505,6 +522,7 @@ impl Router {
                     dest,
                     seqno,
                     metric: INFINITY,
+                    path: Vec::new(),
                 }
             }
         }
@@ -520,6 +538,19 @@ impl Router {
         );
         dests.into_iter().map(|d| self.advertise(d)).collect()
     }
+}
+
+/// The path through neighbor `hop`: the hop, then what it announced, ending at `dest`
+/// (restored if the announced path was cut short), at most [`MAX_PATH`] long.
+fn full_path(hop: NodeId, dest: NodeId, beyond: &[NodeId]) -> Vec<NodeId> {
+    let mut path = Vec::with_capacity(beyond.len() + 1);
+    path.push(hop);
+    path.extend(beyond.iter().copied().take(MAX_PATH - 1));
+    if path.last() != Some(&dest) {
+        path.truncate(MAX_PATH - 1);
+        path.push(dest);
+    }
+    path
 }
 
 /// True if (`seqno`, `metric`) is newer than `than`, or as new and strictly smaller.
@@ -565,7 +596,8 @@ mod tests {
         assert!(updates_to(&out, 2).contains(&RouteUpdate {
             dest: 1,
             seqno: 0,
-            metric: 0
+            metric: 0,
+            path: vec![],
         }));
         r.handle_message(
             2,
@@ -574,11 +606,13 @@ mod tests {
                     dest: 2,
                     seqno: 0,
                     metric: 0,
+                    path: vec![],
                 },
                 RouteUpdate {
                     dest: 3,
                     seqno: 0,
                     metric: 10,
+                    path: vec![],
                 },
             ]),
             1,
@@ -592,7 +626,8 @@ mod tests {
                 dest: 3,
                 next_hop: 2,
                 metric: 20,
-                seqno: 0
+                seqno: 0,
+                path: vec![2, 3],
             }
         );
         // The new routes are announced to the neighbors.
@@ -611,6 +646,7 @@ mod tests {
                 dest: 9,
                 seqno: 0,
                 metric: 0,
+                path: vec![],
             }]),
             0,
         );
@@ -628,6 +664,7 @@ mod tests {
                 dest: 9,
                 seqno: 5,
                 metric: 10,
+                path: vec![],
             }]),
             0,
         );
@@ -638,6 +675,7 @@ mod tests {
                 dest: 9,
                 seqno: 5,
                 metric: 30,
+                path: vec![],
             }]),
             1,
         );
@@ -663,6 +701,7 @@ mod tests {
                 dest: 9,
                 seqno: 6,
                 metric: 30,
+                path: vec![],
             }]),
             3,
         );
@@ -680,6 +719,7 @@ mod tests {
                 dest: 9,
                 seqno: 1,
                 metric: 100,
+                path: vec![],
             }]),
             0,
         );
@@ -690,6 +730,7 @@ mod tests {
                 dest: 9,
                 seqno: 2,
                 metric: 95,
+                path: vec![],
             }]),
             1,
         );
@@ -700,6 +741,7 @@ mod tests {
                 dest: 9,
                 seqno: 2,
                 metric: 50,
+                path: vec![],
             }]),
             2,
         );
@@ -716,6 +758,7 @@ mod tests {
                 dest: 2,
                 seqno: 0,
                 metric: 0,
+                path: vec![],
             }]),
             0,
         );
@@ -743,7 +786,8 @@ mod tests {
         assert!(updates_to(&out, 2).contains(&RouteUpdate {
             dest: 1,
             seqno: 7,
-            metric: 0
+            metric: 0,
+            path: vec![],
         }));
     }
 
@@ -759,6 +803,7 @@ mod tests {
                 dest: 3,
                 seqno: 0,
                 metric: 10,
+                path: vec![],
             }]),
             0,
         );

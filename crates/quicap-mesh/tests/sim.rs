@@ -262,6 +262,26 @@ impl Sim {
         self.converged().then(|| self.now - start)
     }
 
+    /// True if every route's reported path is the walk along next hops.
+    fn paths_match(&self) -> bool {
+        (0..self.routers.len()).all(|a| {
+            self.routers[a].routes().iter().all(|r| {
+                let mut walk = Vec::new();
+                let mut at = a;
+                while id(at) != r.dest && walk.len() <= self.routers.len() {
+                    match self.routers[at].next_hop(r.dest) {
+                        Some(next) => {
+                            walk.push(next);
+                            at = self.index(next);
+                        }
+                        None => return false,
+                    }
+                }
+                walk == r.path
+            })
+        })
+    }
+
     /// Average ratio of route metric to the cheapest possible path (1.0 = optimal).
     fn stretch(&self) -> f64 {
         let n = self.routers.len();
@@ -340,6 +360,13 @@ fn random_200_node_topology_converges() {
     assert!(
         stretch < 1.3,
         "routes are {stretch:.2}x the shortest paths on average"
+    );
+    // Paths shown by status are exactly the hops packets take.
+    let t = sim.now + 5_000;
+    sim.run_until(t);
+    assert!(
+        sim.paths_match(),
+        "a reported path differs from the next-hop walk"
     );
 }
 

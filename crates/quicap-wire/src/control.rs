@@ -28,18 +28,45 @@ const TYPE_ROUTES: u8 = 0x05;
 const TYPE_REQUEST: u8 = 0x06;
 const TYPE_NODE_INFO: u8 = 0x07;
 
-/// Bytes one [`RouteEntry`] takes on the wire.
-pub const ROUTE_ENTRY_LEN: usize = 12;
-/// Most route entries that fit one frame.
-pub const MAX_ROUTES_PER_FRAME: usize = (MAX_FRAME_LEN - 3) / ROUTE_ENTRY_LEN;
+/// Bytes a [`RouteEntry`] without path takes on the wire.
+pub const ROUTE_ENTRY_LEN: usize = 13;
+/// Longest path a [`RouteEntry`] carries.
+pub const MAX_ROUTE_PATH: usize = 16;
 
 /// One route of a [`Message::Routes`] frame (see `docs/routing.md`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteEntry {
     pub dest: u64,
     pub seqno: u16,
     /// `0xffff` retracts the route.
     pub metric: u16,
+    /// Node ids after the sender on its path to `dest` (informational).
+    pub path: Vec<u64>,
+}
+
+impl RouteEntry {
+    fn wire_len(&self) -> usize {
+        ROUTE_ENTRY_LEN + 8 * self.path.len().min(MAX_ROUTE_PATH)
+    }
+}
+
+/// Packs route entries into as few `Routes` frames as fit [`MAX_FRAME_LEN`].
+pub fn route_frames(entries: Vec<RouteEntry>) -> Vec<Message> {
+    let mut frames = Vec::new();
+    let mut current = Vec::new();
+    let mut len = 3;
+    for e in entries {
+        if len + e.wire_len() > MAX_FRAME_LEN && !current.is_empty() {
+            frames.push(Message::Routes(std::mem::take(&mut current)));
+            len = 3;
+        }
+        len += e.wire_len();
+        current.push(e);
+    }
+    if !current.is_empty() {
+        frames.push(Message::Routes(current));
+    }
+    frames
 }
 
 /// An IP prefix as carried in [`NodeInfo`].
@@ -173,6 +200,11 @@ impl Message {
                     out.extend_from_slice(&r.dest.to_be_bytes());
                     out.extend_from_slice(&r.seqno.to_be_bytes());
                     out.extend_from_slice(&r.metric.to_be_bytes());
+                    let path = &r.path[..r.path.len().min(MAX_ROUTE_PATH)];
+                    out.push(path.len() as u8);
+                    for id in path {
+                        out.extend_from_slice(&id.to_be_bytes());
+                    }
                 }
             }
             Message::Request { dest, seqno, hops } => {
@@ -254,12 +286,24 @@ impl Message {
             TYPE_GOODBYE => Message::Goodbye(r.string()?),
             TYPE_ROUTES => {
                 let n = usize::from(u16::from_be_bytes(r.array()?));
-                let mut routes = Vec::with_capacity(n.min(MAX_ROUTES_PER_FRAME));
+                let mut routes = Vec::with_capacity(n.min(MAX_FRAME_LEN / ROUTE_ENTRY_LEN));
                 for _ in 0..n {
+                    let dest = u64::from_be_bytes(r.array()?);
+                    let seqno = u16::from_be_bytes(r.array()?);
+                    let metric = u16::from_be_bytes(r.array()?);
+                    let hops = usize::from(r.u8()?);
+                    if hops > MAX_ROUTE_PATH {
+                        return Err(ControlError::Truncated { kind });
+                    }
+                    let mut path = Vec::with_capacity(hops);
+                    for _ in 0..hops {
+                        path.push(u64::from_be_bytes(r.array()?));
+                    }
                     routes.push(RouteEntry {
-                        dest: u64::from_be_bytes(r.array()?),
-                        seqno: u16::from_be_bytes(r.array()?),
-                        metric: u16::from_be_bytes(r.array()?),
+                        dest,
+                        seqno,
+                        metric,
+                        path,
                     });
                 }
                 Message::Routes(routes)
@@ -455,43 +499,80 @@ mod tests {
     }
 
     #[test]
-    fn route_frames_have_documented_layout_and_fit_the_limit() {
+    fn route_frames_have_documented_layout() {
         let mut out = Vec::new();
-        Message::Routes(vec![RouteEntry {
+        let entry = RouteEntry {
             dest: 1,
             seqno: 2,
             metric: 3,
-        }])
-        .encode(&mut out)
-        .unwrap();
+            path: vec![9],
+        };
+        Message::Routes(vec![entry]).encode(&mut out).unwrap();
         assert_eq!(
             out,
-            [0, 15, TYPE_ROUTES, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 2, 0, 3]
+            [
+                0,
+                24,
+                TYPE_ROUTES,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+                0,
+                2,
+                0,
+                3,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                9
+            ]
         );
-        let full = vec![
-            RouteEntry {
-                dest: 1,
-                seqno: 2,
-                metric: 3
-            };
-            MAX_ROUTES_PER_FRAME
-        ];
-        out.clear();
-        Message::Routes(full.clone()).encode(&mut out).unwrap();
-        assert_eq!(
-            Message::decode(&out).unwrap().unwrap().0,
-            Message::Routes(full)
-        );
-        let mut too_many = Vec::new();
-        let over = vec![
-            RouteEntry {
-                dest: 1,
-                seqno: 2,
-                metric: 3
-            };
-            MAX_ROUTES_PER_FRAME + 1
-        ];
-        assert!(Message::Routes(over).encode(&mut too_many).is_err());
+    }
+
+    #[test]
+    fn route_frames_split_to_fit_and_round_trip() {
+        let entries: Vec<RouteEntry> = (0..500)
+            .map(|i| RouteEntry {
+                dest: i,
+                seqno: 1,
+                metric: 10,
+                path: (0..(i % 5)).collect(),
+            })
+            .collect();
+        let frames = route_frames(entries.clone());
+        assert!(frames.len() > 1);
+        let mut decoded = Vec::new();
+        for f in frames {
+            let mut out = Vec::new();
+            f.encode(&mut out).unwrap();
+            assert!(out.len() <= MAX_FRAME_LEN + FRAME_HEADER_LEN);
+            match Message::decode(&out).unwrap().unwrap().0 {
+                Message::Routes(r) => decoded.extend(r),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(decoded, entries);
+    }
+
+    #[test]
+    fn route_paths_longer_than_the_limit_are_refused() {
+        let mut body = vec![TYPE_ROUTES, 0, 1];
+        body.extend_from_slice(&[0; 12]);
+        body.push(MAX_ROUTE_PATH as u8 + 1);
+        body.extend(std::iter::repeat_n(0u8, 8 * (MAX_ROUTE_PATH + 1)));
+        assert!(Message::decode_body(&body).is_err());
     }
 
     #[test]
@@ -547,7 +628,7 @@ mod tests {
                 Message::Ping(seq),
                 Message::Pong(seq),
                 Message::Goodbye(name),
-                Message::Routes(vec![RouteEntry { dest: seq, seqno: mtu, metric: 0xffff }; usize::from(min % 16)]),
+                Message::Routes(vec![RouteEntry { dest: seq, seqno: mtu, metric: 0xffff, path: vec![seq; usize::from(max % 17)] }; usize::from(min % 16)]),
                 Message::Request { dest: seq, seqno: mtu, hops: max },
                 Message::NodeInfo(NodeInfo {
                     origin: seq,

@@ -21,7 +21,7 @@ pub mod control;
 pub mod ip;
 pub mod overlay;
 
-pub use control::{ControlError, Message, NodeInfo, Prefix, RouteEntry};
+pub use control::{route_frames, ControlError, Message, NodeInfo, Prefix, RouteEntry};
 pub use overlay::{Header, NodeId, OverlayError, PayloadKind};
 
 /// The protocol versions this implementation speaks, oldest first.

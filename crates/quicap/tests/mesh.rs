@@ -48,7 +48,7 @@ fn line_a_b_c_reaches_c_only_through_b() {
     link(&a, "192.0.2.1", &b, "192.0.2.2");
     link(&b, "198.51.100.2", &c, "198.51.100.3");
     let node_b = start(&pki, &b, "node-b", "10.77.0.2/24", &[], &[], "");
-    let _node_a = start(
+    let node_a = start(
         &pki,
         &a,
         "node-a",
@@ -71,6 +71,20 @@ fn line_a_b_c_reaches_c_only_through_b() {
         "node-a never reached node-c through node-b"
     );
     assert!(c.wait_ping("10.77.0.1", Duration::from_secs(5)).is_some());
+    let s = json(&node_a.status(true));
+    let route = s["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["destination"] == "node-c")
+        .cloned()
+        .expect("route to node-c");
+    assert_eq!(route["next_hop"], "node-b");
+    assert_eq!(
+        route["path"],
+        serde_json::json!(["node-a", "node-b", "node-c"])
+    );
+    assert!(route["metric"].as_u64() > Some(0));
     // A 20 MB TCP transfer through the intermediate node arrives intact.
     let dir = pki.dir.path();
     let input = dir.join("input.bin");

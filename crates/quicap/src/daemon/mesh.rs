@@ -18,7 +18,7 @@ use quicap_mesh::{
 };
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
-use quicap_wire::control::{Modes, NodeInfo, Prefix, RouteEntry, MAX_ROUTES_PER_FRAME};
+use quicap_wire::control::{route_frames, Modes, NodeInfo, Prefix, RouteEntry};
 use quicap_wire::Message;
 use tracing::{info, warn};
 
@@ -224,6 +224,7 @@ impl Mesh {
                         dest: r.dest,
                         seqno: r.seqno,
                         metric: r.metric,
+                        path: r.path.clone(),
                     })
                     .collect(),
             ),
@@ -281,16 +282,17 @@ impl Mesh {
             };
             match msg {
                 MeshMessage::Updates(updates) => {
-                    for chunk in updates.chunks(MAX_ROUTES_PER_FRAME) {
-                        let routes = chunk
-                            .iter()
-                            .map(|u| RouteEntry {
-                                dest: u.dest,
-                                seqno: u.seqno,
-                                metric: u.metric,
-                            })
-                            .collect();
-                        out.push((name.clone(), Message::Routes(routes)));
+                    let routes = updates
+                        .into_iter()
+                        .map(|u| RouteEntry {
+                            dest: u.dest,
+                            seqno: u.seqno,
+                            metric: u.metric,
+                            path: u.path,
+                        })
+                        .collect();
+                    for frame in route_frames(routes) {
+                        out.push((name.clone(), frame));
                     }
                 }
                 MeshMessage::Request { dest, seqno, hops } => {

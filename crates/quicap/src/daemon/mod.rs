@@ -160,12 +160,9 @@ impl Node {
                             .unwrap_or_else(|| format!("{id:016x}"))
                     };
                     let (dest, hop) = (name(r.dest), name(r.next_hop));
-                    let mut path = vec![self.name.clone(), hop.clone()];
-                    if r.dest != r.next_hop {
-                        // Beyond the next hop, distance-vector routing does not tell.
-                        path.push("…".into());
-                        path.push(dest.clone());
-                    }
+                    let path = std::iter::once(self.name.clone())
+                        .chain(r.path.iter().map(|id| name(*id)))
+                        .collect();
                     crate::status::RouteStatus {
                         destination: dest,
                         next_hop: hop,
