@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # QUICAP benchmark: measures, in one run and over the same veth pair between two network
-# namespaces, the raw link, QUICAP, QUICAP forwarded through one intermediate node, and
-# userspace WireGuard (boringtun-cli configured with wg): iperf3 TCP with 1 and 4
+# namespaces, the raw link, QUICAP, QUICAP forwarded through one intermediate node,
+# Quincy (quincy-server/quincy-client, mutual TLS, same MTU) and userspace WireGuard
+# (boringtun-cli configured with wg): iperf3 TCP with 1 and 4
 # streams, iperf3 UDP, and ping RTT idle and under a TCP load. Prints a table with each
 # figure's ratio to the others.
 #
@@ -28,6 +29,12 @@ if [ ! -x "$BORINGTUN" ]; then
   echo "==> installing boringtun-cli from crates.io"
   cargo install boringtun-cli --locked --quiet
   BORINGTUN="$HOME/.cargo/bin/boringtun-cli"
+fi
+QUINCY_DIR=${QUINCY_DIR:-$HOME/.cargo/bin}
+if [ ! -x "$QUINCY_DIR/quincy-server" ] || [ ! -x "$QUINCY_DIR/quincy-client" ]; then
+  echo "==> installing quincy-server and quincy-client from crates.io"
+  cargo install quincy-server quincy-client --locked --quiet
+  QUINCY_DIR="$HOME/.cargo/bin"
 fi
 
 echo "==> building quicap (release)"
@@ -163,6 +170,63 @@ for _ in $(seq 200); do inA ping -c 1 -W 1 10.77.0.3 >/dev/null 2>&1 && break; s
 measure relay 10.77.0.3 "$C"
 stop_nodes
 
+echo "==> Quincy (QUIC VPN on quinn + tun-rs, mutual TLS)"
+q="$work/quincy"
+mkdir -p "$q"
+# A throwaway CA for the server certificate; the server pins the client by fingerprint.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=quincy-bench-ca" -keyout "$q/ca.key" -out "$q/ca.crt" 2>/dev/null
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+  -subj "/CN=quincy-server" -keyout "$q/server.key" -out "$q/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:192.0.2.2\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$q/server.ext"
+openssl x509 -req -in "$q/server.csr" -CA "$q/ca.crt" -CAkey "$q/ca.key" -CAcreateserial \
+  -days 2 -extfile "$q/server.ext" -out "$q/server.crt" 2>/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/CN=quincy-client" -addext "basicConstraints=critical,CA:FALSE" \
+  -addext "extendedKeyUsage=clientAuth" -keyout "$q/client.key" -out "$q/client.crt" 2>/dev/null
+fingerprint=$(openssl x509 -in "$q/client.crt" -outform DER | sha256sum | cut -d' ' -f1)
+cat >"$q/users.toml" <<TOML
+[users.bench]
+authorized_certs = ["sha256:$fingerprint"]
+TOML
+cat >"$q/server.toml" <<TOML
+name = "quincy-bench"
+tunnel_network = "10.66.0.1/24"
+users_file = "$q/users.toml"
+[protocol]
+mode = "tls"
+certificate_file = "$q/server.crt"
+certificate_key_file = "$q/server.key"
+[connection]
+mtu = 1400
+[log]
+level = "warn"
+TOML
+cat >"$q/client.toml" <<TOML
+connection_string = "192.0.2.2:55555"
+[protocol]
+mode = "tls"
+trusted_certificate_paths = ["$q/ca.crt"]
+client_certificate_file = "$q/client.crt"
+client_certificate_key_file = "$q/client.key"
+[connection]
+mtu = 1400
+[log]
+level = "warn"
+TOML
+ip netns exec "$B" "$QUINCY_DIR/quincy-server" --config-path "$q/server.toml" >"$work/quincy-server.log" 2>&1 & pids+=($!)
+sleep 1
+ip netns exec "$A" "$QUINCY_DIR/quincy-client" --config-path "$q/client.toml" >"$work/quincy-client.log" 2>&1 & pids+=($!)
+for _ in $(seq 100); do inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1 && break; sleep 0.1; done
+if inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1; then
+  measure quincy 10.66.0.1
+else
+  echo "error: Quincy did not come up; logs:" >&2
+  cat "$work/quincy-server.log" "$work/quincy-client.log" >&2
+  exit 1
+fi
+stop_nodes
+
 echo "==> boringtun (userspace WireGuard)"
 umask 077
 for n in A B; do
@@ -190,20 +254,21 @@ ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); pri
 
 row() { # title key
   local k=$2
-  local raw quic wg relay
+  local raw quic wg relay qy
   raw=$(eval echo "\$R_raw_$k"); quic=$(eval echo "\$R_quicap_$k"); wg=$(eval echo "\$R_wg_$k")
-  relay=$(eval echo "\$R_relay_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
+  relay=$(eval echo "\$R_relay_$k"); qy=$(eval echo "\$R_quincy_$k")
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
     "$raw" "$(eval echo "\$R_raw_${k}_spread")" \
     "$quic" "$(eval echo "\$R_quicap_${k}_spread")" \
     "$relay" "$(eval echo "\$R_relay_${k}_spread")" \
+    "$qy" "$(eval echo "\$R_quincy_${k}_spread")" \
     "$wg" "$(eval echo "\$R_wg_${k}_spread")" \
-    "$(ratio "$quic" "$raw")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")"
+    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP via 1 relay | boringtun | QUICAP / raw | QUICAP / boringtun | relay / direct |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -228,7 +293,8 @@ Measured with \`sudo ./bench/run.sh --write\` on $(date -u +%Y-%m-%d).
 Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs from
 namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, release
 build, default config: TUN MTU 1400) and boringtun-cli (userspace WireGuard, MTU 1420,
-configured with \`wg\`). All three are measured in the same invocation; absolute figures
+configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
+crates.io, mutual TLS, MTU 1400). All are measured in the same invocation; absolute figures
 on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
 
 Machine: $machine
@@ -240,9 +306,9 @@ MD
     table
     cat <<'MD'
 
-Reproduce: `sudo ./bench/run.sh` (installs iperf3 and wireguard-tools with apt-get and
-boringtun-cli with cargo if missing). `BENCH_SECONDS` and `BENCH_REPS` change the run
-length and count.
+Reproduce: `sudo ./bench/run.sh` (installs iperf3 and wireguard-tools with apt-get, and
+boringtun-cli, quincy-server and quincy-client with cargo if missing). `BENCH_SECONDS`
+and `BENCH_REPS` change the run length and count.
 MD
   } >docs/benchmarks.md
   echo
