@@ -74,15 +74,6 @@ impl Config {
         let tap = self.tap.iter().flat_map(|t| t.addresses.iter());
         tun.chain(tap).copied().collect()
     }
-
-    /// Name of the first configured interface.
-    pub fn first_interface(&self) -> &str {
-        match (&self.tun, &self.tap) {
-            (Some(t), _) => &t.name,
-            (None, Some(t)) => &t.name,
-            (None, None) => "quicap0",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]

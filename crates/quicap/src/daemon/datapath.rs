@@ -90,7 +90,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
 /// Sends on a datagram for another node towards it, one hop closer, with the hop limit
 /// decremented. Dropped (and logged at debug) when the hop limit runs out, no route
 /// exists, or it does not fit the next link.
-pub async fn forward(node: &Node, datagram: &[u8], header: Header, _offset: usize) {
+pub async fn forward(node: &Node, datagram: &[u8], header: Header) {
     let Some(route) = header.route else {
         return;
     };
@@ -105,8 +105,7 @@ pub async fn forward(node: &Node, datagram: &[u8], header: Header, _offset: usiz
     let Some(conn) = node
         .mesh
         .next_hop(route.destination.0)
-        .and_then(|hop| node.mesh.name_of(hop))
-        .and_then(|name| node.peers.preferred(&name, now))
+        .and_then(|hop| node.peers.preferred_by_id(hop, now))
     else {
         debug!(
             destination = route.destination.0,
@@ -138,7 +137,7 @@ fn route_to_node(
 ) -> Option<(quinn::Connection, Header)> {
     let mesh = &node.mesh;
     let hop = mesh.next_hop(dest).unwrap_or(dest);
-    let conn = node.peers.preferred(&mesh.name_of(hop)?, now)?;
+    let conn = node.peers.preferred_by_id(hop, now)?;
     let direct = Header::direct(kind);
     let header = if hop == dest {
         direct
@@ -183,11 +182,10 @@ pub async fn tap_to_peers(node: Arc<Node>) {
             node.macs.lookup(&destination, now)
         };
         let targets: Vec<u64> = match known {
-            Some(name) => vec![super::mesh::node_id(&name)],
+            Some(id) => vec![id],
             None => {
                 let mut t = node.mesh.l2_nodes();
-                for name in node.peers.l2_names() {
-                    let id = super::mesh::node_id(&name);
+                for id in node.peers.l2_ids() {
                     if !t.contains(&id) {
                         t.push(id);
                     }

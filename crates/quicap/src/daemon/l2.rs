@@ -1,13 +1,16 @@
-//! Layer 2 forwarding state: which peer a MAC address was last seen behind.
+//! Layer 2 forwarding state: which mesh node a MAC address was last seen behind.
 //!
-//! Point-to-point L2 is a learning switch whose ports are the peers: a frame from a peer
-//! teaches its source MAC; a frame to a known unicast MAC goes to that peer; broadcast,
-//! multicast and unknown unicast go to every L2 peer. Frames received from a peer are
-//! only ever written to the local TAP, never sent on to other peers, so flooding cannot
-//! loop. Time is passed in (milliseconds on the node's clock).
+//! The mesh is a learning switch whose ports are the nodes that run a TAP: a frame
+//! teaches its source MAC behind the node that originated it; a frame to a known unicast
+//! MAC goes to that node; broadcast, multicast and unknown unicast go to every TAP node.
+//! Received frames are only ever written to the local TAP, never sent on, so flooding
+//! cannot loop. Time is passed in (milliseconds on the node's clock).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+
+/// A mesh node id (see `super::mesh::node_id`).
+type NodeId = u64;
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -35,19 +38,19 @@ pub fn is_group(mac: &Mac) -> bool {
 
 #[derive(Debug, Default)]
 pub struct MacTable {
-    entries: Mutex<BTreeMap<Mac, (String, u64)>>,
+    entries: Mutex<BTreeMap<Mac, (NodeId, u64)>>,
 }
 
 impl MacTable {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Mac, (String, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Mac, (NodeId, u64)>> {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records that `mac` was seen behind `peer` at `now_ms`.
-    pub fn learn(&self, mac: Mac, peer: &str, now_ms: u64) {
+    /// Records that `mac` was seen behind `node` at `now_ms`.
+    pub fn learn(&self, mac: Mac, node: NodeId, now_ms: u64) {
         let mut entries = self.lock();
         match entries.get_mut(&mac) {
-            Some((p, seen)) if p == peer => *seen = now_ms,
+            Some((n, seen)) if *n == node => *seen = now_ms,
             _ => {
                 if entries.len() >= MAC_CAPACITY {
                     entries.retain(|_, (_, seen)| now_ms.saturating_sub(*seen) <= MAC_AGE_MS);
@@ -59,21 +62,21 @@ impl MacTable {
                         }
                     }
                 }
-                entries.insert(mac, (peer.to_owned(), now_ms));
+                entries.insert(mac, (node, now_ms));
             }
         }
     }
 
-    /// The peer behind `mac`, if learned and not aged out.
-    pub fn lookup(&self, mac: &Mac, now_ms: u64) -> Option<String> {
+    /// The node behind `mac`, if learned and not aged out.
+    pub fn lookup(&self, mac: &Mac, now_ms: u64) -> Option<NodeId> {
         let entries = self.lock();
-        let (peer, seen) = entries.get(mac)?;
-        (now_ms.saturating_sub(*seen) <= MAC_AGE_MS).then(|| peer.clone())
+        let (node, seen) = entries.get(mac)?;
+        (now_ms.saturating_sub(*seen) <= MAC_AGE_MS).then_some(*node)
     }
 
-    /// Forgets everything learned behind `peer` (it disconnected).
-    pub fn forget_peer(&self, peer: &str) {
-        self.lock().retain(|_, (p, _)| p != peer);
+    /// Forgets everything learned behind `node` (it disconnected).
+    pub fn forget_node(&self, node: NodeId) {
+        self.lock().retain(|_, (n, _)| *n != node);
     }
 }
 
@@ -88,21 +91,21 @@ mod tests {
     fn learns_moves_and_ages_out() {
         let t = MacTable::default();
         assert_eq!(t.lookup(&A, 0), None);
-        t.learn(A, "node-b", 10);
-        assert_eq!(t.lookup(&A, 20).as_deref(), Some("node-b"));
-        t.learn(A, "node-c", 30);
-        assert_eq!(t.lookup(&A, 40).as_deref(), Some("node-c"));
+        t.learn(A, 2, 10);
+        assert_eq!(t.lookup(&A, 20), Some(2));
+        t.learn(A, 3, 30);
+        assert_eq!(t.lookup(&A, 40), Some(3));
         assert_eq!(t.lookup(&A, 30 + MAC_AGE_MS + 1), None);
     }
 
     #[test]
-    fn forgets_a_disconnected_peer() {
+    fn forgets_a_disconnected_node() {
         let t = MacTable::default();
-        t.learn(A, "node-b", 0);
-        t.learn(B, "node-c", 0);
-        t.forget_peer("node-b");
+        t.learn(A, 2, 0);
+        t.learn(B, 3, 0);
+        t.forget_node(2);
         assert_eq!(t.lookup(&A, 1), None);
-        assert_eq!(t.lookup(&B, 1).as_deref(), Some("node-c"));
+        assert_eq!(t.lookup(&B, 1), Some(3));
     }
 
     #[test]
@@ -110,7 +113,7 @@ mod tests {
         let t = MacTable::default();
         for i in 0..(MAC_CAPACITY as u64 + 10) {
             let b = i.to_be_bytes();
-            t.learn([2, 0, b[4], b[5], b[6], b[7]], "p", i);
+            t.learn([2, 0, b[4], b[5], b[6], b[7]], 9, i);
         }
         assert_eq!(t.lock().len(), MAC_CAPACITY);
         assert_eq!(

@@ -56,15 +56,17 @@ struct Inner {
 #[derive(Debug)]
 pub struct Mesh {
     pub id: NodeId,
+    own_name: String,
     own: NodeInfo,
     inner: Mutex<Inner>,
     pub notify: tokio::sync::Notify,
 }
 
 impl Mesh {
-    pub fn new(id: NodeId, own: NodeInfo, now_ms: u64) -> Mesh {
+    pub fn new(id: NodeId, own_name: String, own: NodeInfo, now_ms: u64) -> Mesh {
         Mesh {
             id,
+            own_name,
             own,
             inner: Mutex::new(Inner {
                 router: Router::new(id, Config::default(), now_ms),
@@ -111,21 +113,29 @@ impl Mesh {
         self.lock().router.next_hop(dest)
     }
 
-    pub fn node(&self, id: NodeId) -> Option<MeshNode> {
-        self.lock().nodes.get(&id).cloned()
+    /// Accepted prefixes of node `id`.
+    pub fn prefixes(&self, id: NodeId) -> Vec<IpNet> {
+        self.lock()
+            .nodes
+            .get(&id)
+            .map(|n| n.prefixes.clone())
+            .unwrap_or_default()
+    }
+
+    /// True if node `origin` is known and its certificate authorizes `source` (its
+    /// accepted prefixes lie within the certificate, so the certificate decides).
+    pub fn permits_source(&self, origin: NodeId, source: IpAddr) -> bool {
+        self.lock()
+            .nodes
+            .get(&origin)
+            .is_some_and(|n| n.cert.authorization().permits_source(source))
     }
 
     pub fn name_of(&self, id: NodeId) -> Option<String> {
         if id == self.id {
-            return Some(self.own_name());
+            return Some(self.own_name.clone());
         }
         self.lock().nodes.get(&id).map(|n| n.name.clone())
-    }
-
-    fn own_name(&self) -> String {
-        NodeCert::from_der(&self.own.certificate)
-            .map(|c| c.name)
-            .unwrap_or_default()
     }
 
     /// The routing table.

@@ -170,9 +170,10 @@ impl Node {
                         path,
                         prefixes: self
                             .mesh
-                            .node(r.dest)
-                            .map(|n| n.prefixes.iter().map(ToString::to_string).collect())
-                            .unwrap_or_default(),
+                            .prefixes(r.dest)
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
                     }
                 })
                 .collect(),
@@ -276,7 +277,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         trust: RwLock::new(trust),
         transport: transport_config,
         peers: PeerTable::default(),
-        mesh: mesh::Mesh::new(id, own_info, 0),
+        mesh: mesh::Mesh::new(id, loaded.cert.name.clone(), own_info, 0),
         macs: MacTable::default(),
         tun,
         tap,

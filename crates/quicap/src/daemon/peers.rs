@@ -94,6 +94,8 @@ pub struct Link {
 
 #[derive(Debug)]
 struct Peer {
+    /// Mesh node id of the peer (hash of its name).
+    id: u64,
     cert: VerifiedCert,
     /// What the peer announced in its hello.
     modes: Modes,
@@ -128,6 +130,7 @@ impl PeerTable {
     pub fn add(&self, cert: VerifiedCert, modes: Modes, link: Link) -> usize {
         let mut peers = self.lock();
         let peer = peers.entry(cert.name().to_owned()).or_insert_with(|| Peer {
+            id: super::mesh::node_id(cert.name()),
             cert: cert.clone(),
             modes,
             links: Vec::new(),
@@ -183,13 +186,22 @@ impl PeerTable {
         peer.preferred(now_ms).map(|l| l.conn.clone())
     }
 
-    /// Names of the connected peers that carry Layer 2.
-    pub fn l2_names(&self) -> Vec<String> {
+    /// Node ids of the connected peers that carry Layer 2.
+    pub fn l2_ids(&self) -> Vec<u64> {
         self.lock()
-            .iter()
-            .filter(|(_, p)| p.modes.l2)
-            .map(|(n, _)| n.clone())
+            .values()
+            .filter(|p| p.modes.l2)
+            .map(|p| p.id)
             .collect()
+    }
+
+    /// The preferred connection of the peer with node id `id`; the per-packet lookup,
+    /// which allocates nothing.
+    pub fn preferred_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
+        self.lock()
+            .values()
+            .find(|p| p.id == id)
+            .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
     }
 
     /// The preferred connection of the peer called `name`.
@@ -248,14 +260,6 @@ impl PeerTable {
             .values()
             .flat_map(|p| p.links.iter().map(|l| l.conn.clone()))
             .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The peers as `quicap status` reports them.

@@ -96,7 +96,7 @@ pub async fn run(
     let reason = describe_close(&conn.closed().await);
     let (left, peers) = node.peers.remove(&name, conn.stable_id());
     if left == 0 {
-        node.macs.forget_peer(&name);
+        node.macs.forget_node(super::mesh::node_id(&name));
     }
     node.peers_changed(peers);
     node.mesh.notify.notify_one();
@@ -322,13 +322,15 @@ async fn control_loop(
 
 /// Moves datagrams from the connection to the TUN or TAP, dropping (and counting) any
 /// whose header is invalid, whose kind this node does not run, or (for IP) whose source
-/// address the peer's certificate does not authorize.
+/// address the originating node's certificate does not authorize. Datagrams routed to
+/// other nodes are forwarded.
 async fn receive_datagrams(
     node: &Node,
     conn: &quinn::Connection,
     peer: &str,
     auth: &quicap_pki::Authorization,
 ) {
+    let peer_id = super::mesh::node_id(peer);
     let mut refused: u64 = 0;
     loop {
         let datagram = match conn.read_datagram().await {
@@ -342,25 +344,15 @@ async fn receive_datagrams(
                 continue;
             }
         };
-        // Routed datagrams: forward those for other nodes, and check the source of
-        // those for us against the originating node's certificate.
-        let origin_auth;
-        let auth = match header.route {
-            None => auth,
+        // The node that originated the datagram: the peer itself, or the routing
+        // extension's source.
+        let origin = match header.route {
+            None => None,
             Some(route) if route.destination.0 != node.mesh.id => {
-                super::datapath::forward(node, &datagram, header, offset).await;
+                super::datapath::forward(node, &datagram, header).await;
                 continue;
             }
-            Some(route) => match node.mesh.node(route.source.0) {
-                Some(origin) => {
-                    origin_auth = origin.cert.authorization().clone();
-                    &origin_auth
-                }
-                None => {
-                    debug!(%peer, "dropping routed datagram from an unknown node");
-                    continue;
-                }
-            },
+            Some(route) => Some(route.source.0),
         };
         let payload = &datagram[offset..];
         match header.kind {
@@ -371,10 +363,14 @@ async fn receive_datagrams(
                 let Some((source, _)) = ip::addresses(payload) else {
                     continue;
                 };
-                if !auth.permits_source(source) && !routed_subnet_ok(node, &header, source) {
+                let permitted = match origin {
+                    None => auth.permits_source(source),
+                    Some(origin) => node.mesh.permits_source(origin, source),
+                };
+                if !permitted {
                     refused += 1;
                     if refused.is_power_of_two() {
-                        warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the peer's certificate");
+                        warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the originating node's certificate");
                     }
                     continue;
                 }
@@ -390,29 +386,14 @@ async fn receive_datagrams(
                     continue;
                 };
                 // Learned behind the node the frame came from, not the relay.
-                let origin = match header.route {
-                    Some(r) => match node.mesh.name_of(r.source.0) {
-                        Some(name) => name,
-                        None => continue,
-                    },
-                    None => peer.to_owned(),
-                };
-                node.macs.learn(source, &origin, node.now_ms());
+                node.macs
+                    .learn(source, origin.unwrap_or(peer_id), node.now_ms());
                 if let Err(e) = tap.device.send(payload).await {
                     debug!(error = %e, "TAP write failed");
                 }
             }
         }
     }
-}
-
-/// A routed packet may also come from a subnet the origin announced and its certificate
-/// authorizes (already checked when the node info was accepted).
-fn routed_subnet_ok(node: &Node, header: &Header, source: std::net::IpAddr) -> bool {
-    header
-        .route
-        .and_then(|r| node.mesh.node(r.source.0))
-        .is_some_and(|n| n.prefixes.iter().any(|p| p.contains(&source)))
 }
 
 fn describe_close(e: &quinn::ConnectionError) -> String {
