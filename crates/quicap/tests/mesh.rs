@@ -20,10 +20,9 @@ fn start(
     node_extra: &str,
 ) -> Node {
     let addrs = [addr];
-    let dir = pki.issue(name, &addrs, sign);
-    let cfg = write_config(
+    let cfg = node_config(
         pki,
-        &dir,
+        sign,
         &NodeSpec {
             peers,
             ..NodeSpec::new(name, &addrs, "0.0.0.0:4433")

@@ -124,12 +124,7 @@ fn carrier_stays_on_when_no_carrier_is_disabled() {
     assert!(!carrier_off(&ns, "quicap0"));
     // And with the default, a lone node has no carrier.
     let ns2 = Netns::new();
-    let dir2 = pki.issue("node-b", B_ADDRS, &[]);
-    let cfg2 = write_config(
-        &pki,
-        &dir2,
-        &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"),
-    );
+    let cfg2 = node_config(&pki, &[], &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"));
     let node2 = Node::start(&ns2, "node-b", &cfg2);
     assert!(wait_until(CONNECT, || node2.status(true).status.success()).is_some());
     assert!(carrier_off(&ns2, "quicap0"));
@@ -144,21 +139,19 @@ fn dual_connection_fails_over_to_the_other_link_within_1_s() {
     // Two paths: node-a dials node-b over the first, node-b dials node-a over the second.
     link(&a, "192.0.2.1", &b, "192.0.2.2");
     link(&a, "198.51.100.1", &b, "198.51.100.2");
-    let dir_a = pki.issue("node-a", A_ADDRS, &[]);
-    let dir_b = pki.issue("node-b", B_ADDRS, &[]);
     let peers_a = [("node-b", Some("192.0.2.2:4433"))];
     let peers_b = [("node-a", Some("198.51.100.1:4433"))];
-    let cfg_a = write_config(
+    let cfg_a = node_config(
         &pki,
-        &dir_a,
+        &[],
         &NodeSpec {
             peers: &peers_a,
             ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
         },
     );
-    let cfg_b = write_config(
+    let cfg_b = node_config(
         &pki,
-        &dir_b,
+        &[],
         &NodeSpec {
             peers: &peers_b,
             ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
@@ -227,12 +220,11 @@ fn incompatible_peer_is_refused_with_the_reason_on_both_sides() {
     let a = Netns::new();
     let b = Netns::new();
     link(&a, "192.0.2.1", &b, "192.0.2.2");
-    let dir_a = pki.issue("node-a", A_ADDRS, &[]);
     let dir_b = pki.issue("node-b", B_ADDRS, &[]);
     let peers_a = [("node-b", Some("192.0.2.2:4433"))];
-    let cfg_a = write_config(
+    let cfg_a = node_config(
         &pki,
-        &dir_a,
+        &[],
         &NodeSpec {
             peers: &peers_a,
             ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
@@ -443,7 +435,6 @@ fn tap_only_nodes_carry_layer_2() {
     let a_ips = ["10.99.0.1/24"];
     let b_ips = ["10.99.0.2/24"];
     let dir_a = pki.issue("node-a", &a_ips, &[]);
-    let dir_b = pki.issue("node-b", &b_ips, &[]);
     let peers_a = [("node-b", Some("192.0.2.2:4433"))];
     let tap_a = "\n[tap]\naddresses = [\"10.99.0.1/24\"]\n";
     let tap_b = "\n[tap]\naddresses = [\"10.99.0.2/24\"]\n";
@@ -457,9 +448,9 @@ fn tap_only_nodes_carry_layer_2() {
             ..NodeSpec::new("node-a", &a_ips, "0.0.0.0:4433")
         },
     );
-    let cfg_b = write_config(
+    let cfg_b = node_config(
         &pki,
-        &dir_b,
+        &[],
         &NodeSpec {
             extra: tap_b,
             tun: false,

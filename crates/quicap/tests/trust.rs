@@ -23,11 +23,10 @@ fn third_node(pair: &Pair, pki: &Pki, name: &str, sign_extra: &[&str]) -> (Netns
     let c = Netns::new();
     link(&pair.a, "198.51.100.1", &c, "198.51.100.2");
     let addrs = ["10.77.0.3/24"];
-    let dir = pki.issue(name, &addrs, sign_extra);
     let peers = [("node-a", Some("198.51.100.1:4433"))];
-    let cfg = write_config(
+    let cfg = node_config(
         pki,
-        &dir,
+        sign_extra,
         &NodeSpec {
             peers: &peers,
             ..NodeSpec::new(name, &addrs, "0.0.0.0:4433")
@@ -65,6 +64,7 @@ fn node_refuses_to_start_with_a_certificate_of_another_ca() {
     let c = Netns::new();
     link(&pair.a, "198.51.100.1", &c, "198.51.100.2");
     let addrs = ["10.77.0.3/24"];
+    // Issued by the other CA before the node is told to trust ours.
     let dir = other.issue("node-c", &addrs, &[]);
     std::fs::copy(
         pair.pki.ca_dir().join("ca.crt"),

@@ -252,6 +252,13 @@ pub fn write_config(pki: &Pki, dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
     path
 }
 
+/// Issues a certificate for `spec.name` with `spec.addresses` (plus `sign_extra` for
+/// `quicap ca sign`) and writes its config; returns the config path.
+pub fn node_config(pki: &Pki, sign_extra: &[&str], spec: &NodeSpec<'_>) -> PathBuf {
+    let dir = pki.issue(spec.name, spec.addresses, sign_extra);
+    write_config(pki, &dir, spec)
+}
+
 /// A running `quicap up`, killed on drop; its log is printed if the test panics.
 #[derive(Debug)]
 pub struct Node {
@@ -409,21 +416,19 @@ impl Pair {
         let a = Netns::new();
         let b = Netns::new();
         link(&a, "192.0.2.1", &b, "192.0.2.2");
-        let dir_a = pki.issue("node-a", A_ADDRS, &[]);
-        let dir_b = pki.issue("node-b", B_ADDRS, &[]);
         let peers_a = [("node-b", a_dials.then_some("192.0.2.2:4433"))];
         let peers_b = [("node-a", b_dials.then_some("192.0.2.1:4433"))];
-        let cfg_a = write_config(
+        let cfg_a = node_config(
             &pki,
-            &dir_a,
+            &[],
             &NodeSpec {
                 peers: &peers_a,
                 ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
             },
         );
-        let cfg_b = write_config(
+        let cfg_b = node_config(
             &pki,
-            &dir_b,
+            &[],
             &NodeSpec {
                 peers: &peers_b,
                 ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
