@@ -10,7 +10,8 @@
 #   sudo ./bench/run.sh --write         # also write docs/benchmarks.md
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
-# median reported, default 3), BORINGTUN (path of boringtun-cli; installed with
+# median reported, default 3), BENCH_ONLY (a subset of "raw quicap relay quincy wg" to
+# measure, default all; the others print as n/a), BORINGTUN (path of boringtun-cli; installed with
 # `cargo install boringtun-cli` if missing).
 set -euo pipefail
 
@@ -23,15 +24,21 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
+ONLY=${BENCH_ONLY:-raw quicap relay quincy wg}
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+if [ "$WRITE" = 1 ] && [ -n "${BENCH_ONLY:-}" ]; then
+  echo "error: --write needs every figure; unset BENCH_ONLY" >&2
+  exit 1
+fi
 
 BORINGTUN=${BORINGTUN:-$(command -v boringtun-cli || echo "$HOME/.cargo/bin/boringtun-cli")}
-if [ ! -x "$BORINGTUN" ]; then
+if want wg && [ ! -x "$BORINGTUN" ]; then
   echo "==> installing boringtun-cli from crates.io"
   cargo install boringtun-cli --locked --quiet
   BORINGTUN="$HOME/.cargo/bin/boringtun-cli"
 fi
 QUINCY_DIR=${QUINCY_DIR:-$HOME/.cargo/bin}
-if [ ! -x "$QUINCY_DIR/quincy-server" ] || [ ! -x "$QUINCY_DIR/quincy-client" ]; then
+if want quincy && { [ ! -x "$QUINCY_DIR/quincy-server" ] || [ ! -x "$QUINCY_DIR/quincy-client" ]; }; then
   echo "==> installing quincy-server and quincy-client from crates.io"
   cargo install quincy-server quincy-client --locked --quiet
   QUINCY_DIR="$HOME/.cargo/bin"
@@ -108,10 +115,11 @@ measure() {
   eval "R_${label}_pingload=$(median "${pl[@]}") R_${label}_pingload_spread=$(spread "${pl[@]}")"
 }
 
-echo "==> raw veth"
-measure raw 192.0.2.2
+if want raw; then
+  echo "==> raw veth"
+  measure raw 192.0.2.2
+fi
 
-echo "==> QUICAP"
 "$QUICAP" ca init --name bench --out "$work/ca" >/dev/null
 quicap_node() { # name overlay-addr [peer endpoint]
   local n=$1
@@ -142,14 +150,18 @@ stop_nodes() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
-quicap_node a 10.77.0.1/24 b 192.0.2.2:4433
-quicap_node b 10.77.0.2/24 a 192.0.2.1:4433
-run_node "$A" a
-run_node "$B" b
-for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-measure quicap 10.77.0.2
-stop_nodes
+if want quicap; then
+  echo "==> QUICAP"
+  quicap_node a 10.77.0.1/24 b 192.0.2.2:4433
+  quicap_node b 10.77.0.2/24 a 192.0.2.1:4433
+  run_node "$A" a
+  run_node "$B" b
+  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+  measure quicap 10.77.0.2
+  stop_nodes
+fi
 
+if want relay; then
 echo "==> QUICAP through one intermediate node (A -> B -> C)"
 # C hangs off B on a second veth; A and C each know only B.
 ip netns add "$C"
@@ -169,7 +181,9 @@ run_node "$C" c
 for _ in $(seq 200); do inA ping -c 1 -W 1 10.77.0.3 >/dev/null 2>&1 && break; sleep 0.1; done
 measure relay 10.77.0.3 "$C"
 stop_nodes
+fi
 
+if want quincy; then
 echo "==> Quincy (QUIC VPN on quinn + tun-rs, mutual TLS)"
 q="$work/quincy"
 mkdir -p "$q"
@@ -226,7 +240,9 @@ else
   exit 1
 fi
 stop_nodes
+fi
 
+if want wg; then
 echo "==> boringtun (userspace WireGuard)"
 umask 077
 for n in A B; do
@@ -249,20 +265,22 @@ ip -n "$A" link set "wgqA$$" mtu 1420 up
 ip -n "$B" link set "wgqB$$" mtu 1420 up
 for _ in $(seq 100); do inA ping -c 1 -W 1 10.88.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
 measure wg 10.88.0.2
+fi
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('n/a' if 'n/a' in (a,b) or not float(b) else f'{float(a)/float(b):.2f}')" "$1" "$2"; }
+val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
   local raw quic wg relay qy
-  raw=$(eval echo "\$R_raw_$k"); quic=$(eval echo "\$R_quicap_$k"); wg=$(eval echo "\$R_wg_$k")
-  relay=$(eval echo "\$R_relay_$k"); qy=$(eval echo "\$R_quincy_$k")
+  raw=$(val "raw_$k"); quic=$(val "quicap_$k"); wg=$(val "wg_$k")
+  relay=$(val "relay_$k"); qy=$(val "quincy_$k")
   printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
-    "$raw" "$(eval echo "\$R_raw_${k}_spread")" \
-    "$quic" "$(eval echo "\$R_quicap_${k}_spread")" \
-    "$relay" "$(eval echo "\$R_relay_${k}_spread")" \
-    "$qy" "$(eval echo "\$R_quincy_${k}_spread")" \
-    "$wg" "$(eval echo "\$R_wg_${k}_spread")" \
+    "$raw" "$(val "raw_${k}_spread")" \
+    "$quic" "$(val "quicap_${k}_spread")" \
+    "$relay" "$(val "relay_${k}_spread")" \
+    "$qy" "$(val "quincy_${k}_spread")" \
+    "$wg" "$(val "wg_${k}_spread")" \
     "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")"
 }
 
