@@ -100,6 +100,8 @@ pub struct TunSection {
     pub addresses: Vec<IpNet>,
     pub mtu: u16,
     pub routes: Vec<IpNet>,
+    /// virtio-net offloads on the TUN (TSO reads, GRO-coalesced writes).
+    pub offload: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,8 @@ struct RawTun {
     mtu: u16,
     #[serde(default)]
     routes: Vec<String>,
+    #[serde(default = "default_true")]
+    offload: bool,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +303,7 @@ impl Config {
                     addresses,
                     mtu: tun.mtu,
                     routes,
+                    offload: tun.offload,
                 })
             }
         };

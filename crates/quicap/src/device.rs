@@ -3,12 +3,16 @@
 //! Linux only for now; other systems get their own file behind `cfg` when supported.
 
 use std::net::IpAddr;
+use std::sync::Mutex;
 
 use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+use tracing::warn;
 use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
+
+use crate::packet_io::Writer;
 
 /// Which kind of interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +42,8 @@ pub struct Spec {
     pub routes: Vec<IpNet>,
     /// A Linux bridge to enslave the interface to (TAP only).
     pub bridge: Option<String>,
+    /// Ask for virtio-net offloads (TUN only): TSO reads, GRO-coalesced writes.
+    pub offload: bool,
 }
 
 /// A configured interface. Dropping it closes the device, which removes the interface
@@ -46,6 +52,36 @@ pub struct Interface {
     pub device: AsyncDevice,
     pub index: u32,
     pub spec: Spec,
+    /// The interface's one batch writer, shared by every task that writes to it.
+    pub writer: Mutex<Writer>,
+}
+
+impl Interface {
+    /// Whether offloads are on (super-packets on reads, coalesced writes).
+    pub fn offload(&self) -> bool {
+        self.device.tcp_gso()
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stages a packet (or frame) for the next [`Interface::flush`].
+    pub fn stage(&self, packet: &[u8]) {
+        self.writer().stage(&self.device, packet);
+    }
+
+    /// Writes what is staged.
+    pub fn flush(&self) {
+        self.writer().flush(&self.device);
+    }
+
+    /// Writes one packet (or frame) now.
+    pub fn write_one(&self, packet: &[u8]) {
+        let mut writer = self.writer();
+        writer.stage(&self.device, packet);
+        writer.flush(&self.device);
+    }
 }
 
 impl std::fmt::Debug for Interface {
@@ -87,31 +123,44 @@ impl Netlink {
             Kind::Tun => Layer::L3,
             Kind::Tap => Layer::L2,
         };
-        let device = DeviceBuilder::new()
-            .name(&spec.name)
-            .layer(layer)
-            .mtu(spec.mtu)
-            .enable(false)
-            .build_async()
-            .map_err(|e| {
-                let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-                    " (needs root or CAP_NET_ADMIN)"
-                } else if e.raw_os_error() == Some(libc::EBUSY) {
-                    " (is another quicap using this interface name?)"
-                } else {
-                    ""
-                };
-                anyhow!(
-                    "creating {} interface {}: {e}{hint}",
-                    spec.kind.as_str().to_uppercase(),
-                    spec.name
-                )
-            })?;
+        let build = |offload: bool| {
+            DeviceBuilder::new()
+                .name(&spec.name)
+                .layer(layer)
+                .mtu(spec.mtu)
+                .offload(offload)
+                .enable(false)
+                .build_async()
+        };
+        let offload = spec.offload && spec.kind == Kind::Tun;
+        let built = match build(offload) {
+            Err(e) if offload && e.kind() != std::io::ErrorKind::PermissionDenied => {
+                warn!(error = %e, interface = %spec.name, "TUN offloads unavailable; reading and writing one packet at a time");
+                build(false)
+            }
+            other => other,
+        };
+        let device = built.map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+                " (needs root or CAP_NET_ADMIN)"
+            } else if e.raw_os_error() == Some(libc::EBUSY) {
+                " (is another quicap using this interface name?)"
+            } else {
+                ""
+            };
+            anyhow!(
+                "creating {} interface {}: {e}{hint}",
+                spec.kind.as_str().to_uppercase(),
+                spec.name
+            )
+        })?;
         let index = self.configure(spec, carrier).await?;
+        let writer = Mutex::new(Writer::new(&device));
         Ok(Interface {
             device,
             index,
             spec: spec.clone(),
+            writer,
         })
     }
 

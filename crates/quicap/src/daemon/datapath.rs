@@ -8,25 +8,41 @@
 //! dropped and logged. `send_datagram_wait` makes the reader wait when quinn's bounded
 //! datagram queue is full, instead of dropping.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use quicap_wire::overlay::{NodeId, PayloadKind, Route, ROUTED_LEN};
+use bytes::{Bytes, BytesMut};
+use quicap_wire::overlay::{NodeId, PayloadKind, Route};
 use quicap_wire::{ip, Header};
 use tracing::{debug, warn};
 
 use super::l2;
 use super::Node;
+use crate::packet_io::Reader;
 
 const BUF_LEN: usize = 65536;
+/// Datagrams are cut from arenas of this size: one allocation per few dozen packets
+/// instead of one per packet. An arena is reused once quinn has sent and dropped every
+/// datagram cut from it.
+const ARENA_CHUNK: usize = 256 * 1024;
+
+/// Copies `header` and `payload` into the arena and cuts them off as one datagram.
+pub fn datagram(arena: &mut BytesMut, header: &Header, payload: &[u8]) -> Option<Bytes> {
+    let hlen = header.buffer_len();
+    let need = hlen + payload.len();
+    arena.clear();
+    if arena.capacity() < need {
+        arena.reserve(need.max(ARENA_CHUNK));
+    }
+    arena.resize(hlen, 0);
+    header.emit(&mut arena[..]).ok()?;
+    arena.extend_from_slice(payload);
+    Some(arena.split().freeze())
+}
 
 /// Where to send an IP packet for `destination`: the connection to the next hop and
 /// the overlay header (routed when the next hop is not the destination's node).
-fn route(
-    node: &Node,
-    destination: std::net::IpAddr,
-    now: u64,
-) -> Option<(quinn::Connection, Header)> {
+fn route(node: &Node, destination: IpAddr, now: u64) -> Option<(quinn::Connection, Header)> {
     if let Some(found) = node
         .mesh
         .owner(destination)
@@ -41,48 +57,71 @@ fn route(
         .map(|c| (c, Header::direct(PayloadKind::Ip)))
 }
 
+/// The forwarding decision of the previous packet of a batch: consecutive packets of
+/// one flow (the common case with TSO) skip the lookups.
+struct LastRoute {
+    destination: IpAddr,
+    conn: quinn::Connection,
+    header: Header,
+    max: usize,
+}
+
 pub async fn tun_to_peers(node: Arc<Node>) {
     let Some(tun) = node.tun.as_ref() else {
         return;
     };
-    let mut buf = vec![0u8; BUF_LEN];
-    let mut icmp = vec![0u8; 1500];
+    let mut reader = Reader::new(tun.spec.mtu);
+    let mut arena = BytesMut::new();
     loop {
-        let n = match tun.device.recv(&mut buf[ROUTED_LEN..]).await {
-            Ok(n) => n,
-            Err(e) => {
+        if let Err(e) = reader.read(&tun.device).await {
+            if e.raw_os_error().is_some() {
                 warn!(error = %e, "reading from the TUN failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            } else {
+                debug!(error = %e, "dropping a malformed packet from the TUN");
+            }
+            continue;
+        }
+        let now = node.now_ms();
+        let mut last: Option<LastRoute> = None;
+        for packet in reader.packets() {
+            let Some((_, destination)) = ip::addresses(packet) else {
+                continue;
+            };
+            if last.as_ref().is_none_or(|l| l.destination != destination) {
+                last = route(&node, destination, now).map(|(conn, header)| LastRoute {
+                    destination,
+                    max: conn.max_datagram_size().unwrap_or(0),
+                    conn,
+                    header,
+                });
+            }
+            let Some(LastRoute {
+                conn, header, max, ..
+            }) = &last
+            else {
+                debug!(%destination, "no route for destination");
+                continue;
+            };
+            if header.buffer_len() + packet.len() > *max {
+                too_big(&node, conn, packet, *max, *header).await;
                 continue;
             }
-        };
-        let packet = &buf[ROUTED_LEN..ROUTED_LEN + n];
-        let Some((_, destination)) = ip::addresses(packet) else {
-            continue;
-        };
-        let Some((conn, header)) = route(&node, destination, node.now_ms()) else {
-            debug!(%destination, "no route for destination");
-            continue;
-        };
-        let hlen = header.buffer_len();
-        let max = conn.max_datagram_size().unwrap_or(0);
-        if hlen + n > max {
-            too_big(&node, &conn, packet, max, header, &mut icmp).await;
-            continue;
-        }
-        let start = ROUTED_LEN - hlen;
-        if header.emit(&mut buf[start..ROUTED_LEN]).is_err() {
-            continue;
-        }
-        let datagram = Bytes::copy_from_slice(&buf[start..ROUTED_LEN + n]);
-        match conn.send_datagram_wait(datagram).await {
-            Ok(()) => {}
-            Err(quinn::SendDatagramError::TooLarge) => {
-                let max = conn.max_datagram_size().unwrap_or(0);
-                let packet = &buf[ROUTED_LEN..ROUTED_LEN + n];
-                too_big(&node, &conn, packet, max, header, &mut icmp).await;
+            let Some(datagram) = datagram(&mut arena, header, packet) else {
+                continue;
+            };
+            match conn.send_datagram_wait(datagram).await {
+                Ok(()) => {}
+                Err(quinn::SendDatagramError::TooLarge) => {
+                    let max = conn.max_datagram_size().unwrap_or(0);
+                    too_big(&node, conn, packet, max, *header).await;
+                    last = None;
+                }
+                Err(e) => {
+                    debug!(error = %e, "datagram not sent");
+                    last = None;
+                }
             }
-            Err(e) => debug!(error = %e, "datagram not sent"),
         }
     }
 }
@@ -90,7 +129,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
 /// Sends on a datagram for another node towards it, one hop closer, with the hop limit
 /// decremented. Dropped (and logged at debug) when the hop limit runs out, no route
 /// exists, or it does not fit the next link.
-pub async fn forward(node: &Node, datagram: &[u8], header: Header) {
+pub async fn forward(node: &Node, datagram: &[u8], header: Header, arena: &mut BytesMut) {
     let Some(route) = header.route else {
         return;
     };
@@ -120,9 +159,14 @@ pub async fn forward(node: &Node, datagram: &[u8], header: Header) {
         );
         return;
     }
-    let mut out = datagram.to_vec();
-    out[1] = header.hop_limit - 1;
-    if let Err(e) = conn.send_datagram_wait(Bytes::from(out)).await {
+    let header = Header {
+        hop_limit: header.hop_limit - 1,
+        ..header
+    };
+    let Some(out) = self::datagram(arena, &header, &datagram[header.buffer_len()..]) else {
+        return;
+    };
+    if let Err(e) = conn.send_datagram_wait(out).await {
         debug!(error = %e, "forwarded datagram not sent");
     }
 }
@@ -162,9 +206,10 @@ pub async fn tap_to_peers(node: Arc<Node>) {
         return;
     };
     let mut buf = vec![0u8; BUF_LEN];
+    let mut arena = BytesMut::new();
     let mut oversized: u64 = 0;
     loop {
-        let n = match tap.device.recv(&mut buf[ROUTED_LEN..]).await {
+        let n = match tap.device.recv(&mut buf).await {
             Ok(n) => n,
             Err(e) => {
                 warn!(error = %e, "reading from the TAP failed");
@@ -172,7 +217,8 @@ pub async fn tap_to_peers(node: Arc<Node>) {
                 continue;
             }
         };
-        let Some(destination) = l2::destination_mac(&buf[ROUTED_LEN..ROUTED_LEN + n]) else {
+        let frame = &buf[..n];
+        let Some(destination) = l2::destination_mac(frame) else {
             continue;
         };
         let now = node.now_ms();
@@ -199,7 +245,6 @@ pub async fn tap_to_peers(node: Arc<Node>) {
                 continue;
             };
             let hlen = header.buffer_len();
-            let start = ROUTED_LEN - hlen;
             if hlen + n > conn.max_datagram_size().unwrap_or(0) {
                 oversized += 1;
                 if oversized.is_power_of_two() {
@@ -212,10 +257,9 @@ pub async fn tap_to_peers(node: Arc<Node>) {
                 }
                 continue;
             }
-            if header.emit(&mut buf[start..ROUTED_LEN]).is_err() {
+            let Some(datagram) = datagram(&mut arena, &header, frame) else {
                 continue;
-            }
-            let datagram = Bytes::copy_from_slice(&buf[start..ROUTED_LEN + n]);
+            };
             if let Err(e) = conn.send_datagram_wait(datagram).await {
                 debug!(error = %e, "datagram not sent");
             }
@@ -224,14 +268,7 @@ pub async fn tap_to_peers(node: Arc<Node>) {
 }
 
 /// Handles a packet that does not fit a datagram of `max` bytes behind `header`.
-async fn too_big(
-    node: &Node,
-    conn: &quinn::Connection,
-    packet: &[u8],
-    max: usize,
-    header: Header,
-    icmp: &mut [u8],
-) {
+async fn too_big(node: &Node, conn: &quinn::Connection, packet: &[u8], max: usize, header: Header) {
     let Some(tun) = node.tun.as_ref() else {
         return;
     };
@@ -259,10 +296,9 @@ async fn too_big(
         return;
     };
     let mtu = u16::try_from(room).unwrap_or(u16::MAX);
-    if let Some(len) = ip::packet_too_big(packet, mtu, from, icmp) {
+    let mut icmp = [0u8; 1280];
+    if let Some(len) = ip::packet_too_big(packet, mtu, from, &mut icmp) {
         debug!(%source, mtu, "answering packet too big");
-        if let Err(e) = tun.device.send(&icmp[..len]).await {
-            debug!(error = %e, "writing ICMP packet too big failed");
-        }
+        tun.write_one(&icmp[..len]);
     }
 }

@@ -213,6 +213,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
                         addresses: t.addresses.clone(),
                         routes: t.routes.clone(),
                         bridge: None,
+                        offload: t.offload,
                     },
                     initial_carrier,
                 )
@@ -231,6 +232,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
                         addresses: t.addresses.clone(),
                         routes: Vec::new(),
                         bridge: t.bridge.clone(),
+                        offload: false,
                     },
                     initial_carrier,
                 )

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
 use quicap_wire::control::{Hello, FRAME_HEADER_LEN};
@@ -35,6 +37,8 @@ pub mod close {
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control messages queued for one link; routing dumps of large meshes take several.
 const CONTROL_QUEUE: usize = 256;
+/// Datagrams handled per batch on the receive side at most.
+const READ_BATCH: usize = 64;
 /// Interval of liveness probes on every link.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -332,66 +336,77 @@ async fn receive_datagrams(
 ) {
     let peer_id = super::mesh::node_id(peer);
     let mut refused: u64 = 0;
+    let mut arena = BytesMut::new();
+    let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
     loop {
-        let datagram = match conn.read_datagram().await {
-            Ok(d) => d,
+        // One datagram, then every one already received: the batch ends where the
+        // socket's receive batch ended, so flows coalesce without waiting.
+        match conn.read_datagram().await {
+            Ok(d) => batch.push(d),
             Err(_) => return,
-        };
-        let (header, offset) = match Header::parse(&datagram) {
-            Ok(ok) => ok,
-            Err(e) => {
-                debug!(%peer, error = %e, "dropping malformed datagram");
-                continue;
+        }
+        while batch.len() < READ_BATCH {
+            match conn.read_datagram().now_or_never() {
+                Some(Ok(d)) => batch.push(d),
+                _ => break,
             }
-        };
-        // The node that originated the datagram: the peer itself, or the routing
-        // extension's source.
-        let origin = match header.route {
-            None => None,
-            Some(route) if route.destination.0 != node.mesh.id => {
-                super::datapath::forward(node, &datagram, header).await;
-                continue;
-            }
-            Some(route) => Some(route.source.0),
-        };
-        let payload = &datagram[offset..];
-        match header.kind {
-            PayloadKind::Ip => {
-                let Some(tun) = &node.tun else {
+        }
+        for datagram in batch.drain(..) {
+            let (header, offset) = match Header::parse(&datagram) {
+                Ok(ok) => ok,
+                Err(e) => {
+                    debug!(%peer, error = %e, "dropping malformed datagram");
                     continue;
-                };
-                let Some((source, _)) = ip::addresses(payload) else {
+                }
+            };
+            // The node that originated the datagram: the peer itself, or the routing
+            // extension's source.
+            let origin = match header.route {
+                None => None,
+                Some(route) if route.destination.0 != node.mesh.id => {
+                    super::datapath::forward(node, &datagram, header, &mut arena).await;
                     continue;
-                };
-                let permitted = match origin {
-                    None => auth.permits_source(source),
-                    Some(origin) => node.mesh.permits_source(origin, source),
-                };
-                if !permitted {
-                    refused += 1;
-                    if refused.is_power_of_two() {
-                        warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the originating node's certificate");
+                }
+                Some(route) => Some(route.source.0),
+            };
+            let payload = &datagram[offset..];
+            match header.kind {
+                PayloadKind::Ip => {
+                    let Some(tun) = &node.tun else {
+                        continue;
+                    };
+                    let Some((source, _)) = ip::addresses(payload) else {
+                        continue;
+                    };
+                    let permitted = match origin {
+                        None => auth.permits_source(source),
+                        Some(origin) => node.mesh.permits_source(origin, source),
+                    };
+                    if !permitted {
+                        refused += 1;
+                        if refused.is_power_of_two() {
+                            warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the originating node's certificate");
+                        }
+                        continue;
                     }
-                    continue;
+                    tun.stage(payload);
                 }
-                if let Err(e) = tun.device.send(payload).await {
-                    debug!(error = %e, "TUN write failed");
-                }
-            }
-            PayloadKind::Ethernet => {
-                let Some(tap) = &node.tap else {
-                    continue;
-                };
-                let Some(source) = super::l2::source_mac(payload) else {
-                    continue;
-                };
-                // Learned behind the node the frame came from, not the relay.
-                node.macs
-                    .learn(source, origin.unwrap_or(peer_id), node.now_ms());
-                if let Err(e) = tap.device.send(payload).await {
-                    debug!(error = %e, "TAP write failed");
+                PayloadKind::Ethernet => {
+                    let Some(tap) = &node.tap else {
+                        continue;
+                    };
+                    let Some(source) = super::l2::source_mac(payload) else {
+                        continue;
+                    };
+                    // Learned behind the node the frame came from, not the relay.
+                    node.macs
+                        .learn(source, origin.unwrap_or(peer_id), node.now_ms());
+                    tap.stage(payload);
                 }
             }
+        }
+        for interface in node.tun.iter().chain(node.tap.iter()) {
+            interface.flush();
         }
     }
 }

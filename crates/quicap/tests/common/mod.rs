@@ -411,6 +411,11 @@ impl Pair {
 
     /// `a_dials` / `b_dials`: whether each node has the other's endpoint.
     pub fn start_with(a_dials: bool, b_dials: bool) -> Pair {
+        Self::start_with_tun(a_dials, b_dials, "")
+    }
+
+    /// Like [`Pair::start_with`], with `tun_extra` added to both nodes' [tun] sections.
+    pub fn start_with_tun(a_dials: bool, b_dials: bool, tun_extra: &str) -> Pair {
         require_root();
         let pki = Pki::new("testnet");
         let a = Netns::new();
@@ -423,6 +428,7 @@ impl Pair {
             &[],
             &NodeSpec {
                 peers: &peers_a,
+                tun_extra,
                 ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
             },
         );
@@ -431,6 +437,7 @@ impl Pair {
             &[],
             &NodeSpec {
                 peers: &peers_b,
+                tun_extra,
                 ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
             },
         );
