@@ -87,6 +87,8 @@ pub struct NodeSection {
     pub listen: Vec<SocketAddr>,
     /// Turn the interfaces' carrier off while no peer is connected.
     pub no_carrier: bool,
+    /// Run the data path with real-time scheduling (SCHED_RR, lowest priority).
+    pub realtime: bool,
     /// Unix socket `quicap status` talks to.
     pub control_socket: PathBuf,
     /// Subnets this node announces to the mesh as reachable through it; peers accept
@@ -152,6 +154,8 @@ struct RawNode {
     listen: Option<Vec<String>>,
     #[serde(default = "default_true")]
     no_carrier: bool,
+    #[serde(default = "default_true")]
+    realtime: bool,
     control_socket: Option<PathBuf>,
     #[serde(default)]
     advertise: Vec<String>,
@@ -273,6 +277,7 @@ impl Config {
             crl: raw.node.crl.map(resolve),
             listen,
             no_carrier: raw.node.no_carrier,
+            realtime: raw.node.realtime,
             control_socket: PathBuf::new(),
             advertise: parse_nets("node.advertise", &raw.node.advertise)?
                 .into_iter()

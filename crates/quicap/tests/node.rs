@@ -130,6 +130,43 @@ fn carrier_stays_on_when_no_carrier_is_disabled() {
     assert!(carrier_off(&ns2, "quicap0"));
 }
 
+/// The scheduling policy `chrt` reports for the node's process.
+fn policy(node: &Node) -> String {
+    let pid = node.pid().expect("node running").to_string();
+    let out = run(Command::new("chrt").args(["-p", &pid]));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn data_path_runs_with_realtime_scheduling_unless_disabled() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let ns = Netns::new();
+    let cfg = node_config(&pki, &[], &NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433"));
+    let node = Node::start(&ns, "node-a", &cfg);
+    assert!(wait_until(CONNECT, || node.status(true).status.success()).is_some());
+    let p = policy(&node);
+    assert!(p.contains("SCHED_RR") && p.contains("priority: 1"), "{p}");
+
+    let ns2 = Netns::new();
+    let dir = pki.issue("node-b", B_ADDRS, &[]);
+    let cfg2 = write_config(
+        &pki,
+        &dir,
+        &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"),
+    );
+    let text = std::fs::read_to_string(&cfg2).expect("config");
+    std::fs::write(
+        &cfg2,
+        text.replace("[node]\n", "[node]\nrealtime = false\n"),
+    )
+    .expect("config");
+    let node2 = Node::start(&ns2, "node-b", &cfg2);
+    assert!(wait_until(CONNECT, || node2.status(true).status.success()).is_some());
+    let p = policy(&node2);
+    assert!(p.contains("SCHED_OTHER"), "{p}");
+}
+
 #[test]
 fn dual_connection_fails_over_to_the_other_link_within_1_s() {
     require_root();

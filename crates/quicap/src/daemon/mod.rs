@@ -184,6 +184,12 @@ impl Node {
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let loaded = identity::load(&config, time::OffsetDateTime::now_utc())?;
+    // The runtime is single-threaded: this thread moves every packet.
+    if config.node.realtime {
+        if let Err(e) = crate::sched::realtime() {
+            warn!(error = %e, "real-time scheduling unavailable (needs CAP_SYS_NICE); latency under load will be higher");
+        }
+    }
     let trust = TrustState {
         rustls: loaded.trust(),
         ca: loaded.ca.clone(),
@@ -252,6 +258,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         peers = config.peers.len(),
         control = %config.node.control_socket.display(),
         versions = ?options.versions,
+        realtime = crate::sched::is_realtime(),
         "node up"
     );
     if let Some(days) = days_left(&loaded.cert) {

@@ -317,6 +317,11 @@ impl Node {
         self.child = Some(child);
     }
 
+    /// Process id of the running `quicap up` (`ip netns exec` replaces itself with it).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Starts the node again after [`Node::kill`] or [`Node::stop`].
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "node {} is still running", self.name);
