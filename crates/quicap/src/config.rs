@@ -154,7 +154,7 @@ struct RawNode {
     listen: Option<Vec<String>>,
     #[serde(default = "default_true")]
     no_carrier: bool,
-    #[serde(default = "default_true")]
+    #[serde(default)]
     realtime: bool,
     control_socket: Option<PathBuf>,
     #[serde(default)]

@@ -8,6 +8,10 @@
 //! (`kernel.sched_rt_runtime_us`, 95 % by default) still leaves other programs time on
 //! that CPU if the node ever spins.
 //!
+//! Off by default (`node.realtime`): when the CPU is saturated, a real-time node takes
+//! it from the programs that send and receive through the tunnel, and a UDP flood then
+//! loses more at the receiving program than at the sender's tunnel queue.
+//!
 //! The two system calls have no safe wrapper in the crates used here; they are the
 //! only `unsafe` in the workspace.
 #![allow(unsafe_code)]
