@@ -342,7 +342,8 @@ MD
 
 Reproduce: `sudo ./bench/run.sh` (installs iperf3 and wireguard-tools with apt-get, and
 boringtun-cli, quincy-server and quincy-client with cargo if missing). `BENCH_SECONDS`
-and `BENCH_REPS` change the run length and count.
+and `BENCH_REPS` change the run length and count. What the figures mean, how the data
+path gets there and where its time goes: [performance.md](performance.md).
 MD
   } >docs/benchmarks.md
   echo

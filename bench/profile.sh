@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Where a QUICAP node's CPU time goes: two nodes in two namespaces over veth, one
+# iperf3 TCP stream through the tunnel, `perf record -e cpu-clock` on the sending and
+# the receiving node for a few seconds. Prints each node's CPU use and its samples
+# grouped by component (crypto, quinn, copies, kernel network path, ...), plus system
+# calls per packet on the TUN.
+#
+#   sudo ./bench/profile.sh            # 4 s of samples
+#   PROFILE_SECONDS=8 sudo ./bench/profile.sh
+#
+# Needs `perf` (Debian package linux-perf; installed if missing). Software sampling
+# (cpu-clock) works without hardware counters.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+[ "$(id -u)" -eq 0 ] || { echo "error: the profile creates namespaces: run as root" >&2; exit 1; }
+./scripts/deps.sh
+command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null
+SECS=${PROFILE_SECONDS:-4}
+
+echo "==> building quicap (release, with symbols)"
+cargo build --release --quiet
+QUICAP="$PWD/target/release/quicap"
+
+work=$(mktemp -d /tmp/quicap-profile.XXXXXX)
+A="qprof-a-$$"
+B="qprof-b-$$"
+pids=()
+cleanup() {
+  exec 2>/dev/null
+  for pid in "${pids[@]}"; do kill "$pid" || true; done
+  for ns in "$A" "$B"; do
+    for pid in $(ip netns pids "$ns"); do kill -9 "$pid" || true; done
+    ip netns del "$ns" || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+ip netns add "$A"
+ip netns add "$B"
+ip link add qpva netns "$A" type veth peer name qpvb netns "$B"
+ip -n "$A" addr add 192.0.2.1/24 dev qpva
+ip -n "$B" addr add 192.0.2.2/24 dev qpvb
+for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
+ip -n "$A" link set qpva up
+ip -n "$B" link set qpvb up
+
+"$QUICAP" ca init --name profile --out "$work/ca" >/dev/null
+node() { # name overlay peer endpoint
+  mkdir -p "$work/$1"
+  "$QUICAP" cert request --name "node-$1" --out "$work/$1" >/dev/null
+  "$QUICAP" ca sign --ca "$work/ca" --csr "$work/$1/node-$1.csr" --ip "$2" --out "$work/$1/node-$1.crt" >/dev/null
+  cat >"$work/$1/node.toml" <<TOML
+[node]
+cert = "node-$1.crt"
+key = "node-$1.key"
+ca = "../ca/ca.crt"
+listen = ["0.0.0.0:4433"]
+control-socket = "control.sock"
+[tun]
+addresses = ["$2"]
+[[peer]]
+name = "node-$3"
+endpoint = "$4"
+TOML
+}
+node a 10.77.0.1/24 b 192.0.2.2:4433
+node b 10.77.0.2/24 a 192.0.2.1:4433
+ip netns exec "$A" "$QUICAP" up --config "$work/a/node.toml" 2>"$work/a.log" & pids+=($!)
+pa=$!
+ip netns exec "$B" "$QUICAP" up --config "$work/b/node.toml" 2>"$work/b.log" & pids+=($!)
+pb=$!
+for _ in $(seq 100); do ip netns exec "$A" ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+ip netns exec "$B" iperf3 -s -D -B 10.77.0.2 >/dev/null
+sleep 0.5
+
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+tun_stat() { ip netns exec "$1" cat "/sys/class/net/quicap0/statistics/$2"; }
+
+ip netns exec "$A" iperf3 -c 10.77.0.2 -t $((SECS + 3)) -J >"$work/iperf.json" &
+load=$!
+sleep 1.5
+ta=$(ticks "$pa"); tb=$(ticks "$pb")
+pa0=$(tun_stat "$A" tx_packets); ba0=$(tun_stat "$A" tx_bytes)
+pb0=$(tun_stat "$B" rx_packets); bb0=$(tun_stat "$B" rx_bytes)
+perf record -q -e cpu-clock -F 1999 -g -p "$pa" -o "$work/a.data" -- sleep "$SECS" >/dev/null 2>&1 &
+rec=$!
+perf stat -e 'syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvmmsg' \
+  -p "$pb" -o "$work/b.stat" -- sleep "$SECS" >/dev/null 2>&1 &
+stat=$!
+perf record -q -e cpu-clock -F 1999 -g -p "$pb" -o "$work/b.data" -- sleep "$SECS" >/dev/null 2>&1
+wait "$rec" "$stat" || true
+hz=$(getconf CLK_TCK)
+ua=$(( ($(ticks "$pa") - ta) * 100 / hz / SECS )); ub=$(( ($(ticks "$pb") - tb) * 100 / hz / SECS ))
+pkts_a=$(( $(tun_stat "$A" tx_packets) - pa0 )); bytes_a=$(( $(tun_stat "$A" tx_bytes) - ba0 ))
+pkts_b=$(( $(tun_stat "$B" rx_packets) - pb0 )); bytes_b=$(( $(tun_stat "$B" rx_bytes) - bb0 ))
+wait "$load" || true
+gbps=$(python3 -c 'import json,sys; print(f"{json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9:.2f}")' "$work/iperf.json")
+
+group() { # perf data file
+  perf report -i "$1" --no-children --sort dso,sym -g none 2>/dev/null | python3 -c '
+import re, sys
+cats = [
+    ("AEAD (AES-GCM in ring)", r"aes_gcm|gcm_ghash|aes_hw|aead|CRYPTO_memcmp"),
+    ("user-space memcpy", r"memmove|memcpy"),
+    ("kernel copies to/from user space", r"_copy_to_iter|_copy_from_iter|copy_user"),
+    ("quinn (QUIC state, packets, ACKs)", r"quinn"),
+    ("TUN split/coalesce/checksums (tun-rs)", r"tun_rs"),
+    ("scheduler, wake-ups, locks", r"finish_task_switch|_raw_spin_unlock|schedule|try_to_wake|irqentry_exit|futex|reschedule|sock_def_readable|__wake_up"),
+    ("tokio, futures, bytes, allocator", r"tokio|futures|bytes::|malloc|_int_free|cfree|unlink_chunk|btree|alloc::"),
+    ("quicap itself", r"quicap::"),
+    ("rest of the kernel (UDP/IP, veth, TUN, softirq)", r"\[k\]"),
+]
+total = {c: 0.0 for c, _ in cats}
+other = 0.0
+for line in sys.stdin:
+    m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+(\[.\])\s+(.*)", line)
+    if not m:
+        continue
+    pct, name = float(m.group(1)), " ".join((m.group(3), m.group(4), m.group(2)))
+    for c, rx in cats:
+        if re.search(rx, name):
+            total[c] += pct
+            break
+    else:
+        other += pct
+for c, v in sorted(total.items(), key=lambda kv: -kv[1]):
+    print(f"  {c:<50} {v:5.1f} %")
+print(f"  {\"other\":<50} {other:5.1f} %")
+'
+}
+
+echo
+echo "TCP, 1 stream: $gbps Gb/s"
+echo "sender (node-a): $ua % of a core; TUN reads: $((pkts_a / SECS))/s, $((bytes_a / (pkts_a + 1))) bytes each"
+echo "  (bytes per read far above the MTU: the kernel hands over TSO super-packets)"
+group "$work/a.data"
+echo "receiver (node-b): $ub % of a core; TUN writes: $((pkts_b / SECS))/s, $((bytes_b / (pkts_b + 1))) bytes each"
+echo "  (bytes per write far above the MTU: flows are coalesced before the kernel sees them)"
+group "$work/b.data"
+echo "receiver system calls per second (TUN writes are 'write'):"
+sed 's/,//g' "$work/b.stat" | awk '/syscalls:/ {printf "  %-40s %d/s\n", $2, $1 / '"$SECS"'}'
