@@ -96,7 +96,7 @@ ua=$(( ($(ticks "$pa") - ta) * 100 / hz / SECS )); ub=$(( ($(ticks "$pb") - tb) 
 pkts_a=$(( $(tun_stat "$A" tx_packets) - pa0 )); bytes_a=$(( $(tun_stat "$A" tx_bytes) - ba0 ))
 pkts_b=$(( $(tun_stat "$B" rx_packets) - pb0 )); bytes_b=$(( $(tun_stat "$B" rx_bytes) - bb0 ))
 wait "$load" || true
-gbps=$(python3 -c 'import json,sys; print(f"{json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e9:.2f}")' "$work/iperf.json")
+gbps=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' "$work/iperf.json")
 
 group() { # perf data file
   perf report -i "$1" --no-children --sort dso,sym -g none 2>/dev/null | python3 -c '
@@ -127,7 +127,7 @@ for line in sys.stdin:
         other += pct
 for c, v in sorted(total.items(), key=lambda kv: -kv[1]):
     print(f"  {c:<50} {v:5.1f} %")
-print(f"  {\"other\":<50} {other:5.1f} %")
+print("  %-50s %5.1f %%" % ("other", other))
 '
 }
 
