@@ -211,17 +211,27 @@ impl PeerTable {
             .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
     }
 
-    /// Every peer with whether its preferred link answers probes, that link's RTT and
-    /// its probe loss in permille.
+    /// Every peer with whether its preferred link answers probes, the RTT to it and
+    /// that link's probe loss in permille. The RTT is the lowest among the peer's
+    /// answering links: a link that has just replaced another (both sides dialed)
+    /// starts from its handshake's RTT, inflated by certificate checks, and would
+    /// otherwise make the route flap until its estimate settles.
     pub fn neighbor_state(&self, now_ms: u64) -> Vec<(String, bool, std::time::Duration, u16)> {
         self.lock()
             .iter()
             .filter_map(|(name, p)| {
                 let l = p.preferred(now_ms)?;
+                let rtt = p
+                    .links
+                    .iter()
+                    .filter(|k| k.liveness.alive(now_ms))
+                    .map(|k| k.conn.rtt())
+                    .min()
+                    .unwrap_or_else(|| l.conn.rtt());
                 Some((
                     name.clone(),
                     l.liveness.alive(now_ms),
-                    l.conn.rtt(),
+                    rtt,
                     l.liveness.loss_permille(),
                 ))
             })
