@@ -107,18 +107,14 @@ fn carrier_stays_on_when_no_carrier_is_disabled() {
     require_root();
     let pki = Pki::new("testnet");
     let ns = Netns::new();
-    let dir = pki.issue("node-a", A_ADDRS, &[]);
-    let cfg = write_config(
+    let cfg = node_config(
         &pki,
-        &dir,
-        &NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433"),
+        &[],
+        &NodeSpec {
+            node_extra: "no-carrier = false",
+            ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
+        },
     );
-    let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(
-        &cfg,
-        text.replace("[node]\n", "[node]\nno-carrier = false\n"),
-    )
-    .expect("config");
     let node = Node::start(&ns, "node-a", &cfg);
     assert!(wait_until(CONNECT, || node.status(true).status.success()).is_some());
     assert!(!carrier_off(&ns, "quicap0"));
@@ -149,22 +145,21 @@ fn data_path_runs_with_realtime_scheduling_when_enabled() {
     assert!(p.contains("SCHED_OTHER"), "default: {p}");
 
     let ns2 = Netns::new();
-    let dir = pki.issue("node-b", B_ADDRS, &[]);
-    let cfg2 = write_config(
+    let cfg2 = node_config(
         &pki,
-        &dir,
-        &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"),
+        &[],
+        &NodeSpec {
+            node_extra: "realtime = true",
+            ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
+        },
     );
-    let text = std::fs::read_to_string(&cfg2).expect("config");
-    std::fs::write(
-        &cfg2,
-        text.replace("[node]\n", "[node]\nrealtime = false\n"),
-    )
-    .expect("config");
     let node2 = Node::start(&ns2, "node-b", &cfg2);
     assert!(wait_until(CONNECT, || node2.status(true).status.success()).is_some());
     let p = policy(&node2);
-    assert!(p.contains("SCHED_OTHER"), "{p}");
+    assert!(
+        p.contains("SCHED_RR") && p.contains("priority: 1"),
+        "realtime = true: {p}"
+    );
 }
 
 #[test]

@@ -197,6 +197,8 @@ pub struct NodeSpec<'a> {
     /// (peer name, optional endpoint)
     pub peers: &'a [(&'a str, Option<&'a str>)],
     pub crl: bool,
+    /// Extra TOML lines appended to the [node] section.
+    pub node_extra: &'a str,
     /// Extra TOML lines appended to the [tun] section.
     pub tun_extra: &'a str,
     /// Extra TOML appended at the end of the file (e.g. a [tap] section).
@@ -213,6 +215,7 @@ impl<'a> NodeSpec<'a> {
             listen,
             peers: &[],
             crl: true,
+            node_extra: "",
             tun_extra: "",
             extra: "",
             tun: true,
@@ -231,6 +234,10 @@ pub fn write_config(pki: &Pki, dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
     );
     if spec.crl {
         text += &format!("crl = \"{}\"\n", pki.ca_dir().join("crl.pem").display());
+    }
+    if !spec.node_extra.is_empty() {
+        text += spec.node_extra;
+        text += "\n";
     }
     let addrs: Vec<String> = spec.addresses.iter().map(|a| format!("\"{a}\"")).collect();
     if spec.tun {
