@@ -53,15 +53,10 @@ pub struct Interface {
     pub index: u32,
     pub spec: Spec,
     /// The interface's one batch writer, shared by every task that writes to it.
-    pub writer: Mutex<Writer>,
+    writer: Mutex<Writer>,
 }
 
 impl Interface {
-    /// Whether offloads are on (super-packets on reads, coalesced writes).
-    pub fn offload(&self) -> bool {
-        self.device.tcp_gso()
-    }
-
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -27,7 +27,7 @@ const BUF_LEN: usize = 65536;
 const ARENA_CHUNK: usize = 256 * 1024;
 
 /// Copies `header` and `payload` into the arena and cuts them off as one datagram.
-pub fn datagram(arena: &mut BytesMut, header: &Header, payload: &[u8]) -> Option<Bytes> {
+fn datagram(arena: &mut BytesMut, header: &Header, payload: &[u8]) -> Option<Bytes> {
     let hlen = header.buffer_len();
     let need = hlen + payload.len();
     arena.clear();
@@ -126,48 +126,68 @@ pub async fn tun_to_peers(node: Arc<Node>) {
     }
 }
 
-/// Sends on a datagram for another node towards it, one hop closer, with the hop limit
-/// decremented. Dropped (and logged at debug) when the hop limit runs out, no route
-/// exists, or it does not fit the next link.
-pub async fn forward(node: &Node, datagram: &[u8], header: Header, arena: &mut BytesMut) {
-    let Some(route) = header.route else {
-        return;
-    };
-    if header.hop_limit <= 1 {
-        debug!(
-            destination = route.destination.0,
-            "dropping datagram: hop limit exhausted"
-        );
-        return;
+/// Sends datagrams for other nodes on towards them, one hop closer, with the hop
+/// limit decremented. One per connection's receive loop: it owns the arena the copies
+/// are cut from and remembers the next hop for the rest of a receive batch.
+#[derive(Default)]
+pub struct Forwarder {
+    arena: BytesMut,
+    /// Destination node, connection to its next hop and that link's datagram size.
+    last: Option<(u64, quinn::Connection, usize)>,
+}
+
+impl Forwarder {
+    /// Forgets the cached next hop; called at the end of every receive batch, so a
+    /// routing change applies from the next batch on.
+    pub fn end_batch(&mut self) {
+        self.last = None;
     }
-    let now = node.now_ms();
-    let Some(conn) = node
-        .mesh
-        .next_hop(route.destination.0)
-        .and_then(|hop| node.peers.preferred_by_id(hop, now))
-    else {
-        debug!(
-            destination = route.destination.0,
-            "dropping datagram: no route"
-        );
-        return;
-    };
-    if datagram.len() > conn.max_datagram_size().unwrap_or(0) {
-        debug!(
-            len = datagram.len(),
-            "dropping forwarded datagram larger than the next link allows"
-        );
-        return;
-    }
-    let header = Header {
-        hop_limit: header.hop_limit - 1,
-        ..header
-    };
-    let Some(out) = self::datagram(arena, &header, &datagram[header.buffer_len()..]) else {
-        return;
-    };
-    if let Err(e) = conn.send_datagram_wait(out).await {
-        debug!(error = %e, "forwarded datagram not sent");
+
+    /// Forwards one datagram. Dropped (and logged at debug) when the hop limit runs
+    /// out, no route exists, or it does not fit the next link.
+    pub async fn forward(&mut self, node: &Node, datagram: &[u8], header: Header) {
+        let Some(route) = header.route else {
+            return;
+        };
+        let destination = route.destination.0;
+        if header.hop_limit <= 1 {
+            debug!(destination, "dropping datagram: hop limit exhausted");
+            return;
+        }
+        if self.last.as_ref().is_none_or(|(d, ..)| *d != destination) {
+            let now = node.now_ms();
+            self.last = node
+                .mesh
+                .next_hop(destination)
+                .and_then(|hop| node.peers.preferred_by_id(hop, now))
+                .map(|conn| {
+                    let max = conn.max_datagram_size().unwrap_or(0);
+                    (destination, conn, max)
+                });
+        }
+        let Some((_, conn, max)) = &self.last else {
+            debug!(destination, "dropping datagram: no route");
+            return;
+        };
+        if datagram.len() > *max {
+            debug!(
+                len = datagram.len(),
+                "dropping forwarded datagram larger than the next link allows"
+            );
+            return;
+        }
+        let header = Header {
+            hop_limit: header.hop_limit - 1,
+            ..header
+        };
+        let Some(out) = self::datagram(&mut self.arena, &header, &datagram[header.buffer_len()..])
+        else {
+            return;
+        };
+        if let Err(e) = conn.send_datagram_wait(out).await {
+            debug!(error = %e, "forwarded datagram not sent");
+            self.last = None;
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::FutureExt;
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
@@ -336,7 +336,7 @@ async fn receive_datagrams(
 ) {
     let peer_id = super::mesh::node_id(peer);
     let mut refused: u64 = 0;
-    let mut arena = BytesMut::new();
+    let mut forwarder = super::datapath::Forwarder::default();
     let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
     loop {
         // One datagram, then every one already received: the batch ends where the
@@ -364,7 +364,7 @@ async fn receive_datagrams(
             let origin = match header.route {
                 None => None,
                 Some(route) if route.destination.0 != node.mesh.id => {
-                    super::datapath::forward(node, &datagram, header, &mut arena).await;
+                    forwarder.forward(node, &datagram, header).await;
                     continue;
                 }
                 Some(route) => Some(route.source.0),
@@ -405,7 +405,8 @@ async fn receive_datagrams(
                 }
             }
         }
-        for interface in node.tun.iter().chain(node.tap.iter()) {
+        forwarder.end_batch();
+        for interface in node.interfaces() {
             interface.flush();
         }
     }
