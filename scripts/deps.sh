@@ -13,6 +13,7 @@ command -v openssl >/dev/null || need+=(openssl)
 command -v sha256sum >/dev/null || need+=(coreutils)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v pkill >/dev/null || need+=(procps)
+command -v ethtool >/dev/null || need+=(ethtool)
 if [ "${1:-}" = "--bench" ]; then
   command -v wg >/dev/null || need+=(wireguard-tools)
 fi

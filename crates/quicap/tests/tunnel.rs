@@ -33,6 +33,7 @@ fn tcp_transfer_of_50_mb_arrives_intact() {
     // byte and checksum right.
     let pair = Pair::start();
     assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    assert!(tso(&pair.a) && tso(&pair.b), "offloads are on by default");
     transfer_intact(&pair, "10.77.0.2", 52_428_800);
 }
 
@@ -47,7 +48,20 @@ fn tcp_transfer_over_ipv6_arrives_intact() {
 fn tcp_transfer_without_offloads_arrives_intact() {
     let pair = Pair::start_with_tun(true, true, "offload = false");
     assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    assert!(
+        !tso(&pair.a) && !tso(&pair.b),
+        "tun.offload = false is honoured"
+    );
     transfer_intact(&pair, "10.77.0.2", 20_971_520);
+}
+
+/// Whether the kernel may hand the namespace's TUN TCP super-packets (TSO), as
+/// `ethtool -k` reports it.
+fn tso(ns: &Netns) -> bool {
+    let out = run(&mut ns.cmd(&["ethtool", "-k", "quicap0"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .any(|l| l.trim() == "tcp-segmentation-offload: on")
 }
 
 /// Sends `len` random bytes over TCP from A to `addr` (B) and checks they arrive whole.
