@@ -8,83 +8,36 @@
 #   sudo ./bench/memory.sh 20         # 20 peers
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-[ "$(id -u)" -eq 0 ] || { echo "error: the benchmark creates namespaces: run as root" >&2; exit 1; }
-./scripts/deps.sh
-
+source "$(dirname "$0")/lib.sh"
 PEERS=${1:-50}
 [ "$PEERS" -ge 1 ] && [ "$PEERS" -le 250 ] || { echo "error: peers must be 1-250" >&2; exit 1; }
+bench_setup memory
 
-echo "==> building quicap (release)"
-cargo build --release --quiet
-QUICAP="$PWD/target/release/quicap"
-
-work=$(mktemp -d /tmp/quicap-mem.XXXXXX)
 H="qmem-hub-$$"
-pids=()
-spaces=("$H")
-cleanup() {
-  exec 2>/dev/null # the nodes killed here would each print "Killed"
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for ns in "${spaces[@]}"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$H"
-ip -n "$H" link set lo up
+bench_ns "$H"
 ip -n "$H" link add qmbr type bridge
 ip -n "$H" addr add 10.99.0.1/16 dev qmbr
 ip -n "$H" link set qmbr up
-
-"$QUICAP" ca init --name memory --out "$work/ca" >/dev/null
-node() { # dir name overlay-address [hub endpoint]
-  local d="$work/$1"
-  mkdir -p "$d"
-  "$QUICAP" cert request --name "$2" --out "$d" >/dev/null
-  "$QUICAP" ca sign --ca "$work/ca" --csr "$d/$2.csr" --ip "$3" --out "$d/$2.crt" >/dev/null
-  cat >"$d/node.toml" <<TOML
-[node]
-cert = "$2.crt"
-key = "$2.key"
-ca = "../ca/ca.crt"
-listen = ["0.0.0.0:4433"]
-control-socket = "control.sock"
-[tun]
-name = "quicap0"
-addresses = ["$3"]
-TOML
-  if [ -n "${4:-}" ]; then
-    printf '[[peer]]\nname = "hub"\nendpoint = "%s"\n' "$4" >>"$d/node.toml"
-  fi
-}
 
 rss() { # pid -> "RSS MB, peak MB"
   awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.1f MB (peak %.1f MB)", r/1024, h/1024}' "/proc/$1/status"
 }
 
-node hub hub 10.98.0.1/16
-ip netns exec "$H" "$QUICAP" up --config "$work/hub/node.toml" 2>"$work/hub.log" &
+quicap_node "$work/hub" hub 10.98.0.1/16
+run_node "$H" "$work/hub"
 hub=$!
-pids+=("$hub")
 sleep 2
 echo "hub alone, idle:                 $(rss "$hub")"
 
 for i in $(seq "$PEERS"); do
   ns="qmem-$i-$$"
-  spaces+=("$ns")
-  ip netns add "$ns"
-  ip -n "$ns" link set lo up
+  bench_ns "$ns"
   ip link add "qmp$i" netns "$ns" type veth peer name "qmh$i" netns "$H"
   ip -n "$H" link set "qmh$i" master qmbr up
   ip -n "$ns" addr add "10.99.1.$i/16" dev "qmp$i"
   ip -n "$ns" link set "qmp$i" up
-  node "p$i" "peer-$i" "10.98.1.$i/16" 10.99.0.1:4433
-  ip netns exec "$ns" "$QUICAP" up --config "$work/p$i/node.toml" 2>"$work/p$i.log" &
-  pids+=($!)
+  quicap_node "$work/p$i" "peer-$i" "10.98.1.$i/16" hub 10.99.0.1:4433
+  run_node "$ns" "$work/p$i"
 done
 
 connected=0

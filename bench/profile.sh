@@ -12,64 +12,26 @@
 # (cpu-clock) works without hardware counters.
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-[ "$(id -u)" -eq 0 ] || { echo "error: the profile creates namespaces: run as root" >&2; exit 1; }
-./scripts/deps.sh
-command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null
+source "$(dirname "$0")/lib.sh"
 SECS=${PROFILE_SECONDS:-4}
+bench_setup profile
+command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null
 
-echo "==> building quicap (release, with symbols)"
-cargo build --release --quiet
-QUICAP="$PWD/target/release/quicap"
-
-work=$(mktemp -d /tmp/quicap-profile.XXXXXX)
 A="qprof-a-$$"
 B="qprof-b-$$"
-pids=()
-cleanup() {
-  exec 2>/dev/null
-  for pid in "${pids[@]}"; do kill "$pid" || true; done
-  for ns in "$A" "$B"; do
-    for pid in $(ip netns pids "$ns"); do kill -9 "$pid" || true; done
-    ip netns del "$ns" || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns add "$A"
-ip netns add "$B"
+bench_ns "$A"
+bench_ns "$B"
 ip link add qpva netns "$A" type veth peer name qpvb netns "$B"
 ip -n "$A" addr add 192.0.2.1/24 dev qpva
 ip -n "$B" addr add 192.0.2.2/24 dev qpvb
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set qpva up
 ip -n "$B" link set qpvb up
 
-"$QUICAP" ca init --name profile --out "$work/ca" >/dev/null
-node() { # name overlay peer endpoint
-  mkdir -p "$work/$1"
-  "$QUICAP" cert request --name "node-$1" --out "$work/$1" >/dev/null
-  "$QUICAP" ca sign --ca "$work/ca" --csr "$work/$1/node-$1.csr" --ip "$2" --out "$work/$1/node-$1.crt" >/dev/null
-  cat >"$work/$1/node.toml" <<TOML
-[node]
-cert = "node-$1.crt"
-key = "node-$1.key"
-ca = "../ca/ca.crt"
-listen = ["0.0.0.0:4433"]
-control-socket = "control.sock"
-[tun]
-addresses = ["$2"]
-[[peer]]
-name = "node-$3"
-endpoint = "$4"
-TOML
-}
-node a 10.77.0.1/24 b 192.0.2.2:4433
-node b 10.77.0.2/24 a 192.0.2.1:4433
-ip netns exec "$A" "$QUICAP" up --config "$work/a/node.toml" 2>"$work/a.log" & pids+=($!)
+quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
+quicap_node "$work/b" node-b 10.77.0.2/24 node-a 192.0.2.1:4433
+run_node "$A" "$work/a"
 pa=$!
-ip netns exec "$B" "$QUICAP" up --config "$work/b/node.toml" 2>"$work/b.log" & pids+=($!)
+run_node "$B" "$work/b"
 pb=$!
 for _ in $(seq 100); do ip netns exec "$A" ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
 ip netns exec "$B" iperf3 -s -D -B 10.77.0.2 >/dev/null

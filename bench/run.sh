@@ -15,9 +15,7 @@
 # `cargo install boringtun-cli` if missing).
 set -euo pipefail
 
-cd "$(dirname "$0")/.."
-[ "$(id -u)" -eq 0 ] || { echo "error: the benchmark creates namespaces: run as root" >&2; exit 1; }
-./scripts/deps.sh --bench
+source "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || { echo "error: python3 is needed to read iperf3's JSON" >&2; exit 1; }
 
 SECS=${BENCH_SECONDS:-5}
@@ -44,31 +42,16 @@ if want quincy && { [ ! -x "$QUINCY_DIR/quincy-server" ] || [ ! -x "$QUINCY_DIR/
   QUINCY_DIR="$HOME/.cargo/bin"
 fi
 
-echo "==> building quicap (release)"
-cargo build --release --quiet
-QUICAP="$PWD/target/release/quicap"
-
-work=$(mktemp -d /tmp/quicap-bench.XXXXXX)
+bench_setup bench --bench
 A="qbench-a-$$"
 B="qbench-b-$$"
 C="qbench-c-$$"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for ns in "$A" "$B" "$C"; do
-    for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$pid" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
-ip netns add "$A"
-ip netns add "$B"
+bench_ns "$A"
+bench_ns "$B"
 ip link add qbva netns "$A" type veth peer name qbvb netns "$B"
 ip -n "$A" addr add 192.0.2.1/24 dev qbva
 ip -n "$B" addr add 192.0.2.2/24 dev qbvb
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
 ip -n "$A" link set qbva up
 ip -n "$B" link set qbvb up
 inA() { ip netns exec "$A" "$@"; }
@@ -120,78 +103,45 @@ if want raw; then
   measure raw 192.0.2.2
 fi
 
-"$QUICAP" ca init --name bench --out "$work/ca" >/dev/null
-quicap_node() { # name overlay-addr [peer endpoint]
-  local n=$1
-  mkdir -p "$work/$n"
-  "$QUICAP" cert request --name "node-$n" --out "$work/$n" >/dev/null
-  "$QUICAP" ca sign --ca "$work/ca" --csr "$work/$n/node-$n.csr" --ip "$2" --out "$work/$n/node-$n.crt" >/dev/null
-  cat >"$work/$n/node.toml" <<TOML
-[node]
-realtime = ${REALTIME:-false}
-cert = "node-$n.crt"
-key = "node-$n.key"
-ca = "../ca/ca.crt"
-listen = ["0.0.0.0:4433"]
-control-socket = "control.sock"
-[tun]
-name = "quicap0"
-addresses = ["$2"]
-TOML
-  if [ -n "${3:-}" ]; then
-    printf '[[peer]]\nname = "node-%s"\nendpoint = "%s"\n' "$3" "$4" >>"$work/$n/node.toml"
-  fi
-}
-run_node() { # namespace name
-  ip netns exec "$1" "$QUICAP" up --config "$work/$2/node.toml" 2>"$work/$2.log" &
-  pids+=($!)
-}
 stop_nodes() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
+# quicap_pair LABEL [NODE_EXTRA]: nodes a (in A) and b (in B) dialing each other.
+quicap_pair() {
+  NODE_EXTRA=${2:-} quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
+  NODE_EXTRA=${2:-} quicap_node "$work/b" node-b 10.77.0.2/24 node-a 192.0.2.1:4433
+  run_node "$A" "$work/a"
+  run_node "$B" "$work/b"
+  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+  measure "$1" 10.77.0.2
+  stop_nodes
+}
 if want quicap; then
   echo "==> QUICAP"
-  quicap_node a 10.77.0.1/24 b 192.0.2.2:4433
-  quicap_node b 10.77.0.2/24 a 192.0.2.1:4433
-  run_node "$A" a
-  run_node "$B" b
-  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-  measure quicap 10.77.0.2
-  stop_nodes
+  quicap_pair quicap
 fi
-
 if want quicap-rt; then
   echo "==> QUICAP with node.realtime = true"
-  rm -rf "$work/a" "$work/b"
-  REALTIME=true quicap_node a 10.77.0.1/24 b 192.0.2.2:4433
-  REALTIME=true quicap_node b 10.77.0.2/24 a 192.0.2.1:4433
-  run_node "$A" a
-  run_node "$B" b
-  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-  measure quicaprt 10.77.0.2
-  stop_nodes
-  rm -rf "$work/a" "$work/b"
+  quicap_pair quicaprt "realtime = true"
 fi
 
 if want relay; then
 echo "==> QUICAP through one intermediate node (A -> B -> C)"
 # C hangs off B on a second veth; A and C each know only B.
-ip netns add "$C"
+bench_ns "$C"
 ip link add qbvc netns "$B" type veth peer name qbvd netns "$C"
 ip -n "$B" addr add 198.51.100.2/24 dev qbvc
 ip -n "$C" addr add 198.51.100.3/24 dev qbvd
-ip -n "$C" link set lo up
 ip -n "$B" link set qbvc up
 ip -n "$C" link set qbvd up
-rm -rf "$work/a" "$work/b"
-quicap_node a 10.77.0.1/24 b 192.0.2.2:4433
-quicap_node b 10.77.0.2/24
-quicap_node c 10.77.0.3/24 b 198.51.100.2:4433
-run_node "$B" b
-run_node "$A" a
-run_node "$C" c
+quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
+quicap_node "$work/b" node-b 10.77.0.2/24
+quicap_node "$work/c" node-c 10.77.0.3/24 node-b 198.51.100.2:4433
+run_node "$B" "$work/b"
+run_node "$A" "$work/a"
+run_node "$C" "$work/c"
 for _ in $(seq 200); do inA ping -c 1 -W 1 10.77.0.3 >/dev/null 2>&1 && break; sleep 0.1; done
 measure relay 10.77.0.3 "$C"
 stop_nodes

@@ -1,0 +1,68 @@
+# Shared by the bench scripts (sourced, not run): setup, cleanup, namespaces and
+# QUICAP node configs.
+
+# bench_setup NAME [--bench]: checks root, installs tools (scripts/deps.sh, with
+# --bench also the benchmark's), builds the release binary into $QUICAP, makes the work
+# directory $work with a CA in $work/ca and arranges cleanup on exit.
+bench_setup() {
+  cd "$(dirname "${BASH_SOURCE[0]}")/.."
+  [ "$(id -u)" -eq 0 ] || { echo "error: $1 creates network namespaces: run as root" >&2; exit 1; }
+  ./scripts/deps.sh ${2:-}
+  echo "==> building quicap (release)"
+  cargo build --release --quiet
+  QUICAP="$PWD/target/release/quicap"
+  work=$(mktemp -d "/tmp/quicap-$1.XXXXXX")
+  pids=()
+  spaces=()
+  trap bench_cleanup EXIT
+  "$QUICAP" ca init --name "$1" --out "$work/ca" >/dev/null
+}
+
+bench_cleanup() {
+  exec 2>/dev/null # the processes killed here would each print "Killed"
+  for pid in "${pids[@]}"; do kill "$pid" || true; done
+  for ns in "${spaces[@]}"; do
+    for pid in $(ip netns pids "$ns"); do kill -9 "$pid" || true; done
+    ip netns del "$ns" || true
+  done
+  rm -rf "$work"
+}
+
+# bench_ns NAME: a namespace with loopback up, removed on exit.
+bench_ns() {
+  ip netns add "$1"
+  spaces+=("$1")
+  ip -n "$1" link set lo up
+}
+
+# quicap_node DIR NAME OVERLAY [PEER ENDPOINT]: a key, a certificate from $work/ca for
+# OVERLAY and DIR/node.toml (listening on port 4433, control socket in DIR, the lines
+# of $NODE_EXTRA added to [node]), dialing node PEER at ENDPOINT if given.
+quicap_node() {
+  local d=$1 name=$2
+  rm -rf "$d"
+  mkdir -p "$d"
+  "$QUICAP" cert request --name "$name" --out "$d" >/dev/null
+  "$QUICAP" ca sign --ca "$work/ca" --csr "$d/$name.csr" --ip "$3" --out "$d/$name.crt" >/dev/null
+  cat >"$d/node.toml" <<TOML
+[node]
+cert = "$name.crt"
+key = "$name.key"
+ca = "$work/ca/ca.crt"
+listen = ["0.0.0.0:4433"]
+control-socket = "control.sock"
+${NODE_EXTRA:-}
+[tun]
+name = "quicap0"
+addresses = ["$3"]
+TOML
+  if [ -n "${4:-}" ]; then
+    printf '[[peer]]\nname = "%s"\nendpoint = "%s"\n' "$4" "$5" >>"$d/node.toml"
+  fi
+}
+
+# run_node NAMESPACE DIR: starts the node of DIR in NAMESPACE; its pid is $! and in pids.
+run_node() {
+  ip netns exec "$1" "$QUICAP" up --config "$2/node.toml" 2>"$2.log" &
+  pids+=($!)
+}
