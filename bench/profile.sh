@@ -7,6 +7,7 @@
 #
 #   sudo ./bench/profile.sh            # 4 s of samples
 #   PROFILE_SECONDS=8 sudo ./bench/profile.sh
+#   PROFILE_LOAD=udp sudo ./bench/profile.sh   # iperf3 UDP, 1200-byte datagrams, unlimited
 #
 # Needs `perf` (Debian package linux-perf; installed if missing). Software sampling
 # (cpu-clock) works without hardware counters.
@@ -14,6 +15,11 @@ set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
 SECS=${PROFILE_SECONDS:-4}
+case ${PROFILE_LOAD:-tcp} in
+  tcp) LOAD_ARGS=() LOAD_NAME="TCP, 1 stream" ;;
+  udp) LOAD_ARGS=(-u -b 0 -l 1200) LOAD_NAME="UDP, 1200-byte datagrams" ;;
+  *) echo "error: PROFILE_LOAD must be tcp or udp" >&2; exit 1 ;;
+esac
 bench_setup profile
 command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null
 
@@ -40,7 +46,7 @@ sleep 0.5
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 tun_stat() { ip netns exec "$1" cat "/sys/class/net/quicap0/statistics/$2"; }
 
-ip netns exec "$A" iperf3 -c 10.77.0.2 -t $((SECS + 3)) -J >"$work/iperf.json" &
+ip netns exec "$A" iperf3 -c 10.77.0.2 "${LOAD_ARGS[@]}" -t $((SECS + 3)) -J >"$work/iperf.json" &
 load=$!
 sleep 1.5
 ta=$(ticks "$pa"); tb=$(ticks "$pb")
@@ -58,7 +64,7 @@ ua=$(( ($(ticks "$pa") - ta) * 100 / hz / SECS )); ub=$(( ($(ticks "$pb") - tb) 
 pkts_a=$(( $(tun_stat "$A" tx_packets) - pa0 )); bytes_a=$(( $(tun_stat "$A" tx_bytes) - ba0 ))
 pkts_b=$(( $(tun_stat "$B" rx_packets) - pb0 )); bytes_b=$(( $(tun_stat "$B" rx_bytes) - bb0 ))
 wait "$load" || true
-gbps=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.2f" % (d["end"]["sum_received"]["bits_per_second"] / 1e9))' "$work/iperf.json")
+gbps=$(python3 -c 'import json,sys; e=json.load(open(sys.argv[1]))["end"]; print("%.2f" % ((e.get("sum_received") or e["sum"])["bits_per_second"] / 1e9))' "$work/iperf.json")
 
 group() { # perf data file
   perf report -i "$1" --no-children --sort dso,sym -g none 2>/dev/null | python3 -c '
@@ -94,7 +100,7 @@ print("  %-50s %5.1f %%" % ("other", other))
 }
 
 echo
-echo "TCP, 1 stream: $gbps Gb/s"
+echo "$LOAD_NAME: $gbps Gb/s received"
 echo "sender (node-a): $ua % of a core; TUN reads: $((pkts_a / SECS))/s, $((bytes_a / (pkts_a + 1))) bytes each"
 echo "  (bytes per read far above the MTU: the kernel hands over TSO super-packets)"
 group "$work/a.data"

@@ -87,13 +87,23 @@ pub struct NodeSection {
     pub listen: Vec<SocketAddr>,
     /// Turn the interfaces' carrier off while no peer is connected.
     pub no_carrier: bool,
-    /// Run the data path with real-time scheduling (SCHED_RR, lowest priority).
-    pub realtime: bool,
+    /// When the data path runs with real-time scheduling (SCHED_RR, lowest priority).
+    pub realtime: Realtime,
     /// Unix socket `quicap status` talks to.
     pub control_socket: PathBuf,
     /// Subnets this node announces to the mesh as reachable through it; peers accept
     /// only those inside the certificate's subnets.
     pub advertise: Vec<IpNet>,
+}
+
+/// When the packet thread runs with real-time scheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Realtime {
+    /// While the thread is busy and kept waiting for a CPU, unless the kernel is
+    /// dropping packets nearby (see `crate::sched::Governor`).
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone)]
@@ -143,6 +153,31 @@ struct RawConfig {
     peers: Vec<RawPeer>,
 }
 
+/// `realtime = "auto" | "always" | "never"`; `true` and `false` mean always and never.
+enum RawRealtime {
+    Bool(bool),
+    Mode(String),
+}
+
+impl<'de> Deserialize<'de> for RawRealtime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawRealtime;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(r#""auto", "always", "never", true or false"#)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<RawRealtime, E> {
+                Ok(RawRealtime::Bool(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<RawRealtime, E> {
+                Ok(RawRealtime::Mode(v.to_owned()))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawNode {
@@ -155,7 +190,7 @@ struct RawNode {
     #[serde(default = "default_true")]
     no_carrier: bool,
     #[serde(default)]
-    realtime: bool,
+    realtime: Option<RawRealtime>,
     control_socket: Option<PathBuf>,
     #[serde(default)]
     advertise: Vec<String>,
@@ -277,7 +312,22 @@ impl Config {
             crl: raw.node.crl.map(resolve),
             listen,
             no_carrier: raw.node.no_carrier,
-            realtime: raw.node.realtime,
+            realtime: match raw.node.realtime {
+                None => Realtime::Auto,
+                Some(RawRealtime::Bool(true)) => Realtime::Always,
+                Some(RawRealtime::Bool(false)) => Realtime::Never,
+                Some(RawRealtime::Mode(m)) => match m.as_str() {
+                    "auto" => Realtime::Auto,
+                    "always" => Realtime::Always,
+                    "never" => Realtime::Never,
+                    _ => {
+                        return Err(invalid(
+                            "node.realtime",
+                            format!("{m:?} is not one of \"auto\", \"always\", \"never\""),
+                        ))
+                    }
+                },
+            },
             control_socket: PathBuf::new(),
             advertise: parse_nets("node.advertise", &raw.node.advertise)?
                 .into_iter()
@@ -496,12 +546,30 @@ addresses = ["10.10.0.1/24"]
         assert_eq!(tun.mtu, DEFAULT_MTU);
         assert!(c.tap.is_none());
         assert!(c.node.no_carrier);
+        assert_eq!(c.node.realtime, Realtime::Auto);
         assert_eq!(
             c.node.control_socket,
             PathBuf::from("/run/quicap/quicap0.sock")
         );
         assert_eq!(c.transport.keepalive, Duration::from_secs(1));
         assert!(c.peers.is_empty());
+    }
+
+    #[test]
+    fn realtime_takes_a_mode_or_a_bool() {
+        let with = |v: &str| parse(&MINIMAL.replace("[tun]", &format!("realtime = {v}\n[tun]")));
+        assert_eq!(with("\"auto\"").unwrap().node.realtime, Realtime::Auto);
+        assert_eq!(with("\"always\"").unwrap().node.realtime, Realtime::Always);
+        assert_eq!(with("true").unwrap().node.realtime, Realtime::Always);
+        assert_eq!(with("\"never\"").unwrap().node.realtime, Realtime::Never);
+        assert_eq!(with("false").unwrap().node.realtime, Realtime::Never);
+        let e = with("\"sometimes\"").unwrap_err().to_string();
+        assert!(
+            e.contains("node.realtime") && e.contains("\"always\""),
+            "{e}"
+        );
+        let e = with("3").unwrap_err().to_string();
+        assert!(e.contains("expected \"auto\""), "{e}");
     }
 
     #[test]

@@ -8,15 +8,21 @@
 //! (`kernel.sched_rt_runtime_us`, 95 % by default) still leaves other programs time on
 //! that CPU if the node ever spins.
 //!
-//! Off by default (`node.realtime`): when the CPU is saturated, a real-time node takes
-//! it from the programs that send and receive through the tunnel, and a UDP flood then
-//! loses more at the receiving program than at the sender's tunnel queue.
+//! Real-time priority has two costs, both measured here: when the CPU is saturated by
+//! a flow that does not slow down (a UDP flood), the node takes the CPU from the
+//! programs at either end and the receiving one loses far more than the tunnel would;
+//! and on an idle machine a real-time wake-up lands on an idle CPU more often, which
+//! costs a few tens of microseconds per hop. [`Governor`] therefore gives the thread
+//! real-time priority only while it is busy *and* kept waiting for a CPU, and takes it
+//! back as soon as the kernel drops packets nearby (the kernel's NAPI makes the same
+//! call when it hands a packet flood from softirq to the normal-priority ksoftirqd).
 //!
-//! The two system calls have no safe wrapper in the crates used here; they are the
-//! only `unsafe` in the workspace.
+//! The system calls have no safe wrapper in the crates used here; they are the only
+//! `unsafe` in the workspace.
 #![allow(unsafe_code)]
 
 use std::io;
+use std::time::{Duration, Instant};
 
 /// Lowest SCHED_RR priority.
 const PRIORITY: libc::c_int = 1;
@@ -24,12 +30,20 @@ const PRIORITY: libc::c_int = 1;
 /// Gives the calling thread SCHED_RR at the lowest priority. Threads it creates later
 /// start with normal scheduling (SCHED_RESET_ON_FORK).
 pub fn realtime() -> io::Result<()> {
+    set(libc::SCHED_RR, PRIORITY)
+}
+
+/// Gives the calling thread normal scheduling (SCHED_OTHER) back.
+pub fn normal() -> io::Result<()> {
+    set(libc::SCHED_OTHER, 0)
+}
+
+fn set(policy: libc::c_int, priority: libc::c_int) -> io::Result<()> {
     let param = libc::sched_param {
-        sched_priority: PRIORITY,
+        sched_priority: priority,
     };
     // SAFETY: pid 0 is the calling thread and `param` is a valid sched_param.
-    let rc =
-        unsafe { libc::sched_setscheduler(0, libc::SCHED_RR | libc::SCHED_RESET_ON_FORK, &param) };
+    let rc = unsafe { libc::sched_setscheduler(0, policy | libc::SCHED_RESET_ON_FORK, &param) };
     if rc == 0 {
         Ok(())
     } else {
@@ -42,4 +56,215 @@ pub fn is_realtime() -> bool {
     // SAFETY: pid 0 is the calling thread.
     let policy = unsafe { libc::sched_getscheduler(0) };
     policy >= 0 && (policy & !libc::SCHED_RESET_ON_FORK) == libc::SCHED_RR
+}
+
+/// How often the governor samples.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Busy for at least this much of a tick (1 %) and kept waiting at least as long:
+/// real-time priority pays off.
+const PROMOTE_BUSY: Duration = Duration::from_millis(1);
+const PROMOTE_WAITED: Duration = Duration::from_millis(1);
+/// Busy for less than this per tick, for [`IDLE_TICKS`] ticks in a row: idle again.
+const IDLE_BUSY: Duration = Duration::from_micros(500);
+const IDLE_TICKS: u32 = 10;
+/// After drops, normal scheduling for this long, doubled each time real-time priority
+/// is taken back for drops, up to [`MAX_HOLD`]; back to the start once [`CALM`] has
+/// passed without drops after a hold ended.
+const FIRST_HOLD: Duration = Duration::from_secs(1);
+const MAX_HOLD: Duration = Duration::from_secs(60);
+const CALM: Duration = Duration::from_secs(30);
+
+/// What the governor sees of one tick.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    /// CPU time the thread used.
+    pub busy: Duration,
+    /// Time the thread was runnable but waited on a run queue.
+    pub waited: Duration,
+    /// Packets the kernel dropped nearby: our interfaces' transmit queues (the node
+    /// reads too slowly) and UDP receive buffers in this network namespace (a program,
+    /// maybe this node, receives too slowly).
+    pub drops: u64,
+}
+
+/// A change of scheduling the governor asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Busy and kept waiting for a CPU: take real-time priority.
+    Promote,
+    /// The kernel dropped packets: give real-time priority back.
+    DemoteDrops,
+    /// Idle: give real-time priority back.
+    DemoteIdle,
+}
+
+/// Decides, tick by tick, whether the packet thread should run with real-time
+/// priority (`node.realtime = "auto"`). Pure logic; the daemon feeds it samples and
+/// applies its changes.
+#[derive(Debug)]
+pub struct Governor {
+    realtime: bool,
+    idle_ticks: u32,
+    hold_until: Option<Instant>,
+    hold: Duration,
+}
+
+impl Default for Governor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Governor {
+    /// Starts with normal scheduling.
+    pub fn new() -> Self {
+        Self {
+            realtime: false,
+            idle_ticks: 0,
+            hold_until: None,
+            hold: FIRST_HOLD,
+        }
+    }
+
+    pub fn is_realtime(&self) -> bool {
+        self.realtime
+    }
+
+    /// Takes one tick's sample; returns the change to make, if any.
+    pub fn tick(&mut self, now: Instant, s: Sample) -> Option<Change> {
+        if self.hold_until.is_some_and(|t| now >= t + CALM) {
+            self.hold = FIRST_HOLD;
+            self.hold_until = None;
+        }
+        if s.drops > 0 {
+            self.hold_until = Some(now + self.hold);
+            self.idle_ticks = 0;
+            if self.realtime {
+                self.realtime = false;
+                self.hold = (self.hold * 2).min(MAX_HOLD);
+                return Some(Change::DemoteDrops);
+            }
+            return None;
+        }
+        if self.realtime {
+            if s.busy < IDLE_BUSY {
+                self.idle_ticks += 1;
+                if self.idle_ticks >= IDLE_TICKS {
+                    self.realtime = false;
+                    self.idle_ticks = 0;
+                    return Some(Change::DemoteIdle);
+                }
+            } else {
+                self.idle_ticks = 0;
+            }
+            return None;
+        }
+        let held = self.hold_until.is_some_and(|t| now < t);
+        if !held && s.busy >= PROMOTE_BUSY && s.waited >= PROMOTE_WAITED {
+            self.realtime = true;
+            self.idle_ticks = 0;
+            return Some(Change::Promote);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOADED: Sample = Sample {
+        busy: Duration::from_millis(70),
+        waited: Duration::from_millis(20),
+        drops: 0,
+    };
+    const IDLE: Sample = Sample {
+        busy: Duration::from_micros(100),
+        waited: Duration::from_micros(10),
+        drops: 0,
+    };
+    const FLOOD: Sample = Sample {
+        busy: Duration::from_millis(60),
+        waited: Duration::from_millis(30),
+        drops: 500,
+    };
+
+    /// Feeds `n` ticks of `s` starting at `*t`; returns the changes made.
+    fn run(g: &mut Governor, t: &mut Instant, s: Sample, n: u32) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for _ in 0..n {
+            *t += TICK;
+            changes.extend(g.tick(*t, s));
+        }
+        changes
+    }
+
+    #[test]
+    fn idle_stays_normal() {
+        let (mut g, mut t) = (Governor::new(), Instant::now());
+        assert!(run(&mut g, &mut t, IDLE, 100).is_empty());
+        // Waiting behind others but hardly busy (keepalives on a loaded machine).
+        let waiting = Sample {
+            busy: Duration::from_micros(200),
+            waited: Duration::from_millis(5),
+            drops: 0,
+        };
+        assert!(run(&mut g, &mut t, waiting, 100).is_empty());
+        assert!(!g.is_realtime());
+    }
+
+    #[test]
+    fn busy_and_waiting_promotes_then_idle_demotes_after_a_second() {
+        let (mut g, mut t) = (Governor::new(), Instant::now());
+        assert_eq!(run(&mut g, &mut t, LOADED, 1), [Change::Promote]);
+        // Real-time: no more waiting, still busy.
+        let rt = Sample {
+            waited: Duration::ZERO,
+            ..LOADED
+        };
+        assert!(run(&mut g, &mut t, rt, 50).is_empty());
+        assert!(g.is_realtime());
+        assert!(run(&mut g, &mut t, IDLE, IDLE_TICKS - 1).is_empty());
+        assert_eq!(run(&mut g, &mut t, IDLE, 1), [Change::DemoteIdle]);
+        assert_eq!(run(&mut g, &mut t, LOADED, 1), [Change::Promote]);
+    }
+
+    #[test]
+    fn drops_demote_and_hold_normal_scheduling_while_they_last() {
+        let (mut g, mut t) = (Governor::new(), Instant::now());
+        assert_eq!(run(&mut g, &mut t, LOADED, 1), [Change::Promote]);
+        assert_eq!(run(&mut g, &mut t, FLOOD, 1), [Change::DemoteDrops]);
+        // A flood lasting a minute keeps it normal.
+        assert!(run(&mut g, &mut t, FLOOD, 600).is_empty());
+        // Once drops stop, it waits out the hold (doubled: 2 s) before promoting.
+        let changes = run(&mut g, &mut t, LOADED, 19);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(run(&mut g, &mut t, LOADED, 1), [Change::Promote]);
+    }
+
+    #[test]
+    fn repeated_drops_back_off_up_to_a_minute_and_calm_resets() {
+        let (mut g, mut t) = (Governor::new(), Instant::now());
+        let mut holds = Vec::new();
+        for _ in 0..9 {
+            // Loaded until promoted, counting the ticks held back.
+            let mut ticks = 0;
+            while g.tick(t, LOADED) != Some(Change::Promote) {
+                t += TICK;
+                ticks += 1;
+            }
+            holds.push(ticks);
+            t += TICK;
+            assert_eq!(g.tick(t, FLOOD), Some(Change::DemoteDrops));
+        }
+        // Held 1 s after the first drops, then 2, 4, ... capped at 60 s.
+        assert_eq!(holds[1..], [10, 20, 40, 80, 160, 320, 600, 600]);
+        // Half a minute without drops: back to a 1 s hold.
+        let _ = run(&mut g, &mut t, LOADED, 700);
+        assert!(g.is_realtime());
+        let _ = run(&mut g, &mut t, LOADED, 300);
+        assert_eq!(run(&mut g, &mut t, FLOOD, 1), [Change::DemoteDrops]);
+        let changes = run(&mut g, &mut t, LOADED, 11);
+        assert_eq!(changes, [Change::Promote]);
+    }
 }

@@ -13,6 +13,9 @@ pub struct Status {
     pub version: u32,
     pub node: String,
     pub uptime_secs: u64,
+    /// The packet thread's scheduling: `real-time (realtime = auto)`, ...
+    #[serde(default)]
+    pub scheduling: String,
     pub interfaces: Vec<InterfaceStatus>,
     pub peers: Vec<PeerStatus>,
     /// The mesh routing table.
@@ -100,7 +103,11 @@ impl Status {
     /// The report as people read it.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "node {}, up {}", self.node, fmt_secs(self.uptime_secs));
+        let _ = write!(out, "node {}, up {}", self.node, fmt_secs(self.uptime_secs));
+        if !self.scheduling.is_empty() {
+            let _ = write!(out, ", scheduling {}", self.scheduling);
+        }
+        out.push('\n');
         for i in &self.interfaces {
             let _ = writeln!(
                 out,
@@ -161,6 +168,7 @@ mod tests {
             version: STATUS_VERSION,
             node: "node-a".into(),
             uptime_secs: 3725,
+            scheduling: "normal (realtime = auto)".into(),
             interfaces: vec![InterfaceStatus {
                 name: "quicap0".into(),
                 kind: "tun".into(),
@@ -196,7 +204,10 @@ mod tests {
     #[test]
     fn render_shows_node_interface_and_links() {
         let text = sample().render();
-        assert!(text.contains("node node-a, up 1h2m5s"), "{text}");
+        assert!(
+            text.contains("node node-a, up 1h2m5s, scheduling normal (realtime = auto)\n"),
+            "{text}"
+        );
         assert!(
             text.contains("interface quicap0 (tun, mtu 1400, carrier on): 10.77.0.1/24"),
             "{text}"

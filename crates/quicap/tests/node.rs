@@ -134,7 +134,7 @@ fn policy(node: &Node) -> String {
 }
 
 #[test]
-fn data_path_runs_with_realtime_scheduling_when_enabled() {
+fn data_path_runs_with_realtime_scheduling_when_always() {
     require_root();
     let pki = Pki::new("testnet");
     let ns = Netns::new();
@@ -149,7 +149,7 @@ fn data_path_runs_with_realtime_scheduling_when_enabled() {
         &pki,
         &[],
         &NodeSpec {
-            node_extra: "realtime = true",
+            node_extra: "realtime = \"always\"",
             ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
         },
     );
@@ -158,7 +158,75 @@ fn data_path_runs_with_realtime_scheduling_when_enabled() {
     let p = policy(&node2);
     assert!(
         p.contains("SCHED_RR") && p.contains("priority: 1"),
-        "realtime = true: {p}"
+        "realtime = always: {p}"
+    );
+}
+
+/// A background process, killed when dropped.
+struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn background(mut cmd: Command) -> Background {
+    cmd.stdout(std::process::Stdio::null());
+    Background(cmd.spawn().expect("background process"))
+}
+
+#[test]
+fn auto_realtime_follows_cpu_contention_and_yields_to_drops() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let node = &pair.node_a;
+    let pid = node.pid().expect("node running").to_string();
+    let rr = || policy(node).contains("SCHED_RR");
+    // Idle (keepalives only): normal scheduling.
+    assert!(wait_until(Duration::from_secs(10), || !rr()).is_some());
+    let s = json(&node.status(true));
+    assert_eq!(s["scheduling"], "normal (realtime = auto)", "{s}");
+
+    // Busy and kept waiting: the node and a CPU hog share CPU 0 while pings flood
+    // through the tunnel.
+    let pinned = run(Command::new("taskset").args(["-a", "-p", "-c", "0", &pid]));
+    assert!(pinned.status.success(), "taskset: {pinned:?}");
+    let mut hog = Command::new("taskset");
+    hog.args(["-c", "0", "sh", "-c", "while :; do :; done"]);
+    let _hog = background(hog);
+    let _load = background(pair.a.cmd(&["ping", "-f", "-q", "-w", "60", "10.77.0.2"]));
+    assert!(
+        wait_until(Duration::from_secs(10), rr).is_some(),
+        "busy and waiting, still {}",
+        policy(node)
+    );
+    let s = json(&node.status(true));
+    assert_eq!(s["scheduling"], "real-time (realtime = auto)", "{s}");
+
+    // The kernel drops packets in the node's namespace (a UDP socket whose program
+    // stopped reading overflows): normal scheduling while it lasts, then real-time again.
+    let _sink = background(
+        pair.a
+            .cmd(&["socat", "-u", "UDP-RECV:9999", "EXEC:sleep 60"]),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _flood = background(pair.a.cmd(&[
+        "sh",
+        "-c",
+        "for i in $(seq 20); do head -c 1000000 /dev/zero | socat -u - UDP-SENDTO:127.0.0.1:9999; sleep 0.2; done",
+    ]));
+    assert!(
+        wait_until(Duration::from_secs(5), || !rr()).is_some(),
+        "drops, still {}",
+        policy(node)
+    );
+    drop(_flood);
+    assert!(
+        wait_until(Duration::from_secs(15), rr).is_some(),
+        "drops over, still {}",
+        policy(node)
     );
 }
 

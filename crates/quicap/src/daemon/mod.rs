@@ -19,6 +19,7 @@ pub mod identity;
 mod l2;
 pub mod mesh;
 mod peers;
+mod scheduling;
 mod session;
 
 use std::ops::RangeInclusive;
@@ -91,6 +92,7 @@ pub struct Node {
     pub dead_after_ms: u64,
     no_carrier: bool,
     carrier: watch::Sender<bool>,
+    scheduling: scheduling::Scheduling,
 }
 
 impl std::fmt::Debug for Node {
@@ -138,6 +140,7 @@ impl Node {
             version: crate::status::STATUS_VERSION,
             node: self.name.clone(),
             uptime_secs: self.epoch.elapsed().as_secs(),
+            scheduling: self.scheduling.describe(),
             interfaces: self
                 .interfaces()
                 .map(|i| crate::status::InterfaceStatus {
@@ -185,11 +188,7 @@ impl Node {
 pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let loaded = identity::load(&config, time::OffsetDateTime::now_utc())?;
     // The runtime is single-threaded: this thread moves every packet.
-    if config.node.realtime {
-        if let Err(e) = crate::sched::realtime() {
-            warn!(error = %e, "real-time scheduling unavailable (needs CAP_SYS_NICE); latency under load will be higher");
-        }
-    }
+    let scheduling = scheduling::Scheduling::start(config.node.realtime);
     let trust = TrustState {
         rustls: loaded.trust(),
         ca: loaded.ca.clone(),
@@ -258,7 +257,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         peers = config.peers.len(),
         control = %config.node.control_socket.display(),
         versions = ?options.versions,
-        realtime = crate::sched::is_realtime(),
+        scheduling = %scheduling.describe(),
         "node up"
     );
     if let Some(days) = days_left(&loaded.cert) {
@@ -295,6 +294,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         dead_after_ms: u64::try_from(config.transport.idle_timeout.as_millis()).unwrap_or(u64::MAX),
         no_carrier: config.node.no_carrier,
         carrier,
+        scheduling,
     });
 
     let mut tasks = JoinSet::new();
@@ -310,6 +310,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     if node.tap.is_some() {
         tasks.spawn(datapath::tap_to_peers(node.clone()));
     }
+    tasks.spawn(scheduling::govern(node.clone()));
     tasks.spawn(watch_expiry(node.clone()));
     tasks.spawn(mesh_task(node.clone()));
     tasks.spawn(carrier_task(node.clone(), netlink, carrier_rx));

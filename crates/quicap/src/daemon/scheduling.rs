@@ -1,0 +1,224 @@
+//! `node.realtime`: the packet thread's scheduling policy. "always" and "never" are
+//! set once at start; "auto" runs [`crate::sched::Governor`] on the packet thread
+//! itself (the runtime is single-threaded), fed from the kernel's counters.
+
+use std::fs;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
+
+use super::Node;
+use crate::config::Realtime;
+use crate::sched::{self, Change, Governor, Sample};
+
+/// The policy asked for and the one in force, for `quicap status`.
+#[derive(Debug)]
+pub struct Scheduling {
+    mode: Realtime,
+    realtime: AtomicBool,
+}
+
+impl Scheduling {
+    /// Applies "always" to the calling thread (the packet thread); "auto" starts normal.
+    pub fn start(mode: Realtime) -> Self {
+        if mode == Realtime::Always {
+            if let Err(e) = sched::realtime() {
+                warn!(error = %e, "real-time scheduling unavailable (needs CAP_SYS_NICE); latency under load will be higher");
+            }
+        }
+        Self {
+            mode,
+            realtime: AtomicBool::new(sched::is_realtime()),
+        }
+    }
+
+    /// `real-time (auto)`, `normal (never)`, ...
+    pub fn describe(&self) -> String {
+        let now = if self.realtime.load(Ordering::Relaxed) {
+            "real-time"
+        } else {
+            "normal"
+        };
+        let mode = match self.mode {
+            Realtime::Auto => "auto",
+            Realtime::Always => "always",
+            Realtime::Never => "never",
+        };
+        format!("{now} (realtime = {mode})")
+    }
+}
+
+/// In "auto" mode, samples every [`sched::TICK`] and switches the calling thread's
+/// policy as the governor says. Must run on the packet thread. Returns at once in the
+/// other modes, or if the counters or the system call are unavailable.
+pub async fn govern(node: Arc<Node>) {
+    if node.scheduling.mode != Realtime::Auto {
+        return;
+    }
+    let interfaces: Vec<String> = node.interfaces().map(|i| i.spec.name.clone()).collect();
+    let Some(mut last) = Counters::read(&interfaces) else {
+        warn!(
+            "/proc/thread-self/schedstat unreadable: realtime = \"auto\" keeps normal scheduling"
+        );
+        return;
+    };
+    let mut governor = Governor::new();
+    let mut ticks = tokio::time::interval(sched::TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(now) = Counters::read(&interfaces) else {
+            continue;
+        };
+        let sample = now.since(&last);
+        last = now;
+        let Some(change) = governor.tick(Instant::now(), sample) else {
+            continue;
+        };
+        let result = match change {
+            Change::Promote => sched::realtime(),
+            Change::DemoteDrops | Change::DemoteIdle => sched::normal(),
+        };
+        if let Err(e) = result {
+            warn!(error = %e, "real-time scheduling unavailable (needs CAP_SYS_NICE); latency under load will be higher");
+            let _ = sched::normal();
+            node.scheduling.realtime.store(false, Ordering::Relaxed);
+            return;
+        }
+        node.scheduling
+            .realtime
+            .store(sched::is_realtime(), Ordering::Relaxed);
+        match change {
+            Change::Promote => debug!("packet thread real-time: busy and waiting for a CPU"),
+            Change::DemoteDrops => debug!(
+                drops = sample.drops,
+                "packet thread back to normal scheduling: the kernel dropped packets"
+            ),
+            Change::DemoteIdle => debug!("packet thread back to normal scheduling: idle"),
+        }
+    }
+}
+
+/// Cumulative kernel counters at one instant.
+struct Counters {
+    run_ns: u64,
+    wait_ns: u64,
+    drops: u64,
+}
+
+impl Counters {
+    /// `None` when the thread's schedstat is unreadable; a missing drop counter
+    /// counts as zero.
+    fn read(interfaces: &[String]) -> Option<Self> {
+        let (run_ns, wait_ns) =
+            parse_schedstat(&fs::read_to_string("/proc/thread-self/schedstat").ok()?)?;
+        let read = |path| fs::read_to_string(path).unwrap_or_default();
+        let drops = tx_drops(&read("/proc/net/dev"), interfaces)
+            + snmp_counter(&read("/proc/net/snmp"), "Udp:", "RcvbufErrors")
+            + snmp6_counter(&read("/proc/net/snmp6"), "Udp6RcvbufErrors");
+        Some(Self {
+            run_ns,
+            wait_ns,
+            drops,
+        })
+    }
+
+    fn since(&self, before: &Self) -> Sample {
+        Sample {
+            busy: Duration::from_nanos(self.run_ns.saturating_sub(before.run_ns)),
+            waited: Duration::from_nanos(self.wait_ns.saturating_sub(before.wait_ns)),
+            drops: self.drops.saturating_sub(before.drops),
+        }
+    }
+}
+
+/// `/proc/<tid>/schedstat`: nanoseconds on a CPU, nanoseconds waiting on a run queue,
+/// time slices.
+fn parse_schedstat(text: &str) -> Option<(u64, u64)> {
+    let mut fields = text.split_whitespace().map(str::parse::<u64>);
+    Some((fields.next()?.ok()?, fields.next()?.ok()?))
+}
+
+/// Sum of the transmit drops of `interfaces` in `/proc/net/dev` (packets the kernel
+/// had for the node and could not queue).
+fn tx_drops(text: &str, interfaces: &[String]) -> u64 {
+    text.lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| interfaces.iter().any(|i| i == name.trim()))
+        // Receive: bytes packets errs drop fifo frame compressed multicast; then
+        // transmit: bytes packets errs drop ...
+        .filter_map(|(_, stats)| stats.split_whitespace().nth(11)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A counter from `/proc/net/snmp`, where each protocol has a line of names followed by
+/// a line of values, both starting with `prefix`.
+fn snmp_counter(text: &str, prefix: &str, name: &str) -> u64 {
+    let mut lines = text.lines().filter(|l| l.starts_with(prefix));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A counter from `/proc/net/snmp6`: one `name value` pair per line.
+fn snmp6_counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.split_once(char::is_whitespace))
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedstat_gives_run_and_wait_time() {
+        assert_eq!(parse_schedstat("222530 4100 7\n"), Some((222530, 4100)));
+        assert_eq!(parse_schedstat("12"), None);
+        assert_eq!(parse_schedstat("x y z"), None);
+    }
+
+    #[test]
+    fn transmit_drops_of_our_interfaces_only() {
+        let dev = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:    2000      20    0    0    0     0          0         0     2000      20    0    0    0     0       0          0
+quicap0: 630948000 630948 0 0 0 0 0 0 77000 15 0 551633 0 0 0 0
+ quicap-l2: 10 1 0 0 0 0 0 0 10 1 0 7 0 0 0 0
+  eth0: 10 1 0 0 0 0 0 0 10 1 0 99 0 0 0 0
+";
+        let ours = ["quicap0".to_string(), "quicap-l2".to_string()];
+        assert_eq!(tx_drops(dev, &ours), 551640);
+        assert_eq!(tx_drops(dev, &[]), 0);
+        assert_eq!(tx_drops("garbage", &ours), 0);
+    }
+
+    #[test]
+    fn udp_receive_buffer_errors_from_snmp() {
+        let snmp = "\
+Ip: Forwarding DefaultTTL
+Ip: 1 64
+Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors
+Udp: 542311 0 153455 10011 153455 0
+UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors
+UdpLite: 0 0 0 0 9 0
+";
+        assert_eq!(snmp_counter(snmp, "Udp:", "RcvbufErrors"), 153455);
+        assert_eq!(snmp_counter(snmp, "Udp:", "Missing"), 0);
+        assert_eq!(snmp_counter("", "Udp:", "RcvbufErrors"), 0);
+        let snmp6 = "Udp6InDatagrams                 12\nUdp6RcvbufErrors                \t5\n";
+        assert_eq!(snmp6_counter(snmp6, "Udp6RcvbufErrors"), 5);
+        assert_eq!(snmp6_counter(snmp6, "Udp6SndbufErrors"), 0);
+    }
+}
