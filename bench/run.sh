@@ -10,7 +10,7 @@
 #   sudo ./bench/run.sh --write         # also write docs/benchmarks.md
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
-# median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-rt relay quincy wg" to
+# median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-never relay quincy wg" to
 # measure, default all; the others print as n/a), BORINGTUN (path of boringtun-cli; installed with
 # `cargo install boringtun-cli` if missing).
 set -euo pipefail
@@ -22,7 +22,7 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
-ONLY=${BENCH_ONLY:-raw quicap quicap-rt relay quincy wg}
+ONLY=${BENCH_ONLY:-raw quicap quicap-never relay quincy wg}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 if [ "$WRITE" = 1 ] && [ -n "${BENCH_ONLY:-}" ]; then
   echo "error: --write needs every figure; unset BENCH_ONLY" >&2
@@ -122,9 +122,9 @@ if want quicap; then
   echo "==> QUICAP"
   quicap_pair quicap
 fi
-if want quicap-rt; then
-  echo "==> QUICAP with node.realtime = true"
-  quicap_pair quicaprt "realtime = true"
+if want quicap-never; then
+  echo "==> QUICAP with node.realtime = \"never\" (normal scheduling throughout)"
+  quicap_pair quicapnever 'realtime = "never"'
 fi
 
 if want relay; then
@@ -236,22 +236,22 @@ val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
-  local raw quic qrt wg relay qy
+  local raw quic qnv wg relay qy
   raw=$(val "raw_$k"); quic=$(val "quicap_$k"); wg=$(val "wg_$k")
-  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qrt=$(val "quicaprt_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s |\n' "$1" \
+  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k")
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
-    "$qrt" "$(val "quicaprt_${k}_spread")" \
+    "$qnv" "$(val "quicapnever_${k}_spread")" \
     "$relay" "$(val "relay_${k}_spread")" \
     "$qy" "$(val "quincy_${k}_spread")" \
     "$wg" "$(val "wg_${k}_spread")" \
-    "$(ratio "$quic" "$qy")" "$(ratio "$qrt" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")"
+    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP realtime | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP realtime / Quincy | QUICAP / boringtun | relay / direct |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP, realtime = never | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -275,8 +275,9 @@ Measured with \`sudo ./bench/run.sh --write\` on $(date -u +%Y-%m-%d).
 
 Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs from
 namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, release
-build, default config: TUN MTU 1400, offloads on), QUICAP with \`node.realtime = true\`
-(SCHED_RR data path), QUICAP through one intermediate node, and boringtun-cli (userspace WireGuard, MTU 1420,
+build, default config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`), QUICAP with
+\`node.realtime = "never"\` (normal scheduling throughout, to show what "auto" changes),
+QUICAP through one intermediate node, and boringtun-cli (userspace WireGuard, MTU 1420,
 configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
 crates.io, mutual TLS, MTU 1400). All are measured in the same invocation; absolute figures
 on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
