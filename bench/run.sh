@@ -61,6 +61,8 @@ json_field() { # file expr
   python3 - "$1" "$2" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
+if "error" in d:
+    sys.exit(f"iperf3 failed: {d['error']}")
 end = d["end"]
 if sys.argv[2] == "tcp":
     print(f'{end["sum_received"]["bits_per_second"] / 1e9:.3f}')

@@ -67,12 +67,12 @@ const PROMOTE_WAITED: Duration = Duration::from_millis(1);
 /// Busy for less than this per tick, for [`IDLE_TICKS`] ticks in a row: idle again.
 const IDLE_BUSY: Duration = Duration::from_micros(500);
 const IDLE_TICKS: u32 = 10;
-/// After drops, normal scheduling for this long, doubled each time real-time priority
-/// is taken back for drops, up to [`MAX_HOLD`]; back to the start once [`CALM`] has
-/// passed without drops after a hold ended.
+/// After drops, normal scheduling until [`FIRST_HOLD`] has passed without drops. If
+/// drops come back within [`CALM`] of taking real-time priority again (perhaps
+/// because of it), the hold doubles, up to [`MAX_HOLD`].
 const FIRST_HOLD: Duration = Duration::from_secs(1);
 const MAX_HOLD: Duration = Duration::from_secs(60);
-const CALM: Duration = Duration::from_secs(30);
+const CALM: Duration = Duration::from_secs(5);
 
 /// What the governor sees of one tick.
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,6 +107,7 @@ pub struct Governor {
     idle_ticks: u32,
     hold_until: Option<Instant>,
     hold: Duration,
+    promoted_at: Option<Instant>,
 }
 
 impl Default for Governor {
@@ -123,6 +124,7 @@ impl Governor {
             idle_ticks: 0,
             hold_until: None,
             hold: FIRST_HOLD,
+            promoted_at: None,
         }
     }
 
@@ -132,18 +134,20 @@ impl Governor {
 
     /// Takes one tick's sample; returns the change to make, if any.
     pub fn tick(&mut self, now: Instant, s: Sample) -> Option<Change> {
-        if self.hold_until.is_some_and(|t| now >= t + CALM) {
-            self.hold = FIRST_HOLD;
-            self.hold_until = None;
-        }
         if s.drops > 0 {
-            self.hold_until = Some(now + self.hold);
             self.idle_ticks = 0;
             if self.realtime {
                 self.realtime = false;
-                self.hold = (self.hold * 2).min(MAX_HOLD);
+                let soon = self.promoted_at.is_some_and(|t| now - t < CALM);
+                self.hold = if soon {
+                    (self.hold * 2).min(MAX_HOLD)
+                } else {
+                    FIRST_HOLD
+                };
+                self.hold_until = Some(now + self.hold);
                 return Some(Change::DemoteDrops);
             }
+            self.hold_until = Some(now + self.hold);
             return None;
         }
         if self.realtime {
@@ -163,6 +167,7 @@ impl Governor {
         if !held && s.busy >= PROMOTE_BUSY && s.waited >= PROMOTE_WAITED {
             self.realtime = true;
             self.idle_ticks = 0;
+            self.promoted_at = Some(now);
             return Some(Change::Promote);
         }
         None
@@ -243,7 +248,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_drops_back_off_up_to_a_minute_and_calm_resets() {
+    fn drops_soon_after_promotion_back_off_up_to_a_minute() {
         let (mut g, mut t) = (Governor::new(), Instant::now());
         let mut holds = Vec::new();
         for _ in 0..9 {
@@ -257,12 +262,12 @@ mod tests {
             t += TICK;
             assert_eq!(g.tick(t, FLOOD), Some(Change::DemoteDrops));
         }
-        // Held 1 s after the first drops, then 2, 4, ... capped at 60 s.
-        assert_eq!(holds[1..], [10, 20, 40, 80, 160, 320, 600, 600]);
-        // Half a minute without drops: back to a 1 s hold.
-        let _ = run(&mut g, &mut t, LOADED, 700);
+        // Drops right after each promotion: held 2 s, then 4, 8, ... capped at 60 s.
+        assert_eq!(holds[1..], [20, 40, 80, 160, 320, 600, 600, 600]);
+        // Real-time for 5 s without drops: the next drops hold it back 1 s only.
+        let _ = run(&mut g, &mut t, LOADED, 600);
         assert!(g.is_realtime());
-        let _ = run(&mut g, &mut t, LOADED, 300);
+        let _ = run(&mut g, &mut t, LOADED, 50);
         assert_eq!(run(&mut g, &mut t, FLOOD, 1), [Change::DemoteDrops]);
         let changes = run(&mut g, &mut t, LOADED, 11);
         assert_eq!(changes, [Change::Promote]);
