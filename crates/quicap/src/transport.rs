@@ -26,6 +26,11 @@ const DATAGRAM_SEND_BUFFER: usize = 256 << 10;
 /// Bound on received datagrams not yet read by the node, in bytes.
 const DATAGRAM_RECEIVE_BUFFER: usize = 1 << 20;
 
+/// Wait after a suspected MTU black hole before probing the path again. quinn's
+/// default is a minute; its detector also fires on bursts of congestion loss, and the
+/// tunnel should not stay shrunk for long after those.
+pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(2);
+
 /// QUIC transport parameters shared by all connections of a node.
 pub fn transport_config(
     t: &TransportSection,
@@ -44,6 +49,9 @@ pub fn transport_config(
         .saturating_add(quicap_wire::overlay::BASE_LEN as u16)
         .saturating_add(QUIC_DATAGRAM_OVERHEAD);
     tc.initial_mtu(wanted.clamp(1200, 1452));
+    let mut mtud = quinn::MtuDiscoveryConfig::default();
+    mtud.black_hole_cooldown(BLACK_HOLE_COOLDOWN);
+    tc.mtu_discovery_config(Some(mtud));
     tc.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     tc.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
     tc.max_concurrent_uni_streams(0u32.into());

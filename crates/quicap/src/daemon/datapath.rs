@@ -8,8 +8,10 @@
 //! dropped and logged. `send_datagram_wait` makes the reader wait when quinn's bounded
 //! datagram queue is full, instead of dropping.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quicap_wire::overlay::{NodeId, PayloadKind, Route};
@@ -66,12 +68,46 @@ struct LastRoute {
     max: usize,
 }
 
+/// How long a link must stay too small for a packet before the sender is told with an
+/// ICMP error. quinn's black-hole detection can shrink a link to 1200 bytes after a
+/// few bursts of congestion loss and probes back up after
+/// [`crate::transport::BLACK_HOLE_COOLDOWN`]; an ICMP error sent meanwhile would make
+/// the sender's kernel keep the smaller MTU for ten minutes.
+const TOO_BIG_GRACE: Duration = Duration::from_secs(4);
+/// A link that fit every packet for this long starts a new grace period.
+const TOO_BIG_EPISODE_GAP: Duration = Duration::from_secs(10);
+
+/// When each link has been too small for a packet: (first time, last time), by the
+/// connection's stable id.
+#[derive(Default)]
+struct TooBigGate {
+    links: HashMap<usize, (Instant, Instant)>,
+}
+
+impl TooBigGate {
+    /// Records a packet too big for `link` (a connection's stable id); true once the
+    /// link has been too small for [`TOO_BIG_GRACE`].
+    fn grace_over(&mut self, link: usize, now: Instant) -> bool {
+        if self.links.len() > 64 {
+            self.links
+                .retain(|_, (_, last)| now - *last < TOO_BIG_EPISODE_GAP);
+        }
+        let (first, last) = self.links.entry(link).or_insert((now, now));
+        if now - *last >= TOO_BIG_EPISODE_GAP {
+            *first = now;
+        }
+        *last = now;
+        now - *first >= TOO_BIG_GRACE
+    }
+}
+
 pub async fn tun_to_peers(node: Arc<Node>) {
     let Some(tun) = node.tun.as_ref() else {
         return;
     };
     let mut reader = Reader::new(tun.spec.mtu);
     let mut arena = BytesMut::new();
+    let mut gate = TooBigGate::default();
     loop {
         if let Err(e) = reader.read(&tun.device).await {
             if e.raw_os_error().is_some() {
@@ -104,7 +140,8 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             };
             if header.buffer_len() + packet.len() > *max {
-                too_big(&node, conn, packet, *max, *header).await;
+                let answer = gate.grace_over(conn.stable_id(), Instant::now());
+                too_big(&node, conn, packet, *max, *header, answer).await;
                 continue;
             }
             let Some(datagram) = datagram(&mut arena, header, packet) else {
@@ -114,7 +151,8 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 Ok(()) => {}
                 Err(quinn::SendDatagramError::TooLarge) => {
                     let max = conn.max_datagram_size().unwrap_or(0);
-                    too_big(&node, conn, packet, max, *header).await;
+                    let answer = gate.grace_over(conn.stable_id(), Instant::now());
+                    too_big(&node, conn, packet, max, *header, answer).await;
                     last = None;
                 }
                 Err(e) => {
@@ -287,8 +325,17 @@ pub async fn tap_to_peers(node: Arc<Node>) {
     }
 }
 
-/// Handles a packet that does not fit a datagram of `max` bytes behind `header`.
-async fn too_big(node: &Node, conn: &quinn::Connection, packet: &[u8], max: usize, header: Header) {
+/// Handles a packet that does not fit a datagram of `max` bytes behind `header`: an
+/// IPv4 packet without DF is fragmented; any other is answered with an ICMP error if
+/// `answer`, dropped otherwise.
+async fn too_big(
+    node: &Node,
+    conn: &quinn::Connection,
+    packet: &[u8],
+    max: usize,
+    header: Header,
+    answer: bool,
+) {
     let Some(tun) = node.tun.as_ref() else {
         return;
     };
@@ -310,6 +357,13 @@ async fn too_big(node: &Node, conn: &quinn::Connection, packet: &[u8], max: usiz
             return;
         }
     }
+    if !answer {
+        debug!(
+            max,
+            "link shrank; dropping a packet that does not fit until it proves lasting"
+        );
+        return;
+    }
     // The error comes from the packet's destination: an address of this node would be
     // dropped by the kernel as a martian when it arrives on the TUN.
     let Some((source, from)) = ip::addresses(packet) else {
@@ -320,5 +374,38 @@ async fn too_big(node: &Node, conn: &quinn::Connection, packet: &[u8], max: usiz
     if let Some(len) = ip::packet_too_big(packet, mtu, from, &mut icmp) {
         debug!(%source, mtu, "answering packet too big");
         tun.write_one(&icmp[..len]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn too_big_answers_wait_for_a_lasting_shrink() {
+        let mut gate = TooBigGate::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A link too small for 4 s: silent until then, answered after.
+        assert!(!gate.grace_over(1, at(0)));
+        assert!(!gate.grace_over(1, at(3_900)));
+        assert!(gate.grace_over(1, at(4_000)));
+        // Another link has its own grace.
+        assert!(!gate.grace_over(2, at(4_100)));
+        // Ten seconds without an oversized packet: a new episode, a new grace.
+        assert!(gate.grace_over(1, at(13_000)));
+        assert!(!gate.grace_over(1, at(23_000)));
+        assert!(gate.grace_over(1, at(27_000)));
+    }
+
+    #[test]
+    fn too_big_gate_forgets_old_links() {
+        let mut gate = TooBigGate::default();
+        let t0 = Instant::now();
+        for link in 0..100 {
+            gate.grace_over(link, t0);
+        }
+        gate.grace_over(1000, t0 + TOO_BIG_EPISODE_GAP);
+        assert!(gate.links.len() <= 65, "{}", gate.links.len());
     }
 }
