@@ -68,14 +68,23 @@ struct LastRoute {
     max: usize,
 }
 
-/// How long a link must stay too small for a packet before the sender is told with an
-/// ICMP error. quinn's black-hole detection can shrink a link to 1200 bytes after a
+/// How long a link cut down by a suspected black hole must stay so before the sender
+/// of a packet too big for it is told with an ICMP error. quinn's black-hole detection can shrink a link to 1200 bytes after a
 /// few bursts of congestion loss and probes back up after
 /// [`crate::transport::BLACK_HOLE_COOLDOWN`]; an ICMP error sent meanwhile would make
 /// the sender's kernel keep the smaller MTU for ten minutes.
 const TOO_BIG_GRACE: Duration = Duration::from_secs(4);
 /// A link that fit every packet for this long starts a new grace period.
 const TOO_BIG_EPISODE_GAP: Duration = Duration::from_secs(10);
+
+/// Whether `conn`'s datagrams are small because quinn suspects a black hole: it then
+/// sends 1200-byte packets (QUIC's minimum) until it probes again. Links that are
+/// merely smaller than the packet (a routed header on top of a full-size packet, a
+/// path MTU found by probing) are not.
+fn black_hole_suspected(conn: &quinn::Connection) -> bool {
+    let path = conn.stats().path;
+    path.black_holes_detected > 0 && path.current_mtu <= 1200
+}
 
 /// When each link has been too small for a packet: (first time, last time), by the
 /// connection's stable id.
@@ -140,7 +149,8 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             };
             if header.buffer_len() + packet.len() > *max {
-                let answer = gate.grace_over(conn.stable_id(), Instant::now());
+                let answer = !black_hole_suspected(conn)
+                    || gate.grace_over(conn.stable_id(), Instant::now());
                 too_big(&node, conn, packet, *max, *header, answer).await;
                 continue;
             }
@@ -151,7 +161,8 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 Ok(()) => {}
                 Err(quinn::SendDatagramError::TooLarge) => {
                     let max = conn.max_datagram_size().unwrap_or(0);
-                    let answer = gate.grace_over(conn.stable_id(), Instant::now());
+                    let answer = !black_hole_suspected(conn)
+                        || gate.grace_over(conn.stable_id(), Instant::now());
                     too_big(&node, conn, packet, max, *header, answer).await;
                     last = None;
                 }
