@@ -60,12 +60,13 @@ pub fn is_realtime() -> bool {
 
 /// How often the governor samples.
 pub const TICK: Duration = Duration::from_millis(100);
-/// Busy for at least this much of a tick (1 %) and kept waiting at least as long:
-/// real-time priority pays off.
-const PROMOTE_BUSY: Duration = Duration::from_millis(1);
+/// Busy for at least this much of a tick (5 %) and kept waiting 1 ms: real-time
+/// priority pays off. Light traffic does not qualify: with idle CPUs around, a
+/// real-time wake-up costs more than it saves.
+const PROMOTE_BUSY: Duration = Duration::from_millis(5);
 const PROMOTE_WAITED: Duration = Duration::from_millis(1);
-/// Busy for less than this per tick, for [`IDLE_TICKS`] ticks in a row: idle again.
-const IDLE_BUSY: Duration = Duration::from_micros(500);
+/// Busy for less than this per tick, for [`IDLE_TICKS`] ticks in a row: back to normal.
+const IDLE_BUSY: Duration = Duration::from_micros(2500);
 const IDLE_TICKS: u32 = 10;
 /// After drops, normal scheduling until [`FIRST_HOLD`] has passed without drops. If
 /// drops come back within [`CALM`] of taking real-time priority again (perhaps
@@ -132,7 +133,14 @@ impl Governor {
         self.realtime
     }
 
-    /// Takes one tick's sample; returns the change to make, if any.
+    /// Whether the next tick's decision needs the drop counters (reading them costs
+    /// more than the rest of a tick): only when real-time or busy enough to promote.
+    pub fn wants_drops(&self, busy: Duration) -> bool {
+        self.realtime || busy >= PROMOTE_BUSY
+    }
+
+    /// Takes one tick's sample; returns the change to make, if any. `s.drops` must
+    /// cover the whole tick whenever [`Governor::wants_drops`] says so.
     pub fn tick(&mut self, now: Instant, s: Sample) -> Option<Change> {
         if s.drops > 0 {
             self.idle_ticks = 0;
@@ -208,9 +216,10 @@ mod tests {
     fn idle_stays_normal() {
         let (mut g, mut t) = (Governor::new(), Instant::now());
         assert!(run(&mut g, &mut t, IDLE, 100).is_empty());
-        // Waiting behind others but hardly busy (keepalives on a loaded machine).
+        // Waiting behind others but hardly busy (a ping every 20 ms on a loaded
+        // machine).
         let waiting = Sample {
-            busy: Duration::from_micros(200),
+            busy: Duration::from_millis(3),
             waited: Duration::from_millis(5),
             drops: 0,
         };

@@ -58,22 +58,39 @@ pub async fn govern(node: Arc<Node>) {
         return;
     }
     let interfaces: Vec<String> = node.interfaces().map(|i| i.spec.name.clone()).collect();
-    let Some(mut last) = Counters::read(&interfaces) else {
+    let Some(mut last) = thread_times() else {
         warn!(
             "/proc/thread-self/schedstat unreadable: realtime = \"auto\" keeps normal scheduling"
         );
         return;
     };
+    // Drop counters as last read; `None` while the governor did not need them.
+    let mut last_drops: Option<u64> = None;
     let mut governor = Governor::new();
     let mut ticks = tokio::time::interval(sched::TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let Some(now) = Counters::read(&interfaces) else {
+        let Some(now) = thread_times() else {
             continue;
         };
-        let sample = now.since(&last);
+        let (busy, waited) = (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1));
         last = now;
+        let busy = Duration::from_nanos(busy);
+        if !governor.wants_drops(busy) {
+            last_drops = None;
+            continue;
+        }
+        let drops_now = drops(&interfaces);
+        let Some(drops_before) = last_drops.replace(drops_now) else {
+            // No baseline yet: decide on the next tick, with drops over a whole tick.
+            continue;
+        };
+        let sample = Sample {
+            busy,
+            waited: Duration::from_nanos(waited),
+            drops: drops_now.saturating_sub(drops_before),
+        };
         let Some(change) = governor.tick(Instant::now(), sample) else {
             continue;
         };
@@ -101,37 +118,17 @@ pub async fn govern(node: Arc<Node>) {
     }
 }
 
-/// Cumulative kernel counters at one instant.
-struct Counters {
-    run_ns: u64,
-    wait_ns: u64,
-    drops: u64,
+/// The calling thread's nanoseconds on a CPU and waiting on a run queue, so far.
+fn thread_times() -> Option<(u64, u64)> {
+    parse_schedstat(&fs::read_to_string("/proc/thread-self/schedstat").ok()?)
 }
 
-impl Counters {
-    /// `None` when the thread's schedstat is unreadable; a missing drop counter
-    /// counts as zero.
-    fn read(interfaces: &[String]) -> Option<Self> {
-        let (run_ns, wait_ns) =
-            parse_schedstat(&fs::read_to_string("/proc/thread-self/schedstat").ok()?)?;
-        let read = |path| fs::read_to_string(path).unwrap_or_default();
-        let drops = tx_drops(&read("/proc/net/dev"), interfaces)
-            + snmp_counter(&read("/proc/net/snmp"), "Udp:", "RcvbufErrors")
-            + snmp6_counter(&read("/proc/net/snmp6"), "Udp6RcvbufErrors");
-        Some(Self {
-            run_ns,
-            wait_ns,
-            drops,
-        })
-    }
-
-    fn since(&self, before: &Self) -> Sample {
-        Sample {
-            busy: Duration::from_nanos(self.run_ns.saturating_sub(before.run_ns)),
-            waited: Duration::from_nanos(self.wait_ns.saturating_sub(before.wait_ns)),
-            drops: self.drops.saturating_sub(before.drops),
-        }
-    }
+/// Packets the kernel dropped so far in this network namespace that matter here.
+fn drops(interfaces: &[String]) -> u64 {
+    let read = |path| fs::read_to_string(path).unwrap_or_default();
+    tx_drops(&read("/proc/net/dev"), interfaces)
+        + snmp_counter(&read("/proc/net/snmp"), "Udp:", "RcvbufErrors")
+        + snmp6_counter(&read("/proc/net/snmp6"), "Udp6RcvbufErrors")
 }
 
 /// `/proc/<tid>/schedstat`: nanoseconds on a CPU, nanoseconds waiting on a run queue,
