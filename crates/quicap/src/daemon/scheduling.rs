@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Node;
 use crate::config::Realtime;
@@ -99,7 +99,7 @@ pub async fn govern(node: Arc<Node>) {
             Change::DemoteDrops | Change::DemoteIdle => sched::normal(),
         };
         if let Err(e) = result {
-            warn!(error = %e, "real-time scheduling unavailable (needs CAP_SYS_NICE); latency under load will be higher");
+            info!(error = %e, "real-time scheduling unavailable (needs CAP_SYS_NICE); realtime = \"auto\" stays with normal scheduling");
             let _ = sched::normal();
             node.scheduling.realtime.store(false, Ordering::Relaxed);
             return;
