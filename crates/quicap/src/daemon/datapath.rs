@@ -86,14 +86,52 @@ fn black_hole_suspected(conn: &quinn::Connection) -> bool {
     path.black_holes_detected > 0 && path.current_mtu <= 1200
 }
 
-/// When each link has been too small for a packet: (first time, last time), by the
-/// connection's stable id.
-#[derive(Default)]
+/// ICMP errors written into the TUN: at most this many per second, in bursts of up to
+/// [`ICMP_BURST`] (the kernel's own defaults, `net.ipv4.icmp_msgs_per_sec` and
+/// `icmp_msgs_burst`). A sender flooding packets that do not fit would otherwise get
+/// one error per packet.
+const ICMP_PER_SEC: f64 = 1000.0;
+const ICMP_BURST: f64 = 50.0;
+
+/// Whether packets too big for a link get an ICMP error: when each link has been too
+/// small for a packet, (first time, last time) by the connection's stable id; and the
+/// budget for ICMP errors.
 struct TooBigGate {
     links: HashMap<usize, (Instant, Instant)>,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Default for TooBigGate {
+    fn default() -> Self {
+        Self {
+            links: HashMap::new(),
+            tokens: ICMP_BURST,
+            refilled: Instant::now(),
+        }
+    }
 }
 
 impl TooBigGate {
+    /// Whether a packet too big for `conn` gets an ICMP error now (else it is dropped).
+    fn answer(&mut self, conn: &quinn::Connection, now: Instant) -> bool {
+        (!black_hole_suspected(conn) || self.grace_over(conn.stable_id(), now))
+            && self.icmp_allowed(now)
+    }
+
+    /// Takes one ICMP error from the budget; false when it is spent.
+    fn icmp_allowed(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * ICMP_PER_SEC).min(ICMP_BURST);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Records a packet too big for `link` (a connection's stable id); true once the
     /// link has been too small for [`TOO_BIG_GRACE`].
     fn grace_over(&mut self, link: usize, now: Instant) -> bool {
@@ -149,8 +187,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             };
             if header.buffer_len() + packet.len() > *max {
-                let answer = !black_hole_suspected(conn)
-                    || gate.grace_over(conn.stable_id(), Instant::now());
+                let answer = gate.answer(conn, Instant::now());
                 too_big(&node, conn, packet, *max, *header, answer).await;
                 continue;
             }
@@ -161,8 +198,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 Ok(()) => {}
                 Err(quinn::SendDatagramError::TooLarge) => {
                     let max = conn.max_datagram_size().unwrap_or(0);
-                    let answer = !black_hole_suspected(conn)
-                        || gate.grace_over(conn.stable_id(), Instant::now());
+                    let answer = gate.answer(conn, Instant::now());
                     too_big(&node, conn, packet, max, *header, answer).await;
                     last = None;
                 }
@@ -371,7 +407,7 @@ async fn too_big(
     if !answer {
         debug!(
             max,
-            "link shrank; dropping a packet that does not fit until it proves lasting"
+            "dropping a packet that does not fit (link cut after a suspected black hole, or ICMP budget spent)"
         );
         return;
     }
@@ -407,6 +443,22 @@ mod tests {
         assert!(gate.grace_over(1, at(13_000)));
         assert!(!gate.grace_over(1, at(23_000)));
         assert!(gate.grace_over(1, at(27_000)));
+    }
+
+    #[test]
+    fn icmp_errors_are_limited_to_a_burst_then_a_rate() {
+        let mut gate = TooBigGate::default();
+        let t0 = gate.refilled;
+        let sent = (0..200).filter(|_| gate.icmp_allowed(t0)).count();
+        assert_eq!(sent, ICMP_BURST as usize);
+        // 10 ms later: 10 more at 1000 per second.
+        let later = t0 + Duration::from_millis(10);
+        let sent = (0..200).filter(|_| gate.icmp_allowed(later)).count();
+        assert_eq!(sent, 10);
+        // A quiet second refills the burst, no more.
+        let much_later = later + Duration::from_secs(1);
+        let sent = (0..200).filter(|_| gate.icmp_allowed(much_later)).count();
+        assert_eq!(sent, ICMP_BURST as usize);
     }
 
     #[test]
