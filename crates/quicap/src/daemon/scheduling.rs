@@ -34,7 +34,7 @@ impl Scheduling {
         }
     }
 
-    /// `real-time (auto)`, `normal (never)`, ...
+    /// `real-time (realtime = auto)`, `normal (realtime = never)`, ...
     pub fn describe(&self) -> String {
         let now = if self.realtime.load(Ordering::Relaxed) {
             "real-time"
