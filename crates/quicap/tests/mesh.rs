@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -85,33 +84,7 @@ fn line_a_b_c_reaches_c_only_through_b() {
     );
     assert!(route["metric"].as_u64() > Some(0));
     // A 20 MB TCP transfer through the intermediate node arrives intact.
-    let dir = pki.dir.path();
-    let input = dir.join("input.bin");
-    let received = dir.join("received.bin");
-    run(Command::new("head")
-        .args(["-c", "20971520", "/dev/urandom"])
-        .stdout(std::fs::File::create(&input).expect("input")));
-    let mut server = c
-        .cmd(&["socat", "-u", "TCP-LISTEN:5001,bind=10.77.0.3,reuseaddr"])
-        .arg(format!("CREATE:{}", received.display()))
-        .spawn()
-        .expect("socat");
-    wait_until(Duration::from_secs(5), || {
-        c.cmd(&["ss", "-ltn", "sport = :5001"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains("5001"))
-            .unwrap_or(false)
-    })
-    .expect("listening");
-    run(a
-        .cmd(&["socat", "-u"])
-        .arg(format!("OPEN:{}", input.display()))
-        .arg("TCP:10.77.0.3:5001"));
-    assert!(server.wait().expect("socat").success());
-    assert_eq!(
-        std::fs::read(&input).expect("in"),
-        std::fs::read(&received).expect("out")
-    );
+    transfer_intact(&a, &c, pki.dir.path(), "10.77.0.3", 20_971_520);
     drop(node_b);
 }
 

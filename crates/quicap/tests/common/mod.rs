@@ -513,3 +513,55 @@ pub fn nft(ns: &Netns, rules: &[&str]) {
         run(&mut ns.cmd(&args));
     }
 }
+
+/// Sends `len` random bytes over TCP from namespace `from` to `addr` in namespace `to`
+/// (files in `dir`) and checks they arrive whole.
+pub fn transfer_intact(from: &Netns, to: &Netns, dir: &Path, addr: &str, len: u64) {
+    let input = dir.join("input.bin");
+    let received = dir.join("received.bin");
+    run(Command::new("head")
+        .args(["-c", &len.to_string(), "/dev/urandom"])
+        .stdout(std::fs::File::create(&input).expect("input file")));
+
+    let (listen, target) = if addr.contains(':') {
+        (
+            format!("TCP6-LISTEN:5001,bind=[{addr}],reuseaddr"),
+            format!("TCP6:[{addr}]:5001"),
+        )
+    } else {
+        (
+            format!("TCP-LISTEN:5001,bind={addr},reuseaddr"),
+            format!("TCP:{addr}:5001"),
+        )
+    };
+    let mut server = to
+        .cmd(&["socat", "-u", &listen])
+        .arg(format!("CREATE:{}", received.display()))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("socat server");
+    wait_until(Duration::from_secs(5), || {
+        to.cmd(&["ss", "-ltn", "sport = :5001"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains("5001"))
+            .unwrap_or(false)
+    })
+    .expect("socat listening");
+    run(from
+        .cmd(&["socat", "-u"])
+        .arg(format!("OPEN:{}", input.display()))
+        .arg(target));
+    let status = server.wait().expect("socat server exit");
+    assert!(status.success());
+
+    let sum = |p: &Path| {
+        let out = run(Command::new("sha256sum").arg(p));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(std::fs::metadata(&received).expect("received").len(), len);
+    assert_eq!(sum(&input), sum(&received));
+}
