@@ -1,4 +1,4 @@
-# Shared by the bench scripts (sourced, not run): setup, cleanup, namespaces and
+# Shared by the bench scripts (sourced, not run): setup, cleanup, namespaces, veth pairs and
 # QUICAP node configs.
 
 # bench_setup NAME [--bench]: checks root, installs tools (scripts/deps.sh, with
@@ -33,6 +33,16 @@ bench_ns() {
   ip netns add "$1"
   spaces+=("$1")
   ip -n "$1" link set lo up
+}
+
+# bench_veth NS1 DEV1 ADDR1 NS2 DEV2 ADDR2: a veth pair between two namespaces, each end
+# with its address (a /24) and up.
+bench_veth() {
+  ip link add "$2" netns "$1" type veth peer name "$5" netns "$4"
+  ip -n "$1" addr add "$3/24" dev "$2"
+  ip -n "$4" addr add "$6/24" dev "$5"
+  ip -n "$1" link set "$2" up
+  ip -n "$4" link set "$5" up
 }
 
 # quicap_node DIR NAME OVERLAY [PEER ENDPOINT]: a key, a certificate from $work/ca for

@@ -27,11 +27,7 @@ A="qprof-a-$$"
 B="qprof-b-$$"
 bench_ns "$A"
 bench_ns "$B"
-ip link add qpva netns "$A" type veth peer name qpvb netns "$B"
-ip -n "$A" addr add 192.0.2.1/24 dev qpva
-ip -n "$B" addr add 192.0.2.2/24 dev qpvb
-ip -n "$A" link set qpva up
-ip -n "$B" link set qpvb up
+bench_veth "$A" qpva 192.0.2.1 "$B" qpvb 192.0.2.2
 
 quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
 quicap_node "$work/b" node-b 10.77.0.2/24 node-a 192.0.2.1:4433

@@ -49,11 +49,7 @@ C="qbench-c-$$"
 
 bench_ns "$A"
 bench_ns "$B"
-ip link add qbva netns "$A" type veth peer name qbvb netns "$B"
-ip -n "$A" addr add 192.0.2.1/24 dev qbva
-ip -n "$B" addr add 192.0.2.2/24 dev qbvb
-ip -n "$A" link set qbva up
-ip -n "$B" link set qbvb up
+bench_veth "$A" qbva 192.0.2.1 "$B" qbvb 192.0.2.2
 inA() { ip netns exec "$A" "$@"; }
 inB() { ip netns exec "$B" "$@"; }
 
@@ -133,11 +129,7 @@ if want relay; then
 echo "==> QUICAP through one intermediate node (A -> B -> C)"
 # C hangs off B on a second veth; A and C each know only B.
 bench_ns "$C"
-ip link add qbvc netns "$B" type veth peer name qbvd netns "$C"
-ip -n "$B" addr add 198.51.100.2/24 dev qbvc
-ip -n "$C" addr add 198.51.100.3/24 dev qbvd
-ip -n "$B" link set qbvc up
-ip -n "$C" link set qbvd up
+bench_veth "$B" qbvc 198.51.100.2 "$C" qbvd 198.51.100.3
 quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
 quicap_node "$work/b" node-b 10.77.0.2/24
 quicap_node "$work/c" node-c 10.77.0.3/24 node-b 198.51.100.2:4433
