@@ -312,6 +312,8 @@ pub async fn tap_to_peers(node: Arc<Node>) {
     };
     let mut buf = vec![0u8; BUF_LEN];
     let mut arena = BytesMut::new();
+    // Nodes a frame goes to; reused, so a frame allocates nothing.
+    let mut targets: Vec<u64> = Vec::new();
     let mut oversized: u64 = 0;
     loop {
         let n = match tap.device.recv(&mut buf).await {
@@ -332,19 +334,19 @@ pub async fn tap_to_peers(node: Arc<Node>) {
         } else {
             node.macs.lookup(&destination, now)
         };
-        let targets: Vec<u64> = match known {
-            Some(id) => vec![id],
+        targets.clear();
+        match known {
+            Some(id) => targets.push(id),
             None => {
-                let mut t = node.mesh.l2_nodes();
-                for id in node.peers.l2_ids() {
-                    if !t.contains(&id) {
-                        t.push(id);
-                    }
-                }
-                t
+                // Nodes known to the mesh, and connected peers whose node information
+                // has not arrived yet.
+                node.mesh.extend_l2_nodes(&mut targets);
+                node.peers.extend_l2_ids(&mut targets);
+                targets.sort_unstable();
+                targets.dedup();
             }
-        };
-        for dest in targets {
+        }
+        for &dest in &targets {
             let Some((conn, header)) = route_to_node(&node, dest, PayloadKind::Ethernet, now)
             else {
                 continue;

@@ -99,14 +99,15 @@ impl Mesh {
             .map(|(_, id)| id)
     }
 
-    /// Every known node, other than us, that runs a TAP.
-    pub fn l2_nodes(&self) -> Vec<NodeId> {
-        self.lock()
-            .nodes
-            .iter()
-            .filter(|(id, n)| **id != self.id && n.modes.l2)
-            .map(|(id, _)| *id)
-            .collect()
+    /// Adds to `out` every known node, other than us, that runs a TAP.
+    pub fn extend_l2_nodes(&self, out: &mut Vec<NodeId>) {
+        out.extend(
+            self.lock()
+                .nodes
+                .iter()
+                .filter(|(id, n)| **id != self.id && n.modes.l2)
+                .map(|(id, _)| *id),
+        );
     }
 
     pub fn next_hop(&self, dest: NodeId) -> Option<NodeId> {

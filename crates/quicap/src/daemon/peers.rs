@@ -186,13 +186,9 @@ impl PeerTable {
         peer.preferred(now_ms).map(|l| l.conn.clone())
     }
 
-    /// Node ids of the connected peers that carry Layer 2.
-    pub fn l2_ids(&self) -> Vec<u64> {
-        self.lock()
-            .values()
-            .filter(|p| p.modes.l2)
-            .map(|p| p.id)
-            .collect()
+    /// Adds to `out` the node ids of the connected peers that carry Layer 2.
+    pub fn extend_l2_ids(&self, out: &mut Vec<u64>) {
+        out.extend(self.lock().values().filter(|p| p.modes.l2).map(|p| p.id));
     }
 
     /// The preferred connection of the peer with node id `id`; the per-packet lookup,
