@@ -93,11 +93,24 @@ fn black_hole_suspected(conn: &quinn::Connection) -> bool {
 const ICMP_PER_SEC: f64 = 1000.0;
 const ICMP_BURST: f64 = 50.0;
 
-/// Whether packets too big for a link get an ICMP error: when each link has been too
-/// small for a packet, (first time, last time) by the connection's stable id; and the
-/// budget for ICMP errors.
+/// quinn's statistics are read at most this often per link: a flood of packets too big
+/// for a link would otherwise lock its connection once per packet.
+const SUSPICION_RECHECK: Duration = Duration::from_millis(100);
+
+/// A link that packets have been too big for.
+struct TooSmall {
+    /// Start of the current episode (or of the current suspicion of a black hole).
+    first: Instant,
+    last: Instant,
+    /// Last reading of [`black_hole_suspected`], and when it was taken.
+    suspected: bool,
+    checked: Option<Instant>,
+}
+
+/// Whether packets too big for a link get an ICMP error: the links packets were too
+/// big for, by connection stable id, and the budget for ICMP errors.
 struct TooBigGate {
-    links: HashMap<usize, (Instant, Instant)>,
+    links: HashMap<usize, TooSmall>,
     tokens: f64,
     refilled: Instant,
 }
@@ -115,36 +128,49 @@ impl Default for TooBigGate {
 impl TooBigGate {
     /// Whether a packet too big for `conn` gets an ICMP error now (else it is dropped).
     fn answer(&mut self, conn: &quinn::Connection, now: Instant) -> bool {
-        (!black_hole_suspected(conn) || self.grace_over(conn.stable_id(), now))
-            && self.icmp_allowed(now)
+        self.decide(conn.stable_id(), || black_hole_suspected(conn), now)
     }
 
-    /// Takes one ICMP error from the budget; false when it is spent.
-    fn icmp_allowed(&mut self, now: Instant) -> bool {
+    /// [`TooBigGate::answer`] for link `link`, with `suspected` reading quinn's opinion:
+    /// answered if the ICMP budget allows and the link is not held at 1200 bytes by a
+    /// suspected black hole, or has been for [`TOO_BIG_GRACE`].
+    fn decide(&mut self, link: usize, suspected: impl FnOnce() -> bool, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        if self.links.len() > 64 {
+            self.links.retain(|_, l| now - l.last < TOO_BIG_EPISODE_GAP);
+        }
+        let l = self.links.entry(link).or_insert(TooSmall {
+            first: now,
+            last: now,
+            suspected: false,
+            checked: None,
+        });
+        if now - l.last >= TOO_BIG_EPISODE_GAP {
+            l.first = now;
+        }
+        l.last = now;
+        if l.checked.is_none_or(|t| now - t >= SUSPICION_RECHECK) {
+            let s = suspected();
+            if s && !l.suspected {
+                l.first = now;
+            }
+            l.suspected = s;
+            l.checked = Some(now);
+        }
+        let answer = !l.suspected || now - l.first >= TOO_BIG_GRACE;
+        if answer {
+            self.tokens -= 1.0;
+        }
+        answer
+    }
+
+    fn refill(&mut self, now: Instant) {
         let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
         self.tokens = (self.tokens + elapsed * ICMP_PER_SEC).min(ICMP_BURST);
         self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Records a packet too big for `link` (a connection's stable id); true once the
-    /// link has been too small for [`TOO_BIG_GRACE`].
-    fn grace_over(&mut self, link: usize, now: Instant) -> bool {
-        if self.links.len() > 64 {
-            self.links
-                .retain(|_, (_, last)| now - *last < TOO_BIG_EPISODE_GAP);
-        }
-        let (first, last) = self.links.entry(link).or_insert((now, now));
-        if now - *last >= TOO_BIG_EPISODE_GAP {
-            *first = now;
-        }
-        *last = now;
-        now - *first >= TOO_BIG_GRACE
     }
 }
 
@@ -431,36 +457,52 @@ mod tests {
     use super::*;
 
     #[test]
-    fn too_big_answers_wait_for_a_lasting_shrink() {
+    fn too_big_answers_wait_for_a_lasting_black_hole_only() {
         let mut gate = TooBigGate::default();
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        // A link too small for 4 s: silent until then, answered after.
-        assert!(!gate.grace_over(1, at(0)));
-        assert!(!gate.grace_over(1, at(3_900)));
-        assert!(gate.grace_over(1, at(4_000)));
+        // Not held at 1200 bytes by a suspected black hole: answered at once.
+        assert!(gate.decide(1, || false, at(0)));
+        // Suspected from 1 s on: silent for 4 s, answered after.
+        assert!(!gate.decide(1, || true, at(1_000)));
+        assert!(!gate.decide(1, || true, at(4_900)));
+        assert!(gate.decide(1, || true, at(5_000)));
         // Another link has its own grace.
-        assert!(!gate.grace_over(2, at(4_100)));
+        assert!(!gate.decide(2, || true, at(5_100)));
         // Ten seconds without an oversized packet: a new episode, a new grace.
-        assert!(gate.grace_over(1, at(13_000)));
-        assert!(!gate.grace_over(1, at(23_000)));
-        assert!(gate.grace_over(1, at(27_000)));
+        assert!(gate.decide(1, || true, at(14_000)));
+        assert!(!gate.decide(1, || true, at(24_000)));
+        assert!(gate.decide(1, || true, at(28_000)));
+    }
+
+    #[test]
+    fn quinn_is_asked_at_most_every_100_ms_per_link() {
+        let mut gate = TooBigGate::default();
+        let t0 = Instant::now();
+        let mut asked = 0;
+        for ms in 0..1_000 {
+            gate.decide(
+                1,
+                || {
+                    asked += 1;
+                    true
+                },
+                t0 + Duration::from_millis(ms),
+            );
+        }
+        assert_eq!(asked, 10);
     }
 
     #[test]
     fn icmp_errors_are_limited_to_a_burst_then_a_rate() {
         let mut gate = TooBigGate::default();
         let t0 = gate.refilled;
-        let sent = (0..200).filter(|_| gate.icmp_allowed(t0)).count();
-        assert_eq!(sent, ICMP_BURST as usize);
+        let mut sent = |now| (0..200).filter(|_| gate.decide(1, || false, now)).count();
+        assert_eq!(sent(t0), ICMP_BURST as usize);
         // 10 ms later: 10 more at 1000 per second.
-        let later = t0 + Duration::from_millis(10);
-        let sent = (0..200).filter(|_| gate.icmp_allowed(later)).count();
-        assert_eq!(sent, 10);
+        assert_eq!(sent(t0 + Duration::from_millis(10)), 10);
         // A quiet second refills the burst, no more.
-        let much_later = later + Duration::from_secs(1);
-        let sent = (0..200).filter(|_| gate.icmp_allowed(much_later)).count();
-        assert_eq!(sent, ICMP_BURST as usize);
+        assert_eq!(sent(t0 + Duration::from_millis(1_010)), ICMP_BURST as usize);
     }
 
     #[test]
@@ -468,9 +510,10 @@ mod tests {
         let mut gate = TooBigGate::default();
         let t0 = Instant::now();
         for link in 0..100 {
-            gate.grace_over(link, t0);
+            gate.tokens = ICMP_BURST;
+            gate.decide(link, || false, t0);
         }
-        gate.grace_over(1000, t0 + TOO_BIG_EPISODE_GAP);
+        gate.decide(1000, || false, t0 + TOO_BIG_EPISODE_GAP);
         assert!(gate.links.len() <= 65, "{}", gate.links.len());
     }
 }
