@@ -13,6 +13,8 @@
 //!
 //! * [`overlay`]: the small versioned header in front of every tunnelled packet.
 //! * [`control`]: length-prefixed, typed control messages (hello, keepalive, goodbye).
+//! * [`relay`]: the frame that carries a QUIC packet of an end-to-end connection through
+//!   other nodes, undecrypted.
 //!
 //! Every parser takes untrusted bytes and returns an error instead of panicking; the
 //! exact formats are specified in `docs/protocol.md`.
@@ -20,6 +22,7 @@
 pub mod control;
 pub mod ip;
 pub mod overlay;
+pub mod relay;
 
 pub use control::{route_frames, ControlError, Message, NodeInfo, Prefix, RouteEntry};
 pub use overlay::{Header, NodeId, OverlayError, PayloadKind};
