@@ -156,7 +156,10 @@ mod tests {
             Err(RelayError::Truncated)
         );
         frame[1] = 9;
-        assert_eq!(RelayHeader::read(&frame), Err(RelayError::UnknownVersion(9)));
+        assert_eq!(
+            RelayHeader::read(&frame),
+            Err(RelayError::UnknownVersion(9))
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod device;
 pub mod packet_io;
 pub mod pki_cmd;
+pub mod relay;
 pub mod sched;
 pub mod status;
 pub mod status_client;

@@ -13,6 +13,7 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::TransportSection;
+use crate::relay::{RelayCounters, RelaySocket, RelayTable};
 use crate::tls::{Identity, Trust};
 
 /// Bytes a QUIC short-header packet adds around one DATAGRAM frame, for quinn's
@@ -85,8 +86,13 @@ pub fn client_config(
     Ok(config)
 }
 
-/// Binds a UDP socket on `addr` (dual-stack for `[::]`) and makes a quinn endpoint of it.
-pub fn endpoint(addr: SocketAddr, server: quinn::ServerConfig) -> Result<quinn::Endpoint> {
+/// Binds a UDP socket on `addr` (dual-stack for `[::]`) and makes a quinn endpoint of
+/// it, on a [`RelaySocket`] that also carries relayed paths (see [`crate::relay`]).
+pub fn endpoint(
+    addr: SocketAddr,
+    server: quinn::ServerConfig,
+    relays: Arc<RelayTable>,
+) -> Result<(quinn::Endpoint, Arc<RelayCounters>)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .with_context(|| format!("creating a UDP socket for {addr}"))?;
     if addr.is_ipv6() {
@@ -106,13 +112,19 @@ pub fn endpoint(addr: SocketAddr, server: quinn::ServerConfig) -> Result<quinn::
         anyhow!("listening on UDP {addr}: {e}{hint}")
     })?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime for QUIC"))?;
-    quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket.into(),
-        runtime,
-    )
-    .with_context(|| format!("starting QUIC on {addr}"))
+    let socket = runtime
+        .wrap_udp_socket(socket.into())
+        .and_then(|inner| RelaySocket::new(inner, relays))
+        .with_context(|| format!("starting QUIC on {addr}"))?;
+    let counters = socket.counters();
+    let mut config = quinn::EndpointConfig::default();
+    // Relay frames are told from QUIC packets by the fixed bit (RFC 9287 would let
+    // peers clear it).
+    config.grease_quic_bit(false);
+    let endpoint =
+        quinn::Endpoint::new_with_abstract_socket(config, Some(server), Arc::new(socket), runtime)
+            .with_context(|| format!("starting QUIC on {addr}"))?;
+    Ok((endpoint, counters))
 }
 
 /// How long a dial may take before it counts as failed.

@@ -36,6 +36,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Config, PeerConfig};
 use crate::device::{Interface, Kind, Netlink, Spec};
+use crate::relay::{RelayCounters, RelayTable};
 use crate::tls::{Identity, Trust};
 use crate::transport;
 
@@ -87,6 +88,10 @@ pub struct Node {
     pub tun: Option<Interface>,
     pub tap: Option<Interface>,
     endpoints: Vec<quinn::Endpoint>,
+    /// Where relay frames go; shared by the endpoints' sockets.
+    pub relays: Arc<RelayTable>,
+    /// Relay frame counters, one per endpoint.
+    pub relay_counters: Vec<Arc<RelayCounters>>,
     epoch: Instant,
     /// A link whose probes have gone unanswered this long is closed.
     pub dead_after_ms: u64,
@@ -197,12 +202,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let transport_config = transport::transport_config(&config.transport, config.mtu())?;
     let server =
         transport::server_config(&trust.rustls, &loaded.identity, transport_config.clone())?;
-    let endpoints = config
+    let relays = RelayTable::new(quicap_wire::NodeId(mesh::node_id(&loaded.cert.name)));
+    let (endpoints, relay_counters): (Vec<_>, Vec<_>) = config
         .node
         .listen
         .iter()
-        .map(|addr| transport::endpoint(*addr, server.clone()))
-        .collect::<Result<Vec<_>>>()?;
+        .map(|addr| transport::endpoint(*addr, server.clone(), relays.clone()))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
     let control = control::bind(&config.node.control_socket)?;
 
     let netlink = Netlink::open()?;
@@ -290,6 +298,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         tun,
         tap,
         endpoints,
+        relays,
+        relay_counters,
         epoch: Instant::now(),
         dead_after_ms: u64::try_from(config.transport.idle_timeout.as_millis()).unwrap_or(u64::MAX),
         no_carrier: config.node.no_carrier,

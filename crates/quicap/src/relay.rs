@@ -1,0 +1,667 @@
+//! Relayed paths: end-to-end QUIC connections between nodes that have no direct link,
+//! carried in relay frames ([`quicap_wire::relay`]) by the nodes in between.
+//!
+//! [`RelaySocket`] sits between quinn and the UDP socket. To quinn, a node reachable only
+//! through the mesh has a *virtual address* (in 240.0.0.0/4, which no network routes);
+//! a packet quinn sends there leaves in a relay frame towards the next hop the mesh
+//! chose, and a relay frame addressed to this node reaches quinn as a packet from the
+//! sender's virtual address. A relay frame addressed to another node is forwarded as it
+//! came, hop limit spent, without touching quinn: an intermediate node holds no QUIC
+//! state and no keys of the connections it carries, and its work per packet is one
+//! receive and one send (batched by GRO and GSO like any other traffic).
+//!
+//! Relay frames are taken only from the addresses of this node's direct peers, whose
+//! certificates the mesh has verified; anything else is dropped, so a node is no open
+//! relay for strangers and answers nothing to a probe.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+
+use quicap_wire::relay::{self, RelayHeader};
+use quicap_wire::NodeId;
+use quinn::udp::{RecvMeta, Transmit};
+use quinn::{AsyncUdpSocket, UdpPoller};
+
+/// First octet of virtual addresses: 240.0.0.0/4 is reserved and never routed.
+const VIRTUAL_FIRST_OCTET: u8 = 240;
+/// Port of every virtual address (quinn refuses port 0).
+const VIRTUAL_PORT: u16 = 1;
+
+/// Where relay frames go: the mesh's next hop for each node, and which addresses are
+/// direct peers. Shared by the node's sockets and updated by the daemon.
+#[derive(Debug)]
+pub struct RelayTable {
+    local: NodeId,
+    state: RwLock<TableState>,
+}
+
+#[derive(Debug, Default)]
+struct TableState {
+    next_hop: HashMap<NodeId, SocketAddr>,
+    neighbours: HashSet<SocketAddr>,
+    virtual_of: HashMap<NodeId, SocketAddr>,
+    node_at: HashMap<SocketAddr, NodeId>,
+}
+
+impl RelayTable {
+    pub fn new(local: NodeId) -> Arc<Self> {
+        Arc::new(RelayTable {
+            local,
+            state: RwLock::default(),
+        })
+    }
+
+    /// The node these sockets belong to.
+    pub fn local(&self) -> NodeId {
+        self.local
+    }
+
+    /// Replaces the routing state: the next hop's UDP address for each node reachable
+    /// through the mesh, and the addresses of the direct peers.
+    pub fn update(
+        &self,
+        next_hops: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        neighbours: impl IntoIterator<Item = SocketAddr>,
+    ) {
+        let mut state = self.write();
+        state.next_hop = next_hops
+            .into_iter()
+            .map(|(node, addr)| (node, canonical(addr)))
+            .collect();
+        state.neighbours = neighbours.into_iter().map(canonical).collect();
+    }
+
+    /// The virtual address under which quinn reaches `node` through relays, allocated
+    /// on first use and stable for the life of the table.
+    pub fn virtual_addr(&self, node: NodeId) -> SocketAddr {
+        if let Some(addr) = self.read().virtual_of.get(&node) {
+            return *addr;
+        }
+        let mut state = self.write();
+        if let Some(addr) = state.virtual_of.get(&node) {
+            return *addr;
+        }
+        // 2^28 - 1 addresses: more nodes than a mesh will ever see.
+        let index = state.virtual_of.len() as u32 + 1;
+        let ip = u32::from(Ipv4Addr::new(VIRTUAL_FIRST_OCTET, 0, 0, 0)) | (index & 0x0fff_ffff);
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip), VIRTUAL_PORT));
+        state.virtual_of.insert(node, addr);
+        state.node_at.insert(addr, node);
+        addr
+    }
+
+    /// The node behind a virtual address, if `addr` is one this table gave out.
+    pub fn node_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        let addr = canonical(addr);
+        if !is_virtual(addr) {
+            return None;
+        }
+        self.read().node_at.get(&addr).copied()
+    }
+
+    fn next_hop(&self, node: NodeId) -> Option<SocketAddr> {
+        self.read().next_hop.get(&node).copied()
+    }
+
+    fn is_neighbour(&self, addr: SocketAddr) -> bool {
+        self.read().neighbours.contains(&canonical(addr))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, TableState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, TableState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (what a dual-stack socket reports) as plain IPv4.
+fn canonical(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, v6.port())),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+fn is_virtual(addr: SocketAddr) -> bool {
+    matches!(addr, SocketAddr::V4(v4) if v4.ip().octets()[0] >= VIRTUAL_FIRST_OCTET)
+}
+
+/// Counters of a [`RelaySocket`], for `quicap status` and tests.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    /// Frames passed on to another node.
+    pub forwarded: AtomicU64,
+    /// Frames for this node, handed to quinn.
+    pub delivered: AtomicU64,
+    /// Frames sent for this node's own relayed connections.
+    pub originated: AtomicU64,
+    /// Frames dropped: from a stranger, malformed, out of hops, no route, or a full
+    /// socket.
+    pub dropped: AtomicU64,
+}
+
+impl RelayCounters {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// A UDP socket for quinn that also carries relay frames; see the module docs.
+pub struct RelaySocket {
+    inner: Arc<dyn AsyncUdpSocket>,
+    table: Arc<RelayTable>,
+    /// Whether the socket is IPv6 (dual-stack): addresses are then shown to quinn in
+    /// their IPv4-mapped form, as quinn uses them.
+    ipv6: bool,
+    /// Datagrams sorted out of a mixed receive batch, delivered by the next receive.
+    pending: Mutex<VecDeque<Pending>>,
+    has_pending: AtomicBool,
+    /// Frames under construction for sending.
+    scratch: Mutex<Vec<u8>>,
+    counters: Arc<RelayCounters>,
+}
+
+struct Pending {
+    meta: RecvMeta,
+    data: Vec<u8>,
+}
+
+impl fmt::Debug for RelaySocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelaySocket")
+            .field("inner", &self.inner)
+            .field("local", &self.table.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with one datagram of a receive batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Quic,
+    Forward(NodeId, SocketAddr),
+    Deliver(NodeId),
+    Drop,
+}
+
+impl RelaySocket {
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, table: Arc<RelayTable>) -> io::Result<Self> {
+        let ipv6 = inner.local_addr()?.is_ipv6();
+        Ok(RelaySocket {
+            inner,
+            table,
+            ipv6,
+            pending: Mutex::default(),
+            has_pending: AtomicBool::new(false),
+            scratch: Mutex::default(),
+            counters: Arc::default(),
+        })
+    }
+
+    pub fn counters(&self) -> Arc<RelayCounters> {
+        self.counters.clone()
+    }
+
+    /// A virtual address in the form quinn uses on this socket.
+    fn shown(&self, addr: SocketAddr) -> SocketAddr {
+        match addr {
+            SocketAddr::V4(v4) if self.ipv6 => {
+                SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+            }
+            _ => addr,
+        }
+    }
+
+    fn action(&self, datagram: &[u8], trusted: bool) -> Action {
+        if !datagram.first().is_some_and(|b| relay::is_relay_frame(*b)) {
+            return Action::Quic;
+        }
+        if !trusted {
+            return Action::Drop;
+        }
+        let Ok(header) = RelayHeader::read(datagram) else {
+            return Action::Drop;
+        };
+        if datagram.len() <= relay::LEN {
+            return Action::Drop;
+        }
+        if header.destination == self.table.local {
+            return Action::Deliver(header.source);
+        }
+        match self.table.next_hop(header.destination) {
+            Some(next) if header.hop_limit > 1 => Action::Forward(header.destination, next),
+            _ => Action::Drop,
+        }
+    }
+
+    /// Sorts one received buffer (one datagram, or several of `meta.stride` bytes from
+    /// GRO): forwards relay frames for other nodes, unwraps those for this node, and
+    /// leaves QUIC packets in place. A buffer quinn should not see gets length 0.
+    fn sort(&self, buf: &mut [u8], meta: &mut RecvMeta) {
+        let len = meta.len.min(buf.len());
+        let stride = if meta.stride == 0 { len } else { meta.stride };
+        let data = &mut buf[..len];
+        if len == 0 || !data.chunks(stride).any(|d| relay::is_relay_frame(d[0])) {
+            return;
+        }
+        let trusted = self.table.is_neighbour(meta.addr);
+        let first = self.action(&data[..stride.min(len)], trusted);
+        let uniform = data
+            .chunks(stride)
+            .skip(1)
+            .all(|d| self.action(d, trusted) == first);
+        let count = len.div_ceil(stride);
+        match first {
+            Action::Forward(_, next) if uniform => {
+                for d in data.chunks_mut(stride) {
+                    // Checked by `action`: every frame has a hop to spend.
+                    let _ = relay::forward_hop(d);
+                }
+                self.send_frames(next, meta, data, stride, count);
+                meta.len = 0;
+            }
+            Action::Deliver(source) if uniform => {
+                let inner = stride - relay::LEN;
+                let mut out = 0;
+                for at in (0..len).step_by(stride) {
+                    let end = (at + stride).min(len);
+                    data.copy_within(at + relay::LEN..end, out);
+                    out += end - at - relay::LEN;
+                }
+                meta.len = out;
+                meta.stride = inner;
+                meta.addr = self.shown(self.table.virtual_addr(source));
+                RelayCounters::add(&self.counters.delivered, count);
+            }
+            Action::Drop if uniform => {
+                RelayCounters::add(&self.counters.dropped, count);
+                meta.len = 0;
+            }
+            _ => {
+                self.sort_each(data, stride, trusted, meta);
+                meta.len = 0;
+            }
+        }
+    }
+
+    /// The slow path for a batch that mixes kinds: one datagram at a time, the ones for
+    /// quinn queued for the next receive.
+    fn sort_each(&self, data: &mut [u8], stride: usize, trusted: bool, meta: &RecvMeta) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for d in data.chunks_mut(stride) {
+            let (addr, payload) = match self.action(d, trusted) {
+                Action::Quic => (meta.addr, &d[..]),
+                Action::Deliver(source) => {
+                    RelayCounters::add(&self.counters.delivered, 1);
+                    (
+                        self.shown(self.table.virtual_addr(source)),
+                        &d[relay::LEN..],
+                    )
+                }
+                Action::Forward(_, next) => {
+                    let _ = relay::forward_hop(d);
+                    self.send_frames(next, meta, d, d.len(), 1);
+                    continue;
+                }
+                Action::Drop => {
+                    RelayCounters::add(&self.counters.dropped, 1);
+                    continue;
+                }
+            };
+            let mut m = *meta;
+            m.addr = addr;
+            m.len = payload.len();
+            m.stride = payload.len();
+            pending.push_back(Pending {
+                meta: m,
+                data: payload.to_vec(),
+            });
+        }
+        self.has_pending
+            .store(!pending.is_empty(), Ordering::Release);
+    }
+
+    fn send_frames(
+        &self,
+        next: SocketAddr,
+        meta: &RecvMeta,
+        frames: &[u8],
+        stride: usize,
+        count: usize,
+    ) {
+        let transmit = Transmit {
+            destination: next,
+            ecn: meta.ecn,
+            contents: frames,
+            segment_size: (count > 1).then_some(stride),
+            src_ip: None,
+        };
+        match self.inner.try_send(&transmit) {
+            Ok(()) => RelayCounters::add(&self.counters.forwarded, count),
+            // A full socket or an unreachable hop loses the frames, as a congested
+            // router would; the end-to-end connection recovers.
+            Err(_) => RelayCounters::add(&self.counters.dropped, count),
+        }
+    }
+
+    /// Hands out datagrams left over from a mixed batch.
+    fn drain_pending(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        while n < bufs.len().min(meta.len()) {
+            let Some(p) = pending.pop_front() else { break };
+            let len = p.data.len().min(bufs[n].len());
+            bufs[n][..len].copy_from_slice(&p.data[..len]);
+            meta[n] = p.meta;
+            meta[n].len = len;
+            meta[n].stride = len;
+            n += 1;
+        }
+        self.has_pending
+            .store(!pending.is_empty(), Ordering::Release);
+        n
+    }
+}
+
+impl AsyncUdpSocket for RelaySocket {
+    fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
+        self.inner.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
+        let Some(node) = self.table.node_at(transmit.destination) else {
+            return self.inner.try_send(transmit);
+        };
+        let Some(next) = self.table.next_hop(node) else {
+            // No route right now: lost like any packet, and the connection's loss
+            // recovery and idle timeout take it from there.
+            RelayCounters::add(&self.counters.dropped, 1);
+            return Ok(());
+        };
+        let segment = transmit
+            .segment_size
+            .unwrap_or(transmit.contents.len())
+            .max(1);
+        let header = RelayHeader::new(node, self.table.local);
+        let mut frames = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        frames.clear();
+        let mut count = 0;
+        for datagram in transmit.contents.chunks(segment) {
+            let at = frames.len();
+            frames.resize(at + relay::LEN, 0);
+            header.write(&mut frames[at..]);
+            frames.extend_from_slice(datagram);
+            count += 1;
+        }
+        self.inner.try_send(&Transmit {
+            destination: next,
+            ecn: transmit.ecn,
+            contents: &frames,
+            segment_size: transmit.segment_size.map(|s| s + relay::LEN),
+            src_ip: None,
+        })?;
+        RelayCounters::add(&self.counters.originated, count);
+        Ok(())
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context,
+        bufs: &mut [IoSliceMut<'_>],
+        meta: &mut [RecvMeta],
+    ) -> Poll<io::Result<usize>> {
+        if self.has_pending.load(Ordering::Acquire) {
+            let n = self.drain_pending(bufs, meta);
+            if n > 0 {
+                if self.has_pending.load(Ordering::Acquire) {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Ready(Ok(n));
+            }
+        }
+        let n = match self.inner.poll_recv(cx, bufs, meta) {
+            Poll::Ready(Ok(n)) => n,
+            other => return other,
+        };
+        for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()).take(n) {
+            self.sort(buf, m);
+        }
+        if self.has_pending.load(Ordering::Acquire) {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    fn max_transmit_segments(&self) -> usize {
+        self.inner.max_transmit_segments()
+    }
+
+    fn max_receive_segments(&self) -> usize {
+        self.inner.max_receive_segments()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.inner.may_fragment()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    use quicap_pki::{Authorization, Ca, NodeCert, NodeRequest, ParsedCsr, SignRequest};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    use crate::tls::{Identity, Trust};
+    use crate::transport;
+
+    const A: NodeId = NodeId(1);
+    const B: NodeId = NodeId(2);
+    const C: NodeId = NodeId(3);
+
+    struct TestPki {
+        ca: Ca,
+        trust: Trust,
+    }
+
+    impl TestPki {
+        fn new() -> TestPki {
+            let now = time::OffsetDateTime::now_utc();
+            let files = Ca::create("relay-test", now, 2, &mut rand::rng()).expect("CA");
+            let ca = Ca::load(&files.cert_pem, &files.key_pem).expect("CA loads");
+            let trust = Trust {
+                ca: CertificateDer::from(ca.cert().der.clone()),
+                crl: None,
+            };
+            TestPki { ca, trust }
+        }
+
+        fn identity(&self, name: &str) -> Identity {
+            let now = time::OffsetDateTime::now_utc();
+            let req = NodeRequest::generate(name).expect("key");
+            let csr = ParsedCsr::from_pem(&req.csr_pem).expect("CSR");
+            let sign = SignRequest::from_csr(
+                &csr,
+                None,
+                Authorization {
+                    addresses: vec!["10.99.0.1/24".parse().expect("prefix")],
+                    subnets: Vec::new(),
+                },
+                now - time::Duration::hours(1),
+                now + time::Duration::days(1),
+            )
+            .expect("sign request");
+            let pem = self.ca.sign(&sign, &mut rand::rng()).expect("signed");
+            Identity {
+                cert: CertificateDer::from(NodeCert::from_pem(&pem).expect("cert").der),
+                key: PrivateKeyDer::from_pem_slice(req.key_pem.as_bytes()).expect("key"),
+            }
+        }
+    }
+
+    struct TestNode {
+        endpoint: quinn::Endpoint,
+        table: Arc<RelayTable>,
+        counters: Arc<RelayCounters>,
+        client: quinn::ClientConfig,
+        addr: SocketAddr,
+    }
+
+    fn node(pki: &TestPki, name: &str, id: NodeId) -> TestNode {
+        let identity = pki.identity(name);
+        let tc = Arc::new(quinn::TransportConfig::default());
+        let server = transport::server_config(&pki.trust, &identity, tc.clone()).expect("server");
+        let client = transport::client_config(&pki.trust, &identity, tc).expect("client");
+        let table = RelayTable::new(id);
+        let (endpoint, counters) = transport::endpoint(
+            "127.0.0.1:0".parse().expect("address"),
+            server,
+            table.clone(),
+        )
+        .expect("endpoint");
+        let addr = endpoint.local_addr().expect("bound");
+        TestNode {
+            endpoint,
+            table,
+            counters,
+            client,
+            addr,
+        }
+    }
+
+    fn count(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// A - B - C on loopback, where A and C only know B.
+    fn line() -> (TestNode, TestNode, TestNode) {
+        let pki = TestPki::new();
+        let (a, b, c) = (
+            node(&pki, "node-a", A),
+            node(&pki, "node-b", B),
+            node(&pki, "node-c", C),
+        );
+        a.table.update([(B, b.addr), (C, b.addr)], [b.addr]);
+        b.table.update([(A, a.addr), (C, c.addr)], [a.addr, c.addr]);
+        c.table.update([(B, b.addr), (A, b.addr)], [b.addr]);
+        (a, b, c)
+    }
+
+    async fn within<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .unwrap_or_else(|_| panic!("{what} took longer than 10 s"))
+    }
+
+    #[tokio::test]
+    async fn relayed_connection_runs_end_to_end_through_a_node_without_quic_state() {
+        let (a, b, c) = line();
+        let to_c = a.table.virtual_addr(C);
+        let connecting = a
+            .endpoint
+            .connect_with(a.client.clone(), to_c, "node-c")
+            .expect("connect");
+        let (ours, theirs) = within("handshake", async {
+            let incoming = c.endpoint.accept().await.expect("incoming");
+            let theirs = incoming.await.expect("accepted");
+            (connecting.await.expect("connected"), theirs)
+        })
+        .await;
+        assert_eq!(canonical(theirs.remote_address()), c.table.virtual_addr(A));
+
+        ours.send_datagram(bytes::Bytes::from_static(b"to c"))
+            .expect("datagram");
+        let got = within("datagram to C", theirs.read_datagram()).await;
+        assert_eq!(got.expect("datagram").as_ref(), b"to c");
+        theirs
+            .send_datagram(bytes::Bytes::from_static(b"to a"))
+            .expect("datagram");
+        let got = within("datagram to A", ours.read_datagram()).await;
+        assert_eq!(got.expect("datagram").as_ref(), b"to a");
+
+        // Enough stream data for GSO/GRO batches of frames, checked byte for byte.
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut send, _) = within("open", ours.open_bi()).await.expect("stream");
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            send.write_all(&sent).await.expect("write");
+            send.finish().expect("finish");
+            send
+        });
+        let (_, mut recv) = within("accept", theirs.accept_bi()).await.expect("stream");
+        let received = within("transfer", recv.read_to_end(2 << 20))
+            .await
+            .expect("read");
+        assert!(received == data, "stream data changed on the way");
+        drop(writer);
+
+        // B carried it all and never held a connection: it did not decrypt anything.
+        assert_eq!(b.endpoint.open_connections(), 0);
+        assert!(count(&b.counters.forwarded) > 500, "B forwarded too little");
+        assert!(count(&a.counters.originated) > 500);
+        assert!(count(&c.counters.delivered) > 500);
+        assert_eq!(count(&b.counters.delivered), 0);
+    }
+
+    #[tokio::test]
+    async fn frames_from_strangers_are_dropped_unanswered() {
+        let (_a, b, c) = line();
+        let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("socket");
+        let mut frame = vec![0u8; relay::LEN + 64];
+        RelayHeader::new(C, NodeId(99)).write(&mut frame);
+        stranger.send_to(&frame, b.addr).await.expect("send");
+        within("drop", async {
+            while count(&b.counters.dropped) == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert_eq!(count(&b.counters.forwarded), 0);
+        assert_eq!(count(&c.counters.delivered), 0);
+        let mut buf = [0u8; 64];
+        let answer =
+            tokio::time::timeout(Duration::from_millis(200), stranger.recv_from(&mut buf)).await;
+        assert!(answer.is_err(), "a stranger's frame got an answer");
+    }
+
+    #[test]
+    fn virtual_addresses_are_stable_distinct_and_unroutable() {
+        let table = RelayTable::new(A);
+        let (b, c) = (table.virtual_addr(B), table.virtual_addr(C));
+        assert_ne!(b, c);
+        assert_eq!(table.virtual_addr(B), b);
+        assert_eq!(table.node_at(c), Some(C));
+        let mapped = SocketAddr::new(
+            match c.ip() {
+                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            },
+            c.port(),
+        );
+        assert_eq!(table.node_at(mapped), Some(C));
+        assert!(is_virtual(b) && b.ip().is_ipv4());
+        assert_eq!(
+            table.node_at("192.0.2.1:4433".parse().expect("address")),
+            None
+        );
+    }
+}
