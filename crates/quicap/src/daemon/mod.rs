@@ -362,7 +362,24 @@ async fn mesh_task(node: Arc<Node>) {
                 debug!(%peer, "routing message not queued");
             }
         }
+        update_relays(&node, now);
     }
+}
+
+/// Points relay frames at the mesh's current next hops, and accepts them from the
+/// direct peers only.
+fn update_relays(node: &Node, now_ms: u64) {
+    let next_hops = node.mesh.routes().into_iter().filter_map(|route| {
+        let conn = node.peers.preferred_by_id(route.next_hop, now_ms)?;
+        Some((quicap_wire::NodeId(route.dest), conn.remote_address()))
+    });
+    let neighbours: Vec<_> = node
+        .peers
+        .all_connections()
+        .iter()
+        .map(quinn::Connection::remote_address)
+        .collect();
+    node.relays.update(next_hops, neighbours);
 }
 
 /// Applies carrier changes to the interfaces, in order, latest state winning.
