@@ -303,7 +303,8 @@ impl Forwarder {
 }
 
 /// The connection towards mesh node `dest` and the header for a payload of `kind`:
-/// direct when `dest` is the next hop, routed otherwise.
+/// direct when `dest` is the next hop or an end-to-end relayed connection to it is
+/// up, routed through the next hop otherwise.
 fn route_to_node(
     node: &Node,
     dest: u64,
@@ -312,8 +313,16 @@ fn route_to_node(
 ) -> Option<(quinn::Connection, Header)> {
     let mesh = &node.mesh;
     let hop = mesh.next_hop(dest).unwrap_or(dest);
-    let conn = node.peers.preferred_by_id(hop, now)?;
     let direct = Header::direct(kind);
+    if hop != dest {
+        // End to end over relay frames when that connection is up: the nodes between
+        // forward its packets without decrypting them.
+        if let Some(conn) = node.peers.relayed_by_id(dest, now) {
+            return Some((conn, direct));
+        }
+        node.want_relayed(dest, now);
+    }
+    let conn = node.peers.preferred_by_id(hop, now)?;
     let header = if hop == dest {
         direct
     } else {

@@ -22,8 +22,9 @@ mod peers;
 mod scheduling;
 mod session;
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -45,6 +46,9 @@ use peers::PeerTable;
 use session::close;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
+/// Least time between two attempts at a relayed connection to the same node; longer
+/// than a dial may take, so that attempts never overlap.
+const RELAY_RETRY_MS: u64 = 6_000;
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -98,6 +102,11 @@ pub struct Node {
     no_carrier: bool,
     carrier: watch::Sender<bool>,
     scheduling: scheduling::Scheduling,
+    /// When a relayed connection to each node was last asked for.
+    relay_asked: Mutex<HashMap<u64, u64>>,
+    /// Nodes waiting for the relay dialer.
+    relay_queue: Mutex<Vec<u64>>,
+    relay_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Node {
@@ -111,6 +120,25 @@ impl std::fmt::Debug for Node {
 impl Node {
     pub fn trust(&self) -> TrustState {
         self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Asks for an end-to-end relayed connection to `dest`, a node reached through
+    /// others; at most once per [`RELAY_RETRY_MS`] per node.
+    pub fn want_relayed(&self, dest: u64, now_ms: u64) {
+        let mut asked = self.relay_asked.lock().unwrap_or_else(|e| e.into_inner());
+        if asked
+            .get(&dest)
+            .is_some_and(|t| now_ms.saturating_sub(*t) < RELAY_RETRY_MS)
+        {
+            return;
+        }
+        asked.insert(dest, now_ms);
+        drop(asked);
+        self.relay_queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dest);
+        self.relay_wake.notify_one();
     }
 
     /// Milliseconds since the node started: the clock of liveness and MAC ageing.
@@ -305,6 +333,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         no_carrier: config.node.no_carrier,
         carrier,
         scheduling,
+        relay_asked: Mutex::default(),
+        relay_queue: Mutex::default(),
+        relay_wake: tokio::sync::Notify::new(),
     });
 
     let mut tasks = JoinSet::new();
@@ -323,6 +354,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     tasks.spawn(scheduling::govern(node.clone()));
     tasks.spawn(watch_expiry(node.clone()));
     tasks.spawn(mesh_task(node.clone()));
+    tasks.spawn(relay_dialer(node.clone()));
     tasks.spawn(carrier_task(node.clone(), netlink, carrier_rx));
     tasks.spawn(control::serve(node.clone(), control));
     if let Some(path) = config.node.crl.clone() {
@@ -366,6 +398,46 @@ async fn mesh_task(node: Arc<Node>) {
     }
 }
 
+/// Opens the end-to-end relayed connections the data path asks for.
+async fn relay_dialer(node: Arc<Node>) {
+    loop {
+        node.relay_wake.notified().await;
+        let wanted =
+            std::mem::take(&mut *node.relay_queue.lock().unwrap_or_else(|e| e.into_inner()));
+        for dest in wanted {
+            if !node.peers.has_relayed(dest) {
+                tokio::spawn(dial_relayed(node.clone(), dest));
+            }
+        }
+    }
+}
+
+/// Dials `dest` at its virtual address: the handshake and everything after it travel
+/// in relay frames along the mesh's routes, end to end encrypted.
+async fn dial_relayed(node: Arc<Node>, dest: u64) {
+    let Some(name) = node.mesh.name_of(dest) else {
+        return;
+    };
+    let addr = node.relays.virtual_addr(quicap_wire::NodeId(dest));
+    let attempt = async {
+        let endpoint = node
+            .endpoints
+            .first()
+            .ok_or_else(|| anyhow!("no endpoint"))?;
+        let connecting = endpoint.connect_with(node.client_config()?, addr, &name)?;
+        tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
+            .await
+            .map_err(|_| anyhow!("no answer within {:?}", transport::DIAL_TIMEOUT))?
+            .map_err(anyhow::Error::from)
+    };
+    match attempt.await {
+        Ok(conn) => {
+            session::run(node, conn, true, Some(&name)).await;
+        }
+        Err(e) => debug!(peer = %name, error = %format!("{e:#}"), "relayed dial failed"),
+    }
+}
+
 /// Points relay frames at the mesh's current next hops, and accepts them from the
 /// direct peers only.
 fn update_relays(node: &Node, now_ms: u64) {
@@ -373,13 +445,7 @@ fn update_relays(node: &Node, now_ms: u64) {
         let conn = node.peers.preferred_by_id(route.next_hop, now_ms)?;
         Some((quicap_wire::NodeId(route.dest), conn.remote_address()))
     });
-    let neighbours: Vec<_> = node
-        .peers
-        .all_connections()
-        .iter()
-        .map(quinn::Connection::remote_address)
-        .collect();
-    node.relays.update(next_hops, neighbours);
+    node.relays.update(next_hops, node.peers.direct_remotes());
 }
 
 /// Applies carrier changes to the interfaces, in order, latest state winning.

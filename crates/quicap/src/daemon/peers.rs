@@ -86,6 +86,10 @@ pub struct Link {
     pub conn: quinn::Connection,
     /// True if this node dialed the connection.
     pub outgoing: bool,
+    /// True if the connection runs end to end over relay frames (see
+    /// [`crate::relay`]) rather than over a direct path. Relayed links carry the
+    /// peers' own traffic only: they are no neighbours to the mesh and forward nothing.
+    pub relayed: bool,
     pub since: Instant,
     pub liveness: Arc<Liveness>,
     /// Queue of control messages to send on this link.
@@ -103,11 +107,17 @@ struct Peer {
 }
 
 impl Peer {
-    /// The link to send on: answering links first, the self-dialed one before the
-    /// other, the newest among equals.
+    /// The direct link to send on: answering links first, the self-dialed one before
+    /// the other, the newest among equals.
     fn preferred(&self, now_ms: u64) -> Option<&Link> {
+        self.best(now_ms, false)
+    }
+
+    /// The best link of one kind (direct or relayed), by the order of [`Self::preferred`].
+    fn best(&self, now_ms: u64, relayed: bool) -> Option<&Link> {
         self.links
             .iter()
+            .filter(|l| l.relayed == relayed)
             .max_by_key(|l| (l.liveness.alive(now_ms), l.outgoing, l.since))
     }
 }
@@ -200,6 +210,22 @@ impl PeerTable {
             .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
     }
 
+    /// The best relayed connection to the peer with node id `id`: the way to reach a
+    /// node that is no neighbour without intermediate nodes decrypting.
+    pub fn relayed_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
+        self.lock()
+            .values()
+            .find(|p| p.id == id)
+            .and_then(|p| p.best(now_ms, true).map(|l| l.conn.clone()))
+    }
+
+    /// Whether the peer with node id `id` has a relayed link, answering or not.
+    pub fn has_relayed(&self, id: u64) -> bool {
+        self.lock()
+            .values()
+            .any(|p| p.id == id && p.links.iter().any(|l| l.relayed))
+    }
+
     /// The preferred connection of the peer called `name`.
     pub fn preferred(&self, name: &str, now_ms: u64) -> Option<quinn::Connection> {
         self.lock()
@@ -220,7 +246,7 @@ impl PeerTable {
                 let rtt = p
                     .links
                     .iter()
-                    .filter(|k| k.liveness.alive(now_ms))
+                    .filter(|k| !k.relayed && k.liveness.alive(now_ms))
                     .map(|k| k.conn.rtt())
                     .min()
                     .unwrap_or_else(|| l.conn.rtt());
@@ -242,9 +268,13 @@ impl PeerTable {
             .is_some_and(|l| l.control.try_send(message).is_ok())
     }
 
-    /// Names of the connected peers.
+    /// Names of the peers with a direct link: the mesh's neighbours.
     pub fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.lock()
+            .iter()
+            .filter(|(_, p)| p.links.iter().any(|l| !l.relayed))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 
     /// Closes every link of every peer for which `reason` returns a reason.
@@ -268,13 +298,25 @@ impl PeerTable {
             .collect()
     }
 
+    /// Remote addresses of the direct links: where relay frames may come from.
+    pub fn direct_remotes(&self) -> Vec<std::net::SocketAddr> {
+        self.lock()
+            .values()
+            .flat_map(|p| p.links.iter().filter(|l| !l.relayed))
+            .map(|l| l.conn.remote_address())
+            .collect()
+    }
+
     /// The peers as `quicap status` reports them.
     pub fn snapshot(&self, now_ms: u64) -> Vec<PeerStatus> {
         let peers = self.lock();
         peers
             .iter()
             .map(|(name, peer)| {
-                let in_use = peer.preferred(now_ms).map(|l| l.conn.stable_id());
+                let in_use = peer
+                    .preferred(now_ms)
+                    .or_else(|| peer.best(now_ms, true))
+                    .map(|l| l.conn.stable_id());
                 let auth = peer.cert.authorization();
                 PeerStatus {
                     name: name.clone(),
@@ -286,7 +328,11 @@ impl PeerTable {
                         .map(|l| {
                             let stats = l.conn.stats();
                             LinkStatus {
-                                remote: l.conn.remote_address().to_string(),
+                                remote: if l.relayed {
+                                    "relayed".into()
+                                } else {
+                                    l.conn.remote_address().to_string()
+                                },
                                 direction: if l.outgoing { "outgoing" } else { "incoming" }.into(),
                                 in_use: in_use == Some(l.conn.stable_id()),
                                 alive: l.liveness.alive(now_ms),

@@ -66,8 +66,13 @@ pub async fn run(
     let auth = cert.authorization().clone();
     let liveness = Liveness::new(node.now_ms());
     let (control_tx, control_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
-    for msg in node.mesh.greeting() {
-        let _ = control_tx.try_send(msg);
+    // A relayed peer is no neighbour: it hears nothing of routing from us, and we
+    // take none from it.
+    let relayed = node.relays.node_at(remote).is_some();
+    if !relayed {
+        for msg in node.mesh.greeting() {
+            let _ = control_tx.try_send(msg);
+        }
     }
     let peers = node.peers.add(
         cert,
@@ -75,6 +80,7 @@ pub async fn run(
         Link {
             conn: conn.clone(),
             outgoing,
+            relayed,
             since: Instant::now(),
             liveness: liveness.clone(),
             control: control_tx.clone(),
@@ -82,7 +88,7 @@ pub async fn run(
     );
     node.peers_changed(peers);
     node.mesh.notify.notify_one();
-    info!(peer = %name, %remote, outgoing, version, l2 = hello.modes.l2, "peer connected");
+    info!(peer = %name, %remote, outgoing, relayed, version, l2 = hello.modes.l2, "peer connected");
 
     let datagrams = receive_datagrams(&node, &conn, &name, &auth);
     let control = control_loop(
@@ -92,6 +98,7 @@ pub async fn run(
         (control_tx, control_rx),
         &name,
         &liveness,
+        relayed,
     );
     tokio::select! {
         _ = datagrams => {}
@@ -245,6 +252,7 @@ async fn control_loop(
     (tx, mut rx): (mpsc::Sender<Message>, mpsc::Receiver<Message>),
     peer: &str,
     liveness: &Liveness,
+    relayed: bool,
 ) {
     // One writer owns the send stream; the reader, the prober and the mesh queue
     // messages for it.
@@ -292,6 +300,8 @@ async fn control_loop(
                     refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
                     return;
                 }
+                Ok(Message::Routes(_) | Message::Request { .. } | Message::NodeInfo(_))
+                    if relayed => {}
                 Ok(msg @ (Message::Routes(_) | Message::Request { .. })) => {
                     node.mesh.handle_message(peer_id, &msg, node.now_ms());
                 }
