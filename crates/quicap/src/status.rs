@@ -21,6 +21,22 @@ pub struct Status {
     /// The mesh routing table.
     #[serde(default)]
     pub routes: Vec<RouteStatus>,
+    /// Relay frames handled since the node started (end-to-end connections of other
+    /// nodes carried through this one, and this node's own relayed connections).
+    #[serde(default)]
+    pub relay: RelayStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RelayStatus {
+    /// Frames passed on for other nodes, undecrypted.
+    pub forwarded: u64,
+    /// Frames for this node's relayed connections: received and sent.
+    pub delivered: u64,
+    pub originated: u64,
+    /// Frames dropped: from an address that is no direct peer, malformed, out of
+    /// hops, without a route, or refused by a full socket.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -141,6 +157,14 @@ impl Status {
                 );
             }
         }
+        let r = &self.relay;
+        if r.forwarded + r.delivered + r.originated + r.dropped > 0 {
+            let _ = writeln!(
+                out,
+                "relay frames: {} forwarded for others, {} received and {} sent for relayed links, {} dropped",
+                r.forwarded, r.delivered, r.originated, r.dropped
+            );
+        }
         if !self.routes.is_empty() {
             let _ = writeln!(out, "routes:");
             for r in &self.routes {
@@ -198,6 +222,7 @@ mod tests {
                 path: vec!["node-a".into(), "node-b".into(), "node-c".into()],
                 prefixes: vec!["10.77.0.3/32".into()],
             }],
+            relay: RelayStatus::default(),
         }
     }
 

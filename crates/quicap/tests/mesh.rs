@@ -55,7 +55,7 @@ fn line_a_b_c_reaches_c_only_through_b() {
         &[],
         "",
     );
-    let _node_c = start(
+    let node_c = start(
         &pki,
         &c,
         "node-c",
@@ -67,6 +67,20 @@ fn line_a_b_c_reaches_c_only_through_b() {
     assert!(
         a.wait_ping("10.77.0.3", CONNECT).is_some(),
         "node-a never reached node-c through node-b"
+    );
+    // Traffic for node-c opens an end-to-end connection carried in relay frames.
+    assert!(
+        wait_until(CONNECT, || {
+            let _ = a.ping("10.77.0.3");
+            relayed_link_in_use(&node_a, "node-c")
+        })
+        .is_some(),
+        "node-a opened no relayed connection to node-c"
+    );
+    assert!(relayed_link_in_use(&node_c, "node-a"));
+    assert!(
+        !relayed_link_in_use(&node_b, "node-a") && !relayed_link_in_use(&node_b, "node-c"),
+        "node-b's own links must stay direct"
     );
     assert!(c.wait_ping("10.77.0.1", Duration::from_secs(5)).is_some());
     let s = json(&node_a.status(true));
@@ -83,9 +97,36 @@ fn line_a_b_c_reaches_c_only_through_b() {
         serde_json::json!(["node-a", "node-b", "node-c"])
     );
     assert!(route["metric"].as_u64() > Some(0));
-    // A 20 MB TCP transfer through the intermediate node arrives intact.
+    // A 20 MB TCP transfer through the intermediate node arrives intact, and the
+    // intermediate node carried it as relay frames: forwarded, never decrypted.
+    let before = relay_forwarded(&node_b);
     transfer_intact(&a, &c, pki.dir.path(), "10.77.0.3", 20_971_520);
+    let forwarded = relay_forwarded(&node_b) - before;
+    assert!(
+        forwarded > 20_971_520 / 1500,
+        "node-b forwarded only {forwarded} relay frames for 20 MB"
+    );
     drop(node_b);
+}
+
+/// Whether `node` sends to `peer` on an end-to-end relayed link.
+fn relayed_link_in_use(node: &Node, peer: &str) -> bool {
+    let s = json(&node.status(true));
+    s["peers"].as_array().is_some_and(|peers| {
+        peers.iter().filter(|p| p["name"] == peer).any(|p| {
+            p["links"].as_array().is_some_and(|links| {
+                links
+                    .iter()
+                    .any(|l| l["remote"] == "relayed" && l["in_use"] == true)
+            })
+        })
+    })
+}
+
+fn relay_forwarded(node: &Node) -> u64 {
+    json(&node.status(true))["relay"]["forwarded"]
+        .as_u64()
+        .expect("relay counters in status")
 }
 
 fn next_hop(node: &Node, dest: &str) -> Option<String> {

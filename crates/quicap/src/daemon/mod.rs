@@ -166,6 +166,18 @@ impl Node {
         self.tun.iter().chain(self.tap.iter())
     }
 
+    fn relay_status(&self) -> crate::status::RelayStatus {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut r = crate::status::RelayStatus::default();
+        for c in &self.relay_counters {
+            r.forwarded += c.forwarded.load(Relaxed);
+            r.delivered += c.delivered.load(Relaxed);
+            r.originated += c.originated.load(Relaxed);
+            r.dropped += c.dropped.load(Relaxed);
+        }
+        r
+    }
+
     /// The report `quicap status` prints.
     pub fn status(&self) -> crate::status::Status {
         let carrier = *self.carrier.borrow();
@@ -213,6 +225,7 @@ impl Node {
                     }
                 })
                 .collect(),
+            relay: self.relay_status(),
         }
     }
 }
