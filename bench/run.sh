@@ -271,8 +271,9 @@ Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs fr
 namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, release
 build, default config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`), QUICAP with
 \`node.realtime = "never"\` (normal scheduling throughout, to show what "auto" changes),
-QUICAP through one intermediate node, and boringtun-cli (userspace WireGuard, MTU 1420,
-configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
+QUICAP through one intermediate node (a third namespace; the end nodes hold an
+end-to-end connection whose packets it forwards as relay frames, undecrypted),
+boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
 crates.io, mutual TLS, MTU 1400). All are measured in the same invocation; absolute figures
 on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
 
