@@ -643,6 +643,139 @@ mod tests {
         assert!(answer.is_err(), "a stranger's frame got an answer");
     }
 
+    /// A relay socket for node C whose one neighbour is `neighbour` and whose route to
+    /// node A leads to the returned plain socket.
+    async fn sorter(neighbour: SocketAddr) -> (RelaySocket, std::net::UdpSocket) {
+        let hop = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        hop.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let table = RelayTable::new(C);
+        table.update([(A, hop.local_addr().expect("bound"))], [neighbour]);
+        let runtime = quinn::default_runtime().expect("runtime");
+        let inner = runtime
+            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("socket"))
+            .expect("wrapped");
+        // Let the reactor see the new socket writable before anything is sent on it.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        (RelaySocket::new(inner, table).expect("relay socket"), hop)
+    }
+
+    fn frame(destination: NodeId, source: NodeId, len: usize, fill: u8) -> Vec<u8> {
+        let mut f = vec![fill; len];
+        RelayHeader::new(destination, source).write(&mut f);
+        f
+    }
+
+    fn batch(from: SocketAddr, datagrams: &[Vec<u8>]) -> (Vec<u8>, RecvMeta) {
+        let stride = datagrams[0].len();
+        let data: Vec<u8> = datagrams.concat();
+        let meta = RecvMeta {
+            addr: from,
+            len: data.len(),
+            stride,
+            ..RecvMeta::default()
+        };
+        (data, meta)
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_frames_for_this_node_is_unwrapped_in_place() {
+        let neighbour: SocketAddr = "127.0.0.1:9".parse().expect("address");
+        let (sock, _hop) = sorter(neighbour).await;
+        let (mut data, mut meta) = batch(
+            neighbour,
+            &[frame(C, B, 100, 1), frame(C, B, 100, 2), frame(C, B, 60, 3)],
+        );
+        sock.sort(&mut data, &mut meta);
+        assert_eq!((meta.len, meta.stride), (80 + 80 + 40, 80));
+        assert_eq!(meta.addr, sock.table.virtual_addr(B));
+        assert!(data[..80].iter().all(|b| *b == 1));
+        assert!(data[80..160].iter().all(|b| *b == 2));
+        assert!(data[160..200].iter().all(|b| *b == 3));
+        assert_eq!(count(&sock.counters.delivered), 3);
+    }
+
+    #[tokio::test]
+    async fn a_batch_of_frames_for_another_node_leaves_in_one_send() {
+        let neighbour: SocketAddr = "127.0.0.1:9".parse().expect("address");
+        let (sock, hop) = sorter(neighbour).await;
+        let (mut data, mut meta) = batch(neighbour, &[frame(A, B, 100, 7), frame(A, B, 50, 8)]);
+        sock.sort(&mut data, &mut meta);
+        assert_eq!(meta.len, 0, "forwarded frames must not reach quinn");
+        let mut buf = [0u8; 200];
+        for (len, fill) in [(100, 7), (50, 8)] {
+            let (n, _) = hop.recv_from(&mut buf).expect("forwarded frame");
+            assert_eq!(n, len);
+            let header = RelayHeader::read(&buf[..n]).expect("relay header");
+            assert_eq!((header.destination, header.source), (A, B));
+            assert_eq!(header.hop_limit, relay::DEFAULT_HOP_LIMIT - 1);
+            assert!(buf[relay::LEN..n].iter().all(|b| *b == fill));
+        }
+        assert_eq!(count(&sock.counters.forwarded), 2);
+    }
+
+    #[tokio::test]
+    async fn a_mixed_batch_is_sorted_one_datagram_at_a_time() {
+        let neighbour: SocketAddr = "127.0.0.1:9".parse().expect("address");
+        let (sock, hop) = sorter(neighbour).await;
+        let mut quic = vec![5u8; 100];
+        quic[0] = 0x40;
+        let mut spent = frame(A, B, 100, 6);
+        spent[2] = 1;
+        let (mut data, mut meta) = batch(
+            neighbour,
+            &[
+                quic.clone(),
+                frame(C, B, 100, 1),
+                frame(A, B, 100, 2),
+                spent,
+                frame(C, NodeId(7), 30, 3),
+            ],
+        );
+        sock.sort(&mut data, &mut meta);
+        assert_eq!(meta.len, 0);
+        let mut storage = vec![0u8; 4 * 200];
+        let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(200).map(IoSliceMut::new).collect();
+        let mut metas = [RecvMeta::default(); 4];
+        assert_eq!(sock.drain_pending(&mut bufs, &mut metas), 3);
+        assert_eq!((metas[0].addr, metas[0].len), (neighbour, 100));
+        assert_eq!(&bufs[0][..100], &quic[..]);
+        assert_eq!(
+            (metas[1].addr, metas[1].len),
+            (sock.table.virtual_addr(B), 80)
+        );
+        assert!(bufs[1][..80].iter().all(|b| *b == 1));
+        assert_eq!(
+            (metas[2].addr, metas[2].len),
+            (sock.table.virtual_addr(NodeId(7)), 10)
+        );
+        let mut buf = [0u8; 200];
+        let (n, _) = hop.recv_from(&mut buf).expect("forwarded frame");
+        assert_eq!(n, 100);
+        assert!(buf[relay::LEN..n].iter().all(|b| *b == 2));
+        assert_eq!(count(&sock.counters.forwarded), 1);
+        assert_eq!(count(&sock.counters.delivered), 2);
+        assert_eq!(count(&sock.counters.dropped), 1, "the frame out of hops");
+        assert!(!sock.has_pending.load(Ordering::Acquire));
+    }
+
+    #[tokio::test]
+    async fn frames_from_an_address_that_is_no_peer_are_dropped_but_quic_passes() {
+        let (sock, _hop) = sorter("127.0.0.1:9".parse().expect("address")).await;
+        let stranger: SocketAddr = "127.0.0.1:10".parse().expect("address");
+        let mut quic = vec![5u8; 100];
+        quic[0] = 0x40;
+        let (mut data, mut meta) = batch(stranger, &[quic, frame(C, B, 100, 1)]);
+        sock.sort(&mut data, &mut meta);
+        let mut storage = vec![0u8; 2 * 200];
+        let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(200).map(IoSliceMut::new).collect();
+        let mut metas = [RecvMeta::default(); 2];
+        assert_eq!(sock.drain_pending(&mut bufs, &mut metas), 1);
+        assert_eq!(metas[0].addr, stranger);
+        assert_eq!(count(&sock.counters.dropped), 1);
+        assert_eq!(count(&sock.counters.delivered), 0);
+    }
+
     #[test]
     fn virtual_addresses_are_stable_distinct_and_unroutable() {
         let table = RelayTable::new(A);
