@@ -69,8 +69,9 @@ struct LastRoute {
 }
 
 /// How long a link cut down by a suspected black hole must stay so before the sender
-/// of a packet too big for it is told with an ICMP error. quinn's black-hole detection can shrink a link to 1200 bytes after a
-/// few bursts of congestion loss and probes back up after
+/// of a packet too big for it is told with an ICMP error. quinn's black-hole detection
+/// can shrink a link to 1200 bytes after a few bursts of congestion loss and probes
+/// back up after
 /// [`crate::transport::BLACK_HOLE_COOLDOWN`]; an ICMP error sent meanwhile would make
 /// the sender's kernel keep the smaller MTU for ten minutes.
 const TOO_BIG_GRACE: Duration = Duration::from_secs(4);
@@ -213,8 +214,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             };
             if header.buffer_len() + packet.len() > *max {
-                let answer = gate.answer(conn, Instant::now());
-                too_big(&node, conn, packet, *max, *header, answer).await;
+                too_big(&node, conn, packet, *max, *header, &mut gate).await;
                 continue;
             }
             let Some(datagram) = datagram(&mut arena, header, packet) else {
@@ -224,8 +224,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 Ok(()) => {}
                 Err(quinn::SendDatagramError::TooLarge) => {
                     let max = conn.max_datagram_size().unwrap_or(0);
-                    let answer = gate.answer(conn, Instant::now());
-                    too_big(&node, conn, packet, max, *header, answer).await;
+                    too_big(&node, conn, packet, max, *header, &mut gate).await;
                     last = None;
                 }
                 Err(e) => {
@@ -411,14 +410,14 @@ pub async fn tap_to_peers(node: Arc<Node>) {
 
 /// Handles a packet that does not fit a datagram of `max` bytes behind `header`: an
 /// IPv4 packet without DF is fragmented; any other is answered with an ICMP error if
-/// `answer`, dropped otherwise.
+/// `gate` lets it through, dropped otherwise.
 async fn too_big(
     node: &Node,
     conn: &quinn::Connection,
     packet: &[u8],
     max: usize,
     header: Header,
-    answer: bool,
+    gate: &mut TooBigGate,
 ) {
     let Some(tun) = node.tun.as_ref() else {
         return;
@@ -441,7 +440,7 @@ async fn too_big(
             return;
         }
     }
-    if !answer {
+    if !gate.answer(conn, Instant::now()) {
         debug!(
             max,
             "dropping a packet that does not fit (link cut after a suspected black hole, or ICMP budget spent)"
