@@ -57,11 +57,6 @@ impl RelayTable {
         })
     }
 
-    /// The node these sockets belong to.
-    pub fn local(&self) -> NodeId {
-        self.local
-    }
-
     /// Replaces the routing state: the next hop's UDP address for each node reachable
     /// through the mesh, and the addresses of the direct peers.
     pub fn update(
@@ -107,10 +102,6 @@ impl RelayTable {
 
     fn next_hop(&self, node: NodeId) -> Option<SocketAddr> {
         self.read().next_hop.get(&node).copied()
-    }
-
-    fn is_neighbour(&self, addr: SocketAddr) -> bool {
-        self.read().neighbours.contains(&canonical(addr))
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, TableState> {
@@ -190,7 +181,8 @@ impl fmt::Debug for RelaySocket {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
     Quic,
-    Forward(NodeId, SocketAddr),
+    /// To another node, through this next hop.
+    Forward(SocketAddr),
     Deliver(NodeId),
     Drop,
 }
@@ -223,7 +215,8 @@ impl RelaySocket {
         }
     }
 
-    fn action(&self, datagram: &[u8], trusted: bool) -> Action {
+    /// What to do with `datagram`, with the table read once by the caller.
+    fn action(&self, table: &TableState, datagram: &[u8], trusted: bool) -> Action {
         if !datagram.first().is_some_and(|b| relay::is_relay_frame(*b)) {
             return Action::Quic;
         }
@@ -239,8 +232,8 @@ impl RelaySocket {
         if header.destination == self.table.local {
             return Action::Deliver(header.source);
         }
-        match self.table.next_hop(header.destination) {
-            Some(next) if header.hop_limit > 1 => Action::Forward(header.destination, next),
+        match table.next_hop.get(&header.destination) {
+            Some(next) if header.hop_limit > 1 => Action::Forward(*next),
             _ => Action::Drop,
         }
     }
@@ -255,15 +248,20 @@ impl RelaySocket {
         if len == 0 || !data.chunks(stride).any(|d| relay::is_relay_frame(d[0])) {
             return;
         }
-        let trusted = self.table.is_neighbour(meta.addr);
-        let first = self.action(&data[..stride.min(len)], trusted);
-        let uniform = data
-            .chunks(stride)
-            .skip(1)
-            .all(|d| self.action(d, trusted) == first);
+        // One look at the table for the whole batch.
+        let (trusted, first, uniform) = {
+            let table = self.table.read();
+            let trusted = table.neighbours.contains(&canonical(meta.addr));
+            let first = self.action(&table, &data[..stride.min(len)], trusted);
+            let uniform = data
+                .chunks(stride)
+                .skip(1)
+                .all(|d| self.action(&table, d, trusted) == first);
+            (trusted, first, uniform)
+        };
         let count = len.div_ceil(stride);
         match first {
-            Action::Forward(_, next) if uniform => {
+            Action::Forward(next) if uniform => {
                 for d in data.chunks_mut(stride) {
                     // Checked by `action`: every frame has a hop to spend.
                     let _ = relay::forward_hop(d);
@@ -300,7 +298,8 @@ impl RelaySocket {
     fn sort_each(&self, data: &mut [u8], stride: usize, trusted: bool, meta: &RecvMeta) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         for d in data.chunks_mut(stride) {
-            let (addr, payload) = match self.action(d, trusted) {
+            let action = self.action(&self.table.read(), d, trusted);
+            let (addr, payload) = match action {
                 Action::Quic => (meta.addr, &d[..]),
                 Action::Deliver(source) => {
                     RelayCounters::add(&self.counters.delivered, 1);
@@ -309,7 +308,7 @@ impl RelaySocket {
                         &d[relay::LEN..],
                     )
                 }
-                Action::Forward(_, next) => {
+                Action::Forward(next) => {
                     let _ = relay::forward_hop(d);
                     self.send_frames(next, meta, d, d.len(), 1);
                     continue;
@@ -383,16 +382,17 @@ impl AsyncUdpSocket for RelaySocket {
         let Some(node) = self.table.node_at(transmit.destination) else {
             return self.inner.try_send(transmit);
         };
-        let Some(next) = self.table.next_hop(node) else {
-            // No route right now: lost like any packet, and the connection's loss
-            // recovery and idle timeout take it from there.
-            RelayCounters::add(&self.counters.dropped, 1);
-            return Ok(());
-        };
         let segment = transmit
             .segment_size
             .unwrap_or(transmit.contents.len())
             .max(1);
+        let Some(next) = self.table.next_hop(node) else {
+            // No route right now: lost like any packet, and the connection's loss
+            // recovery and idle timeout take it from there.
+            let count = transmit.contents.len().div_ceil(segment);
+            RelayCounters::add(&self.counters.dropped, count);
+            return Ok(());
+        };
         let header = RelayHeader::new(node, self.table.local);
         let mut frames = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         frames.clear();
@@ -524,19 +524,19 @@ mod tests {
         addr: SocketAddr,
     }
 
-    fn node(pki: &TestPki, name: &str, id: NodeId) -> TestNode {
+    /// A node with an endpoint bound to `bind` (port 0), reached by the others at
+    /// 127.0.0.1: in the plain IPv4 form, as the daemon's table holds addresses.
+    fn node(pki: &TestPki, name: &str, id: NodeId, bind: &str) -> TestNode {
         let identity = pki.identity(name);
         let tc = Arc::new(quinn::TransportConfig::default());
         let server = transport::server_config(&pki.trust, &identity, tc.clone()).expect("server");
         let client = transport::client_config(&pki.trust, &identity, tc).expect("client");
         let table = RelayTable::new(id);
-        let (endpoint, counters) = transport::endpoint(
-            "127.0.0.1:0".parse().expect("address"),
-            server,
-            table.clone(),
-        )
-        .expect("endpoint");
-        let addr = endpoint.local_addr().expect("bound");
+        let (endpoint, counters) =
+            transport::endpoint(bind.parse().expect("address"), server, table.clone())
+                .expect("endpoint");
+        let port = endpoint.local_addr().expect("bound").port();
+        let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
         TestNode {
             endpoint,
             table,
@@ -551,12 +551,12 @@ mod tests {
     }
 
     /// A - B - C on loopback, where A and C only know B.
-    fn line() -> (TestNode, TestNode, TestNode) {
+    fn line(bind: &str) -> (TestNode, TestNode, TestNode) {
         let pki = TestPki::new();
         let (a, b, c) = (
-            node(&pki, "node-a", A),
-            node(&pki, "node-b", B),
-            node(&pki, "node-c", C),
+            node(&pki, "node-a", A, bind),
+            node(&pki, "node-b", B, bind),
+            node(&pki, "node-c", C, bind),
         );
         a.table.update([(B, b.addr), (C, b.addr)], [b.addr]);
         b.table.update([(A, a.addr), (C, c.addr)], [a.addr, c.addr]);
@@ -572,7 +572,17 @@ mod tests {
 
     #[tokio::test]
     async fn relayed_connection_runs_end_to_end_through_a_node_without_quic_state() {
-        let (a, b, c) = line();
+        relayed_connection_through_b("127.0.0.1:0").await;
+    }
+
+    /// The default `listen = ["[::]:4433"]`: dual-stack sockets, IPv4 peers.
+    #[tokio::test]
+    async fn relayed_connection_runs_on_dual_stack_sockets() {
+        relayed_connection_through_b("[::]:0").await;
+    }
+
+    async fn relayed_connection_through_b(bind: &str) {
+        let (a, b, c) = line(bind);
         let to_c = a.table.virtual_addr(C);
         let connecting = a
             .endpoint
@@ -610,7 +620,7 @@ mod tests {
             .await
             .expect("read");
         assert!(received == data, "stream data changed on the way");
-        drop(writer);
+        within("writer", writer).await.expect("writer task");
 
         // B carried it all and never held a connection: it did not decrypt anything.
         assert_eq!(b.endpoint.open_connections(), 0);
@@ -622,7 +632,7 @@ mod tests {
 
     #[tokio::test]
     async fn frames_from_strangers_are_dropped_unanswered() {
-        let (_a, b, c) = line();
+        let (_a, b, c) = line("127.0.0.1:0");
         let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0")
             .await
             .expect("socket");
