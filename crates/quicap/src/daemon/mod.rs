@@ -23,6 +23,7 @@ mod scheduling;
 mod session;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -432,18 +433,7 @@ async fn dial_relayed(node: Arc<Node>, dest: u64) {
         return;
     };
     let addr = node.relays.virtual_addr(quicap_wire::NodeId(dest));
-    let attempt = async {
-        let endpoint = node
-            .endpoints
-            .first()
-            .ok_or_else(|| anyhow!("no endpoint"))?;
-        let connecting = endpoint.connect_with(node.client_config()?, addr, &name)?;
-        tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
-            .await
-            .map_err(|_| anyhow!("no answer within {:?}", transport::DIAL_TIMEOUT))?
-            .map_err(anyhow::Error::from)
-    };
-    match attempt.await {
+    match connect(&node, &name, addr).await {
         Ok(conn) => {
             session::run(node, conn, true, Some(&name)).await;
         }
@@ -540,6 +530,12 @@ async fn dial(node: &Node, name: &str, target: &str) -> Result<quinn::Connection
         .with_context(|| format!("resolving {target}"))?
         .next()
         .ok_or_else(|| anyhow!("{target} resolves to no address"))?;
+    connect(node, name, addr).await
+}
+
+/// Connects to node `name` at `addr` (a real address or a relayed node's virtual one,
+/// which every endpoint can reach) from an endpoint of a fitting family.
+async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<quinn::Connection> {
     let endpoint = node
         .endpoints
         .iter()

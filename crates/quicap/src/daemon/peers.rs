@@ -204,19 +204,20 @@ impl PeerTable {
     /// The preferred connection of the peer with node id `id`; the per-packet lookup,
     /// which allocates nothing.
     pub fn preferred_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
+        self.best_by_id(id, now_ms, false)
+    }
+
+    fn best_by_id(&self, id: u64, now_ms: u64, relayed: bool) -> Option<quinn::Connection> {
         self.lock()
             .values()
             .find(|p| p.id == id)
-            .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
+            .and_then(|p| p.best(now_ms, relayed).map(|l| l.conn.clone()))
     }
 
     /// The best relayed connection to the peer with node id `id`: the way to reach a
     /// node that is no neighbour without intermediate nodes decrypting.
     pub fn relayed_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
-        self.lock()
-            .values()
-            .find(|p| p.id == id)
-            .and_then(|p| p.best(now_ms, true).map(|l| l.conn.clone()))
+        self.best_by_id(id, now_ms, true)
     }
 
     /// Whether the peer with node id `id` has a relayed link, answering or not.
