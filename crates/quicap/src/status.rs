@@ -227,6 +227,21 @@ mod tests {
     }
 
     #[test]
+    fn relay_counters_are_shown_once_there_are_any() {
+        let mut s = sample();
+        assert!(!s.render().contains("relay frames"));
+        s.relay = RelayStatus {
+            forwarded: 1200,
+            delivered: 3,
+            originated: 4,
+            dropped: 5,
+        };
+        assert!(s.render().contains(
+            "relay frames: 1200 forwarded for others, 3 received and 4 sent for relayed links, 5 dropped"
+        ));
+    }
+
+    #[test]
     fn render_shows_node_interface_and_links() {
         let text = sample().render();
         assert!(
