@@ -32,10 +32,19 @@ const DATAGRAM_RECEIVE_BUFFER: usize = 1 << 20;
 /// tunnel should not stay shrunk for long after those.
 pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(2);
 
-/// QUIC transport parameters shared by all connections of a node.
+/// Largest UDP payload a QUIC packet starts at: what a 1500-byte IPv6 path carries.
+const MAX_INITIAL_MTU: u16 = 1452;
+
+/// QUIC transport parameters shared by all connections of a node, or with `relayed`,
+/// by its end-to-end connections through relays. Each relay frame adds
+/// [`quicap_wire::relay::LEN`] bytes to the QUIC packet it carries, and a frame may
+/// cross a link of either address family: relayed connections start that much smaller,
+/// so that their first full-size packets fit a 1500-byte IPv6 link too, and path MTU
+/// discovery takes them up where the whole path allows.
 pub fn transport_config(
     t: &TransportSection,
     tunnel_mtu: u16,
+    relayed: bool,
 ) -> Result<Arc<quinn::TransportConfig>> {
     let mut tc = quinn::TransportConfig::default();
     tc.keep_alive_interval(Some(t.keepalive));
@@ -49,7 +58,12 @@ pub fn transport_config(
     let wanted = tunnel_mtu
         .saturating_add(quicap_wire::overlay::BASE_LEN as u16)
         .saturating_add(QUIC_DATAGRAM_OVERHEAD);
-    tc.initial_mtu(wanted.clamp(1200, 1452));
+    let ceiling = if relayed {
+        MAX_INITIAL_MTU - quicap_wire::relay::LEN as u16
+    } else {
+        MAX_INITIAL_MTU
+    };
+    tc.initial_mtu(wanted.clamp(1200, ceiling));
     let mut mtud = quinn::MtuDiscoveryConfig::default();
     mtud.black_hole_cooldown(BLACK_HOLE_COOLDOWN);
     tc.mtu_discovery_config(Some(mtud));

@@ -18,13 +18,28 @@ fn start(
     sign: &[&str],
     node_extra: &str,
 ) -> Node {
+    start_listening(pki, ns, name, addr, "0.0.0.0:4433", peers, sign, node_extra)
+}
+
+/// Like [`start`], listening on `listen`.
+#[allow(clippy::too_many_arguments)]
+fn start_listening(
+    pki: &Pki,
+    ns: &Netns,
+    name: &str,
+    addr: &'static str,
+    listen: &str,
+    peers: &[(&str, Option<&str>)],
+    sign: &[&str],
+    node_extra: &str,
+) -> Node {
     let addrs = [addr];
     let cfg = node_config(
         pki,
         sign,
         &NodeSpec {
             peers,
-            ..NodeSpec::new(name, &addrs, "0.0.0.0:4433")
+            ..NodeSpec::new(name, &addrs, listen)
         },
     );
     if !node_extra.is_empty() {
@@ -42,44 +57,15 @@ fn start(
 fn line_a_b_c_reaches_c_only_through_b() {
     require_root();
     let pki = Pki::new("testnet");
-    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
-    link(&a, "192.0.2.1", &b, "192.0.2.2");
-    link(&b, "198.51.100.2", &c, "198.51.100.3");
-    let node_b = start(&pki, &b, "node-b", "10.77.0.2/24", &[], &[], "");
-    let node_a = start(
+    let line = Line::start(
         &pki,
-        &a,
-        "node-a",
-        "10.77.0.1/24",
-        &[("node-b", Some("192.0.2.2:4433"))],
-        &[],
-        "",
+        ["192.0.2.1", "192.0.2.2", "198.51.100.2", "198.51.100.3"],
     );
-    let node_c = start(
-        &pki,
-        &c,
-        "node-c",
-        "10.77.0.3/24",
-        &[("node-b", Some("198.51.100.2:4433"))],
-        &[],
-        "",
-    );
+    let (a, c) = (&line.a, &line.c);
+    let (node_a, node_b, node_c) = (&line.node_a, &line.node_b, &line.node_c);
+    assert!(relayed_link_in_use(node_c, "node-a"));
     assert!(
-        a.wait_ping("10.77.0.3", CONNECT).is_some(),
-        "node-a never reached node-c through node-b"
-    );
-    // Traffic for node-c opens an end-to-end connection carried in relay frames.
-    assert!(
-        wait_until(CONNECT, || {
-            let _ = a.ping("10.77.0.3");
-            relayed_link_in_use(&node_a, "node-c")
-        })
-        .is_some(),
-        "node-a opened no relayed connection to node-c"
-    );
-    assert!(relayed_link_in_use(&node_c, "node-a"));
-    assert!(
-        !relayed_link_in_use(&node_b, "node-a") && !relayed_link_in_use(&node_b, "node-c"),
+        !relayed_link_in_use(node_b, "node-a") && !relayed_link_in_use(node_b, "node-c"),
         "node-b's own links must stay direct"
     );
     assert!(c.wait_ping("10.77.0.1", Duration::from_secs(5)).is_some());
@@ -99,14 +85,128 @@ fn line_a_b_c_reaches_c_only_through_b() {
     assert!(route["metric"].as_u64() > Some(0));
     // A 20 MB TCP transfer through the intermediate node arrives intact, and the
     // intermediate node carried it as relay frames: forwarded, never decrypted.
-    let before = relay_forwarded(&node_b);
-    transfer_intact(&a, &c, pki.dir.path(), "10.77.0.3", 20_971_520);
-    let forwarded = relay_forwarded(&node_b) - before;
+    let before = relay_forwarded(node_b);
+    transfer_intact(a, c, pki.dir.path(), "10.77.0.3", 20_971_520);
+    let forwarded = relay_forwarded(node_b) - before;
     assert!(
         forwarded > 20_971_520 / 1500,
         "node-b forwarded only {forwarded} relay frames for 20 MB"
     );
-    drop(node_b);
+}
+
+/// A relay frame adds 20 bytes to the QUIC packet it carries. Over an IPv6 underlay
+/// with 1500-byte links a full-size tunnel packet on a fresh relayed link must still
+/// be carried, or answered at once with "fragmentation needed", never silently lost.
+#[test]
+fn relayed_link_over_ipv6_carries_or_refuses_full_size_packets() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::start(
+        &pki,
+        [
+            "2001:db8:1::1",
+            "2001:db8:1::2",
+            "2001:db8:2::2",
+            "2001:db8:2::3",
+        ],
+    );
+    let (a, c) = (&line.a, &line.c);
+    // 1372 bytes of payload: a 1400-byte packet, the TUN's MTU, with DF set.
+    let out = a
+        .cmd(&[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-M",
+            "do",
+            "-s",
+            "1372",
+            "10.77.0.3",
+        ])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("bytes from") || text.contains("mtu"),
+        "a full-size packet vanished on the relayed link:\n{text}"
+    );
+    assert!(a.ping("10.77.0.3"), "small packets stopped getting through");
+    transfer_intact(a, c, pki.dir.path(), "10.77.0.3", 4 << 20);
+}
+
+/// Three nodes in a line, a - b - c, on two veth links (`addrs`: a's and b's end of
+/// the first, b's and c's end of the second, IPv4 or IPv6): a and c know only b. Returns
+/// once a reaches c and sends to it on an end-to-end relayed link.
+struct Line {
+    // Fields drop in order: the nodes before their namespaces.
+    node_a: Node,
+    node_b: Node,
+    node_c: Node,
+    a: Netns,
+    _b: Netns,
+    c: Netns,
+}
+
+impl Line {
+    fn start(pki: &Pki, addrs: [&str; 4]) -> Line {
+        let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+        link(&a, addrs[0], &b, addrs[1]);
+        link(&b, addrs[2], &c, addrs[3]);
+        let v6 = addrs[0].contains(':');
+        let listen = if v6 { "[::]:4433" } else { "0.0.0.0:4433" };
+        let endpoint = |addr: &str| {
+            if v6 {
+                format!("[{addr}]:4433")
+            } else {
+                format!("{addr}:4433")
+            }
+        };
+        let (via_a, via_c) = (endpoint(addrs[1]), endpoint(addrs[2]));
+        let node_b = start_listening(pki, &b, "node-b", "10.77.0.2/24", listen, &[], &[], "");
+        let node_a = start_listening(
+            pki,
+            &a,
+            "node-a",
+            "10.77.0.1/24",
+            listen,
+            &[("node-b", Some(via_a.as_str()))],
+            &[],
+            "",
+        );
+        let node_c = start_listening(
+            pki,
+            &c,
+            "node-c",
+            "10.77.0.3/24",
+            listen,
+            &[("node-b", Some(via_c.as_str()))],
+            &[],
+            "",
+        );
+        assert!(
+            a.wait_ping("10.77.0.3", CONNECT).is_some(),
+            "node-a never reached node-c through node-b"
+        );
+        // Traffic for node-c opens an end-to-end connection carried in relay frames.
+        assert!(
+            wait_until(CONNECT, || {
+                let _ = a.ping("10.77.0.3");
+                relayed_link_in_use(&node_a, "node-c")
+            })
+            .is_some(),
+            "node-a opened no relayed connection to node-c"
+        );
+        Line {
+            node_a,
+            node_b,
+            node_c,
+            a,
+            _b: b,
+            c,
+        }
+    }
 }
 
 /// Whether `node` sends to `peer` on an end-to-end relayed link.

@@ -87,6 +87,8 @@ pub struct Node {
     identity: Identity,
     trust: RwLock<TrustState>,
     transport: Arc<quinn::TransportConfig>,
+    /// Transport parameters of end-to-end connections carried in relay frames.
+    transport_relayed: Arc<quinn::TransportConfig>,
     pub peers: PeerTable,
     pub mesh: mesh::Mesh,
     pub macs: MacTable,
@@ -147,8 +149,20 @@ impl Node {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn client_config(&self) -> Result<quinn::ClientConfig> {
-        transport::client_config(&self.trust().rustls, &self.identity, self.transport.clone())
+    fn transport_for(&self, relayed: bool) -> Arc<quinn::TransportConfig> {
+        if relayed {
+            self.transport_relayed.clone()
+        } else {
+            self.transport.clone()
+        }
+    }
+
+    fn client_config(&self, relayed: bool) -> Result<quinn::ClientConfig> {
+        transport::client_config(
+            &self.trust().rustls,
+            &self.identity,
+            self.transport_for(relayed),
+        )
     }
 
     /// Called after every change of the peer table with the number of connected peers.
@@ -241,7 +255,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         ca: loaded.ca.clone(),
         crl: loaded.crl.clone(),
     };
-    let transport_config = transport::transport_config(&config.transport, config.mtu())?;
+    let transport_config = transport::transport_config(&config.transport, config.mtu(), false)?;
+    let transport_relayed = transport::transport_config(&config.transport, config.mtu(), true)?;
     let server =
         transport::server_config(&trust.rustls, &loaded.identity, transport_config.clone())?;
     let relays = RelayTable::new(quicap_wire::NodeId(mesh::node_id(&loaded.cert.name)));
@@ -334,6 +349,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         identity: loaded.identity,
         trust: RwLock::new(trust),
         transport: transport_config,
+        transport_relayed,
         peers: PeerTable::default(),
         mesh: mesh::Mesh::new(id, loaded.cert.name.clone(), own_info, 0),
         macs: MacTable::default(),
@@ -484,7 +500,30 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
         let node = node.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            match incoming.await {
+            // An end-to-end connection through relays gets the relayed parameters.
+            let connecting = if node.relays.node_at(remote).is_some() {
+                match transport::server_config(
+                    &node.trust().rustls,
+                    &node.identity,
+                    node.transport_relayed.clone(),
+                ) {
+                    Ok(config) => incoming.accept_with(Arc::new(config)),
+                    Err(e) => {
+                        warn!(%remote, error = %format!("{e:#}"), "cannot accept a relayed connection");
+                        return;
+                    }
+                }
+            } else {
+                incoming.accept()
+            };
+            let connecting = match connecting {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(%remote, error = %e, "incoming connection not accepted");
+                    return;
+                }
+            };
+            match connecting.await {
                 Ok(conn) => {
                     session::run(node, conn, false, None).await;
                 }
@@ -545,7 +584,8 @@ async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<quinn::Con
                 .unwrap_or(false)
         })
         .ok_or_else(|| anyhow!("no listen address of {addr}'s family to dial from"))?;
-    let connecting = endpoint.connect_with(node.client_config()?, addr, name)?;
+    let relayed = node.relays.node_at(addr).is_some();
+    let connecting = endpoint.connect_with(node.client_config(relayed)?, addr, name)?;
     let conn = tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
         .await
         .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))??;

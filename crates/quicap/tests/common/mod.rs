@@ -140,7 +140,13 @@ pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str) {
         "link", "add", &va, "netns", &a.name, "type", "veth", "peer", "name", &vb, "netns", &b.name,
     ]));
     for (ns, dev, addr) in [(a, &va, a_addr), (b, &vb, b_addr)] {
-        run(&mut ns.cmd(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]));
+        if addr.contains(':') {
+            // No duplicate address detection: usable at once.
+            let net = format!("{addr}/64");
+            run(&mut ns.cmd(&["ip", "addr", "add", &net, "dev", dev, "nodad"]));
+        } else {
+            run(&mut ns.cmd(&["ip", "addr", "add", &format!("{addr}/24"), "dev", dev]));
+        }
         run(&mut ns.cmd(&["ip", "link", "set", dev, "up"]));
     }
 }
