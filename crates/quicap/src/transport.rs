@@ -34,6 +34,11 @@ pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Largest UDP payload a QUIC packet starts at: what a 1500-byte IPv6 path carries.
 const MAX_INITIAL_MTU: u16 = 1452;
+/// Largest UDP payload path MTU discovery looks for: what a 1500-byte IPv4 path
+/// carries. It lets a routed header or a relay frame ride on top of a full-size tunnel
+/// packet over IPv4; on IPv6 paths the probes above 1452 are lost and discovery
+/// settles below.
+const MAX_DISCOVERED_MTU: u16 = 1472;
 
 /// QUIC transport parameters shared by all connections of a node, or with `relayed`,
 /// by its end-to-end connections through relays. Each relay frame adds
@@ -66,6 +71,7 @@ pub fn transport_config(
     tc.initial_mtu(wanted.clamp(1200, ceiling));
     let mut mtud = quinn::MtuDiscoveryConfig::default();
     mtud.black_hole_cooldown(BLACK_HOLE_COOLDOWN);
+    mtud.upper_bound(MAX_DISCOVERED_MTU);
     tc.mtu_discovery_config(Some(mtud));
     tc.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     tc.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);

@@ -111,23 +111,7 @@ fn relayed_link_over_ipv6_carries_or_refuses_full_size_packets() {
         ],
     );
     let (a, c) = (&line.a, &line.c);
-    // 1372 bytes of payload: a 1400-byte packet, the TUN's MTU, with DF set.
-    let out = a
-        .cmd(&[
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "-M",
-            "do",
-            "-s",
-            "1372",
-            "10.77.0.3",
-        ])
-        .output()
-        .expect("ping");
-    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    let text = ping_full_size(a, "10.77.0.3");
     assert!(
         text.contains("bytes from") || text.contains("mtu"),
         "a full-size packet vanished on the relayed link:\n{text}"
@@ -137,8 +121,7 @@ fn relayed_link_over_ipv6_carries_or_refuses_full_size_packets() {
 }
 
 /// Three nodes in a line, a - b - c, on two veth links (`addrs`: a's and b's end of
-/// the first, b's and c's end of the second, IPv4 or IPv6): a and c know only b. Returns
-/// once a reaches c and sends to it on an end-to-end relayed link.
+/// the first, b's and c's end of the second, IPv4 or IPv6): a and c know only b.
 struct Line {
     // Fields drop in order: the nodes before their namespaces.
     node_a: Node,
@@ -150,7 +133,28 @@ struct Line {
 }
 
 impl Line {
+    /// Returns once a reaches c and sends to it on an end-to-end relayed link.
     fn start(pki: &Pki, addrs: [&str; 4]) -> Line {
+        let line = Line::routed(pki, addrs);
+        assert!(
+            line.a.wait_ping("10.77.0.3", CONNECT).is_some(),
+            "node-a never reached node-c through node-b"
+        );
+        // Traffic for node-c opens an end-to-end connection carried in relay frames.
+        assert!(
+            wait_until(CONNECT, || {
+                let _ = line.a.ping("10.77.0.3");
+                relayed_link_in_use(&line.node_a, "node-c")
+            })
+            .is_some(),
+            "node-a opened no relayed connection to node-c"
+        );
+        line
+    }
+
+    /// Returns once node-a has a route to node-c through node-b, before any packet for
+    /// node-c (which would open the relayed link) has been sent.
+    fn routed(pki: &Pki, addrs: [&str; 4]) -> Line {
         let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
         link(&a, addrs[0], &b, addrs[1]);
         link(&b, addrs[2], &c, addrs[3]);
@@ -186,17 +190,10 @@ impl Line {
             "",
         );
         assert!(
-            a.wait_ping("10.77.0.3", CONNECT).is_some(),
-            "node-a never reached node-c through node-b"
-        );
-        // Traffic for node-c opens an end-to-end connection carried in relay frames.
-        assert!(
-            wait_until(CONNECT, || {
-                let _ = a.ping("10.77.0.3");
-                relayed_link_in_use(&node_a, "node-c")
-            })
+            wait_until(CONNECT, || next_hop(&node_a, "node-c").as_deref()
+                == Some("node-b"))
             .is_some(),
-            "node-a opened no relayed connection to node-c"
+            "node-a learned no route to node-c"
         );
         Line {
             node_a,
@@ -207,6 +204,41 @@ impl Line {
             c,
         }
     }
+}
+
+/// Over IPv4 links of 1500 bytes, a full-size tunnel packet for a node that is no
+/// neighbour fits the routed path through the intermediate node (the routed header on
+/// top of it), so the first packets of a flow draw no "fragmentation needed", which
+/// the sender's kernel would remember for ten minutes.
+#[test]
+fn full_size_packets_fit_the_routed_path_over_ipv4() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::routed(
+        &pki,
+        ["192.0.2.1", "192.0.2.2", "198.51.100.2", "198.51.100.3"],
+    );
+    // Path MTU discovery on the two links: a handful of round trips after the handshake.
+    std::thread::sleep(Duration::from_secs(2));
+    // The first packet for node-c: it opens the relayed link, but itself goes routed.
+    let text = ping_full_size(&line.a, "10.77.0.3");
+    assert!(
+        text.contains("1380 bytes from"),
+        "a full-size packet did not cross the routed path:\n{text}"
+    );
+}
+
+/// One ping of a 1400-byte packet (the TUN's MTU) with DF set; what ping printed.
+fn ping_full_size(ns: &Netns, addr: &str) -> String {
+    let out = ns
+        .cmd(&["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", addr])
+        .output()
+        .expect("ping");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 /// Whether `node` sends to `peer` on an end-to-end relayed link.
