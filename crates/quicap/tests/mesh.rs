@@ -261,8 +261,14 @@ fn relay_forwarded(node: &Node) -> u64 {
         .expect("relay counters in status")
 }
 
+/// The next hop `node` routes `dest` through; `None` also while the node is still
+/// starting (no control socket yet).
 fn next_hop(node: &Node, dest: &str) -> Option<String> {
-    let s = json(&node.status(true));
+    let out = node.status(true);
+    if !out.status.success() {
+        return None;
+    }
+    let s = json(&out);
     s["routes"]
         .as_array()?
         .iter()
