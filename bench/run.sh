@@ -71,15 +71,39 @@ PY
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
 
-# measure LABEL DEST [SERVER-NAMESPACE, default B]: fills R_<LABEL>_{tcp1,tcp4,udp,ping,pingload} (+ _spread)
+# tunnel_cpu PID...: CPU time (clock ticks) the processes used so far, all threads.
+tunnel_cpu() {
+  local total=0 pid
+  for pid in "$@"; do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+# measure LABEL DEST [SERVER-NAMESPACE, default B]: fills R_<LABEL>_{tcp1,tcp4,udp,ping,pingload}
+# (+ _spread), and R_<LABEL>_udpcpu when TUNNEL_PIDS (the tunnel's processes) and
+# TUNNEL_DEV (its interface in A) are set: their CPU time per packet they read from
+# that interface during the UDP flood, in microseconds.
 measure() {
-  local label=$1 dst=$2 srv=${3:-$B} f="$work/iperf.json" t1=() t4=() u=() pi=() pl=()
+  local label=$1 dst=$2 srv=${3:-$B} f="$work/iperf.json" t1=() t4=() u=() pi=() pl=() uc=()
+  local hz c0 p0 stats
+  hz=$(getconf CLK_TCK)
   ip netns exec "$srv" iperf3 -s -D -B "$dst" --pidfile "$work/iperf.pid" >/dev/null
   sleep 0.5
   for _ in $(seq "$REPS"); do
     inA iperf3 -c "$dst" -t "$SECS" -J >"$f"; t1+=("$(json_field "$f" tcp)")
     inA iperf3 -c "$dst" -t "$SECS" -P 4 -J >"$f"; t4+=("$(json_field "$f" tcp)")
+    if [ -n "${TUNNEL_PIDS:-}" ]; then
+      stats="/sys/class/net/$TUNNEL_DEV/statistics/tx_packets"
+      # shellcheck disable=SC2086
+      c0=$(tunnel_cpu $TUNNEL_PIDS); p0=$(inA cat "$stats")
+    fi
     inA iperf3 -c "$dst" -t "$SECS" -u -b 0 -l 1200 -J >"$f"; u+=("$(json_field "$f" udp)")
+    if [ -n "${TUNNEL_PIDS:-}" ]; then
+      # shellcheck disable=SC2086
+      uc+=("$(python3 -c 'import sys; c, p, hz = map(int, sys.argv[1:]); print(f"{c / hz * 1e6 / max(p, 1):.2f}")' \
+        "$(($(tunnel_cpu $TUNNEL_PIDS) - c0))" "$(($(inA cat "$stats") - p0))" "$hz")")
+    fi
     pi+=("$(inA ping -c 20 -i 0.05 -q "$dst" | awk -F/ '/^rtt/ {print $5}')")
     inA iperf3 -c "$dst" -t $((SECS + 2)) -J >/dev/null &
     local load=$!
@@ -94,6 +118,9 @@ measure() {
   eval "R_${label}_udp=$(median "${u[@]}") R_${label}_udp_spread=$(spread "${u[@]}")"
   eval "R_${label}_ping=$(median "${pi[@]}") R_${label}_ping_spread=$(spread "${pi[@]}")"
   eval "R_${label}_pingload=$(median "${pl[@]}") R_${label}_pingload_spread=$(spread "${pl[@]}")"
+  if [ ${#uc[@]} -gt 0 ]; then
+    eval "R_${label}_udpcpu=$(median "${uc[@]}") R_${label}_udpcpu_spread=$(spread "${uc[@]}")"
+  fi
 }
 
 if want raw; then
@@ -113,7 +140,7 @@ quicap_pair() {
   run_node "$A" "$work/a"
   run_node "$B" "$work/b"
   for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-  measure "$1" 10.77.0.2
+  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure "$1" 10.77.0.2
   stop_nodes
 }
 if want quicap; then
@@ -137,7 +164,7 @@ run_node "$B" "$work/b"
 run_node "$A" "$work/a"
 run_node "$C" "$work/c"
 for _ in $(seq 200); do inA ping -c 1 -W 1 10.77.0.3 >/dev/null 2>&1 && break; sleep 0.1; done
-measure relay 10.77.0.3 "$C"
+TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure relay 10.77.0.3 "$C"
 stop_nodes
 fi
 
@@ -191,7 +218,8 @@ sleep 1
 ip netns exec "$A" "$QUINCY_DIR/quincy-client" --config-path "$q/client.toml" >"$work/quincy-client.log" 2>&1 & pids+=($!)
 for _ in $(seq 100); do inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1 && break; sleep 0.1; done
 if inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1; then
-  measure quincy 10.66.0.1
+  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=$(inA ip -o -4 addr show | awk '/ 10\.66\.0\./ {print $2; exit}') \
+    measure quincy 10.66.0.1
 else
   echo "error: Quincy did not come up; logs:" >&2
   cat "$work/quincy-server.log" "$work/quincy-client.log" >&2
@@ -222,7 +250,7 @@ ip -n "$B" addr add 10.88.0.2/24 dev "wgqB$$"
 ip -n "$A" link set "wgqA$$" mtu 1420 up
 ip -n "$B" link set "wgqB$$" mtu 1420 up
 for _ in $(seq 100); do inA ping -c 1 -W 1 10.88.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-measure wg 10.88.0.2
+TUNNEL_PIDS="$(pgrep -d ' ' -f "boringtun-cli wgq[AB]$$")" TUNNEL_DEV="wgqA$$" measure wg 10.88.0.2
 fi
 
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('n/a' if 'n/a' in (a,b) or not float(b) else f'{float(a)/float(b):.2f}')" "$1" "$2"; }
@@ -249,6 +277,7 @@ table() {
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
+  row "UDP as above: tunnel CPU per packet sent (µs, all its processes)" udpcpu
   row "ping RTT, idle (ms)" ping
   row "ping RTT, under TCP load (ms)" pingload
 }
@@ -256,7 +285,7 @@ table() {
 machine="$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 echo
 echo "Machine: $machine"
-echo "Each figure: median of $REPS runs of ${SECS} s (range in parentheses). Ratios > 1 favour QUICAP for throughput, < 1 for RTT."
+echo "Each figure: median of $REPS runs of ${SECS} s (range in parentheses). Ratios > 1 favour QUICAP for throughput, < 1 for RTT and CPU."
 echo
 table
 
@@ -280,7 +309,7 @@ on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
 Machine: $machine
 
 Each figure is the median of $REPS runs of ${SECS} s; the range is in parentheses.
-For throughput a ratio above 1 favours QUICAP; for RTT a ratio below 1 does.
+For throughput a ratio above 1 favours QUICAP; for RTT and CPU a ratio below 1 does.
 
 MD
     table
