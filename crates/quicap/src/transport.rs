@@ -35,7 +35,7 @@ pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(2);
 /// Largest UDP payload a QUIC packet starts at: what a 1500-byte IPv6 path carries.
 const MAX_INITIAL_MTU: u16 = 1452;
 /// Largest UDP payload path MTU discovery looks for: what a 1500-byte IPv4 path
-/// carries. It lets a routed header or a relay frame ride on top of a full-size tunnel
+/// carries. It lets a routing extension or a relay frame ride on a full-size tunnel
 /// packet over IPv4; on IPv6 paths the probes above 1452 are lost and discovery
 /// settles below.
 const MAX_DISCOVERED_MTU: u16 = 1472;
@@ -149,3 +149,30 @@ pub fn endpoint(
 
 /// How long a dial may take before it counts as failed.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section() -> TransportSection {
+        TransportSection {
+            keepalive: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            gso: true,
+        }
+    }
+
+    #[test]
+    fn relayed_connections_start_a_relay_frame_smaller() {
+        let direct = format!("{:?}", transport_config(&section(), 1400, false).unwrap());
+        let relayed = format!("{:?}", transport_config(&section(), 1400, true).unwrap());
+        assert!(direct.contains("initial_mtu: 1444"), "{direct}");
+        assert!(relayed.contains("initial_mtu: 1432"), "{relayed}");
+        // A small tunnel MTU needs no cut.
+        let small = format!("{:?}", transport_config(&section(), 1280, true).unwrap());
+        assert!(small.contains("initial_mtu: 1324"), "{small}");
+        for config in [direct, relayed] {
+            assert!(config.contains("upper_bound: 1472"), "{config}");
+        }
+    }
+}
