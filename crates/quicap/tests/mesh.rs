@@ -7,6 +7,8 @@ use std::time::Duration;
 use common::*;
 
 const CONNECT: Duration = Duration::from_secs(20);
+/// Underlay addresses of [`Line`] over IPv4.
+const V4_LINE: [&str; 4] = ["192.0.2.1", "192.0.2.2", "198.51.100.2", "198.51.100.3"];
 
 /// Starts node `name` in `ns` with one overlay address, dialing `peers`.
 fn start(
@@ -57,10 +59,7 @@ fn start_listening(
 fn line_a_b_c_reaches_c_only_through_b() {
     require_root();
     let pki = Pki::new("testnet");
-    let line = Line::start(
-        &pki,
-        ["192.0.2.1", "192.0.2.2", "198.51.100.2", "198.51.100.3"],
-    );
+    let line = Line::start(&pki, V4_LINE);
     let (a, c) = (&line.a, &line.c);
     let (node_a, node_b, node_c) = (&line.node_a, &line.node_b, &line.node_c);
     assert!(relayed_link_in_use(node_c, "node-a"));
@@ -136,25 +135,35 @@ impl Line {
     /// Returns once a reaches c and sends to it on an end-to-end relayed link.
     fn start(pki: &Pki, addrs: [&str; 4]) -> Line {
         let line = Line::routed(pki, addrs);
+        line.wait_relayed();
+        line
+    }
+
+    /// Pings node-c from a until node-a sends to it on an end-to-end relayed link.
+    fn wait_relayed(&self) {
         assert!(
-            line.a.wait_ping("10.77.0.3", CONNECT).is_some(),
+            self.a.wait_ping("10.77.0.3", CONNECT).is_some(),
             "node-a never reached node-c through node-b"
         );
         // Traffic for node-c opens an end-to-end connection carried in relay frames.
         assert!(
             wait_until(CONNECT, || {
-                let _ = line.a.ping("10.77.0.3");
-                relayed_link_in_use(&line.node_a, "node-c")
+                let _ = self.a.ping("10.77.0.3");
+                relayed_link_in_use(&self.node_a, "node-c")
             })
             .is_some(),
             "node-a opened no relayed connection to node-c"
         );
-        line
     }
 
     /// Returns once node-a has a route to node-c through node-b, before any packet for
     /// node-c (which would open the relayed link) has been sent.
     fn routed(pki: &Pki, addrs: [&str; 4]) -> Line {
+        Line::routed_with(pki, addrs, &[])
+    }
+
+    /// Like [`Line::routed`], with more peers for node-a to dial.
+    fn routed_with(pki: &Pki, addrs: [&str; 4], more_for_a: &[(&str, Option<&str>)]) -> Line {
         let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
         link(&a, addrs[0], &b, addrs[1]);
         link(&b, addrs[2], &c, addrs[3]);
@@ -168,6 +177,8 @@ impl Line {
             }
         };
         let (via_a, via_c) = (endpoint(addrs[1]), endpoint(addrs[2]));
+        let mut peers_of_a = vec![("node-b", Some(via_a.as_str()))];
+        peers_of_a.extend_from_slice(more_for_a);
         let node_b = start_listening(pki, &b, "node-b", "10.77.0.2/24", listen, &[], &[], "");
         let node_a = start_listening(
             pki,
@@ -175,7 +186,7 @@ impl Line {
             "node-a",
             "10.77.0.1/24",
             listen,
-            &[("node-b", Some(via_a.as_str()))],
+            &peers_of_a,
             &[],
             "",
         );
@@ -214,10 +225,7 @@ impl Line {
 fn full_size_packets_fit_the_routed_path_over_ipv4() {
     require_root();
     let pki = Pki::new("testnet");
-    let line = Line::routed(
-        &pki,
-        ["192.0.2.1", "192.0.2.2", "198.51.100.2", "198.51.100.3"],
-    );
+    let line = Line::routed(&pki, V4_LINE);
     // Path MTU discovery on the two links: a handful of round trips after the handshake.
     std::thread::sleep(Duration::from_secs(2));
     // The first packet for node-c: it opens the relayed link, but itself goes routed.
@@ -226,6 +234,48 @@ fn full_size_packets_fit_the_routed_path_over_ipv4() {
         text.contains("1380 bytes from"),
         "a full-size packet did not cross the routed path:\n{text}"
     );
+}
+
+/// A relayed link gives way to a direct link that comes up later: once the direct link
+/// answers probes, both ends close the relayed one, and traffic keeps flowing.
+#[test]
+fn relayed_link_closes_once_a_direct_link_is_up() {
+    require_root();
+    let pki = Pki::new("testnet");
+    // node-a also dials node-c at an address on a link that does not exist yet.
+    let line = Line::routed_with(&pki, V4_LINE, &[("node-c", Some("203.0.113.3:4433"))]);
+    line.wait_relayed();
+    link(&line.a, "203.0.113.1", &line.c, "203.0.113.3");
+    assert!(
+        wait_until(CONNECT, || link_remotes(&line.node_a, "node-c")
+            == ["203.0.113.3:4433"]
+            && link_remotes(&line.node_c, "node-a").len() == 1)
+        .is_some(),
+        "relayed links stayed open next to the direct link: node-a has {:?}, node-c has {:?}",
+        link_remotes(&line.node_a, "node-c"),
+        link_remotes(&line.node_c, "node-a")
+    );
+    assert!(line
+        .a
+        .wait_ping("10.77.0.3", Duration::from_secs(5))
+        .is_some());
+}
+
+/// The remote addresses of `node`'s links to `peer` ("relayed" for relayed links).
+fn link_remotes(node: &Node, peer: &str) -> Vec<String> {
+    let out = node.status(true);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let s = json(&out);
+    s["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == peer)
+        .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+        .filter_map(|l| l["remote"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// One ping of a 1400-byte packet (the TUN's MTU) with DF set; what ping printed.

@@ -425,6 +425,13 @@ async fn mesh_task(node: Arc<Node>) {
             }
         }
         update_relays(&node, now);
+        let closed = node.peers.close_superseded_relays(now);
+        if closed > 0 {
+            debug!(
+                closed,
+                "closed relayed links: a direct link to the same peer is up"
+            );
+        }
     }
 }
 

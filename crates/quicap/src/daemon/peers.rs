@@ -32,6 +32,9 @@ pub struct Liveness {
     loss_permille: AtomicU64,
 }
 
+/// Probe answers after which a link counts as proven (about a second of probing).
+const PROVEN_ANSWERS: u64 = 4;
+
 /// Probes per loss measurement window (5 s at 4 probes per second).
 const LOSS_WINDOW: u64 = 20;
 
@@ -73,6 +76,11 @@ impl Liveness {
     /// Milliseconds since the last answer.
     pub fn silent_for(&self, now_ms: u64) -> u64 {
         now_ms.saturating_sub(self.last_answer_ms.load(Ordering::Relaxed))
+    }
+
+    /// Alive, and answered enough probes to be trusted with a peer's traffic.
+    pub fn proven(&self, now_ms: u64) -> bool {
+        self.answers.load(Ordering::Relaxed) >= PROVEN_ANSWERS && self.alive(now_ms)
     }
 
     pub fn alive(&self, now_ms: u64) -> bool {
@@ -194,6 +202,31 @@ impl PeerTable {
         }
         let (_, peer) = best?;
         peer.preferred(now_ms).map(|l| l.conn.clone())
+    }
+
+    /// Closes the relayed links of peers that also have a proven direct link, which
+    /// carries their traffic (relayed links are only used without one). Returns how
+    /// many links it closed; a closed link leaves the table when its session ends.
+    pub fn close_superseded_relays(&self, now_ms: u64) -> usize {
+        let peers = self.lock();
+        let mut closed = 0;
+        for peer in peers.values() {
+            if !peer
+                .links
+                .iter()
+                .any(|l| !l.relayed && l.liveness.proven(now_ms))
+            {
+                continue;
+            }
+            for link in peer.links.iter().filter(|l| l.relayed) {
+                if link.conn.close_reason().is_none() {
+                    link.conn
+                        .close(super::session::close::SUPERSEDED.into(), b"direct link up");
+                    closed += 1;
+                }
+            }
+        }
+        closed
     }
 
     /// Adds to `out` the node ids of the connected peers that carry Layer 2.

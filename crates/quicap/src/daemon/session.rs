@@ -32,6 +32,7 @@ pub mod close {
     pub const PROTOCOL_VIOLATION: u32 = 3;
     pub const CERTIFICATE_INVALIDATED: u32 = 4;
     pub const UNRESPONSIVE: u32 = 5;
+    pub const SUPERSEDED: u32 = 6;
 }
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
