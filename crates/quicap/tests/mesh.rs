@@ -453,7 +453,19 @@ fn ring_of_five_survives_the_loss_of_a_node() {
             "node-0 cannot reach {target} around the ring"
         );
     }
+    // node-0 talks to node-2 over an end-to-end relayed connection through node-1,
+    // up for a few seconds before node-1 dies.
+    assert!(
+        wait_until(CONNECT, || {
+            let _ = ns[0].ping("10.77.0.12");
+            relayed_link_in_use(&nodes[0], "node-2")
+                && relayed_uptime(&nodes[0], "node-2").is_some_and(|s| s >= 3)
+        })
+        .is_some(),
+        "node-0 opened no relayed connection to node-2"
+    );
     // node-1 dies: node-0 still reaches node-2 the other way round.
+    let killed = std::time::Instant::now();
     nodes[1].kill();
     let took = ns[0].wait_ping("10.77.0.12", Duration::from_secs(15));
     assert!(took.is_some(), "node-2 unreachable after node-1 died");
@@ -462,6 +474,28 @@ fn ring_of_five_survives_the_loss_of_a_node() {
         took.unwrap_or_default()
     );
     assert_eq!(next_hop(&nodes[0], "node-2").as_deref(), Some("node-4"));
+    // The relayed connection survived: its frames follow the new route, and the
+    // connection in use is older than the failure.
+    let since_kill = killed.elapsed().as_secs();
+    assert!(relayed_link_in_use(&nodes[0], "node-2"));
+    let uptime = relayed_uptime(&nodes[0], "node-2").unwrap_or(0);
+    assert!(
+        uptime > since_kill + 1,
+        "the relayed connection was re-established ({uptime} s old, node-1 died {since_kill} s ago)"
+    );
+}
+
+/// Age in seconds of the oldest relayed link of `node` to `peer`.
+fn relayed_uptime(node: &Node, peer: &str) -> Option<u64> {
+    let s = json(&node.status(true));
+    s["peers"]
+        .as_array()?
+        .iter()
+        .filter(|p| p["name"] == peer)
+        .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+        .filter(|l| l["remote"] == "relayed")
+        .filter_map(|l| l["uptime_secs"].as_u64())
+        .max()
 }
 
 #[test]
