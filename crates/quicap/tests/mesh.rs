@@ -218,7 +218,7 @@ impl Line {
 }
 
 /// Over IPv4 links of 1500 bytes, a full-size tunnel packet for a node that is no
-/// neighbour fits the routed path through the intermediate node (the routed header on
+/// neighbour fits the routed path through the intermediate node (the routing extension on
 /// top of it), so the first packets of a flow draw no "fragmentation needed", which
 /// the sender's kernel would remember for ten minutes.
 #[test]
@@ -263,17 +263,8 @@ fn relayed_link_closes_once_a_direct_link_is_up() {
 
 /// The remote addresses of `node`'s links to `peer` ("relayed" for relayed links).
 fn link_remotes(node: &Node, peer: &str) -> Vec<String> {
-    let out = node.status(true);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let s = json(&out);
-    s["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"] == peer)
-        .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+    links(node, peer)
+        .iter()
         .filter_map(|l| l["remote"].as_str().map(str::to_owned))
         .collect()
 }
@@ -291,18 +282,33 @@ fn ping_full_size(ns: &Netns, addr: &str) -> String {
     )
 }
 
+/// `node`'s links to `peer` as `quicap status --json` shows them; none while the node
+/// is still starting.
+fn links(node: &Node, peer: &str) -> Vec<serde_json::Value> {
+    let out = node.status(true);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let s = json(&out);
+    s["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["name"] == peer)
+        .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The end-to-end relayed link `node` sends to `peer` on, if any.
+fn relayed_link(node: &Node, peer: &str) -> Option<serde_json::Value> {
+    links(node, peer)
+        .into_iter()
+        .find(|l| l["remote"] == "relayed" && l["in_use"] == true)
+}
+
 /// Whether `node` sends to `peer` on an end-to-end relayed link.
 fn relayed_link_in_use(node: &Node, peer: &str) -> bool {
-    let s = json(&node.status(true));
-    s["peers"].as_array().is_some_and(|peers| {
-        peers.iter().filter(|p| p["name"] == peer).any(|p| {
-            p["links"].as_array().is_some_and(|links| {
-                links
-                    .iter()
-                    .any(|l| l["remote"] == "relayed" && l["in_use"] == true)
-            })
-        })
-    })
+    relayed_link(node, peer).is_some()
 }
 
 fn relay_forwarded(node: &Node) -> u64 {
@@ -458,8 +464,7 @@ fn ring_of_five_survives_the_loss_of_a_node() {
     assert!(
         wait_until(CONNECT, || {
             let _ = ns[0].ping("10.77.0.12");
-            relayed_link_in_use(&nodes[0], "node-2")
-                && relayed_uptime(&nodes[0], "node-2").is_some_and(|s| s >= 3)
+            relayed_uptime(&nodes[0], "node-2").is_some_and(|s| s >= 3)
         })
         .is_some(),
         "node-0 opened no relayed connection to node-2"
@@ -477,25 +482,16 @@ fn ring_of_five_survives_the_loss_of_a_node() {
     // The relayed connection survived: its frames follow the new route, and the
     // connection in use is older than the failure.
     let since_kill = killed.elapsed().as_secs();
-    assert!(relayed_link_in_use(&nodes[0], "node-2"));
-    let uptime = relayed_uptime(&nodes[0], "node-2").unwrap_or(0);
+    let uptime = relayed_uptime(&nodes[0], "node-2").expect("a relayed link in use");
     assert!(
         uptime > since_kill + 1,
         "the relayed connection was re-established ({uptime} s old, node-1 died {since_kill} s ago)"
     );
 }
 
-/// Age in seconds of the oldest relayed link of `node` to `peer`.
+/// Age in seconds of the relayed link `node` sends to `peer` on.
 fn relayed_uptime(node: &Node, peer: &str) -> Option<u64> {
-    let s = json(&node.status(true));
-    s["peers"]
-        .as_array()?
-        .iter()
-        .filter(|p| p["name"] == peer)
-        .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
-        .filter(|l| l["remote"] == "relayed")
-        .filter_map(|l| l["uptime_secs"].as_u64())
-        .max()
+    relayed_link(node, peer)?["uptime_secs"].as_u64()
 }
 
 #[test]

@@ -149,19 +149,21 @@ impl Node {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn transport_for(&self, relayed: bool) -> Arc<quinn::TransportConfig> {
-        if relayed {
+    /// Transport parameters for a connection with `remote`: the relayed ones when it
+    /// is a relayed node's virtual address.
+    fn transport_for(&self, remote: SocketAddr) -> Arc<quinn::TransportConfig> {
+        if self.relays.node_at(remote).is_some() {
             self.transport_relayed.clone()
         } else {
             self.transport.clone()
         }
     }
 
-    fn client_config(&self, relayed: bool) -> Result<quinn::ClientConfig> {
+    fn client_config(&self, remote: SocketAddr) -> Result<quinn::ClientConfig> {
         transport::client_config(
             &self.trust().rustls,
             &self.identity,
-            self.transport_for(relayed),
+            self.transport_for(remote),
         )
     }
 
@@ -507,7 +509,8 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
         let node = node.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            // An end-to-end connection through relays gets the relayed parameters.
+            // An end-to-end connection through relays gets the relayed parameters;
+            // the others the endpoint's server configuration.
             let connecting = if node.relays.node_at(remote).is_some() {
                 match transport::server_config(
                     &node.trust().rustls,
@@ -591,8 +594,7 @@ async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<quinn::Con
                 .unwrap_or(false)
         })
         .ok_or_else(|| anyhow!("no listen address of {addr}'s family to dial from"))?;
-    let relayed = node.relays.node_at(addr).is_some();
-    let connecting = endpoint.connect_with(node.client_config(relayed)?, addr, name)?;
+    let connecting = endpoint.connect_with(node.client_config(addr)?, addr, name)?;
     let conn = tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
         .await
         .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))??;
