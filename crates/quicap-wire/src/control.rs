@@ -27,6 +27,10 @@ const TYPE_GOODBYE: u8 = 0x04;
 const TYPE_ROUTES: u8 = 0x05;
 const TYPE_REQUEST: u8 = 0x06;
 const TYPE_NODE_INFO: u8 = 0x07;
+const TYPE_HOST_DROPS: u8 = 0x08;
+
+/// Bytes of the machine identifier in [`Message::HostDrops`].
+pub const HOST_ID_LEN: usize = 16;
 
 /// Bytes a [`RouteEntry`] without path takes on the wire.
 pub const ROUTE_ENTRY_LEN: usize = 13;
@@ -145,6 +149,10 @@ pub enum Message {
         hops: u8,
     },
     NodeInfo(NodeInfo),
+    /// The kernel dropped packets in the sender's network namespace during its last
+    /// scheduling tick; the value names the sender's machine, so that only nodes on the
+    /// same machine, whose CPU time the sender's programs share, act on it.
+    HostDrops([u8; HOST_ID_LEN]),
     /// A message type this version does not know; skipped.
     Unknown(u8),
 }
@@ -238,6 +246,10 @@ impl Message {
                     }
                     out.push(p.len);
                 }
+            }
+            Message::HostDrops(host) => {
+                out.push(TYPE_HOST_DROPS);
+                out.extend_from_slice(host);
             }
             Message::Unknown(kind) => out.push(*kind),
         }
@@ -342,6 +354,7 @@ impl Message {
                     prefixes,
                 })
             }
+            TYPE_HOST_DROPS => Message::HostDrops(r.array()?),
             other => return Ok(Message::Unknown(other)),
         };
         r.finish()?;
@@ -467,6 +480,29 @@ mod tests {
         for cut in 0..out.len() {
             assert_eq!(Message::decode(&out[..cut]), Ok(None));
         }
+    }
+
+    #[test]
+    fn host_drops_has_documented_layout() {
+        let mut out = Vec::new();
+        Message::HostDrops([7; HOST_ID_LEN])
+            .encode(&mut out)
+            .unwrap();
+        assert_eq!(out, [&[0, 17, TYPE_HOST_DROPS][..], &[7; 16]].concat());
+        assert_eq!(
+            Message::decode(&out[..out.len() - 1]),
+            Ok(None),
+            "a short buffer waits for the rest"
+        );
+        let mut short = out.clone();
+        short[1] = 16;
+        short.pop();
+        assert_eq!(
+            Message::decode(&short),
+            Err(ControlError::Truncated {
+                kind: TYPE_HOST_DROPS
+            })
+        );
     }
 
     #[test]
@@ -640,6 +676,7 @@ mod tests {
                         Prefix { addr: std::net::IpAddr::from([0xfd; 16]), len: 64 },
                     ],
                 }),
+                Message::HostDrops(seq.to_be_bytes().repeat(2).try_into().unwrap()),
             ];
             for msg in msgs {
                 let mut out = Vec::new();

@@ -24,7 +24,7 @@ pub mod ip;
 pub mod overlay;
 pub mod relay;
 
-pub use control::{route_frames, ControlError, Message, NodeInfo, Prefix, RouteEntry};
+pub use control::{route_frames, ControlError, Message, NodeInfo, Prefix, RouteEntry, HOST_ID_LEN};
 pub use overlay::{Header, NodeId, OverlayError, PayloadKind};
 
 /// The protocol versions this implementation speaks, oldest first.
