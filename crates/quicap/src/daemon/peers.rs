@@ -302,6 +302,15 @@ impl PeerTable {
             .is_some_and(|l| l.control.try_send(message).is_ok())
     }
 
+    /// Queues a control message on the preferred link of every peer, direct or relayed.
+    pub fn send_control_to_all(&self, message: &quicap_wire::Message, now_ms: u64) {
+        for peer in self.lock().values() {
+            if let Some(link) = peer.preferred(now_ms) {
+                let _ = link.control.try_send(message.clone());
+            }
+        }
+    }
+
     /// Names of the peers with a direct link: the mesh's neighbours.
     pub fn names(&self) -> Vec<String> {
         self.lock()

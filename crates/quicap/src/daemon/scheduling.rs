@@ -1,12 +1,20 @@
 //! `node.realtime`: the packet thread's scheduling policy. "always" and "never" are
 //! set once at start; "auto" runs [`crate::sched::Governor`] on the packet thread
-//! itself (the runtime is single-threaded), fed from the kernel's counters.
+//! itself (the runtime is single-threaded), fed from the kernel's counters and from
+//! the drops other nodes on the same machine report ([`Message::HostDrops`]).
+//!
+//! Several nodes on one machine (a lab, the demo mesh, a benchmark) share its CPUs but
+//! not its network namespaces: a sending node that keeps up with its own interface
+//! sees no drops, while the receiving node's namespace overflows because the sender's
+//! real-time thread takes the CPU from the programs there. So a node that counts
+//! drops tells its peers, and a peer on the same machine counts them as its own.
 
 use std::fs;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use quicap_wire::{Message, HOST_ID_LEN};
 use tracing::{debug, info, warn};
 
 use super::Node;
@@ -18,7 +26,17 @@ use crate::sched::{self, Change, Governor, Sample};
 pub struct Scheduling {
     mode: Realtime,
     realtime: AtomicBool,
+    /// This machine, as [`Message::HostDrops`] names it; `None` if unknown.
+    host: Option<[u8; HOST_ID_LEN]>,
+    /// Drop reports from nodes on this machine since the governor last looked.
+    reports_pending: AtomicU64,
+    /// Drop reports from nodes on this machine, ever.
+    reports: AtomicU64,
 }
+
+/// How often a node that keeps counting drops reports them: often enough that a peer's
+/// one-second hold on real-time priority does not lapse while they last.
+const REPORT_EVERY: Duration = Duration::from_millis(500);
 
 impl Scheduling {
     /// Applies "always" to the calling thread (the packet thread); "auto" starts normal.
@@ -31,6 +49,17 @@ impl Scheduling {
         Self {
             mode,
             realtime: AtomicBool::new(sched::is_realtime()),
+            host: host_id(),
+            reports_pending: AtomicU64::new(0),
+            reports: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a peer's [`Message::HostDrops`]: counted when it comes from this machine.
+    pub fn host_drops(&self, host: &[u8; HOST_ID_LEN]) {
+        if self.host.as_ref() == Some(host) {
+            self.reports_pending.fetch_add(1, Ordering::Relaxed);
+            self.reports.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -46,8 +75,28 @@ impl Scheduling {
             Realtime::Always => "always",
             Realtime::Never => "never",
         };
-        format!("{now} (realtime = {mode})")
+        match self.reports.load(Ordering::Relaxed) {
+            0 => format!("{now} (realtime = {mode})"),
+            n => format!("{now} (realtime = {mode}; {n} drop reports from nodes on this machine)"),
+        }
     }
+}
+
+/// This machine's id for [`Message::HostDrops`]: the first bytes of SHA-256 over a
+/// label and the kernel's boot id, which every network namespace of one running kernel
+/// shares. The boot id itself stays on the machine.
+fn host_id() -> Option<[u8; HOST_ID_LEN]> {
+    let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    Some(host_id_from(boot.trim()))
+}
+
+fn host_id_from(boot_id: &str) -> [u8; HOST_ID_LEN] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"quicap host id");
+    ctx.update(boot_id.as_bytes());
+    let mut id = [0u8; HOST_ID_LEN];
+    id.copy_from_slice(&ctx.finish().as_ref()[..HOST_ID_LEN]);
+    id
 }
 
 /// In "auto" mode, samples every [`sched::TICK`] and switches the calling thread's
@@ -66,6 +115,7 @@ pub async fn govern(node: Arc<Node>) {
     };
     // Drop counters as last read; `None` while the governor did not need them.
     let mut last_drops: Option<u64> = None;
+    let mut last_report: Option<Instant> = None;
     let mut governor = Governor::new();
     let mut ticks = tokio::time::interval(sched::TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,6 +127,7 @@ pub async fn govern(node: Arc<Node>) {
         let (busy, waited) = (now.0.saturating_sub(last.0), now.1.saturating_sub(last.1));
         last = now;
         let busy = Duration::from_nanos(busy);
+        let reported = node.scheduling.reports_pending.swap(0, Ordering::Relaxed);
         if !governor.wants_drops(busy) {
             last_drops = None;
             continue;
@@ -86,12 +137,21 @@ pub async fn govern(node: Arc<Node>) {
             // No baseline yet: decide on the next tick, with drops over a whole tick.
             continue;
         };
+        let here = drops_now.saturating_sub(drops_before);
+        let now = Instant::now();
+        if here > 0 && last_report.is_none_or(|t| now - t >= REPORT_EVERY) {
+            if let Some(host) = node.scheduling.host {
+                last_report = Some(now);
+                node.peers
+                    .send_control_to_all(&Message::HostDrops(host), node.now_ms());
+            }
+        }
         let sample = Sample {
             busy,
             waited: Duration::from_nanos(waited),
-            drops: drops_now.saturating_sub(drops_before),
+            drops: here + reported,
         };
-        let Some(change) = governor.tick(Instant::now(), sample) else {
+        let Some(change) = governor.tick(now, sample) else {
             continue;
         };
         let result = match change {
@@ -110,8 +170,9 @@ pub async fn govern(node: Arc<Node>) {
         match change {
             Change::Promote => debug!("packet thread real-time: busy and waiting for a CPU"),
             Change::DemoteDrops => debug!(
-                drops = sample.drops,
-                "packet thread back to normal scheduling: the kernel dropped packets"
+                drops = here,
+                reports = reported,
+                "packet thread back to normal scheduling: the kernel dropped packets here or in another node on this machine"
             ),
             Change::DemoteIdle => debug!("packet thread back to normal scheduling: idle"),
         }
@@ -177,6 +238,31 @@ fn snmp6_counter(text: &str, name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_id_depends_on_the_boot_id_only() {
+        let a = host_id_from("7f0c1e0a-4d0e-4a4f-9b9e-2c1d3e4f5a6b");
+        assert_eq!(a, host_id_from("7f0c1e0a-4d0e-4a4f-9b9e-2c1d3e4f5a6b"));
+        assert_ne!(a, host_id_from("7f0c1e0a-4d0e-4a4f-9b9e-2c1d3e4f5a6c"));
+        assert_eq!(host_id(), host_id(), "stable on this machine");
+    }
+
+    #[test]
+    fn drop_reports_count_from_this_machine_only() {
+        let s = Scheduling::start(Realtime::Never);
+        let Some(here) = s.host else {
+            panic!("no boot id on this machine");
+        };
+        s.host_drops(&[0; HOST_ID_LEN]);
+        assert_eq!(s.describe(), "normal (realtime = never)");
+        s.host_drops(&here);
+        s.host_drops(&here);
+        assert_eq!(s.reports_pending.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            s.describe(),
+            "normal (realtime = never; 2 drop reports from nodes on this machine)"
+        );
+    }
 
     #[test]
     fn schedstat_gives_run_and_wait_time() {

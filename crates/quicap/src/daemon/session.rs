@@ -320,6 +320,7 @@ async fn control_loop(
                         }
                     }
                 }
+                Ok(Message::HostDrops(host)) => node.scheduling.host_drops(&host),
                 Ok(Message::Unknown(_)) => {}
                 Err(e) => {
                     debug!(%peer, error = %e, "control stream ended");
