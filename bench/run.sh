@@ -85,7 +85,7 @@ tunnel_cpu() {
 # TUNNEL_DEV (its interface in A) are set: their CPU time per packet they read from
 # that interface during the UDP flood, in microseconds.
 measure() {
-  local label=$1 dst=$2 srv=${3:-$B} f="$work/iperf.json" t1=() t4=() u=() pi=() pl=() uc=()
+  local label=$1 dst=$2 srv=${3:-$B} f="$work/iperf.json" t1=() t4=() u=() uw=() pi=() pl=() uc=()
   local hz c0 p0 stats
   hz=$(getconf CLK_TCK)
   ip netns exec "$srv" iperf3 -s -D -B "$dst" --pidfile "$work/iperf.pid" >/dev/null
@@ -104,6 +104,7 @@ measure() {
       uc+=("$(python3 -c 'import sys; c, p, hz = map(int, sys.argv[1:]); print(f"{c / hz * 1e6 / max(p, 1):.2f}")' \
         "$(($(tunnel_cpu $TUNNEL_PIDS) - c0))" "$(($(inA cat "$stats") - p0))" "$hz")")
     fi
+    inA iperf3 -c "$dst" -t "$SECS" -u -b 0 -l 1200 -w 4M -J >"$f"; uw+=("$(json_field "$f" udp)")
     pi+=("$(inA ping -c 20 -i 0.05 -q "$dst" | awk -F/ '/^rtt/ {print $5}')")
     inA iperf3 -c "$dst" -t $((SECS + 2)) -J >/dev/null &
     local load=$!
@@ -116,6 +117,7 @@ measure() {
   eval "R_${label}_tcp1=$(median "${t1[@]}") R_${label}_tcp1_spread=$(spread "${t1[@]}")"
   eval "R_${label}_tcp4=$(median "${t4[@]}") R_${label}_tcp4_spread=$(spread "${t4[@]}")"
   eval "R_${label}_udp=$(median "${u[@]}") R_${label}_udp_spread=$(spread "${u[@]}")"
+  eval "R_${label}_udpw=$(median "${uw[@]}") R_${label}_udpw_spread=$(spread "${uw[@]}")"
   eval "R_${label}_ping=$(median "${pi[@]}") R_${label}_ping_spread=$(spread "${pi[@]}")"
   eval "R_${label}_pingload=$(median "${pl[@]}") R_${label}_pingload_spread=$(spread "${pl[@]}")"
   if [ ${#uc[@]} -gt 0 ]; then
@@ -277,6 +279,7 @@ table() {
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
+  row "UDP as above, iperf3 socket buffers 4 MiB (\`-w 4M\`), received (Gb/s)" udpw
   row "UDP as above: tunnel CPU per packet sent (µs, all its processes)" udpcpu
   row "ping RTT, idle (ms)" ping
   row "ping RTT, under TCP load (ms)" pingload
