@@ -81,6 +81,10 @@ pub struct LinkStatus {
     /// False when the link stopped answering liveness probes.
     pub alive: bool,
     pub rtt_ms: f64,
+    /// Largest UDP payload this node sends on the link: where path MTU discovery
+    /// stands (0 from nodes that do not report it).
+    #[serde(default)]
+    pub path_mtu: u16,
     /// UDP payload bytes received and sent on this connection, QUIC overhead included.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -145,11 +149,12 @@ impl Status {
             for l in &p.links {
                 let _ = writeln!(
                     out,
-                    "  {} {:<8} {:<9} rtt {:.2} ms  rx {}  tx {}  up {}{}",
+                    "  {} {:<8} {:<9} rtt {:.2} ms  mtu {}  rx {}  tx {}  up {}{}",
                     if l.in_use { "*" } else { " " },
                     l.direction,
                     l.remote,
                     l.rtt_ms,
+                    l.path_mtu,
                     fmt_bytes(l.rx_bytes),
                     fmt_bytes(l.tx_bytes),
                     fmt_secs(l.uptime_secs),
@@ -210,6 +215,7 @@ mod tests {
                     in_use: true,
                     alive: true,
                     rtt_ms: 0.42,
+                    path_mtu: 1472,
                     rx_bytes: 1536,
                     tx_bytes: 3 << 20,
                     uptime_secs: 61,
@@ -257,7 +263,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("* outgoing 192.0.2.2:4433 rtt 0.42 ms  rx 1.5 KiB  tx 3.0 MiB  up 1m1s"),
+            text.contains(
+                "* outgoing 192.0.2.2:4433 rtt 0.42 ms  mtu 1472  rx 1.5 KiB  tx 3.0 MiB  up 1m1s"
+            ),
             "{text}"
         );
     }

@@ -380,6 +380,7 @@ impl PeerTable {
                                 in_use: in_use == Some(l.conn.stable_id()),
                                 alive: l.liveness.alive(now_ms),
                                 rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
+                                path_mtu: stats.path.current_mtu,
                                 rx_bytes: stats.udp_rx.bytes,
                                 tx_bytes: stats.udp_tx.bytes,
                                 uptime_secs: l.since.elapsed().as_secs(),
