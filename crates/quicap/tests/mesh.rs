@@ -200,11 +200,20 @@ impl Line {
             &[],
             "",
         );
+        // Both ways: an echo reply from node-c needs node-c's route to node-a, and
+        // each route the prefixes of its destination.
+        let via_b = |node: &Node, dest: &str| {
+            route(node, dest).is_some_and(|r| {
+                r["next_hop"] == "node-b" && r["prefixes"].as_array().is_some_and(|p| !p.is_empty())
+            })
+        };
         assert!(
-            wait_until(CONNECT, || next_hop(&node_a, "node-c").as_deref()
-                == Some("node-b"))
+            wait_until(CONNECT, || via_b(&node_a, "node-c")
+                && via_b(&node_c, "node-a"))
             .is_some(),
-            "node-a learned no route to node-c"
+            "no routes between node-a and node-c through node-b: {:?}, {:?}",
+            route(&node_a, "node-c"),
+            route(&node_c, "node-a")
         );
         Line {
             node_a,
@@ -226,8 +235,26 @@ fn full_size_packets_fit_the_routed_path_over_ipv4() {
     require_root();
     let pki = Pki::new("testnet");
     let line = Line::routed(&pki, V4_LINE);
-    // Path MTU discovery on the two links: a handful of round trips after the handshake.
-    std::thread::sleep(Duration::from_secs(2));
+    // Path MTU discovery on the two links, each way (the echo reply comes back routed
+    // too): a handful of round trips after the handshake.
+    let pairs = [
+        (&line.node_a, "node-b"),
+        (&line.node_b, "node-a"),
+        (&line.node_b, "node-c"),
+        (&line.node_c, "node-b"),
+    ];
+    let discovered = |(node, peer): &(&Node, &str)| {
+        let mtus: Vec<_> = links(node, peer)
+            .iter()
+            .map(|l| l["path_mtu"].clone())
+            .collect();
+        !mtus.is_empty() && mtus.iter().all(|m| m == 1472)
+    };
+    assert!(
+        wait_until(CONNECT, || pairs.iter().all(discovered)).is_some(),
+        "path MTU discovery did not reach 1472 on every link: {:?}",
+        pairs.map(|(node, peer)| links(node, peer))
+    );
     // The first packet for node-c: it opens the relayed link, but itself goes routed.
     let text = ping_full_size(&line.a, "10.77.0.3");
     assert!(
@@ -320,6 +347,11 @@ fn relay_forwarded(node: &Node) -> u64 {
 /// The next hop `node` routes `dest` through; `None` also while the node is still
 /// starting (no control socket yet).
 fn next_hop(node: &Node, dest: &str) -> Option<String> {
+    route(node, dest).and_then(|r| r["next_hop"].as_str().map(str::to_owned))
+}
+
+/// The route to `dest` in the node's status, if it has one (and is running).
+fn route(node: &Node, dest: &str) -> Option<serde_json::Value> {
     let out = node.status(true);
     if !out.status.success() {
         return None;
@@ -329,7 +361,7 @@ fn next_hop(node: &Node, dest: &str) -> Option<String> {
         .as_array()?
         .iter()
         .find(|r| r["destination"] == dest)
-        .and_then(|r| r["next_hop"].as_str().map(str::to_owned))
+        .cloned()
 }
 
 #[test]
