@@ -24,6 +24,11 @@ pub struct Config {
     pub request_hops: u8,
     /// The same request is not sent again within this many ms.
     pub request_interval: u64,
+    /// Triggered updates for metric changes alone (same seqno, still reachable) go out
+    /// at most this often, in ms, all together: link costs that follow a jittery RTT
+    /// would otherwise have every node re-advertise to every neighbor many times a
+    /// second. New routes, retractions and seqno changes still go out at once.
+    pub metric_update_interval: u64,
 }
 
 impl Default for Config {
@@ -36,6 +41,7 @@ impl Default for Config {
             cost_hysteresis_percent: 25,
             request_hops: 16,
             request_interval: 500,
+            metric_update_interval: 1_000,
         }
     }
 }
@@ -125,6 +131,11 @@ pub struct Router {
     dests: BTreeMap<NodeId, Dest>,
     outbox: VecDeque<(NodeId, Message)>,
     triggered: BTreeSet<NodeId>,
+    /// Destinations whose metric changed, waiting for `metric_due`.
+    metric_changed: BTreeSet<NodeId>,
+    metric_due: Option<Time>,
+    /// When metric changes were last let out.
+    metric_sent: Option<Time>,
     next_periodic: Time,
     /// When suppressed seqno requests are due again.
     request_retry: Option<Time>,
@@ -142,6 +153,9 @@ impl Router {
             dests: BTreeMap::new(),
             outbox: VecDeque::new(),
             triggered: BTreeSet::new(),
+            metric_changed: BTreeSet::new(),
+            metric_due: None,
+            metric_sent: None,
             request_retry: None,
             forwarded_requests: BTreeMap::new(),
         }
@@ -310,8 +324,10 @@ impl Router {
     /// update_interval` without refresh; link failures are handled at once by
     /// [`Router::handle_link_down`].
     pub fn poll_timeout(&self) -> Time {
-        self.request_retry
-            .map_or(self.next_periodic, |t| t.min(self.next_periodic))
+        [self.request_retry, self.metric_due]
+            .into_iter()
+            .flatten()
+            .fold(self.next_periodic, Time::min)
     }
 
     pub fn handle_timeout(&mut self, now: Time) {
@@ -337,6 +353,9 @@ impl Router {
             self.request_retry = None;
             self.request_starving(now);
         }
+        if self.metric_due.is_some_and(|t| now >= t) {
+            self.release_metric_changes(now);
+        }
         if now >= self.next_periodic {
             self.next_periodic = now + self.config.update_interval;
             let dump = self.full_dump();
@@ -344,6 +363,8 @@ impl Router {
                 self.outbox.push_back((*n, Message::Updates(dump.clone())));
             }
             self.triggered.clear();
+            self.metric_changed.clear();
+            self.metric_due = None;
             self.request_starving(now);
         }
     }
@@ -443,12 +464,33 @@ impl Router {
             (None, Some(t)) => Some(t),
             (None, None) => Some(now),
         };
-        if significant_change(old_value, new_value) {
-            self.triggered.insert(dest);
+        match change(old_value, new_value) {
+            Change::None => {}
+            Change::Urgent => {
+                self.triggered.insert(dest);
+            }
+            Change::Metric => {
+                self.metric_changed.insert(dest);
+                let due = self
+                    .metric_sent
+                    .map_or(now, |t| now.max(t + self.config.metric_update_interval));
+                if due <= now {
+                    self.release_metric_changes(now);
+                } else if self.metric_due.is_none() {
+                    self.metric_due = Some(due);
+                }
+            }
         }
         if has_unfeasible {
             self.request(dest, now);
         }
+    }
+
+    /// Lets the held metric changes out with the next [`Router::poll_transmit`].
+    fn release_metric_changes(&mut self, now: Time) {
+        self.triggered.append(&mut self.metric_changed);
+        self.metric_due = None;
+        self.metric_sent = Some(now);
     }
 
     fn request(&mut self, dest: NodeId, now: Time) {
@@ -558,15 +600,27 @@ fn improves(seqno: Seqno, metric: Metric, than: (Seqno, Metric)) -> bool {
     seqno_newer(seqno, than.0) || (seqno == than.0 && metric < than.1)
 }
 
-/// Whether a change of what we advertise for a destination is worth a triggered update:
-/// reachability or seqno changed, or the metric moved by more than an eighth.
-fn significant_change(old: Option<(Seqno, Metric)>, new: Option<(Seqno, Metric)>) -> bool {
+/// How a change of what we advertise for a destination is announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Not at all (until the next full dump).
+    None,
+    /// With the next batch of metric changes ([`Config::metric_update_interval`]): the
+    /// metric moved by more than an eighth.
+    Metric,
+    /// At once: reachability or seqno changed.
+    Urgent,
+}
+
+fn change(old: Option<(Seqno, Metric)>, new: Option<(Seqno, Metric)>) -> Change {
     match (old, new) {
-        (None, None) => false,
-        (Some(_), None) | (None, Some(_)) => true,
-        (Some((os, om)), Some((ns, nm))) => {
-            os != ns || u32::from(om.abs_diff(nm)) * 8 > u32::from(om)
+        (None, None) => Change::None,
+        (Some(_), None) | (None, Some(_)) => Change::Urgent,
+        (Some((os, _)), Some((ns, _))) if os != ns => Change::Urgent,
+        (Some((_, om)), Some((_, nm))) if u32::from(om.abs_diff(nm)) * 8 > u32::from(om) => {
+            Change::Metric
         }
+        _ => Change::None,
     }
 }
 
@@ -635,6 +689,56 @@ mod tests {
         assert!(updates_to(&out, 2)
             .iter()
             .any(|u| u.dest == 3 && u.metric == 20));
+    }
+
+    /// A hub with ten neighbors whose link costs swing back and forth every 100 ms
+    /// (a loaded host's RTTs below a millisecond) sends metric changes at most once a
+    /// second; a neighbor that goes away is announced at once.
+    #[test]
+    fn metric_changes_are_batched_and_retractions_are_not() {
+        let mut r = Router::new(1, Config::default(), 0);
+        let neighbors: Vec<NodeId> = (2..12).collect();
+        for &n in &neighbors {
+            r.handle_link_up(n, 10, 0);
+            r.handle_message(
+                n,
+                Message::Updates(vec![RouteUpdate {
+                    dest: n,
+                    seqno: 0,
+                    metric: 0,
+                    path: vec![],
+                }]),
+                0,
+            );
+        }
+        drain(&mut r);
+        let mut messages = 0;
+        let mut now = 0;
+        for round in 0..30u64 {
+            now = 10 + round * 100;
+            let cost = if round % 2 == 0 { 30 } else { 10 };
+            for &n in &neighbors {
+                r.handle_link_cost(n, cost, now);
+            }
+            if r.poll_timeout() <= now {
+                r.handle_timeout(now);
+            }
+            messages += drain(&mut r).len();
+        }
+        // 3 s: at most 4 batches (at once, then every second), one message per neighbor
+        // each; without batching it would be 30.
+        assert!(messages > 0, "metric changes were never announced");
+        assert!(
+            messages <= 4 * neighbors.len(),
+            "{messages} messages in 3 s"
+        );
+        // A retraction goes out at once.
+        now += 10;
+        r.handle_link_down(5, now);
+        let out = drain(&mut r);
+        assert!(updates_to(&out, 2)
+            .iter()
+            .any(|u| u.dest == 5 && u.metric == INFINITY));
     }
 
     #[test]
