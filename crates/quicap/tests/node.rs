@@ -256,6 +256,45 @@ fn auto_realtime_yields_to_drops_of_a_node_on_the_same_machine() {
     );
 }
 
+/// UDP datagrams sent so far in the namespace (where only the node sends any).
+fn udp_datagrams_sent(ns: &Netns) -> u64 {
+    let out = run(&mut ns.cmd(&["cat", "/proc/net/snmp"]));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next().unwrap_or(""), udp.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "OutDatagrams")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("OutDatagrams in /proc/net/snmp")
+}
+
+/// Links without tunnel traffic are probed once a second instead of four times: an
+/// idle pair (two links) sends a few datagrams a second, and still answers at once.
+#[test]
+fn idle_links_are_probed_once_a_second() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    // Links probe at the full rate for 5 s after they last carried traffic.
+    std::thread::sleep(Duration::from_secs(6));
+    let before = udp_datagrams_sent(&pair.a);
+    std::thread::sleep(Duration::from_secs(5));
+    let per_second = (udp_datagrams_sent(&pair.a) - before) / 5;
+    assert!(
+        per_second <= 10,
+        "an idle node with one peer sent {per_second} datagrams a second"
+    );
+    let s = json(&pair.node_a.status(true));
+    let links = s["peers"][0]["links"].as_array().expect("links").clone();
+    assert_eq!(links.len(), 2, "{s}");
+    assert!(links.iter().all(|l| l["alive"] == true), "{s}");
+    assert!(pair
+        .a
+        .wait_ping("10.77.0.2", Duration::from_secs(1))
+        .is_some());
+}
+
 #[test]
 fn dual_connection_fails_over_to_the_other_link_within_1_s() {
     require_root();

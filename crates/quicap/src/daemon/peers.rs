@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -19,6 +19,11 @@ use crate::status::{LinkStatus, PeerStatus};
 /// another link to the same peer is answering.
 pub const LINK_TIMEOUT_MS: u64 = 600;
 
+/// Probe interval of a link that carries no tunnel traffic (see
+/// [`super::session::PROBE_INTERVAL`] for one that does). Probes are ack-eliciting, so
+/// they also stand in for QUIC keepalives.
+pub const IDLE_PROBE_INTERVAL_MS: u64 = 1000;
+
 /// Liveness of a link: the time of the last probe answer, in milliseconds since the
 /// node's epoch (see [`crate::daemon::Node::now_ms`]).
 #[derive(Debug, Default)]
@@ -30,6 +35,10 @@ pub struct Liveness {
     window_sent: AtomicU64,
     window_answers: AtomicU64,
     loss_permille: AtomicU64,
+    /// Probed every [`IDLE_PROBE_INTERVAL_MS`] rather than every probe interval.
+    idle: AtomicBool,
+    /// When the link last went back to probing at the full rate.
+    busy_since_ms: AtomicU64,
 }
 
 /// Probe answers after which a link counts as proven (about a second of probing).
@@ -83,8 +92,29 @@ impl Liveness {
         self.answers.load(Ordering::Relaxed) >= PROVEN_ANSWERS && self.alive(now_ms)
     }
 
+    /// Answered recently enough for its probe rate. An idle link is expected to answer
+    /// once per [`IDLE_PROBE_INTERVAL_MS`]; one that just became busy is given
+    /// [`LINK_TIMEOUT_MS`] from then to answer the faster probes.
     pub fn alive(&self, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_answer_ms.load(Ordering::Relaxed)) <= LINK_TIMEOUT_MS
+        let last = self.last_answer_ms.load(Ordering::Relaxed);
+        if self.idle.load(Ordering::Relaxed) {
+            now_ms.saturating_sub(last) <= IDLE_PROBE_INTERVAL_MS + LINK_TIMEOUT_MS
+        } else {
+            let since = last.max(self.busy_since_ms.load(Ordering::Relaxed));
+            now_ms.saturating_sub(since) <= LINK_TIMEOUT_MS
+        }
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    /// Switches between idle probing and probing at the full rate.
+    pub fn set_idle(&self, idle: bool, now_ms: u64) {
+        if !idle {
+            self.busy_since_ms.store(now_ms, Ordering::Relaxed);
+        }
+        self.idle.store(idle, Ordering::Relaxed);
     }
 }
 
@@ -424,5 +454,22 @@ mod tests {
         l.answered(1000);
         assert!(l.alive(1000 + LINK_TIMEOUT_MS));
         assert_eq!(l.silent_for(1500), 500);
+    }
+
+    #[test]
+    fn idle_links_answer_less_often_and_get_a_fresh_start_when_busy_again() {
+        let l = Liveness::new(0);
+        l.set_idle(true, 0);
+        let limit = IDLE_PROBE_INTERVAL_MS + LINK_TIMEOUT_MS;
+        assert!(l.alive(limit));
+        assert!(!l.alive(limit + 1));
+        // Busy again a second after the last answer: alive while the faster probes
+        // have had time to be answered, not a moment longer.
+        l.set_idle(false, 1000);
+        assert!(!l.is_idle());
+        assert!(l.alive(1000 + LINK_TIMEOUT_MS));
+        assert!(!l.alive(1001 + LINK_TIMEOUT_MS));
+        l.answered(1400);
+        assert!(l.alive(1400 + LINK_TIMEOUT_MS));
     }
 }

@@ -1,10 +1,11 @@
 //! One authenticated connection to a peer: identity check, hello exchange, then the
 //! datagram receive loop and the control loop until the connection ends.
 //!
-//! The control loop also probes the link: a Ping every [`PROBE_INTERVAL`], answered by
-//! a Pong, keeps the link's [`Liveness`] fresh. The peer table stops sending on a link
-//! that has not answered for [`super::peers::LINK_TIMEOUT_MS`] when another link to the
-//! same peer is answering.
+//! The control loop also probes the link: a Ping every [`PROBE_INTERVAL`] while the link
+//! carries tunnel traffic and every [`IDLE_PROBE_INTERVAL_MS`] while it does not,
+//! answered by a Pong, keeps the link's [`Liveness`] fresh. The peer table stops sending
+//! on a link that has not answered for [`super::peers::LINK_TIMEOUT_MS`] (more when
+//! idle) when another link to the same peer is answering.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::peers::{Link, Liveness};
+use super::peers::{Link, Liveness, IDLE_PROBE_INTERVAL_MS};
 use super::Node;
 
 /// Application close codes (see `docs/protocol.md`).
@@ -40,8 +41,42 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const CONTROL_QUEUE: usize = 256;
 /// Datagrams handled per batch on the receive side at most.
 const READ_BATCH: usize = 64;
-/// Interval of liveness probes on every link.
+/// Interval of liveness probes on a link that carries tunnel traffic; an idle one is
+/// probed every [`IDLE_PROBE_INTERVAL_MS`].
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// A link counts as idle once it has carried no tunnel traffic (datagrams either way)
+/// for this long.
+const BUSY_HOLD_MS: u64 = 5000;
+
+/// Whether a link carried tunnel traffic lately, from quinn's count of DATAGRAM frames.
+#[derive(Debug)]
+struct TrafficWatch {
+    frames: u64,
+    busy_until: u64,
+}
+
+impl TrafficWatch {
+    fn new(conn: &quinn::Connection, now_ms: u64) -> Self {
+        TrafficWatch {
+            frames: Self::frames(conn),
+            busy_until: now_ms + BUSY_HOLD_MS,
+        }
+    }
+
+    fn frames(conn: &quinn::Connection) -> u64 {
+        let stats = conn.stats();
+        stats.frame_tx.datagram + stats.frame_rx.datagram
+    }
+
+    fn busy(&mut self, conn: &quinn::Connection, now_ms: u64) -> bool {
+        let frames = Self::frames(conn);
+        if frames != self.frames {
+            self.frames = frames;
+            self.busy_until = now_ms + BUSY_HOLD_MS;
+        }
+        now_ms < self.busy_until
+    }
+}
 
 /// Runs a connection until it ends. Returns true if the hello exchange completed, i.e.
 /// the peer accepted this node.
@@ -269,14 +304,24 @@ async fn control_loop(
     };
     let probe_tx = tx.clone();
     let prober = async move {
-        let mut tick = tokio::time::interval(PROBE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0u64;
+        // A new link probes at the full rate at first, so that it proves itself quickly.
+        let mut traffic = TrafficWatch::new(conn, node.now_ms());
         loop {
-            tick.tick().await;
+            let pause = if liveness.is_idle() {
+                Duration::from_millis(IDLE_PROBE_INTERVAL_MS)
+            } else {
+                PROBE_INTERVAL
+            };
+            tokio::time::sleep(pause).await;
+            let now = node.now_ms();
+            let busy = traffic.busy(conn, now);
+            if busy == liveness.is_idle() {
+                liveness.set_idle(!busy, now);
+            }
             // QUIC's idle timeout alone misses a path that still delivers the peer's
             // packets but loses ours; unanswered probes catch both directions.
-            let silent = liveness.silent_for(node.now_ms());
+            let silent = liveness.silent_for(now);
             if silent > node.dead_after_ms {
                 let reason = format!("no answer to probes for {silent} ms");
                 refuse(conn, close::UNRESPONSIVE, &reason);
