@@ -23,6 +23,18 @@ rss() { # pid -> "RSS MB, peak MB"
   awk '/^VmRSS/ {r=$2} /^VmHWM/ {h=$2} END {printf "%.1f MB (peak %.1f MB)", r/1024, h/1024}' "/proc/$1/status"
 }
 
+# idle_load PID: the process's CPU time and wake-ups over 5 s.
+idle_load() {
+  local hz t0 t1 w0 w1
+  hz=$(getconf CLK_TCK)
+  wakeups() { awk '/^voluntary_ctxt_switches/ {s += $2} END {print s}' /proc/"$1"/task/*/status; }
+  t0=$(awk '{print $14 + $15}' "/proc/$1/stat"); w0=$(wakeups "$1")
+  sleep 5
+  t1=$(awk '{print $14 + $15}' "/proc/$1/stat"); w1=$(wakeups "$1")
+  python3 -c 'import sys; t, w, hz = map(int, sys.argv[1:]); print(f"CPU {t / hz / 5 * 100:.1f} % of a core, {w / 5:.0f} wake-ups/s")' \
+    "$((t1 - t0))" "$((w1 - w0))" "$hz"
+}
+
 quicap_node "$work/hub" hub 10.98.0.1/16
 run_node "$H" "$work/hub"
 hub=$!
@@ -50,6 +62,9 @@ done
 [ "$connected" -ge "$PEERS" ] || { echo "error: only $connected of $PEERS peers connected" >&2; exit 1; }
 sleep 3
 echo "hub with $PEERS peers, idle:         $(rss "$hub")"
+# Links probe at the full rate while they carry traffic, and for 5 s after they open.
+sleep 6
+echo "  6 s later, over 5 s:           $(idle_load "$hub")"
 
 pings=()
 for i in $(seq "$PEERS"); do
