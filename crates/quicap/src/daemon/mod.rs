@@ -195,6 +195,16 @@ impl Node {
         r
     }
 
+    /// Peers (with `relayed_only`, those with a relayed link) that the mesh routes
+    /// through another node rather than over a direct link.
+    pub fn routed_around(&self, relayed_only: bool) -> Vec<u64> {
+        self.peers
+            .ids(relayed_only)
+            .into_iter()
+            .filter(|&id| self.mesh.next_hop(id).is_some_and(|hop| hop != id))
+            .collect()
+    }
+
     /// The report `quicap status` prints.
     pub fn status(&self) -> crate::status::Status {
         let carrier = *self.carrier.borrow();
@@ -213,7 +223,9 @@ impl Node {
                     carrier,
                 })
                 .collect(),
-            peers: self.peers.snapshot(self.now_ms()),
+            peers: self
+                .peers
+                .snapshot(self.now_ms(), &self.routed_around(false)),
             routes: self
                 .mesh
                 .routes()
@@ -427,7 +439,10 @@ async fn mesh_task(node: Arc<Node>) {
             }
         }
         update_relays(&node, now);
-        let closed = node.peers.close_superseded_relays(now);
+        // A neighbor the mesh routes through another node keeps its relayed link: the
+        // data path sends on it rather than routed through that node.
+        let keep = node.routed_around(true);
+        let closed = node.peers.close_superseded_relays(now, &keep);
         if closed > 0 {
             debug!(
                 closed,

@@ -234,17 +234,28 @@ impl PeerTable {
         peer.preferred(now_ms).map(|l| l.conn.clone())
     }
 
-    /// Closes the relayed links of peers that also have a proven direct link, which
-    /// carries their traffic (relayed links are only used without one). Returns how
-    /// many links it closed; a closed link leaves the table when its session ends.
-    pub fn close_superseded_relays(&self, now_ms: u64) -> usize {
+    /// Node ids of the peers, and of those with a relayed link.
+    pub fn ids(&self, relayed_only: bool) -> Vec<u64> {
+        self.lock()
+            .values()
+            .filter(|p| !relayed_only || p.links.iter().any(|l| l.relayed))
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// Closes the relayed links of peers that also have a proven direct link, except
+    /// those in `keep` (peers the mesh routes through other nodes: their traffic takes
+    /// the relayed link, end to end). Returns how many links it closed; a closed link
+    /// leaves the table when its session ends.
+    pub fn close_superseded_relays(&self, now_ms: u64, keep: &[u64]) -> usize {
         let peers = self.lock();
         let mut closed = 0;
         for peer in peers.values() {
-            if !peer
-                .links
-                .iter()
-                .any(|l| !l.relayed && l.liveness.proven(now_ms))
+            if keep.contains(&peer.id)
+                || !peer
+                    .links
+                    .iter()
+                    .any(|l| !l.relayed && l.liveness.proven(now_ms))
             {
                 continue;
             }
@@ -380,16 +391,20 @@ impl PeerTable {
             .collect()
     }
 
-    /// The peers as `quicap status` reports them.
-    pub fn snapshot(&self, now_ms: u64) -> Vec<PeerStatus> {
+    /// The peers as `quicap status` reports them. `around`: the peers the mesh routes
+    /// through another node, whose traffic takes a relayed link if one is up and none
+    /// of their links otherwise (as the data path decides).
+    pub fn snapshot(&self, now_ms: u64, around: &[u64]) -> Vec<PeerStatus> {
         let peers = self.lock();
         peers
             .iter()
             .map(|(name, peer)| {
-                let in_use = peer
-                    .preferred(now_ms)
-                    .or_else(|| peer.best(now_ms, true))
-                    .map(|l| l.conn.stable_id());
+                let in_use = if around.contains(&peer.id) {
+                    peer.best(now_ms, true)
+                } else {
+                    peer.preferred(now_ms).or_else(|| peer.best(now_ms, true))
+                }
+                .map(|l| l.conn.stable_id());
                 let auth = peer.cert.authorization();
                 PeerStatus {
                     name: name.clone(),
