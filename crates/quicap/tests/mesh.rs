@@ -364,63 +364,155 @@ fn route(node: &Node, dest: &str) -> Option<serde_json::Value> {
         .cloned()
 }
 
+/// Three nodes, each linked directly to the other two: node-a and node-b over
+/// 192.0.2.0/24, node-b and node-c over 198.51.100.0/24, node-a and node-c over
+/// 203.0.113.0/24.
+struct Triangle {
+    // Field order is drop order: processes, then namespaces.
+    node_a: Node,
+    _node_b: Node,
+    _node_c: Node,
+    a: Netns,
+    _b: Netns,
+    _c: Netns,
+}
+
+impl Triangle {
+    /// Links the namespaces, runs `prepare` on them, then starts the nodes.
+    fn start(pki: &Pki, prepare: impl FnOnce([&Netns; 3])) -> Triangle {
+        let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
+        link(&a, "192.0.2.1", &b, "192.0.2.2");
+        link(&b, "198.51.100.2", &c, "198.51.100.3");
+        link(&a, "203.0.113.1", &c, "203.0.113.3");
+        prepare([&a, &b, &c]);
+        fn node(
+            pki: &Pki,
+            ns: &Netns,
+            name: &str,
+            addr: &'static str,
+            peers: [(&str, &str); 2],
+        ) -> Node {
+            let peers = peers.map(|(n, e)| (n, Some(e)));
+            start(pki, ns, name, addr, &peers, &[], "")
+        }
+        Triangle {
+            node_a: node(
+                pki,
+                &a,
+                "node-a",
+                "10.77.0.1/24",
+                [("node-b", "192.0.2.2:4433"), ("node-c", "203.0.113.3:4433")],
+            ),
+            _node_b: node(
+                pki,
+                &b,
+                "node-b",
+                "10.77.0.2/24",
+                [
+                    ("node-a", "192.0.2.1:4433"),
+                    ("node-c", "198.51.100.3:4433"),
+                ],
+            ),
+            _node_c: node(
+                pki,
+                &c,
+                "node-c",
+                "10.77.0.3/24",
+                [
+                    ("node-a", "203.0.113.1:4433"),
+                    ("node-b", "198.51.100.2:4433"),
+                ],
+            ),
+            a,
+            _b: b,
+            _c: c,
+        }
+    }
+}
+
+/// A neighbor that the mesh reaches through another node (the direct link is slow)
+/// gets the end-to-end relayed link, and keeps it: the proven direct link does not
+/// supersede it while the route goes around. It used to be closed at once and asked
+/// for again every 6 s, leaving the traffic routed (decrypted) through the middle node.
+#[test]
+fn relayed_link_to_a_neighbor_reached_around_a_slow_link_stays() {
+    require_root();
+    let pki = Pki::new("testnet");
+    // The direct link is slow: node-a's side queues behind a token bucket that a UDP
+    // stream keeps full (100 ms of queue), so its RTT dwarfs the two hops through node-b.
+    let mut fill = Vec::new();
+    let tri = Triangle::start(&pki, |[a, _, c]| {
+        let out = run(&mut a.cmd(&["ip", "-o", "addr", "show", "to", "203.0.113.1"]));
+        let dev = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .nth(1)
+            .expect("interface of 203.0.113.1")
+            .to_owned();
+        run(&mut a.cmd(&[
+            "tc", "qdisc", "add", "dev", &dev, "root", "tbf", "rate", "1mbit", "burst", "1600",
+            "latency", "100ms",
+        ]));
+        fill.push(background(c.cmd(&["iperf3", "-s", "-B", "203.0.113.3"])));
+        std::thread::sleep(Duration::from_millis(300));
+        fill.push(background(a.cmd(&[
+            "iperf3",
+            "-c",
+            "203.0.113.3",
+            "-u",
+            "-b",
+            "2M",
+            "-t",
+            "60",
+        ])));
+    });
+    let (a, node_a) = (&tri.a, &tri.node_a);
+    assert!(
+        wait_until(CONNECT, || next_hop(node_a, "node-c").as_deref()
+            == Some("node-b"))
+        .is_some(),
+        "node-a does not route around the slow link: {:?}",
+        route(node_a, "node-c")
+    );
+    assert!(
+        wait_until(CONNECT, || {
+            let _ = a.ping("10.77.0.3");
+            relayed_link_in_use(node_a, "node-c")
+        })
+        .is_some(),
+        "node-a keeps no relayed link to node-c: {:?}",
+        links(node_a, "node-c")
+    );
+    let first = relayed_uptime(node_a, "node-c").expect("relayed link");
+    let ping = start_ping(a, "10.77.0.3", 8);
+    let (_, answered) = longest_gap(ping);
+    assert!(answered > 100, "only {answered} pings answered");
+    let later = relayed_uptime(node_a, "node-c");
+    assert!(
+        relayed_link_in_use(node_a, "node-c") && later.is_some_and(|t| t >= first + 7),
+        "the relayed link did not last: {first} s old, 8 s later {later:?}: {:?}",
+        links(node_a, "node-c")
+    );
+}
+
 #[test]
 fn triangle_fails_over_and_returns_without_flapping() {
     require_root();
     let pki = Pki::new("testnet");
-    let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
-    link(&a, "192.0.2.1", &b, "192.0.2.2");
-    link(&b, "198.51.100.2", &c, "198.51.100.3");
-    link(&a, "203.0.113.1", &c, "203.0.113.3");
-    let node_a = start(
-        &pki,
-        &a,
-        "node-a",
-        "10.77.0.1/24",
-        &[
-            ("node-b", Some("192.0.2.2:4433")),
-            ("node-c", Some("203.0.113.3:4433")),
-        ],
-        &[],
-        "",
-    );
-    let _node_b = start(
-        &pki,
-        &b,
-        "node-b",
-        "10.77.0.2/24",
-        &[
-            ("node-a", Some("192.0.2.1:4433")),
-            ("node-c", Some("198.51.100.3:4433")),
-        ],
-        &[],
-        "",
-    );
-    let _node_c = start(
-        &pki,
-        &c,
-        "node-c",
-        "10.77.0.3/24",
-        &[
-            ("node-a", Some("203.0.113.1:4433")),
-            ("node-b", Some("198.51.100.2:4433")),
-        ],
-        &[],
-        "",
-    );
+    let tri = Triangle::start(&pki, |_| {});
+    let (a, node_a) = (&tri.a, &tri.node_a);
     assert!(a.wait_ping("10.77.0.3", CONNECT).is_some());
     assert!(
-        wait_until(CONNECT, || next_hop(&node_a, "node-c").as_deref()
+        wait_until(CONNECT, || next_hop(node_a, "node-c").as_deref()
             == Some("node-c"))
         .is_some(),
         "direct route never chosen"
     );
 
     // Cut the direct link: everything between 203.0.113.1 and .3 is dropped.
-    let ping = start_ping(&a, "10.77.0.3", 8);
+    let ping = start_ping(a, "10.77.0.3", 8);
     std::thread::sleep(Duration::from_secs(1));
     nft(
-        &a,
+        a,
         &[
             "add table inet cut",
             "add chain inet cut out { type filter hook output priority 0; }",
@@ -435,12 +527,12 @@ fn triangle_fails_over_and_returns_without_flapping() {
         gap <= Duration::from_secs(3),
         "traffic interrupted for {gap:?} after the cut"
     );
-    assert_eq!(next_hop(&node_a, "node-c").as_deref(), Some("node-b"));
+    assert_eq!(next_hop(node_a, "node-c").as_deref(), Some("node-b"));
 
     // Repair: back on the direct link within 30 s, and it stays there.
     run(&mut a.cmd(&["nft", "delete", "table", "inet", "cut"]));
     let back = wait_until(Duration::from_secs(30), || {
-        next_hop(&node_a, "node-c").as_deref() == Some("node-c")
+        next_hop(node_a, "node-c").as_deref() == Some("node-c")
     });
     assert!(back.is_some(), "traffic never returned to the direct link");
     println!(
@@ -449,7 +541,7 @@ fn triangle_fails_over_and_returns_without_flapping() {
     );
     for _ in 0..20 {
         assert_eq!(
-            next_hop(&node_a, "node-c").as_deref(),
+            next_hop(node_a, "node-c").as_deref(),
             Some("node-c"),
             "route flapped"
         );

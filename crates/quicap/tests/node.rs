@@ -162,21 +162,6 @@ fn data_path_runs_with_realtime_scheduling_when_always() {
     );
 }
 
-/// A background process, killed when dropped.
-struct Background(std::process::Child);
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn background(mut cmd: Command) -> Background {
-    cmd.stdout(std::process::Stdio::null());
-    Background(cmd.spawn().expect("background process"))
-}
-
 /// Starts node-a and node-b (realtime = "auto") and waits until node-a runs real-time:
 /// it shares CPU 0 with a CPU hog while pings flood through the tunnel. Returns the
 /// pair and the background programs that keep it so.

@@ -512,6 +512,23 @@ pub fn longest_gap(ping: std::process::Child) -> (Duration, usize) {
 }
 
 /// Applies nftables commands (one per string) inside `ns`.
+/// A background process, killed when dropped.
+pub struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `cmd` in the background, its output discarded.
+pub fn background(mut cmd: Command) -> Background {
+    cmd.stdout(std::process::Stdio::null());
+    cmd.stderr(std::process::Stdio::null());
+    Background(cmd.spawn().expect("background process"))
+}
+
 pub fn nft(ns: &Netns, rules: &[&str]) {
     for rule in rules {
         let mut args = vec!["nft"];
