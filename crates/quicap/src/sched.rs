@@ -60,6 +60,9 @@ pub fn is_realtime() -> bool {
 
 /// How often the governor samples.
 pub const TICK: Duration = Duration::from_millis(100);
+/// How often it samples a quiet thread with normal scheduling: an idle node wakes
+/// twice a second for it, not ten times, and takes at most this long to notice load.
+pub const QUIET_TICK: Duration = Duration::from_millis(500);
 /// Busy for at least this much of a tick (5 %) and kept waiting 1 ms: real-time
 /// priority pays off. Light traffic does not qualify: with idle CPUs around, a
 /// real-time wake-up costs more than it saves.
@@ -131,6 +134,18 @@ impl Governor {
 
     pub fn is_realtime(&self) -> bool {
         self.realtime
+    }
+
+    /// How long to wait for the next sample after one of `busy` CPU time over `period`:
+    /// [`QUIET_TICK`] while normal and busy for less than [`IDLE_BUSY`] per [`TICK`],
+    /// [`TICK`] otherwise. Only samples over [`TICK`] go to [`Governor::tick`].
+    pub fn next_tick(&self, busy: Duration, period: Duration) -> Duration {
+        let quiet = busy.as_nanos() * TICK.as_nanos() < IDLE_BUSY.as_nanos() * period.as_nanos();
+        if !self.realtime && quiet {
+            QUIET_TICK
+        } else {
+            TICK
+        }
     }
 
     /// Whether the next tick's decision needs the drop counters (reading them costs
@@ -210,6 +225,21 @@ mod tests {
             changes.extend(g.tick(*t, s));
         }
         changes
+    }
+
+    #[test]
+    fn quiet_normal_threads_are_sampled_less_often() {
+        let g = Governor::new();
+        let ms = Duration::from_millis;
+        assert_eq!(g.next_tick(ms(1), TICK), QUIET_TICK);
+        assert_eq!(g.next_tick(ms(10), QUIET_TICK), QUIET_TICK, "2 % of a CPU");
+        assert_eq!(g.next_tick(ms(15), QUIET_TICK), TICK, "3 % of a CPU");
+        assert_eq!(g.next_tick(ms(5), TICK), TICK);
+        let mut g = Governor::new();
+        let mut t = Instant::now();
+        run(&mut g, &mut t, LOADED, 1);
+        assert!(g.is_realtime());
+        assert_eq!(g.next_tick(Duration::ZERO, TICK), TICK, "real-time");
     }
 
     #[test]

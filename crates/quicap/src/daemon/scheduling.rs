@@ -99,8 +99,8 @@ fn host_id_from(boot_id: &str) -> [u8; HOST_ID_LEN] {
     id
 }
 
-/// In "auto" mode, samples every [`sched::TICK`] and switches the calling thread's
-/// policy as the governor says. Must run on the packet thread. Returns at once in the
+/// In "auto" mode, samples every [`sched::TICK`] (every [`sched::QUIET_TICK`] while
+/// the thread is quiet) and switches the calling thread's policy as the governor says. Must run on the packet thread. Returns at once in the
 /// other modes, or if the counters or the system call are unavailable.
 pub async fn govern(node: Arc<Node>) {
     if node.scheduling.mode != Realtime::Auto {
@@ -117,10 +117,9 @@ pub async fn govern(node: Arc<Node>) {
     let mut last_drops: Option<u64> = None;
     let mut last_report: Option<Instant> = None;
     let mut governor = Governor::new();
-    let mut ticks = tokio::time::interval(sched::TICK);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut period = sched::TICK;
     loop {
-        ticks.tick().await;
+        tokio::time::sleep(period).await;
         let Some(now) = thread_times() else {
             continue;
         };
@@ -128,7 +127,10 @@ pub async fn govern(node: Arc<Node>) {
         last = now;
         let busy = Duration::from_nanos(busy);
         let reported = node.scheduling.reports_pending.swap(0, Ordering::Relaxed);
-        if !governor.wants_drops(busy) {
+        let sampled = period;
+        period = governor.next_tick(busy, sampled);
+        if sampled != sched::TICK || !governor.wants_drops(busy) {
+            // A quiet sample only sets the pace; decisions take samples of one tick.
             last_drops = None;
             continue;
         }
