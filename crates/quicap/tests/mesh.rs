@@ -371,7 +371,7 @@ struct Triangle {
     // Field order is drop order: processes, then namespaces.
     node_a: Node,
     _node_b: Node,
-    _node_c: Node,
+    node_c: Node,
     a: Netns,
     _b: Netns,
     _c: Netns,
@@ -413,7 +413,7 @@ impl Triangle {
                     ("node-c", "198.51.100.3:4433"),
                 ],
             ),
-            _node_c: node(
+            node_c: node(
                 pki,
                 &c,
                 "node-c",
@@ -465,13 +465,16 @@ fn relayed_link_to_a_neighbor_reached_around_a_slow_link_stays() {
             "60",
         ])));
     });
-    let (a, node_a) = (&tri.a, &tri.node_a);
+    let (a, node_a, node_c) = (&tri.a, &tri.node_a, &tri.node_c);
+    // Both ways: an end whose route is still direct closes the relayed link.
     assert!(
         wait_until(CONNECT, || next_hop(node_a, "node-c").as_deref()
-            == Some("node-b"))
+            == Some("node-b")
+            && next_hop(node_c, "node-a").as_deref() == Some("node-b"))
         .is_some(),
-        "node-a does not route around the slow link: {:?}",
-        route(node_a, "node-c")
+        "no routes around the slow link: {:?}, {:?}",
+        route(node_a, "node-c"),
+        route(node_c, "node-a")
     );
     assert!(
         wait_until(CONNECT, || {
