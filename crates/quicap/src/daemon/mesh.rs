@@ -114,6 +114,11 @@ impl Mesh {
         self.lock().router.next_hop(dest)
     }
 
+    /// When the router next has timed work (milliseconds on the node's clock).
+    pub fn poll_timeout(&self) -> u64 {
+        self.lock().router.poll_timeout()
+    }
+
     /// Accepted prefixes of node `id`.
     pub fn prefixes(&self, id: NodeId) -> Vec<IpNet> {
         self.lock()

@@ -54,6 +54,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(4);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const MESH_TICK: Duration = Duration::from_millis(100);
+/// The routing core's pace while every link is idle (probed once a second, see
+/// [`peers::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due sooner.
+const MESH_QUIET_TICK: Duration = Duration::from_millis(500);
 
 /// Knobs of `quicap up` that are not in the config file.
 #[derive(Debug, Clone)]
@@ -425,12 +428,14 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
 }
 
 /// Drives the routing core: re-evaluates neighbors and timers every
-/// [`MESH_TICK`] or when a session signals a change, and sends what the router wants sent.
+/// [`MESH_TICK`] ([`MESH_QUIET_TICK`] while all links are idle) or when a session
+/// signals a change, and sends what the router wants sent.
 async fn mesh_task(node: Arc<Node>) {
+    let mut pause = MESH_TICK;
     loop {
         tokio::select! {
             _ = node.mesh.notify.notified() => {}
-            _ = tokio::time::sleep(MESH_TICK) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
         let now = node.now_ms();
         for (peer, message) in node.mesh.tick(&node.peers, now) {
@@ -449,6 +454,14 @@ async fn mesh_task(node: Arc<Node>) {
                 "closed relayed links: a direct link to the same peer is up"
             );
         }
+        pause = if node.peers.all_idle() {
+            let due = node.mesh.poll_timeout().saturating_sub(node.now_ms());
+            MESH_QUIET_TICK
+                .min(Duration::from_millis(due))
+                .max(MESH_TICK)
+        } else {
+            MESH_TICK
+        };
     }
 }
 

@@ -234,6 +234,13 @@ impl PeerTable {
         peer.preferred(now_ms).map(|l| l.conn.clone())
     }
 
+    /// True if no link carries tunnel traffic (all are probed at the idle rate).
+    pub fn all_idle(&self) -> bool {
+        self.lock()
+            .values()
+            .all(|p| p.links.iter().all(|l| l.liveness.is_idle()))
+    }
+
     /// Node ids of the peers, and of those with a relayed link.
     pub fn ids(&self, relayed_only: bool) -> Vec<u64> {
         self.lock()
