@@ -48,6 +48,19 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// for this long.
 const BUSY_HOLD_MS: u64 = 5000;
 
+/// The wait before the next probe: [`IDLE_PROBE_INTERVAL_MS`] on an idle link that
+/// answered its last probe, [`PROBE_INTERVAL`] otherwise. An idle link whose answer is
+/// late is probed at the full rate again, so that a few lost packets on a lossy path
+/// do not add up to the silence that closes a link.
+fn probe_pause(idle: bool, silent_ms: u64) -> Duration {
+    let answered = silent_ms < IDLE_PROBE_INTERVAL_MS + PROBE_INTERVAL.as_millis() as u64;
+    if idle && answered {
+        Duration::from_millis(IDLE_PROBE_INTERVAL_MS)
+    } else {
+        PROBE_INTERVAL
+    }
+}
+
 /// Whether a link carried tunnel traffic lately, from quinn's count of DATAGRAM frames.
 #[derive(Debug)]
 struct TrafficWatch {
@@ -308,11 +321,7 @@ async fn control_loop(
         // A new link probes at the full rate at first, so that it proves itself quickly.
         let mut traffic = TrafficWatch::new(conn, node.now_ms());
         loop {
-            let pause = if liveness.is_idle() {
-                Duration::from_millis(IDLE_PROBE_INTERVAL_MS)
-            } else {
-                PROBE_INTERVAL
-            };
+            let pause = probe_pause(liveness.is_idle(), liveness.silent_for(node.now_ms()));
             tokio::time::sleep(pause).await;
             let now = node.now_ms();
             let busy = traffic.busy(conn, now);
@@ -487,5 +496,20 @@ fn describe_close(e: &quinn::ConnectionError) -> String {
         }
         quinn::ConnectionError::TransportError(t) => format!("transport error: {t}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_links_are_probed_slowly_while_they_answer() {
+        let idle = Duration::from_millis(IDLE_PROBE_INTERVAL_MS);
+        assert_eq!(probe_pause(false, 0), PROBE_INTERVAL);
+        assert_eq!(probe_pause(true, 0), idle);
+        assert_eq!(probe_pause(true, 1100), idle, "answer still on its way");
+        assert_eq!(probe_pause(true, 1300), PROBE_INTERVAL, "answer late");
+        assert_eq!(probe_pause(false, 1300), PROBE_INTERVAL);
     }
 }
