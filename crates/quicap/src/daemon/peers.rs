@@ -128,6 +128,9 @@ pub struct Link {
     /// [`crate::relay`]) rather than over a direct path. Relayed links carry the
     /// peers' own traffic only: they are no neighbours to the mesh and forward nothing.
     pub relayed: bool,
+    /// For a relayed link: the one both ends keep when there are two, dialed by the
+    /// node with the lower id.
+    pub kept: bool,
     pub since: Instant,
     pub liveness: Arc<Liveness>,
     /// Queue of control messages to send on this link.
@@ -156,7 +159,7 @@ impl Peer {
         self.links
             .iter()
             .filter(|l| l.relayed == relayed)
-            .max_by_key(|l| (l.liveness.alive(now_ms), l.outgoing, l.since))
+            .max_by_key(|l| (l.liveness.alive(now_ms), l.kept, l.outgoing, l.since))
     }
 }
 
@@ -252,12 +255,28 @@ impl PeerTable {
 
     /// Closes the relayed links of peers that also have a proven direct link, except
     /// those in `keep` (peers the mesh routes through other nodes: their traffic takes
-    /// the relayed link, end to end). Returns how many links it closed; a closed link
-    /// leaves the table when its session ends.
+    /// the relayed link, end to end); and the second relayed link to a peer once the
+    /// one both ends keep ([`Link::kept`]) is proven. Returns how many links it closed;
+    /// a closed link leaves the table when its session ends.
     pub fn close_superseded_relays(&self, now_ms: u64, keep: &[u64]) -> usize {
         let peers = self.lock();
         let mut closed = 0;
         for peer in peers.values() {
+            let open = |l: &&Link| l.relayed && l.conn.close_reason().is_none();
+            if peer
+                .links
+                .iter()
+                .filter(open)
+                .any(|l| l.kept && l.liveness.proven(now_ms))
+            {
+                for link in peer.links.iter().filter(open).filter(|l| !l.kept) {
+                    link.conn.close(
+                        super::session::close::SUPERSEDED.into(),
+                        b"duplicate relayed link",
+                    );
+                    closed += 1;
+                }
+            }
             if keep.contains(&peer.id)
                 || !peer
                     .links

@@ -130,6 +130,9 @@ pub async fn run(
             conn: conn.clone(),
             outgoing,
             relayed,
+            // Both ends usually dial a relayed link at once; they agree to keep the one
+            // the node with the lower id dialed.
+            kept: relayed && outgoing == (node.mesh.id < super::mesh::node_id(&name)),
             since: Instant::now(),
             liveness: liveness.clone(),
             control: control_tx.clone(),
