@@ -263,6 +263,42 @@ fn full_size_packets_fit_the_routed_path_over_ipv4() {
     );
 }
 
+/// With traffic both ways from the start, both ends dial a relayed link; they agree on
+/// the one the node with the lower id dialed and close the other, so a pair holds one.
+#[test]
+fn ends_that_both_dial_keep_one_relayed_link() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::routed(&pki, V4_LINE);
+    let pings = [
+        start_ping(&line.a, "10.77.0.3", 4),
+        start_ping(&line.c, "10.77.0.1", 4),
+    ];
+    let relayed = |node: &Node, peer: &str| {
+        links(node, peer)
+            .iter()
+            .filter(|l| l["remote"] == "relayed")
+            .count()
+    };
+    assert!(
+        wait_until(CONNECT, || line.node_a.log_count("relayed=true") >= 2).is_some(),
+        "node-a saw fewer than two relayed connections:\n{}",
+        line.node_a.log_text()
+    );
+    assert!(
+        wait_until(CONNECT, || relayed(&line.node_a, "node-c") == 1
+            && relayed(&line.node_c, "node-a") == 1)
+        .is_some(),
+        "relayed links: node-a has {:?}, node-c has {:?}",
+        links(&line.node_a, "node-c"),
+        links(&line.node_c, "node-a")
+    );
+    for ping in pings {
+        let (_, answered) = longest_gap(ping);
+        assert!(answered > 60, "only {answered} pings answered");
+    }
+}
+
 /// A relayed link gives way to a direct link that comes up later: once the direct link
 /// answers probes, both ends close the relayed one, and traffic keeps flowing.
 #[test]
