@@ -451,7 +451,7 @@ async fn mesh_task(node: Arc<Node>) {
         if closed > 0 {
             debug!(
                 closed,
-                "closed relayed links: a direct link to the same peer is up"
+                "closed relayed links that a direct link or another relayed link supersedes"
             );
         }
         pause = if node.peers.all_idle() {

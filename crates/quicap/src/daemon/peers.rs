@@ -285,12 +285,10 @@ impl PeerTable {
             {
                 continue;
             }
-            for link in peer.links.iter().filter(|l| l.relayed) {
-                if link.conn.close_reason().is_none() {
-                    link.conn
-                        .close(super::session::close::SUPERSEDED.into(), b"direct link up");
-                    closed += 1;
-                }
+            for link in peer.links.iter().filter(open) {
+                link.conn
+                    .close(super::session::close::SUPERSEDED.into(), b"direct link up");
+                closed += 1;
             }
         }
         closed
