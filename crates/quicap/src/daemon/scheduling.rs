@@ -100,8 +100,9 @@ fn host_id_from(boot_id: &str) -> [u8; HOST_ID_LEN] {
 }
 
 /// In "auto" mode, samples every [`sched::TICK`] (every [`sched::QUIET_TICK`] while
-/// the thread is quiet) and switches the calling thread's policy as the governor says. Must run on the packet thread. Returns at once in the
-/// other modes, or if the counters or the system call are unavailable.
+/// the thread is quiet) and switches the calling thread's policy as the governor says.
+/// Must run on the packet thread. Returns at once in the other modes, or if the
+/// counters or the system call are unavailable.
 pub async fn govern(node: Arc<Node>) {
     if node.scheduling.mode != Realtime::Auto {
         return;
