@@ -44,7 +44,7 @@ pub struct Liveness {
 /// Probe answers after which a link counts as proven (about a second of probing).
 const PROVEN_ANSWERS: u64 = 4;
 
-/// Probes per loss measurement window (5 s at 4 probes per second).
+/// Probes per loss measurement window (5 s at 4 probes per second, 20 s on an idle link).
 const LOSS_WINDOW: u64 = 20;
 
 impl Liveness {
