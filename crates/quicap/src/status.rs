@@ -80,6 +80,9 @@ pub struct LinkStatus {
     pub in_use: bool,
     /// False when the link stopped answering liveness probes.
     pub alive: bool,
+    /// True while the link carries no traffic and is probed once a second.
+    #[serde(default)]
+    pub idle: bool,
     pub rtt_ms: f64,
     /// Largest UDP payload this node sends on the link: where path MTU discovery
     /// stands (0 from nodes that do not report it).
@@ -149,7 +152,7 @@ impl Status {
             for l in &p.links {
                 let _ = writeln!(
                     out,
-                    "  {} {:<8} {:<9} rtt {:.2} ms  mtu {}  rx {}  tx {}  up {}{}",
+                    "  {} {:<8} {:<9} rtt {:.2} ms  mtu {}  rx {}  tx {}  up {}{}{}",
                     if l.in_use { "*" } else { " " },
                     l.direction,
                     l.remote,
@@ -158,6 +161,7 @@ impl Status {
                     fmt_bytes(l.rx_bytes),
                     fmt_bytes(l.tx_bytes),
                     fmt_secs(l.uptime_secs),
+                    if l.idle { "  idle" } else { "" },
                     if l.alive { "" } else { "  (not answering)" }
                 );
             }
@@ -214,6 +218,7 @@ mod tests {
                     direction: "outgoing".into(),
                     in_use: true,
                     alive: true,
+                    idle: false,
                     rtt_ms: 0.42,
                     path_mtu: 1472,
                     rx_bytes: 1536,
@@ -268,6 +273,14 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn idle_links_are_marked() {
+        let mut s = sample();
+        assert!(!s.render().contains("idle"));
+        s.peers[0].links[0].idle = true;
+        assert!(s.render().contains("up 1m1s  idle\n"), "{}", s.render());
     }
 
     #[test]

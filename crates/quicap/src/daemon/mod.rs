@@ -186,6 +186,12 @@ impl Node {
         self.tun.iter().chain(self.tap.iter())
     }
 
+    /// Relay frames this node forwarded, received or sent so far.
+    pub fn relay_frames(&self) -> u64 {
+        let r = self.relay_status();
+        r.forwarded + r.delivered + r.originated
+    }
+
     fn relay_status(&self) -> crate::status::RelayStatus {
         use std::sync::atomic::Ordering::Relaxed;
         let mut r = crate::status::RelayStatus::default();

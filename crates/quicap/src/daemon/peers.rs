@@ -448,6 +448,7 @@ impl PeerTable {
                                 direction: if l.outgoing { "outgoing" } else { "incoming" }.into(),
                                 in_use: in_use == Some(l.conn.stable_id()),
                                 alive: l.liveness.alive(now_ms),
+                                idle: l.liveness.is_idle(),
                                 rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
                                 path_mtu: stats.path.current_mtu,
                                 rx_bytes: stats.udp_rx.bytes,

@@ -61,32 +61,51 @@ fn probe_pause(idle: bool, silent_ms: u64) -> Duration {
     }
 }
 
-/// Whether a link carried tunnel traffic lately, from quinn's count of DATAGRAM frames.
+/// Relay frames a second (forwarded, received or sent by this node) above which every
+/// link counts as busy. An idle relayed link's own probes, pongs and ACKs make about 6
+/// a second, 24 while it probes at the full rate.
+const RELAY_BUSY_PER_SEC: u64 = 30;
+
+/// Whether a link carried tunnel traffic lately: quinn's count of DATAGRAM frames on
+/// it, and the relay frames this node handles. Relay frames travel beside the QUIC
+/// connections of the direct links, and which link they take is the mesh's business;
+/// while they flow, every link counts as busy, so that a failing link under relayed
+/// traffic is found as fast as under direct traffic.
 #[derive(Debug)]
 struct TrafficWatch {
-    frames: u64,
+    datagrams: u64,
+    relay_frames: u64,
+    checked: u64,
     busy_until: u64,
 }
 
 impl TrafficWatch {
-    fn new(conn: &quinn::Connection, now_ms: u64) -> Self {
+    fn new(node: &Node, conn: &quinn::Connection, now_ms: u64) -> Self {
         TrafficWatch {
-            frames: Self::frames(conn),
+            datagrams: Self::datagrams(conn),
+            relay_frames: node.relay_frames(),
+            checked: now_ms,
             busy_until: now_ms + BUSY_HOLD_MS,
         }
     }
 
-    fn frames(conn: &quinn::Connection) -> u64 {
+    fn datagrams(conn: &quinn::Connection) -> u64 {
         let stats = conn.stats();
         stats.frame_tx.datagram + stats.frame_rx.datagram
     }
 
-    fn busy(&mut self, conn: &quinn::Connection, now_ms: u64) -> bool {
-        let frames = Self::frames(conn);
-        if frames != self.frames {
-            self.frames = frames;
+    fn busy(&mut self, node: &Node, conn: &quinn::Connection, now_ms: u64) -> bool {
+        let datagrams = Self::datagrams(conn);
+        let relay_frames = node.relay_frames();
+        let elapsed = now_ms.saturating_sub(self.checked).max(1);
+        let relaying =
+            relay_frames.saturating_sub(self.relay_frames) * 1000 >= RELAY_BUSY_PER_SEC * elapsed;
+        if datagrams != self.datagrams || relaying {
             self.busy_until = now_ms + BUSY_HOLD_MS;
         }
+        self.datagrams = datagrams;
+        self.relay_frames = relay_frames;
+        self.checked = now_ms;
         now_ms < self.busy_until
     }
 }
@@ -322,12 +341,12 @@ async fn control_loop(
     let prober = async move {
         let mut seq = 0u64;
         // A new link probes at the full rate at first, so that it proves itself quickly.
-        let mut traffic = TrafficWatch::new(conn, node.now_ms());
+        let mut traffic = TrafficWatch::new(node, conn, node.now_ms());
         loop {
             let pause = probe_pause(liveness.is_idle(), liveness.silent_for(node.now_ms()));
             tokio::time::sleep(pause).await;
             let now = node.now_ms();
-            let busy = traffic.busy(conn, now);
+            let busy = traffic.busy(node, conn, now);
             if busy == liveness.is_idle() {
                 liveness.set_idle(!busy, now);
             }
