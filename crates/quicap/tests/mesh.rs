@@ -263,6 +263,46 @@ fn full_size_packets_fit_the_routed_path_over_ipv4() {
     );
 }
 
+/// Relay frames travel beside the QUIC connections of the direct links: while they
+/// flow, those links are probed at the full rate like links with traffic of their
+/// own, so that a failing link under relayed traffic is found as fast; once the
+/// traffic stops, they go idle.
+#[test]
+fn links_under_relayed_traffic_are_not_idle() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::start(&pki, V4_LINE);
+    let idle_direct = |node: &Node, peer: &str| {
+        links(node, peer)
+            .iter()
+            .filter(|l| l["remote"] != "relayed")
+            .any(|l| l["idle"] == true)
+    };
+    // Longer than a link stays busy after its own last datagram (5 s).
+    let ping = start_ping(&line.a, "10.77.0.3", 8);
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        !idle_direct(&line.node_a, "node-b")
+            && !idle_direct(&line.node_b, "node-a")
+            && !idle_direct(&line.node_b, "node-c"),
+        "direct links idle under relayed traffic: {:?}, {:?}",
+        links(&line.node_a, "node-b"),
+        links(&line.node_b, "node-c")
+    );
+    assert!(relayed_link_in_use(&line.node_a, "node-c"));
+    let (_, answered) = longest_gap(ping);
+    assert!(answered > 140, "only {answered} pings answered");
+    assert!(
+        wait_until(Duration::from_secs(10), || idle_direct(
+            &line.node_a,
+            "node-b"
+        ))
+        .is_some(),
+        "node-a's link to node-b never went idle: {:?}",
+        links(&line.node_a, "node-b")
+    );
+}
+
 /// With traffic both ways from the start, both ends dial a relayed link; they agree on
 /// the one the node with the lower id dialed and close the other, so a pair holds one.
 #[test]
