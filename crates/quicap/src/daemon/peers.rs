@@ -154,6 +154,11 @@ impl Peer {
         self.best(now_ms, false)
     }
 
+    /// The preferred direct link, or the best relayed one for a peer without any.
+    fn reachable_on(&self, now_ms: u64) -> Option<&Link> {
+        self.preferred(now_ms).or_else(|| self.best(now_ms, true))
+    }
+
     /// The best link of one kind (direct or relayed), by the order of [`Self::preferred`].
     fn best(&self, now_ms: u64, relayed: bool) -> Option<&Link> {
         self.links
@@ -242,6 +247,13 @@ impl PeerTable {
         self.lock()
             .values()
             .all(|p| p.links.iter().all(|l| l.liveness.is_idle()))
+    }
+
+    /// True if a relayed link carries tunnel traffic (is probed at the full rate).
+    pub fn relayed_busy(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|p| p.links.iter().any(|l| l.relayed && !l.liveness.is_idle()))
     }
 
     /// Node ids of the peers, and of those with a relayed link.
@@ -370,7 +382,7 @@ impl PeerTable {
     /// Queues a control message on the preferred link of every peer, direct or relayed.
     pub fn send_control_to_all(&self, message: &quicap_wire::Message, now_ms: u64) {
         for peer in self.lock().values() {
-            if let Some(link) = peer.preferred(now_ms) {
+            if let Some(link) = peer.reachable_on(now_ms) {
                 let _ = link.control.try_send(message.clone());
             }
         }
@@ -426,7 +438,7 @@ impl PeerTable {
                 let in_use = if around.contains(&peer.id) {
                     peer.best(now_ms, true)
                 } else {
-                    peer.preferred(now_ms).or_else(|| peer.best(now_ms, true))
+                    peer.reachable_on(now_ms)
                 }
                 .map(|l| l.conn.stable_id());
                 let auth = peer.cert.authorization();
