@@ -186,10 +186,9 @@ impl Node {
         self.tun.iter().chain(self.tap.iter())
     }
 
-    /// Relay frames this node forwarded, received or sent so far.
-    pub fn relay_frames(&self) -> u64 {
-        let r = self.relay_status();
-        r.forwarded + r.delivered + r.originated
+    /// Relay frames this node forwarded for other nodes so far.
+    pub fn relay_forwarded(&self) -> u64 {
+        self.relay_status().forwarded
     }
 
     fn relay_status(&self) -> crate::status::RelayStatus {

@@ -61,29 +61,33 @@ fn probe_pause(idle: bool, silent_ms: u64) -> Duration {
     }
 }
 
-/// Relay frames a second (forwarded, received or sent by this node) above which every
-/// link counts as busy. An idle relayed link's own probes, pongs and ACKs make about 6
-/// a second, 24 while it probes at the full rate.
+/// Relay frames a second forwarded for other nodes above which every direct link
+/// counts as busy. Measured at the middle node of a line, a relayed link with no
+/// traffic of its own carries 5 a second (probes, pongs, ACKs), 22 while it still
+/// probes at the full rate.
 const RELAY_BUSY_PER_SEC: u64 = 30;
 
 /// Whether a link carried tunnel traffic lately: quinn's count of DATAGRAM frames on
-/// it, and the relay frames this node handles. Relay frames travel beside the QUIC
-/// connections of the direct links, and which link they take is the mesh's business;
-/// while they flow, every link counts as busy, so that a failing link under relayed
-/// traffic is found as fast as under direct traffic.
+/// it. A direct link also counts as busy while this node's relayed links carry traffic
+/// or it forwards relay frames for others: those travel beside the direct links' QUIC
+/// connections, on whichever link the mesh picks, and a failing link under relayed
+/// traffic must be found as fast as under direct traffic. A relayed link goes by its
+/// own datagrams only (its probes are relay frames too, and would keep it busy).
 #[derive(Debug)]
 struct TrafficWatch {
+    relayed: bool,
     datagrams: u64,
-    relay_frames: u64,
+    forwarded: u64,
     checked: u64,
     busy_until: u64,
 }
 
 impl TrafficWatch {
-    fn new(node: &Node, conn: &quinn::Connection, now_ms: u64) -> Self {
+    fn new(node: &Node, conn: &quinn::Connection, relayed: bool, now_ms: u64) -> Self {
         TrafficWatch {
+            relayed,
             datagrams: Self::datagrams(conn),
-            relay_frames: node.relay_frames(),
+            forwarded: node.relay_forwarded(),
             checked: now_ms,
             busy_until: now_ms + BUSY_HOLD_MS,
         }
@@ -96,15 +100,16 @@ impl TrafficWatch {
 
     fn busy(&mut self, node: &Node, conn: &quinn::Connection, now_ms: u64) -> bool {
         let datagrams = Self::datagrams(conn);
-        let relay_frames = node.relay_frames();
+        let forwarded = node.relay_forwarded();
         let elapsed = now_ms.saturating_sub(self.checked).max(1);
-        let relaying =
-            relay_frames.saturating_sub(self.relay_frames) * 1000 >= RELAY_BUSY_PER_SEC * elapsed;
+        let relaying = !self.relayed
+            && (forwarded.saturating_sub(self.forwarded) * 1000 >= RELAY_BUSY_PER_SEC * elapsed
+                || node.peers.relayed_busy());
         if datagrams != self.datagrams || relaying {
             self.busy_until = now_ms + BUSY_HOLD_MS;
         }
         self.datagrams = datagrams;
-        self.relay_frames = relay_frames;
+        self.forwarded = forwarded;
         self.checked = now_ms;
         now_ms < self.busy_until
     }
@@ -341,7 +346,7 @@ async fn control_loop(
     let prober = async move {
         let mut seq = 0u64;
         // A new link probes at the full rate at first, so that it proves itself quickly.
-        let mut traffic = TrafficWatch::new(node, conn, node.now_ms());
+        let mut traffic = TrafficWatch::new(node, conn, relayed, node.now_ms());
         loop {
             let pause = probe_pause(liveness.is_idle(), liveness.silent_for(node.now_ms()));
             tokio::time::sleep(pause).await;
