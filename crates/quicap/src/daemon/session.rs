@@ -147,6 +147,7 @@ pub async fn run(
             let _ = control_tx.try_send(msg);
         }
     }
+    let serial = cert.cert().serial.clone();
     let peers = node.peers.add(
         cert,
         hello.modes,
@@ -165,6 +166,17 @@ pub async fn run(
     node.peers_changed(peers);
     node.mesh.notify.notify_one();
     info!(peer = %name, %remote, outgoing, relayed, version, l2 = hello.modes.l2, "peer connected");
+    // A CRL reloaded during the hello exchange closed the peers in the table, which
+    // this link was not yet in: check again now that it is.
+    if node
+        .trust()
+        .crl
+        .as_ref()
+        .is_some_and(|crl| crl.is_revoked(&serial))
+    {
+        warn!(peer = %name, "closing peer: certificate revoked");
+        refuse(&conn, close::CERTIFICATE_INVALIDATED, "certificate revoked");
+    }
 
     let datagrams = receive_datagrams(&node, &conn, &name, &auth);
     let control = control_loop(
