@@ -34,6 +34,8 @@ pub const BLACK_HOLE_COOLDOWN: Duration = Duration::from_secs(2);
 
 /// Largest UDP payload a QUIC packet starts at: what a 1500-byte IPv6 path carries.
 const MAX_INITIAL_MTU: u16 = 1452;
+/// RTT assumed for an end-to-end relayed connection until it has measured one.
+const RELAYED_INITIAL_RTT: Duration = Duration::from_millis(100);
 /// Largest UDP payload path MTU discovery looks for: what a 1500-byte IPv4 path
 /// carries. It lets a routing extension or a relay frame ride on a full-size tunnel
 /// packet over IPv4; on IPv6 paths the probes above 1452 are lost and discovery
@@ -69,6 +71,13 @@ pub fn transport_config(
         MAX_INITIAL_MTU
     };
     tc.initial_mtu(wanted.clamp(1200, ceiling));
+    if relayed {
+        // Tunnel packets wait for this handshake (see `daemon::held`), and its first
+        // packets are often lost while routes converge (a failed link's traffic
+        // moving to another path): retransmit after about 300 ms, not QUIC's
+        // default second.
+        tc.initial_rtt(RELAYED_INITIAL_RTT);
+    }
     let mut mtud = quinn::MtuDiscoveryConfig::default();
     mtud.black_hole_cooldown(BLACK_HOLE_COOLDOWN);
     mtud.upper_bound(MAX_DISCOVERED_MTU);

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use quicap_wire::overlay::{NodeId, PayloadKind, Route};
+use quicap_wire::overlay::PayloadKind;
 use quicap_wire::{ip, Header};
 use tracing::{debug, warn};
 
@@ -42,29 +42,33 @@ fn datagram(arena: &mut BytesMut, header: &Header, payload: &[u8]) -> Option<Byt
     Some(arena.split().freeze())
 }
 
-/// Where to send an IP packet for `destination`: the connection to the next hop and
-/// the overlay header (routed when the next hop is not the destination's node).
-fn route(node: &Node, destination: IpAddr, now: u64) -> Option<(quinn::Connection, Header)> {
+/// Where a packet goes: a link to the node it is for, or held until one is up.
+#[derive(Clone)]
+enum Next {
+    Send(quinn::Connection),
+    /// No link to this node yet: one is being dialed (see [`super::held`]).
+    Hold(u64),
+}
+
+/// Where to send an IP packet for `destination`.
+fn route(node: &Node, destination: IpAddr, now: u64) -> Option<Next> {
     if let Some(found) = node
         .mesh
         .owner(destination)
-        .and_then(|owner| route_to_node(node, owner, PayloadKind::Ip, now))
+        .and_then(|owner| route_to_node(node, owner, now))
     {
         return Some(found);
     }
     // Before node information has arrived: the directly connected peer whose
     // certificate covers the destination.
-    node.peers
-        .route(destination, now)
-        .map(|c| (c, Header::direct(PayloadKind::Ip)))
+    node.peers.route(destination, now).map(Next::Send)
 }
 
 /// The forwarding decision of the previous packet of a batch: consecutive packets of
 /// one flow (the common case with TSO) skip the lookups.
 struct LastRoute {
     destination: IpAddr,
-    conn: quinn::Connection,
-    header: Header,
+    next: Next,
     max: usize,
 }
 
@@ -199,32 +203,41 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             };
             if last.as_ref().is_none_or(|l| l.destination != destination) {
-                last = route(&node, destination, now).map(|(conn, header)| LastRoute {
+                last = route(&node, destination, now).map(|next| LastRoute {
                     destination,
-                    max: conn.max_datagram_size().unwrap_or(0),
-                    conn,
-                    header,
+                    max: match &next {
+                        Next::Send(conn) => conn.max_datagram_size().unwrap_or(0),
+                        Next::Hold(_) => usize::MAX,
+                    },
+                    next,
                 });
             }
-            let Some(LastRoute {
-                conn, header, max, ..
-            }) = &last
-            else {
+            let Some(LastRoute { next, max, .. }) = &last else {
                 debug!(%destination, "no route for destination");
                 continue;
             };
+            let header = Header::direct(PayloadKind::Ip);
+            let conn = match next {
+                Next::Send(conn) => conn,
+                Next::Hold(dest) => {
+                    if let Some(datagram) = datagram(&mut arena, &header, packet) {
+                        hold(&node, *dest, datagram, now);
+                    }
+                    continue;
+                }
+            };
             if header.buffer_len() + packet.len() > *max {
-                too_big(&node, conn, packet, *max, *header, &mut gate).await;
+                too_big(&node, conn, packet, *max, header, &mut gate).await;
                 continue;
             }
-            let Some(datagram) = datagram(&mut arena, header, packet) else {
+            let Some(datagram) = datagram(&mut arena, &header, packet) else {
                 continue;
             };
             match conn.send_datagram_wait(datagram).await {
                 Ok(()) => {}
                 Err(quinn::SendDatagramError::TooLarge) => {
                     let max = conn.max_datagram_size().unwrap_or(0);
-                    too_big(&node, conn, packet, max, *header, &mut gate).await;
+                    too_big(&node, conn, packet, max, header, &mut gate).await;
                     last = None;
                 }
                 Err(e) => {
@@ -236,104 +249,55 @@ pub async fn tun_to_peers(node: Arc<Node>) {
     }
 }
 
-/// Sends datagrams for other nodes on towards them, one hop closer, with the hop
-/// limit decremented. One per connection's receive loop: it owns the arena the copies
-/// are cut from and remembers the next hop for the rest of a receive batch.
-#[derive(Default)]
-pub struct Forwarder {
-    arena: BytesMut,
-    /// Destination node, connection to its next hop and that link's datagram size.
-    last: Option<(u64, quinn::Connection, usize)>,
-}
-
-impl Forwarder {
-    /// Forgets the cached next hop; called at the end of every receive batch, so a
-    /// routing change applies from the next batch on.
-    pub fn end_batch(&mut self) {
-        self.last = None;
-    }
-
-    /// Forwards one datagram. Dropped (and logged at debug) when the hop limit runs
-    /// out, no route exists, or it does not fit the next link.
-    pub async fn forward(&mut self, node: &Node, datagram: &[u8], header: Header) {
-        let Some(route) = header.route else {
-            return;
-        };
-        let destination = route.destination.0;
-        if header.hop_limit <= 1 {
-            debug!(destination, "dropping datagram: hop limit exhausted");
-            return;
-        }
-        if self.last.as_ref().is_none_or(|(d, ..)| *d != destination) {
-            let now = node.now_ms();
-            self.last = node
-                .mesh
-                .next_hop(destination)
-                .and_then(|hop| node.peers.preferred_by_id(hop, now))
-                .map(|conn| {
-                    let max = conn.max_datagram_size().unwrap_or(0);
-                    (destination, conn, max)
-                });
-        }
-        let Some((_, conn, max)) = &self.last else {
-            debug!(destination, "dropping datagram: no route");
-            return;
-        };
-        if datagram.len() > *max {
-            debug!(
-                len = datagram.len(),
-                "dropping forwarded datagram larger than the next link allows"
-            );
-            return;
-        }
-        let header = Header {
-            hop_limit: header.hop_limit - 1,
-            ..header
-        };
-        let Some(out) = self::datagram(&mut self.arena, &header, &datagram[header.buffer_len()..])
-        else {
-            return;
-        };
-        if let Err(e) = conn.send_datagram_wait(out).await {
-            debug!(error = %e, "forwarded datagram not sent");
-            self.last = None;
-        }
+/// Holds a datagram for `dest` until a link to it is up.
+fn hold(node: &Node, dest: u64, datagram: Bytes, now: u64) {
+    let dropped = node.held.push(dest, datagram, now);
+    if dropped > 0 {
+        debug!(
+            node = dest,
+            dropped, "dropped held packets: no link to the node yet"
+        );
     }
 }
 
-/// The connection towards mesh node `dest` and the header for a payload of `kind`:
-/// direct when `dest` is the next hop or an end-to-end relayed connection to it is
-/// up, routed through the next hop otherwise.
-fn route_to_node(
-    node: &Node,
-    dest: u64,
-    kind: PayloadKind,
-    now: u64,
-) -> Option<(quinn::Connection, Header)> {
-    let mesh = &node.mesh;
-    let hop = mesh.next_hop(dest).unwrap_or(dest);
-    let direct = Header::direct(kind);
+/// Sends the packets held for the peer `id` on `conn`, a link to it that just came up.
+pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
+    let held = node.held.take(id, node.now_ms());
+    if held.is_empty() {
+        return;
+    }
+    let count = held.len();
+    let mut unsent = 0;
+    for datagram in held {
+        if let Err(e) = conn.send_datagram(datagram) {
+            unsent += 1;
+            debug!(error = %e, "held datagram not sent");
+        }
+    }
+    debug!(
+        node = id,
+        count, unsent, "sent packets held until the link was up"
+    );
+}
+
+/// The link to mesh node `dest`: a direct one when `dest` is the next hop, the
+/// end-to-end relayed one otherwise (the nodes between forward its packets without
+/// decrypting them), or, until that one is up, a direct link that still answers but
+/// that routing avoids as slower. Without any, an end-to-end link is asked for and the
+/// packet is held.
+fn route_to_node(node: &Node, dest: u64, now: u64) -> Option<Next> {
+    let hop = node.mesh.next_hop(dest).unwrap_or(dest);
     if hop != dest {
-        // End to end over relay frames when that connection is up: the nodes between
-        // forward its packets without decrypting them.
         if let Some(conn) = node.peers.relayed_by_id(dest, now) {
-            return Some((conn, direct));
+            return Some(Next::Send(conn));
         }
         node.want_relayed(dest, now);
+        return Some(match node.peers.answering_by_id(dest, now) {
+            Some(conn) => Next::Send(conn),
+            None => Next::Hold(dest),
+        });
     }
-    let conn = node.peers.preferred_by_id(hop, now)?;
-    let header = if hop == dest {
-        direct
-    } else {
-        Header {
-            route: Some(Route {
-                source: NodeId(mesh.id),
-                destination: NodeId(dest),
-            }),
-            ..direct
-        }
-    };
-    Some((conn, header))
+    node.peers.preferred_by_id(dest, now).map(Next::Send)
 }
 
 /// Layer 2 over the mesh: a frame to a learned MAC goes to the node it was learned from;
@@ -380,12 +344,19 @@ pub async fn tap_to_peers(node: Arc<Node>) {
                 targets.dedup();
             }
         }
+        let header = Header::direct(PayloadKind::Ethernet);
+        let hlen = header.buffer_len();
         for &dest in &targets {
-            let Some((conn, header)) = route_to_node(&node, dest, PayloadKind::Ethernet, now)
-            else {
-                continue;
+            let conn = match route_to_node(&node, dest, now) {
+                None => continue,
+                Some(Next::Hold(dest)) => {
+                    if let Some(datagram) = datagram(&mut arena, &header, frame) {
+                        hold(&node, dest, datagram, now);
+                    }
+                    continue;
+                }
+                Some(Next::Send(conn)) => conn,
             };
-            let hlen = header.buffer_len();
             if hlen + n > conn.max_datagram_size().unwrap_or(0) {
                 oversized += 1;
                 if oversized.is_power_of_two() {

@@ -128,15 +128,6 @@ impl Mesh {
             .unwrap_or_default()
     }
 
-    /// True if node `origin` is known and its certificate authorizes `source` (its
-    /// accepted prefixes lie within the certificate, so the certificate decides).
-    pub fn permits_source(&self, origin: NodeId, source: IpAddr) -> bool {
-        self.lock()
-            .nodes
-            .get(&origin)
-            .is_some_and(|n| n.cert.authorization().permits_source(source))
-    }
-
     pub fn name_of(&self, id: NodeId) -> Option<String> {
         if id == self.id {
             return Some(self.own_name.clone());

@@ -15,6 +15,7 @@
 
 mod control;
 mod datapath;
+mod held;
 pub mod identity;
 mod l2;
 pub mod mesh;
@@ -50,6 +51,8 @@ const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Least time between two attempts at a relayed connection to the same node; longer
 /// than a dial may take, so that attempts never overlap.
 const RELAY_RETRY_MS: u64 = 6_000;
+/// After a relayed dial failed, the next may start this much later.
+const RELAY_REDIAL_MS: u64 = 1_000;
 const BACKOFF_MAX: Duration = Duration::from_secs(4);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
@@ -113,6 +116,8 @@ pub struct Node {
     /// Nodes waiting for the relay dialer.
     relay_queue: Mutex<Vec<u64>>,
     relay_wake: tokio::sync::Notify,
+    /// Packets for nodes that are no neighbours, waiting for a link to them.
+    pub held: held::Held,
 }
 
 impl std::fmt::Debug for Node {
@@ -145,6 +150,17 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push(dest);
         self.relay_wake.notify_one();
+    }
+
+    /// Lets the next [`Node::want_relayed`] for `dest` through [`RELAY_REDIAL_MS`]
+    /// from now: a dial that failed (routes were converging, say) is tried again
+    /// while packets for `dest` keep coming.
+    pub fn retry_relayed_soon(&self, dest: u64) {
+        let earliest = self.now_ms().saturating_add(RELAY_REDIAL_MS);
+        self.relay_asked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(dest, earliest.saturating_sub(RELAY_RETRY_MS));
     }
 
     /// Milliseconds since the node started: the clock of liveness and MAC ageing.
@@ -388,6 +404,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         relay_asked: Mutex::default(),
         relay_queue: Mutex::default(),
         relay_wake: tokio::sync::Notify::new(),
+        held: held::Held::default(),
     });
 
     let mut tasks = JoinSet::new();
@@ -449,6 +466,7 @@ async fn mesh_task(node: Arc<Node>) {
             }
         }
         update_relays(&node, now);
+        node.held.expire(now);
         // A neighbor the mesh routes through another node keeps its relayed link: the
         // data path sends on it rather than routed through that node.
         let keep = node.routed_around(true);
@@ -495,7 +513,12 @@ async fn dial_relayed(node: Arc<Node>, dest: u64) {
         Ok(conn) => {
             session::run(node, conn, true, Some(&name)).await;
         }
-        Err(e) => debug!(peer = %name, error = %format!("{e:#}"), "relayed dial failed"),
+        Err(e) => {
+            debug!(peer = %name, error = %format!("{e:#}"), "relayed dial failed");
+            // Packets may be waiting for this link: the next one may ask again a
+            // second from now rather than a whole retry interval after the first ask.
+            node.retry_relayed_soon(dest);
+        }
     }
 }
 

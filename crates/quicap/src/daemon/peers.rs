@@ -317,6 +317,16 @@ impl PeerTable {
         self.best_by_id(id, now_ms, false)
     }
 
+    /// The preferred direct link of the peer with node id `id` if it answers probes.
+    pub fn answering_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
+        self.lock()
+            .values()
+            .find(|p| p.id == id)
+            .and_then(|p| p.preferred(now_ms))
+            .filter(|l| l.liveness.alive(now_ms))
+            .map(|l| l.conn.clone())
+    }
+
     fn best_by_id(&self, id: u64, now_ms: u64, relayed: bool) -> Option<quinn::Connection> {
         self.lock()
             .values()
@@ -428,8 +438,8 @@ impl PeerTable {
     }
 
     /// The peers as `quicap status` reports them. `around`: the peers the mesh routes
-    /// through another node, whose traffic takes a relayed link if one is up and none
-    /// of their links otherwise (as the data path decides).
+    /// through another node, whose traffic takes a relayed link if one is up, else
+    /// their direct link if it answers, and waits otherwise (as the data path decides).
     pub fn snapshot(&self, now_ms: u64, around: &[u64]) -> Vec<PeerStatus> {
         let peers = self.lock();
         peers
@@ -437,6 +447,7 @@ impl PeerTable {
             .map(|(name, peer)| {
                 let in_use = if around.contains(&peer.id) {
                     peer.best(now_ms, true)
+                        .or_else(|| peer.preferred(now_ms).filter(|l| l.liveness.alive(now_ms)))
                 } else {
                     peer.reachable_on(now_ms)
                 }

@@ -177,6 +177,8 @@ pub async fn run(
         warn!(peer = %name, "closing peer: certificate revoked");
         refuse(&conn, close::CERTIFICATE_INVALIDATED, "certificate revoked");
     }
+    // Packets that waited for a link to this node.
+    super::datapath::release_held(&node, super::mesh::node_id(&name), &conn);
 
     let datagrams = receive_datagrams(&node, &conn, &name, &auth);
     let control = control_loop(
@@ -430,9 +432,8 @@ async fn control_loop(
 }
 
 /// Moves datagrams from the connection to the TUN or TAP, dropping (and counting) any
-/// whose header is invalid, whose kind this node does not run, or (for IP) whose source
-/// address the originating node's certificate does not authorize. Datagrams routed to
-/// other nodes are forwarded.
+/// whose header is invalid or carries a routing extension, whose kind this node does
+/// not run, or (for IP) whose source address the peer's certificate does not authorize.
 async fn receive_datagrams(
     node: &Node,
     conn: &quinn::Connection,
@@ -441,7 +442,7 @@ async fn receive_datagrams(
 ) {
     let peer_id = super::mesh::node_id(peer);
     let mut refused: u64 = 0;
-    let mut forwarder = super::datapath::Forwarder::default();
+    let mut routed: u64 = 0;
     let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
     loop {
         // One datagram, then every one already received: the batch ends where the
@@ -464,16 +465,16 @@ async fn receive_datagrams(
                     continue;
                 }
             };
-            // The node that originated the datagram: the peer itself, or the routing
-            // extension's source.
-            let origin = match header.route {
-                None => None,
-                Some(route) if route.destination.0 != node.mesh.id => {
-                    forwarder.forward(node, &datagram, header).await;
-                    continue;
+            // Tunnel traffic comes from the node at the other end of the connection
+            // only: a datagram that claims another origin (a routing extension, which
+            // this version never sends) could be forged by any node of the network.
+            if header.route.is_some() {
+                routed += 1;
+                if routed.is_power_of_two() {
+                    warn!(%peer, dropped = routed, "dropping datagram with a routing extension: tunnel traffic travels between its two ends only");
                 }
-                Some(route) => Some(route.source.0),
-            };
+                continue;
+            }
             let payload = &datagram[offset..];
             match header.kind {
                 PayloadKind::Ip => {
@@ -483,14 +484,10 @@ async fn receive_datagrams(
                     let Some((source, _)) = ip::addresses(payload) else {
                         continue;
                     };
-                    let permitted = match origin {
-                        None => auth.permits_source(source),
-                        Some(origin) => node.mesh.permits_source(origin, source),
-                    };
-                    if !permitted {
+                    if !auth.permits_source(source) {
                         refused += 1;
                         if refused.is_power_of_two() {
-                            warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the originating node's certificate");
+                            warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the peer's certificate");
                         }
                         continue;
                     }
@@ -503,14 +500,11 @@ async fn receive_datagrams(
                     let Some(source) = super::l2::source_mac(payload) else {
                         continue;
                     };
-                    // Learned behind the node the frame came from, not the relay.
-                    node.macs
-                        .learn(source, origin.unwrap_or(peer_id), node.now_ms());
+                    node.macs.learn(source, peer_id, node.now_ms());
                     tap.stage(payload);
                 }
             }
         }
-        forwarder.end_batch();
         for interface in node.interfaces() {
             interface.flush();
         }
