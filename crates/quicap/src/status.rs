@@ -25,6 +25,18 @@ pub struct Status {
     /// nodes carried through this one, and this node's own relayed connections).
     #[serde(default)]
     pub relay: RelayStatus,
+    /// Tunnel packets waiting for a link to a node that is no neighbour.
+    #[serde(default)]
+    pub held: HeldStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HeldStatus {
+    /// Packets waiting now, and for how many nodes.
+    pub packets: u64,
+    pub nodes: u64,
+    /// Packets dropped since the node started: a full queue, too old, too many nodes.
+    pub dropped: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -174,6 +186,14 @@ impl Status {
                 r.forwarded, r.delivered, r.originated, r.dropped
             );
         }
+        let h = &self.held;
+        if h.packets + h.dropped > 0 {
+            let _ = writeln!(
+                out,
+                "held for links being dialed: {} packets for {} nodes, {} dropped",
+                h.packets, h.nodes, h.dropped
+            );
+        }
         if !self.routes.is_empty() {
             let _ = writeln!(out, "routes:");
             for r in &self.routes {
@@ -234,7 +254,22 @@ mod tests {
                 prefixes: vec!["10.77.0.3/32".into()],
             }],
             relay: RelayStatus::default(),
+            held: HeldStatus::default(),
         }
+    }
+
+    #[test]
+    fn held_packets_are_shown_once_there_are_any() {
+        let mut s = sample();
+        assert!(!s.render().contains("held for links"));
+        s.held = HeldStatus {
+            packets: 0,
+            nodes: 0,
+            dropped: 7,
+        };
+        assert!(s
+            .render()
+            .contains("held for links being dialed: 0 packets for 0 nodes, 7 dropped"));
     }
 
     #[test]

@@ -52,36 +52,57 @@ impl Queue {
     }
 }
 
+#[derive(Debug, Default)]
+struct State {
+    queues: HashMap<NodeId, Queue>,
+    /// Packets dropped so far: pushed out, stale, or refused.
+    dropped: u64,
+}
+
+impl State {
+    /// Drops stale packets and forgets nodes left without any.
+    fn expire(&mut self, now_ms: u64) {
+        let mut dropped = 0;
+        self.queues.retain(|_, q| {
+            let before = q.packets.len();
+            q.expire(now_ms);
+            dropped += before - q.packets.len();
+            !q.packets.is_empty()
+        });
+        self.dropped += dropped as u64;
+    }
+}
+
 /// Held packets by destination node.
 #[derive(Debug, Default)]
 pub struct Held {
-    queues: Mutex<HashMap<NodeId, Queue>>,
+    state: Mutex<State>,
 }
 
 impl Held {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Queue>> {
-        // Every mutation leaves the map consistent between statements.
-        self.queues.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // Every mutation leaves the state consistent between statements.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Holds `datagram` for `node`. Returns the number of packets this dropped: the
     /// oldest ones when the node's queue is full, or `datagram` itself when it alone
     /// exceeds the byte bound or too many nodes already have packets held.
     pub fn push(&self, node: NodeId, datagram: Bytes, now_ms: u64) -> usize {
+        let mut state = self.lock();
         if datagram.len() > HELD_BYTES {
+            state.dropped += 1;
             return 1;
         }
-        let mut queues = self.lock();
-        if !queues.contains_key(&node) && queues.len() >= HELD_NODES {
-            queues.retain(|_, q| {
-                q.expire(now_ms);
-                !q.packets.is_empty()
-            });
-            if queues.len() >= HELD_NODES {
-                return 1;
+        if !state.queues.contains_key(&node) && state.queues.len() >= HELD_NODES {
+            let before = state.dropped;
+            state.expire(now_ms);
+            if state.queues.len() >= HELD_NODES {
+                state.dropped += 1;
+                return usize::try_from(state.dropped - before).unwrap_or(usize::MAX);
             }
         }
-        let queue = queues.entry(node).or_default();
+        let queue = state.queues.entry(node).or_default();
         let before = queue.packets.len();
         queue.expire(now_ms);
         let mut dropped = before - queue.packets.len();
@@ -91,29 +112,40 @@ impl Held {
         }
         queue.bytes += datagram.len();
         queue.packets.push_back((now_ms, datagram));
+        state.dropped += dropped as u64;
         dropped
     }
 
     /// Takes the packets held for `node` that are still fresh, oldest first.
     pub fn take(&self, node: NodeId, now_ms: u64) -> Vec<Bytes> {
-        let Some(mut queue) = self.lock().remove(&node) else {
+        let mut state = self.lock();
+        let Some(mut queue) = state.queues.remove(&node) else {
             return Vec::new();
         };
+        let before = queue.packets.len();
         queue.expire(now_ms);
+        state.dropped += (before - queue.packets.len()) as u64;
         queue.packets.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Drops stale packets and forgets nodes left without any.
     pub fn expire(&self, now_ms: u64) {
-        self.lock().retain(|_, q| {
-            q.expire(now_ms);
-            !q.packets.is_empty()
-        });
+        self.lock().expire(now_ms);
     }
 
     /// Packets held for all nodes together.
     pub fn len(&self) -> usize {
-        self.lock().values().map(|q| q.packets.len()).sum()
+        self.lock().queues.values().map(|q| q.packets.len()).sum()
+    }
+
+    /// What `quicap status` shows.
+    pub fn status(&self) -> crate::status::HeldStatus {
+        let state = self.lock();
+        crate::status::HeldStatus {
+            packets: state.queues.values().map(|q| q.packets.len() as u64).sum(),
+            nodes: state.queues.len() as u64,
+            dropped: state.dropped,
+        }
     }
 }
 
@@ -168,6 +200,7 @@ mod tests {
         held.push(2, packet(1, 10), 0);
         held.expire(HELD_MS + 1);
         assert_eq!(held.len(), 0);
+        assert_eq!(held.status().dropped, 2);
     }
 
     #[test]
@@ -177,8 +210,11 @@ mod tests {
             assert_eq!(held.push(node, packet(0, 10), 0), 0);
         }
         assert_eq!(held.push(u64::MAX, packet(0, 10), 0), 1);
-        // Room again once the others have gone stale.
-        assert_eq!(held.push(u64::MAX, packet(0, 10), HELD_MS + 1), 0);
+        // Room again once the others have gone stale (dropped, and counted).
+        held.push(u64::MAX, packet(0, 10), HELD_MS + 1);
         assert_eq!(held.len(), 1);
+        let status = held.status();
+        assert_eq!((status.packets, status.nodes), (1, 1));
+        assert_eq!(status.dropped, 1 + HELD_NODES as u64);
     }
 }

@@ -279,6 +279,7 @@ impl Node {
                 })
                 .collect(),
             relay: self.relay_status(),
+            held: self.held.status(),
         }
     }
 }
