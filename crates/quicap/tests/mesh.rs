@@ -514,6 +514,33 @@ impl Triangle {
     }
 }
 
+/// A node learns its neighbors' routes from what they send right after the hello: in a
+/// triangle every node routes to both others within 3 s of starting, before the first
+/// periodic update (4 s). The router used to ignore routing messages that arrived before
+/// it knew their sender as a neighbor, so a node could miss a neighbor's first routes
+/// and have no route to it until that update.
+#[test]
+fn triangle_nodes_route_to_each_other_at_once() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let tri = Triangle::start(&pki, |_| {});
+    let nodes = [
+        (&tri.node_a, ["node-b", "node-c"]),
+        (&tri._node_b, ["node-a", "node-c"]),
+        (&tri.node_c, ["node-a", "node-b"]),
+    ];
+    let all = || {
+        nodes
+            .iter()
+            .all(|(node, dests)| dests.iter().all(|d| route(node, d).is_some()))
+    };
+    assert!(
+        wait_until(Duration::from_secs(3), all).is_some(),
+        "routes missing 3 s after the start: {:?}",
+        nodes.map(|(node, dests)| dests.map(|d| (node.name.clone(), d, next_hop(node, d))))
+    );
+}
+
 /// A neighbor that the mesh reaches through another node (the direct link is slow)
 /// gets the end-to-end relayed link, and keeps it: the proven direct link does not
 /// supersede it while the route goes around. It used to be closed at once and asked

@@ -455,17 +455,16 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
 /// signals a change, and sends what the router wants sent.
 async fn mesh_task(node: Arc<Node>) {
     let mut pause = MESH_TICK;
+    // Next hop per destination, to log changes.
+    let mut hops: HashMap<u64, u64> = HashMap::new();
     loop {
         tokio::select! {
             _ = node.mesh.notify.notified() => {}
             _ = tokio::time::sleep(pause) => {}
         }
         let now = node.now_ms();
-        for (peer, message) in node.mesh.tick(&node.peers, now) {
-            if !node.peers.send_control(&peer, message, now) {
-                debug!(%peer, "routing message not queued");
-            }
-        }
+        mesh_step(&node, now);
+        log_route_changes(&node, &mut hops);
         update_relays(&node, now);
         node.held.expire(now);
         // A neighbor the mesh routes through another node keeps its relayed link: the
@@ -487,6 +486,38 @@ async fn mesh_task(node: Arc<Node>) {
             MESH_TICK
         };
     }
+}
+
+/// Brings the routing core up to date with the peer table, runs its timers and sends
+/// what it wants sent.
+fn mesh_step(node: &Node, now: u64) {
+    for (peer, message) in node.mesh.tick(&node.peers, now) {
+        if !node.peers.send_control(&peer, message, now) {
+            debug!(%peer, "routing message not queued");
+        }
+    }
+}
+
+/// Logs (at debug) each destination whose next hop changed since the last call.
+fn log_route_changes(node: &Node, hops: &mut HashMap<u64, u64>) {
+    let routes = node.mesh.routes();
+    let name = |id: u64| {
+        node.mesh
+            .name_of(id)
+            .unwrap_or_else(|| format!("{id:016x}"))
+    };
+    for r in &routes {
+        if hops.insert(r.dest, r.next_hop) != Some(r.next_hop) {
+            debug!(dest = %name(r.dest), next_hop = %name(r.next_hop), metric = r.metric, "route changed");
+        }
+    }
+    hops.retain(|dest, _| {
+        let kept = routes.iter().any(|r| r.dest == *dest);
+        if !kept {
+            debug!(dest = %name(*dest), "route lost");
+        }
+        kept
+    });
 }
 
 /// Opens the end-to-end relayed connections the data path asks for.

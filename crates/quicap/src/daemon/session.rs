@@ -164,6 +164,12 @@ pub async fn run(
         },
     );
     node.peers_changed(peers);
+    if !relayed {
+        // The router learns of the new neighbour before this link's first routing
+        // message is read: it ignores messages from nodes it does not know as
+        // neighbours, and the peer sends its routes once, right after the hello.
+        super::mesh_step(&node, node.now_ms());
+    }
     node.mesh.notify.notify_one();
     info!(peer = %name, %remote, outgoing, relayed, version, l2 = hello.modes.l2, "peer connected");
     // A CRL reloaded during the hello exchange closed the peers in the table, which
