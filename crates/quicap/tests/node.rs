@@ -256,7 +256,10 @@ fn udp_datagrams_sent(ns: &Netns) -> u64 {
 }
 
 /// Links without tunnel traffic are probed once a second instead of four times: an
-/// idle pair (two links) sends a few datagrams a second, and still answers at once.
+/// idle pair (two links) sends a few datagrams a second, and still answers at once. The
+/// first packet on an idle link puts it back to the full probe rate at once, not at its
+/// next idle probe up to a second later (a link failing under new traffic is then
+/// found as fast as a busy one).
 #[test]
 fn idle_links_are_probed_once_a_second() {
     let pair = Pair::start();
@@ -274,10 +277,21 @@ fn idle_links_are_probed_once_a_second() {
     let links = s["peers"][0]["links"].as_array().expect("links").clone();
     assert_eq!(links.len(), 2, "{s}");
     assert!(links.iter().all(|l| l["alive"] == true), "{s}");
-    assert!(pair
-        .a
-        .wait_ping("10.77.0.2", Duration::from_secs(1))
-        .is_some());
+    assert!(links.iter().all(|l| l["idle"] == true), "{s}");
+    assert!(
+        pair.a.ping("10.77.0.2"),
+        "an idle pair did not answer at once"
+    );
+    let busy = || {
+        json(&pair.node_a.status(true))["peers"][0]["links"]
+            .as_array()
+            .is_some_and(|links| links.iter().any(|l| l["idle"] == false))
+    };
+    assert!(
+        wait_until(Duration::from_millis(200), busy).is_some(),
+        "no link left idle probing within 200 ms of an answered ping: {}",
+        json(&pair.node_a.status(true))
+    );
 }
 
 #[test]

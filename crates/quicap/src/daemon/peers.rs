@@ -39,6 +39,8 @@ pub struct Liveness {
     idle: AtomicBool,
     /// When the link last went back to probing at the full rate.
     busy_since_ms: AtomicU64,
+    /// Wakes the link's prober when tunnel traffic arrives on an idle link.
+    traffic: tokio::sync::Notify,
 }
 
 /// Probe answers after which a link counts as proven (about a second of probing).
@@ -107,6 +109,20 @@ impl Liveness {
 
     pub fn is_idle(&self) -> bool {
         self.idle.load(Ordering::Relaxed)
+    }
+
+    /// Tunnel traffic arrived: an idle link goes back to the full probe rate now, not
+    /// at its next idle probe up to a second later, so that a link that fails under
+    /// new traffic is found as fast as one that was busy all along.
+    pub fn traffic_arrived(&self) {
+        if self.is_idle() {
+            self.traffic.notify_one();
+        }
+    }
+
+    /// Waits for [`Self::traffic_arrived`] on an idle link.
+    pub async fn traffic_on_idle_link(&self) {
+        self.traffic.notified().await;
     }
 
     /// Switches between idle probing and probing at the full rate.

@@ -186,7 +186,7 @@ pub async fn run(
     // Packets that waited for a link to this node.
     super::datapath::release_held(&node, super::mesh::node_id(&name), &conn);
 
-    let datagrams = receive_datagrams(&node, &conn, &name, &auth);
+    let datagrams = receive_datagrams(&node, &conn, &name, &auth, &liveness);
     let control = control_loop(
         &node,
         &conn,
@@ -369,7 +369,10 @@ async fn control_loop(
         let mut traffic = TrafficWatch::new(node, conn, relayed, node.now_ms());
         loop {
             let pause = probe_pause(liveness.is_idle(), liveness.silent_for(node.now_ms()));
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = liveness.traffic_on_idle_link() => {}
+            }
             let now = node.now_ms();
             let busy = traffic.busy(node, conn, now);
             if busy == liveness.is_idle() {
@@ -445,6 +448,7 @@ async fn receive_datagrams(
     conn: &quinn::Connection,
     peer: &str,
     auth: &quicap_pki::Authorization,
+    liveness: &Liveness,
 ) {
     let peer_id = super::mesh::node_id(peer);
     let mut refused: u64 = 0;
@@ -463,6 +467,7 @@ async fn receive_datagrams(
                 _ => break,
             }
         }
+        liveness.traffic_arrived();
         for datagram in batch.drain(..) {
             let (header, offset) = match Header::parse(&datagram) {
                 Ok(ok) => ok,
