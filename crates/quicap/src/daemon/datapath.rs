@@ -220,9 +220,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
             let conn = match next {
                 Next::Send(conn) => conn,
                 Next::Hold(dest) => {
-                    if let Some(datagram) = datagram(&mut arena, &header, packet) {
-                        hold(&node, *dest, datagram, now);
-                    }
+                    hold(&node, *dest, &header, packet, now);
                     continue;
                 }
             };
@@ -249,9 +247,17 @@ pub async fn tun_to_peers(node: Arc<Node>) {
     }
 }
 
-/// Holds a datagram for `dest` until a link to it is up.
-fn hold(node: &Node, dest: u64, datagram: Bytes, now: u64) {
-    let dropped = node.held.push(dest, datagram, now);
+/// Holds `payload` behind `header` for `dest` until a link to it is up. The datagram
+/// gets its own allocation: a slice of the uplink's arena would keep the whole arena
+/// chunk (256 KiB) alive while it waits, and the held queues' byte bound would not
+/// bound memory.
+fn hold(node: &Node, dest: u64, header: &Header, payload: &[u8], now: u64) {
+    let mut buf = vec![0u8; header.buffer_len()];
+    if header.emit(&mut buf).is_err() {
+        return;
+    }
+    buf.extend_from_slice(payload);
+    let dropped = node.held.push(dest, Bytes::from(buf), now);
     if dropped > 0 {
         debug!(
             node = dest,
@@ -350,9 +356,7 @@ pub async fn tap_to_peers(node: Arc<Node>) {
             let conn = match route_to_node(&node, dest, now) {
                 None => continue,
                 Some(Next::Hold(dest)) => {
-                    if let Some(datagram) = datagram(&mut arena, &header, frame) {
-                        hold(&node, dest, datagram, now);
-                    }
+                    hold(&node, dest, &header, frame, now);
                     continue;
                 }
                 Some(Next::Send(conn)) => conn,
