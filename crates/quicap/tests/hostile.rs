@@ -53,16 +53,18 @@ fn datagram(header: Header, packet: &[u8]) -> Bytes {
     Bytes::from(buf)
 }
 
-/// Connects to `remote` (node `server`) as the node whose config is `config`, from
-/// inside namespace `ns`, exchanges hellos, and sends `datagrams`. Returns once they
-/// are sent; the connection stays up for a second so that they arrive.
+/// Connects to node-b from node-a's namespace as the member whose config is `config`,
+/// exchanges hellos, sends `datagrams`, then writes `control` on the control stream.
+/// Returns, once all is sent and a second has passed, why node-b closed the connection
+/// if it did.
 fn send_as_member(
-    ns: &Netns,
+    pair: &Pair,
     config: &std::path::Path,
-    remote: SocketAddr,
-    server: &str,
     datagrams: Vec<Bytes>,
-) {
+    control: Vec<u8>,
+) -> Option<quinn::ConnectionError> {
+    let (ns, remote, server): (_, SocketAddr, _) =
+        (&pair.a, "192.0.2.2:4433".parse().expect("addr"), "node-b");
     let ns_path = format!("/var/run/netns/{}", ns.name);
     let config = config.to_owned();
     let server = server.to_owned();
@@ -117,20 +119,44 @@ fn send_as_member(
             );
             // Let the peer add the link before the datagrams arrive.
             tokio::time::sleep(Duration::from_millis(300)).await;
+            // Quickly: this member answers no probes, and node-b closes a link that
+            // stays silent for 3 s.
             for d in datagrams {
                 conn.send_datagram(d).expect("datagram");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            if !control.is_empty() {
+                // The peer may close the connection on it: that is the point.
+                let _ = send.write_all(&control).await;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+            let closed_by_peer = conn.close_reason();
             conn.close(0u32.into(), b"done");
             endpoint.wait_idle().await;
-        });
+            closed_by_peer
+        })
     })
     .join()
-    .expect("hostile member");
+    .expect("hostile member")
 }
 
-/// Packets counted by the nftables rule of `chain` that matches `source`.
+/// node-a and node-b up and connected, and the config of node-m (10.77.0.9), a member
+/// that only this test process speaks for.
+fn pair_and_member() -> (Pair, std::path::PathBuf) {
+    let pair = Pair::start();
+    assert!(
+        pair.a.wait_ping("10.77.0.2", CONNECT).is_some(),
+        "pair did not come up"
+    );
+    let config = node_config(
+        &pair.pki,
+        &[],
+        &NodeSpec::new("node-m", &["10.77.0.9/24"], "0.0.0.0:4433"),
+    );
+    (pair, config)
+}
+
+/// Packets counted by the nftables rule in node-b's test chain that matches `source`.
 fn counted(ns: &Netns, source: &str) -> u64 {
     let out = ns
         .cmd(&["nft", "list", "chain", "inet", "qthostile", "input"])
@@ -152,11 +178,7 @@ fn counted(ns: &Netns, source: &str) -> u64 {
 /// delivered, which shows the counters see delivered packets.
 #[test]
 fn a_member_cannot_send_packets_in_another_nodes_name() {
-    let pair = Pair::start();
-    assert!(
-        pair.a.wait_ping("10.77.0.2", CONNECT).is_some(),
-        "pair did not come up"
-    );
+    let (pair, config) = pair_and_member();
     nft(
         &pair.b,
         &[
@@ -165,11 +187,6 @@ fn a_member_cannot_send_packets_in_another_nodes_name() {
             "add rule inet qthostile input iifname quicap0 ip saddr 10.77.0.1 udp dport 9 counter",
             "add rule inet qthostile input iifname quicap0 ip saddr 10.77.0.9 udp dport 9 counter",
         ],
-    );
-    let config = node_config(
-        &pair.pki,
-        &[],
-        &NodeSpec::new("node-m", &["10.77.0.9/24"], "0.0.0.0:4433"),
     );
     let b_tun = [10, 77, 0, 2];
     let forged = Header {
@@ -188,12 +205,10 @@ fn a_member_cannot_send_packets_in_another_nodes_name() {
         ));
         datagrams.push(datagram(own, &udp_packet([10, 77, 0, 9], b_tun, b"own")));
     }
-    send_as_member(
-        &pair.a,
-        &config,
-        "192.0.2.2:4433".parse().expect("addr"),
-        "node-b",
-        datagrams,
+    let closed = send_as_member(&pair, &config, datagrams, Vec::new());
+    assert!(
+        closed.is_none(),
+        "node-b closed the member's link: {closed:?}"
     );
     assert_eq!(
         counted(&pair.b, "10.77.0.9"),
@@ -212,4 +227,60 @@ fn a_member_cannot_send_packets_in_another_nodes_name() {
     );
     // node-a itself is still fine.
     assert!(pair.a.ping("10.77.0.2"));
+}
+
+/// Bytes from a fixed-seed xorshift generator: the same "random" input on every run.
+fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            *seed ^= *seed << 13;
+            *seed ^= *seed >> 7;
+            *seed ^= *seed << 17;
+            (*seed >> 24) as u8
+        })
+        .collect()
+}
+
+/// A member that sends garbage (datagrams of random bytes and lengths, some behind a
+/// valid overlay header, then a garbage control frame) neither crashes node-b nor
+/// disturbs its traffic with node-a; node-b closes that member's link (protocol
+/// violation) instead of keeping a connection whose control stream is dead.
+#[test]
+fn garbage_from_a_member_leaves_the_node_serving_others() {
+    let (pair, config) = pair_and_member();
+    let mut seed = 0x9e37_79b9_7f4a_7c15;
+    let mut datagrams = Vec::new();
+    for i in 0..150usize {
+        let len = noise(&mut seed, 2)
+            .iter()
+            .map(|&b| usize::from(b) * 5)
+            .sum::<usize>()
+            % 1300;
+        let body = noise(&mut seed, len);
+        datagrams.push(if i % 3 == 0 {
+            // A valid header in front of random bytes: the packet parser's turn.
+            datagram(Header::direct(PayloadKind::Ip), &body)
+        } else {
+            Bytes::from(body)
+        });
+    }
+    // A frame header announcing a long message, then noise.
+    let mut control = vec![0xff, 0xff, 0xff, 0xff];
+    control.extend(noise(&mut seed, 3000));
+    let closed = send_as_member(&pair, &config, datagrams, control);
+    assert!(
+        matches!(&closed, Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == 3u32.into()),
+        "node-b did not close the link with the garbage control stream as a protocol violation: {closed:?}"
+    );
+    assert!(
+        pair.a
+            .wait_ping("10.77.0.2", Duration::from_secs(2))
+            .is_some(),
+        "node-b no longer answers node-a:\n{}",
+        pair.node_b.log_text()
+    );
+    assert!(
+        pair.node_b.status(false).status.success(),
+        "node-b's status failed"
+    );
 }

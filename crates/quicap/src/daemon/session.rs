@@ -200,6 +200,13 @@ pub async fn run(
         _ = datagrams => {}
         _ = control => {}
     }
+    // Either loop ends on its own only when the peer broke the protocol (a control
+    // stream it closed or filled with garbage): close the link rather than keep a
+    // connection nobody serves.
+    if conn.close_reason().is_none() {
+        warn!(peer = %name, "closing link: its control stream ended");
+        refuse(&conn, close::PROTOCOL_VIOLATION, "control stream ended");
+    }
     let reason = describe_close(&conn.closed().await);
     let (left, peers) = node.peers.remove(&name, conn.stable_id());
     if left == 0 {
