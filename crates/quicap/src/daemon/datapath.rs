@@ -19,6 +19,7 @@ use quicap_wire::{ip, Header};
 use tracing::{debug, warn};
 
 use super::l2;
+use super::peers::SendLink;
 use super::Node;
 use crate::packet_io::Reader;
 
@@ -45,7 +46,7 @@ fn datagram(arena: &mut BytesMut, header: &Header, payload: &[u8]) -> Option<Byt
 /// Where a packet goes: a link to the node it is for, or held until one is up.
 #[derive(Clone)]
 enum Next {
-    Send(quinn::Connection),
+    Send(SendLink),
     /// No link to this node yet: one is being dialed (see [`super::held`]).
     Hold(u64),
 }
@@ -206,7 +207,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 last = route(&node, destination, now).map(|next| LastRoute {
                     destination,
                     max: match &next {
-                        Next::Send(conn) => conn.max_datagram_size().unwrap_or(0),
+                        Next::Send(link) => link.conn.max_datagram_size().unwrap_or(0),
                         Next::Hold(_) => usize::MAX,
                     },
                     next,
@@ -218,7 +219,10 @@ pub async fn tun_to_peers(node: Arc<Node>) {
             };
             let header = Header::direct(PayloadKind::Ip);
             let conn = match next {
-                Next::Send(conn) => conn,
+                Next::Send(link) => {
+                    link.liveness.carried_traffic();
+                    &link.conn
+                }
                 Next::Hold(dest) => {
                     hold(&node, *dest, &header, packet, now);
                     continue;
@@ -294,12 +298,12 @@ pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
 fn route_to_node(node: &Node, dest: u64, now: u64) -> Option<Next> {
     let hop = node.mesh.next_hop(dest).unwrap_or(dest);
     if hop != dest {
-        if let Some(conn) = node.peers.relayed_by_id(dest, now) {
-            return Some(Next::Send(conn));
+        if let Some(link) = node.peers.relayed_by_id(dest, now) {
+            return Some(Next::Send(link));
         }
         node.want_relayed(dest, now);
         return Some(match node.peers.answering_by_id(dest, now) {
-            Some(conn) => Next::Send(conn),
+            Some(link) => Next::Send(link),
             None => Next::Hold(dest),
         });
     }
@@ -359,7 +363,10 @@ pub async fn tap_to_peers(node: Arc<Node>) {
                     hold(&node, dest, &header, frame, now);
                     continue;
                 }
-                Some(Next::Send(conn)) => conn,
+                Some(Next::Send(link)) => {
+                    link.liveness.carried_traffic();
+                    link.conn
+                }
             };
             if hlen + n > conn.max_datagram_size().unwrap_or(0) {
                 oversized += 1;

@@ -558,8 +558,8 @@ async fn dial_relayed(node: Arc<Node>, dest: u64) {
 /// direct peers only.
 fn update_relays(node: &Node, now_ms: u64) {
     let next_hops = node.mesh.routes().into_iter().filter_map(|route| {
-        let conn = node.peers.preferred_by_id(route.next_hop, now_ms)?;
-        Some((quicap_wire::NodeId(route.dest), conn.remote_address()))
+        let link = node.peers.preferred_by_id(route.next_hop, now_ms)?;
+        Some((quicap_wire::NodeId(route.dest), link.conn.remote_address()))
     });
     node.relays.update(next_hops, node.peers.direct_remotes());
 }

@@ -111,16 +111,16 @@ impl Liveness {
         self.idle.load(Ordering::Relaxed)
     }
 
-    /// Tunnel traffic arrived: an idle link goes back to the full probe rate now, not
-    /// at its next idle probe up to a second later, so that a link that fails under
-    /// new traffic is found as fast as one that was busy all along.
-    pub fn traffic_arrived(&self) {
+    /// The link carried tunnel traffic (either way): an idle link goes back to the full
+    /// probe rate now, not at its next idle probe up to a second later, so that a link
+    /// that fails under new traffic is found as fast as one that was busy all along.
+    pub fn carried_traffic(&self) {
         if self.is_idle() {
             self.traffic.notify_one();
         }
     }
 
-    /// Waits for [`Self::traffic_arrived`] on an idle link.
+    /// Waits for [`Self::carried_traffic`] on an idle link.
     pub async fn traffic_on_idle_link(&self) {
         self.traffic.notified().await;
     }
@@ -151,6 +151,23 @@ pub struct Link {
     pub liveness: Arc<Liveness>,
     /// Queue of control messages to send on this link.
     pub control: tokio::sync::mpsc::Sender<quicap_wire::Message>,
+}
+
+/// A link as the data path sends on it: the connection, and the liveness it tells of
+/// the traffic (an idle link goes back to probing at the full rate at once).
+#[derive(Debug, Clone)]
+pub struct SendLink {
+    pub conn: quinn::Connection,
+    pub liveness: Arc<Liveness>,
+}
+
+impl Link {
+    fn send_link(&self) -> SendLink {
+        SendLink {
+            conn: self.conn.clone(),
+            liveness: self.liveness.clone(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -232,7 +249,7 @@ impl PeerTable {
 
     /// The connection to send a packet for `destination` on: the peer whose certificate
     /// authorizes the longest prefix containing it, over its preferred link.
-    pub fn route(&self, destination: IpAddr, now_ms: u64) -> Option<quinn::Connection> {
+    pub fn route(&self, destination: IpAddr, now_ms: u64) -> Option<SendLink> {
         let peers = self.lock();
         let host_len = if destination.is_ipv4() { 32 } else { 128 };
         let mut best: Option<(u8, &Peer)> = None;
@@ -255,7 +272,7 @@ impl PeerTable {
             }
         }
         let (_, peer) = best?;
-        peer.preferred(now_ms).map(|l| l.conn.clone())
+        peer.preferred(now_ms).map(Link::send_link)
     }
 
     /// True if no link carries tunnel traffic (all are probed at the idle rate).
@@ -329,30 +346,30 @@ impl PeerTable {
 
     /// The preferred connection of the peer with node id `id`; the per-packet lookup,
     /// which allocates nothing.
-    pub fn preferred_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
+    pub fn preferred_by_id(&self, id: u64, now_ms: u64) -> Option<SendLink> {
         self.best_by_id(id, now_ms, false)
     }
 
     /// The preferred direct link of the peer with node id `id` if it answers probes.
-    pub fn answering_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
+    pub fn answering_by_id(&self, id: u64, now_ms: u64) -> Option<SendLink> {
         self.lock()
             .values()
             .find(|p| p.id == id)
             .and_then(|p| p.preferred(now_ms))
             .filter(|l| l.liveness.alive(now_ms))
-            .map(|l| l.conn.clone())
+            .map(Link::send_link)
     }
 
-    fn best_by_id(&self, id: u64, now_ms: u64, relayed: bool) -> Option<quinn::Connection> {
+    fn best_by_id(&self, id: u64, now_ms: u64, relayed: bool) -> Option<SendLink> {
         self.lock()
             .values()
             .find(|p| p.id == id)
-            .and_then(|p| p.best(now_ms, relayed).map(|l| l.conn.clone()))
+            .and_then(|p| p.best(now_ms, relayed).map(Link::send_link))
     }
 
     /// The best relayed connection to the peer with node id `id`: the way to reach a
     /// node that is no neighbour without intermediate nodes decrypting.
-    pub fn relayed_by_id(&self, id: u64, now_ms: u64) -> Option<quinn::Connection> {
+    pub fn relayed_by_id(&self, id: u64, now_ms: u64) -> Option<SendLink> {
         self.best_by_id(id, now_ms, true)
     }
 

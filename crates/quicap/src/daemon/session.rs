@@ -98,6 +98,11 @@ impl TrafficWatch {
         stats.frame_tx.datagram + stats.frame_rx.datagram
     }
 
+    /// Tunnel traffic just went over the link, whatever quinn's counters say yet.
+    fn carried(&mut self, now_ms: u64) {
+        self.busy_until = now_ms + BUSY_HOLD_MS;
+    }
+
     fn busy(&mut self, node: &Node, conn: &quinn::Connection, now_ms: u64) -> bool {
         let datagrams = Self::datagrams(conn);
         let forwarded = node.relay_forwarded();
@@ -376,11 +381,15 @@ async fn control_loop(
         let mut traffic = TrafficWatch::new(node, conn, relayed, node.now_ms());
         loop {
             let pause = probe_pause(liveness.is_idle(), liveness.silent_for(node.now_ms()));
-            tokio::select! {
-                _ = tokio::time::sleep(pause) => {}
-                _ = liveness.traffic_on_idle_link() => {}
-            }
+            let woken = tokio::select! {
+                _ = tokio::time::sleep(pause) => false,
+                _ = liveness.traffic_on_idle_link() => true,
+            };
             let now = node.now_ms();
+            if woken {
+                // quinn may not have sent the datagram yet: its counters lag.
+                traffic.carried(now);
+            }
             let busy = traffic.busy(node, conn, now);
             if busy == liveness.is_idle() {
                 liveness.set_idle(!busy, now);
@@ -474,7 +483,7 @@ async fn receive_datagrams(
                 _ => break,
             }
         }
-        liveness.traffic_arrived();
+        liveness.carried_traffic();
         for datagram in batch.drain(..) {
             let (header, offset) = match Header::parse(&datagram) {
                 Ok(ok) => ok,
