@@ -290,24 +290,21 @@ pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
     );
 }
 
-/// The link to mesh node `dest`: a direct one when `dest` is the next hop, the
-/// end-to-end relayed one otherwise (the nodes between forward its packets without
-/// decrypting them), or, until that one is up, a direct link that still answers but
-/// that routing avoids as slower. Without any, an end-to-end link is asked for and the
-/// packet is held.
+/// The link to mesh node `dest` (see `PeerTable::traffic_link`): the direct one when
+/// `dest` is the next hop; otherwise the end-to-end relayed one (the nodes between
+/// forward its packets without decrypting them), asked for if it is not up yet, and
+/// meanwhile a direct link that still answers, or the packet waits.
 fn route_to_node(node: &Node, dest: u64, now: u64) -> Option<Next> {
-    let hop = node.mesh.next_hop(dest).unwrap_or(dest);
-    if hop != dest {
-        if let Some(link) = node.peers.relayed_by_id(dest, now) {
-            return Some(Next::Send(link));
-        }
+    let around = node.mesh.next_hop(dest).is_some_and(|hop| hop != dest);
+    let link = node.peers.traffic_link(dest, now, around);
+    if around && !link.as_ref().is_some_and(|l| l.relayed) {
         node.want_relayed(dest, now);
-        return Some(match node.peers.answering_by_id(dest, now) {
-            Some(link) => Next::Send(link),
-            None => Next::Hold(dest),
-        });
     }
-    node.peers.preferred_by_id(dest, now).map(Next::Send)
+    match link {
+        Some(link) => Some(Next::Send(link)),
+        None if around => Some(Next::Hold(dest)),
+        None => None,
+    }
 }
 
 /// Layer 2 over the mesh: a frame to a learned MAC goes to the node it was learned from;

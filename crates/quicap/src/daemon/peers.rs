@@ -159,6 +159,7 @@ pub struct Link {
 pub struct SendLink {
     pub conn: quinn::Connection,
     pub liveness: Arc<Liveness>,
+    pub relayed: bool,
 }
 
 impl Link {
@@ -166,6 +167,7 @@ impl Link {
         SendLink {
             conn: self.conn.clone(),
             liveness: self.liveness.clone(),
+            relayed: self.relayed,
         }
     }
 }
@@ -190,6 +192,19 @@ impl Peer {
     /// The preferred direct link, or the best relayed one for a peer without any.
     fn reachable_on(&self, now_ms: u64) -> Option<&Link> {
         self.preferred(now_ms).or_else(|| self.best(now_ms, true))
+    }
+
+    /// The link the peer's traffic takes. `around`: the mesh routes the peer through
+    /// another node (a direct link slower than the way around, or none): its relayed
+    /// link, end to end, or until one is up a direct link that still answers.
+    /// Otherwise [`Self::reachable_on`].
+    fn traffic_link(&self, now_ms: u64, around: bool) -> Option<&Link> {
+        if around {
+            self.best(now_ms, true)
+                .or_else(|| self.preferred(now_ms).filter(|l| l.liveness.alive(now_ms)))
+        } else {
+            self.reachable_on(now_ms)
+        }
     }
 
     /// The best link of one kind (direct or relayed), by the order of [`Self::preferred`].
@@ -344,33 +359,21 @@ impl PeerTable {
         out.extend(self.lock().values().filter(|p| p.modes.l2).map(|p| p.id));
     }
 
-    /// The preferred connection of the peer with node id `id`; the per-packet lookup,
-    /// which allocates nothing.
+    /// The preferred direct link of the peer with node id `id`.
     pub fn preferred_by_id(&self, id: u64, now_ms: u64) -> Option<SendLink> {
-        self.best_by_id(id, now_ms, false)
-    }
-
-    /// The preferred direct link of the peer with node id `id` if it answers probes.
-    pub fn answering_by_id(&self, id: u64, now_ms: u64) -> Option<SendLink> {
         self.lock()
             .values()
             .find(|p| p.id == id)
-            .and_then(|p| p.preferred(now_ms))
-            .filter(|l| l.liveness.alive(now_ms))
-            .map(Link::send_link)
+            .and_then(|p| p.preferred(now_ms).map(Link::send_link))
     }
 
-    fn best_by_id(&self, id: u64, now_ms: u64, relayed: bool) -> Option<SendLink> {
+    /// The link the traffic for the peer with node id `id` takes (see
+    /// [`Peer::traffic_link`]); the per-packet lookup, which allocates nothing.
+    pub fn traffic_link(&self, id: u64, now_ms: u64, around: bool) -> Option<SendLink> {
         self.lock()
             .values()
             .find(|p| p.id == id)
-            .and_then(|p| p.best(now_ms, relayed).map(Link::send_link))
-    }
-
-    /// The best relayed connection to the peer with node id `id`: the way to reach a
-    /// node that is no neighbour without intermediate nodes decrypting.
-    pub fn relayed_by_id(&self, id: u64, now_ms: u64) -> Option<SendLink> {
-        self.best_by_id(id, now_ms, true)
+            .and_then(|p| p.traffic_link(now_ms, around).map(Link::send_link))
     }
 
     /// Whether the peer with node id `id` has a relayed link, answering or not.
@@ -470,21 +473,17 @@ impl PeerTable {
             .collect()
     }
 
-    /// The peers as `quicap status` reports them. `around`: the peers the mesh routes
-    /// through another node, whose traffic takes a relayed link if one is up, else
-    /// their direct link if it answers, and waits otherwise (as the data path decides).
+    /// The peers as `quicap status` reports them, each with the link its traffic takes
+    /// (as the data path picks it) marked in use. `around`: the peers the mesh routes
+    /// through another node.
     pub fn snapshot(&self, now_ms: u64, around: &[u64]) -> Vec<PeerStatus> {
         let peers = self.lock();
         peers
             .iter()
             .map(|(name, peer)| {
-                let in_use = if around.contains(&peer.id) {
-                    peer.best(now_ms, true)
-                        .or_else(|| peer.preferred(now_ms).filter(|l| l.liveness.alive(now_ms)))
-                } else {
-                    peer.reachable_on(now_ms)
-                }
-                .map(|l| l.conn.stable_id());
+                let in_use = peer
+                    .traffic_link(now_ms, around.contains(&peer.id))
+                    .map(|l| l.conn.stable_id());
                 let auth = peer.cert.authorization();
                 PeerStatus {
                     name: name.clone(),
