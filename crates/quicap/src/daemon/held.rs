@@ -41,14 +41,18 @@ impl Queue {
         }
     }
 
-    fn expire(&mut self, now_ms: u64) {
+    /// Drops the packets older than [`HELD_MS`]; returns how many.
+    fn expire(&mut self, now_ms: u64) -> u64 {
+        let mut dropped = 0;
         while self
             .packets
             .front()
             .is_some_and(|(t, _)| now_ms.saturating_sub(*t) > HELD_MS)
         {
             self.pop_front();
+            dropped += 1;
         }
+        dropped
     }
 }
 
@@ -64,12 +68,10 @@ impl State {
     fn expire(&mut self, now_ms: u64) {
         let mut dropped = 0;
         self.queues.retain(|_, q| {
-            let before = q.packets.len();
-            q.expire(now_ms);
-            dropped += before - q.packets.len();
+            dropped += q.expire(now_ms);
             !q.packets.is_empty()
         });
-        self.dropped += dropped as u64;
+        self.dropped += dropped;
     }
 }
 
@@ -88,7 +90,7 @@ impl Held {
     /// Holds `datagram` for `node`. Returns the number of packets this dropped: the
     /// oldest ones when the node's queue is full, or `datagram` itself when it alone
     /// exceeds the byte bound or too many nodes already have packets held.
-    pub fn push(&self, node: NodeId, datagram: Bytes, now_ms: u64) -> usize {
+    pub fn push(&self, node: NodeId, datagram: Bytes, now_ms: u64) -> u64 {
         let mut state = self.lock();
         if datagram.len() > HELD_BYTES {
             state.dropped += 1;
@@ -99,20 +101,18 @@ impl Held {
             state.expire(now_ms);
             if state.queues.len() >= HELD_NODES {
                 state.dropped += 1;
-                return usize::try_from(state.dropped - before).unwrap_or(usize::MAX);
+                return state.dropped - before;
             }
         }
         let queue = state.queues.entry(node).or_default();
-        let before = queue.packets.len();
-        queue.expire(now_ms);
-        let mut dropped = before - queue.packets.len();
+        let mut dropped = queue.expire(now_ms);
         while queue.packets.len() >= HELD_PACKETS || queue.bytes + datagram.len() > HELD_BYTES {
             queue.pop_front();
             dropped += 1;
         }
         queue.bytes += datagram.len();
         queue.packets.push_back((now_ms, datagram));
-        state.dropped += dropped as u64;
+        state.dropped += dropped;
         dropped
     }
 
@@ -122,20 +122,13 @@ impl Held {
         let Some(mut queue) = state.queues.remove(&node) else {
             return Vec::new();
         };
-        let before = queue.packets.len();
-        queue.expire(now_ms);
-        state.dropped += (before - queue.packets.len()) as u64;
+        state.dropped += queue.expire(now_ms);
         queue.packets.into_iter().map(|(_, p)| p).collect()
     }
 
     /// Drops stale packets and forgets nodes left without any.
     pub fn expire(&self, now_ms: u64) {
         self.lock().expire(now_ms);
-    }
-
-    /// Packets held for all nodes together.
-    pub fn len(&self) -> usize {
-        self.lock().queues.values().map(|q| q.packets.len()).sum()
     }
 
     /// What `quicap status` shows.
@@ -167,7 +160,7 @@ mod tests {
         let out = held.take(7, 20);
         assert_eq!(out.iter().map(|p| p[0]).collect::<Vec<_>>(), [0, 1, 2]);
         assert!(held.take(7, 20).is_empty());
-        assert_eq!(held.len(), 1);
+        assert_eq!(held.status().packets, 1);
     }
 
     #[test]
@@ -175,7 +168,7 @@ mod tests {
         let held = Held::default();
         for i in 0..HELD_PACKETS + 5 {
             let dropped = held.push(1, packet((i % 256) as u8, 10), 0);
-            assert_eq!(dropped, usize::from(i >= HELD_PACKETS));
+            assert_eq!(dropped, u64::from(i >= HELD_PACKETS));
         }
         let out = held.take(1, 0);
         assert_eq!(out.len(), HELD_PACKETS);
@@ -187,7 +180,7 @@ mod tests {
         let total: usize = held.take(2, 0).iter().map(|p| p.len()).sum();
         assert!(total <= HELD_BYTES, "{total}");
         assert_eq!(held.push(3, packet(0, HELD_BYTES + 1), 0), 1);
-        assert_eq!(held.len(), 0);
+        assert_eq!(held.status().packets, 0);
     }
 
     #[test]
@@ -199,7 +192,7 @@ mod tests {
         assert_eq!(out.iter().map(|p| p[0]).collect::<Vec<_>>(), [2]);
         held.push(2, packet(1, 10), 0);
         held.expire(HELD_MS + 1);
-        assert_eq!(held.len(), 0);
+        assert_eq!(held.status().packets, 0);
         assert_eq!(held.status().dropped, 2);
     }
 
@@ -212,7 +205,7 @@ mod tests {
         assert_eq!(held.push(u64::MAX, packet(0, 10), 0), 1);
         // Room again once the others have gone stale (dropped, and counted).
         held.push(u64::MAX, packet(0, 10), HELD_MS + 1);
-        assert_eq!(held.len(), 1);
+        assert_eq!(held.status().packets, 1);
         let status = held.status();
         assert_eq!((status.packets, status.nodes), (1, 1));
         assert_eq!(status.dropped, 1 + HELD_NODES as u64);
