@@ -37,8 +37,8 @@ const MAX_INITIAL_MTU: u16 = 1452;
 /// RTT assumed for an end-to-end relayed connection until it has measured one.
 const RELAYED_INITIAL_RTT: Duration = Duration::from_millis(100);
 /// Largest UDP payload path MTU discovery looks for: what a 1500-byte IPv4 path
-/// carries. It lets a routing extension or a relay frame ride on a full-size tunnel
-/// packet over IPv4; on IPv6 paths the probes above 1452 are lost and discovery
+/// carries. It lets a relay frame (20 bytes) ride on a full-size QUIC packet over
+/// IPv4; on IPv6 paths the probes above 1452 are lost and discovery
 /// settles below.
 const MAX_DISCOVERED_MTU: u16 = 1472;
 

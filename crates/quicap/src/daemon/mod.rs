@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use quicap_mesh::RouteInfo;
 use quicap_pki::cert::CaCert;
 use quicap_pki::Crl;
 use quicap_wire::control::Modes;
@@ -111,8 +112,8 @@ pub struct Node {
     no_carrier: bool,
     carrier: watch::Sender<bool>,
     scheduling: scheduling::Scheduling,
-    /// When a relayed connection to each node was last asked for.
-    relay_asked: Mutex<HashMap<u64, u64>>,
+    /// When a relayed connection to each node may be asked for again.
+    relay_next_ask: Mutex<HashMap<u64, u64>>,
     /// Nodes waiting for the relay dialer.
     relay_queue: Mutex<Vec<u64>>,
     relay_wake: tokio::sync::Notify,
@@ -136,15 +137,15 @@ impl Node {
     /// Asks for an end-to-end relayed connection to `dest`, a node reached through
     /// others; at most once per [`RELAY_RETRY_MS`] per node.
     pub fn want_relayed(&self, dest: u64, now_ms: u64) {
-        let mut asked = self.relay_asked.lock().unwrap_or_else(|e| e.into_inner());
-        if asked
-            .get(&dest)
-            .is_some_and(|t| now_ms.saturating_sub(*t) < RELAY_RETRY_MS)
-        {
+        let mut next_ask = self
+            .relay_next_ask
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if next_ask.get(&dest).is_some_and(|&t| now_ms < t) {
             return;
         }
-        asked.insert(dest, now_ms);
-        drop(asked);
+        next_ask.insert(dest, now_ms + RELAY_RETRY_MS);
+        drop(next_ask);
         self.relay_queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -156,11 +157,11 @@ impl Node {
     /// from now: a dial that failed (routes were converging, say) is tried again
     /// while packets for `dest` keep coming.
     pub fn retry_relayed_soon(&self, dest: u64) {
-        let earliest = self.now_ms().saturating_add(RELAY_REDIAL_MS);
-        self.relay_asked
+        let earliest = self.now_ms() + RELAY_REDIAL_MS;
+        self.relay_next_ask
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(dest, earliest.saturating_sub(RELAY_RETRY_MS));
+            .insert(dest, earliest);
     }
 
     /// Milliseconds since the node started: the clock of liveness and MAC ageing.
@@ -402,7 +403,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         no_carrier: config.node.no_carrier,
         carrier,
         scheduling,
-        relay_asked: Mutex::default(),
+        relay_next_ask: Mutex::default(),
         relay_queue: Mutex::default(),
         relay_wake: tokio::sync::Notify::new(),
         held: held::Held::default(),
@@ -464,8 +465,9 @@ async fn mesh_task(node: Arc<Node>) {
         }
         let now = node.now_ms();
         mesh_step(&node, now);
-        log_route_changes(&node, &mut hops);
-        update_relays(&node, now);
+        let routes = node.mesh.routes();
+        log_route_changes(&node, &routes, &mut hops);
+        update_relays(&node, &routes, now);
         node.held.expire(now);
         // A neighbor the mesh routes through another node keeps its relayed link: the
         // data path sends on it rather than routed through that node.
@@ -499,14 +501,13 @@ fn mesh_step(node: &Node, now: u64) {
 }
 
 /// Logs (at debug) each destination whose next hop changed since the last call.
-fn log_route_changes(node: &Node, hops: &mut HashMap<u64, u64>) {
-    let routes = node.mesh.routes();
+fn log_route_changes(node: &Node, routes: &[RouteInfo], hops: &mut HashMap<u64, u64>) {
     let name = |id: u64| {
         node.mesh
             .name_of(id)
             .unwrap_or_else(|| format!("{id:016x}"))
     };
-    for r in &routes {
+    for r in routes {
         if hops.insert(r.dest, r.next_hop) != Some(r.next_hop) {
             debug!(dest = %name(r.dest), next_hop = %name(r.next_hop), metric = r.metric, "route changed");
         }
@@ -556,8 +557,8 @@ async fn dial_relayed(node: Arc<Node>, dest: u64) {
 
 /// Points relay frames at the mesh's current next hops, and accepts them from the
 /// direct peers only.
-fn update_relays(node: &Node, now_ms: u64) {
-    let next_hops = node.mesh.routes().into_iter().filter_map(|route| {
+fn update_relays(node: &Node, routes: &[RouteInfo], now_ms: u64) {
+    let next_hops = routes.iter().filter_map(|route| {
         let link = node.peers.preferred_by_id(route.next_hop, now_ms)?;
         Some((quicap_wire::NodeId(route.dest), link.conn.remote_address()))
     });

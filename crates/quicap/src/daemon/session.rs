@@ -141,6 +141,7 @@ pub async fn run(
         }
     };
     let name = cert.name().to_owned();
+    let id = super::mesh::node_id(&name);
     let auth = cert.authorization().clone();
     let liveness = Liveness::new(node.now_ms());
     let (control_tx, control_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
@@ -162,7 +163,7 @@ pub async fn run(
             relayed,
             // Both ends usually dial a relayed link at once; they agree to keep the one
             // the node with the lower id dialed.
-            kept: relayed && outgoing == (node.mesh.id < super::mesh::node_id(&name)),
+            kept: relayed && outgoing == (node.mesh.id < id),
             since: Instant::now(),
             liveness: liveness.clone(),
             control: control_tx.clone(),
@@ -189,7 +190,7 @@ pub async fn run(
         refuse(&conn, close::CERTIFICATE_INVALIDATED, "certificate revoked");
     }
     // Packets that waited for a link to this node.
-    super::datapath::release_held(&node, super::mesh::node_id(&name), &conn);
+    super::datapath::release_held(&node, id, &conn);
 
     let datagrams = receive_datagrams(&node, &conn, &name, &auth, &liveness);
     let control = control_loop(
@@ -215,7 +216,7 @@ pub async fn run(
     let reason = describe_close(&conn.closed().await);
     let (left, peers) = node.peers.remove(&name, conn.stable_id());
     if left == 0 {
-        node.macs.forget_node(super::mesh::node_id(&name));
+        node.macs.forget_node(id);
     }
     node.peers_changed(peers);
     node.mesh.notify.notify_one();
