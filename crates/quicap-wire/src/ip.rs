@@ -175,7 +175,7 @@ fn write_ipv4_header(out: &mut [u8], total: usize, proto: u8, from: Ipv4Addr, to
 
 /// The Internet checksum (RFC 1071) over the concatenation of `parts`; each part but
 /// the last must have even length.
-fn checksum(parts: &[&[u8]]) -> u16 {
+pub fn checksum(parts: &[&[u8]]) -> u16 {
     let mut sum: u32 = 0;
     for part in parts {
         let mut chunks = part.chunks_exact(2);

@@ -26,12 +26,7 @@ fn udp_packet(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
     p[9] = 17;
     p[12..16].copy_from_slice(&src);
     p[16..20].copy_from_slice(&dst);
-    let sum = p[..20]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum::<u32>();
-    let folded = (sum & 0xffff) + (sum >> 16);
-    let checksum = !u16::try_from((folded & 0xffff) + (folded >> 16)).expect("folded");
+    let checksum = quicap_wire::ip::checksum(&[&p[..20]]);
     p[10..12].copy_from_slice(&checksum.to_be_bytes());
     p[20..22].copy_from_slice(&40000u16.to_be_bytes());
     p[22..24].copy_from_slice(&9u16.to_be_bytes());
