@@ -2,15 +2,18 @@
 # QUICAP node configs.
 
 # bench_setup NAME [--bench]: checks root, installs tools (scripts/deps.sh, with
-# --bench also the benchmark's), builds the release binary into $QUICAP, makes the work
-# directory $work with a CA in $work/ca and arranges cleanup on exit.
+# --bench also the benchmark's), builds the release binary into $QUICAP unless QUICAP
+# names one already, makes the work directory $work with a CA in $work/ca and arranges
+# cleanup on exit.
 bench_setup() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   [ "$(id -u)" -eq 0 ] || { echo "error: $1 creates network namespaces: run as root" >&2; exit 1; }
   ./scripts/deps.sh ${2:-}
-  echo "==> building quicap (release)"
-  cargo build --release --quiet
-  QUICAP="$PWD/target/release/quicap"
+  if [ -z "${QUICAP:-}" ]; then
+    echo "==> building quicap (release)"
+    cargo build --release --quiet
+    QUICAP="$PWD/target/release/quicap"
+  fi
   work=$(mktemp -d "/tmp/quicap-$1.XXXXXX")
   pids=()
   spaces=()
