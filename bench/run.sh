@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # QUICAP benchmark: measures, in one run and over the same veth pair between two network
-# namespaces, the raw link, QUICAP, QUICAP forwarded through one intermediate node,
+# namespaces, the raw link, QUICAP (built with profile-guided optimization by
+# scripts/build-pgo.sh, and as a plain release build), QUICAP forwarded through one
+# intermediate node,
 # Quincy (quincy-server/quincy-client, mutual TLS, same MTU) and userspace WireGuard
 # (boringtun-cli configured with wg): iperf3 TCP with 1 and 4
 # streams, iperf3 UDP (with iperf3's default socket buffers and with 4 MiB ones, which
@@ -12,8 +14,10 @@
 #   sudo ./bench/run.sh --write         # also write docs/benchmarks.md
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
-# median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-never relay quincy wg" to
-# measure, default all; the others print as n/a), BORINGTUN (path of boringtun-cli; installed with
+# median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
+# relay quincy wg" to measure, default all; the others print as n/a), BENCH_PGO (1, the
+# default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
+# release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
 # `cargo install boringtun-cli` if missing).
 set -euo pipefail
 
@@ -24,10 +28,11 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
-ONLY=${BENCH_ONLY:-raw quicap quicap-never relay quincy wg}
+ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never relay quincy wg}
+PGO=${BENCH_PGO:-1}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
-if [ "$WRITE" = 1 ] && [ -n "${BENCH_ONLY:-}" ]; then
-  echo "error: --write needs every figure; unset BENCH_ONLY" >&2
+if [ "$WRITE" = 1 ] && { [ -n "${BENCH_ONLY:-}" ] || [ "$PGO" != 1 ]; }; then
+  echo "error: --write needs every figure; unset BENCH_ONLY and BENCH_PGO" >&2
   exit 1
 fi
 
@@ -51,7 +56,13 @@ if [ "$(cat /proc/sys/net/core/rmem_max)" -lt 4194304 ]; then
   UDP_4M=0
 fi
 
+if [ "$PGO" = 1 ]; then
+  echo "==> building quicap with profile-guided optimization (scripts/build-pgo.sh)"
+  QUICAP_PGO=$("$(dirname "$0")/../scripts/build-pgo.sh")
+fi
 bench_setup bench --bench
+QUICAP_PLAIN=$QUICAP
+QUICAP=${QUICAP_PGO:-$QUICAP}
 A="qbench-a-$$"
 B="qbench-b-$$"
 C="qbench-c-$$"
@@ -161,6 +172,10 @@ quicap_pair() {
 if want quicap; then
   echo "==> QUICAP"
   quicap_pair quicap
+fi
+if want quicap-plain && [ "$PGO" = 1 ]; then
+  echo "==> QUICAP, release build without PGO"
+  QUICAP=$QUICAP_PLAIN quicap_pair quicapplain
 fi
 if want quicap-never; then
   echo "==> QUICAP with node.realtime = \"never\" (normal scheduling throughout)"
@@ -273,12 +288,13 @@ val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
-  local raw quic qnv wg relay qy
-  raw=$(val "raw_$k"); quic=$(val "quicap_$k"); wg=$(val "wg_$k")
+  local raw quic qpl qnv wg relay qy
+  raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k")
   relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
+    "$qpl" "$(val "quicapplain_${k}_spread")" \
     "$qnv" "$(val "quicapnever_${k}_spread")" \
     "$relay" "$(val "relay_${k}_spread")" \
     "$qy" "$(val "quincy_${k}_spread")" \
@@ -287,8 +303,8 @@ row() { # title key
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP, realtime = never | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -313,9 +329,12 @@ if [ "$WRITE" = 1 ]; then
 Measured with \`sudo ./bench/run.sh --write\` on $(date -u +%Y-%m-%d).
 
 Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs from
-namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, release
-build, default config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`), QUICAP with
-\`node.realtime = "never"\` (normal scheduling throughout, to show what "auto" changes),
+namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, default
+config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`; the binary built by
+\`scripts/build-pgo.sh\`: the release profile with profile-guided optimization, trained on
+a run of its own in namespaces), the same as a plain \`cargo build --release\`, QUICAP
+with \`node.realtime = "never"\` (normal scheduling throughout, to show what "auto"
+changes),
 QUICAP through one intermediate node (a third namespace; the end nodes hold an
 end-to-end connection whose packets it forwards as relay frames, undecrypted),
 boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
