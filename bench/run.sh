@@ -332,7 +332,8 @@ Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs fr
 namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, default
 config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`; the binary built by
 \`scripts/build-pgo.sh\`: the release profile with profile-guided optimization, trained on
-a run of its own in namespaces), the same as a plain \`cargo build --release\`, QUICAP
+a run of its own in namespaces), the same code as a plain \`cargo build --release\`
+("QUICAP without PGO"), QUICAP
 with \`node.realtime = "never"\` (normal scheduling throughout, to show what "auto"
 changes),
 QUICAP through one intermediate node (a third namespace; the end nodes hold an
