@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # QUICAP benchmark: measures, in one run and over the same veth pair between two network
-# namespaces, the raw link, QUICAP (built with profile-guided optimization by
+# namespaces, the raw link, QUICAP (built with profile-guided optimization and BOLT by
 # scripts/build-pgo.sh, and as a plain release build), QUICAP forwarded through one
 # intermediate node,
 # Quincy (quincy-server/quincy-client, mutual TLS, same MTU) and userspace WireGuard
@@ -331,8 +331,8 @@ Measured with \`sudo ./bench/run.sh --write\` on $(date -u +%Y-%m-%d).
 Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs from
 namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, default
 config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`; the binary built by
-\`scripts/build-pgo.sh\`: the release profile with profile-guided optimization, trained on
-a run of its own in namespaces), the same code as a plain \`cargo build --release\`
+\`scripts/build-pgo.sh\`: the release profile with profile-guided optimization and BOLT,
+trained on a run of its own in namespaces), the same code as a plain \`cargo build --release\`
 ("QUICAP without PGO"), QUICAP
 with \`node.realtime = "never"\` (normal scheduling throughout, to show what "auto"
 changes),
