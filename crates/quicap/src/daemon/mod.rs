@@ -507,18 +507,16 @@ fn log_route_changes(node: &Node, routes: &[RouteInfo], hops: &mut HashMap<u64, 
             .name_of(id)
             .unwrap_or_else(|| format!("{id:016x}"))
     };
+    let now: HashMap<u64, u64> = routes.iter().map(|r| (r.dest, r.next_hop)).collect();
     for r in routes {
-        if hops.insert(r.dest, r.next_hop) != Some(r.next_hop) {
+        if hops.get(&r.dest) != Some(&r.next_hop) {
             debug!(dest = %name(r.dest), next_hop = %name(r.next_hop), metric = r.metric, "route changed");
         }
     }
-    hops.retain(|dest, _| {
-        let kept = routes.iter().any(|r| r.dest == *dest);
-        if !kept {
-            debug!(dest = %name(*dest), "route lost");
-        }
-        kept
-    });
+    for dest in hops.keys().filter(|d| !now.contains_key(d)) {
+        debug!(dest = %name(*dest), "route lost");
+    }
+    *hops = now;
 }
 
 /// Opens the end-to-end relayed connections the data path asks for.
