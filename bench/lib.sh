@@ -49,14 +49,18 @@ bench_veth() {
 }
 
 # quicap_node DIR NAME OVERLAY [PEER ENDPOINT]: a key, a certificate from $work/ca for
-# OVERLAY and DIR/node.toml (listening on port 4433, control socket in DIR, the lines
-# of $NODE_EXTRA added to [node]), dialing node PEER at ENDPOINT if given.
+# the addresses in OVERLAY (one or several, separated by spaces) and DIR/node.toml
+# (OVERLAY on the TUN, listening on port 4433, control socket in DIR, the lines of
+# $NODE_EXTRA added to [node]; with $TAP_ADDRESS also a TAP with that address, which the
+# certificate covers too), dialing node PEER at ENDPOINT if given.
 quicap_node() {
-  local d=$1 name=$2
+  local d=$1 name=$2 ips=() tun=() a
+  for a in $3 ${TAP_ADDRESS:-}; do ips+=(--ip "$a"); done
+  for a in $3; do tun+=("\"$a\""); done
   rm -rf "$d"
   mkdir -p "$d"
   "$QUICAP" cert request --name "$name" --out "$d" >/dev/null
-  "$QUICAP" ca sign --ca "$work/ca" --csr "$d/$name.csr" --ip "$3" --out "$d/$name.crt" >/dev/null
+  "$QUICAP" ca sign --ca "$work/ca" --csr "$d/$name.csr" "${ips[@]}" --out "$d/$name.crt" >/dev/null
   cat >"$d/node.toml" <<TOML
 [node]
 cert = "$name.crt"
@@ -67,8 +71,11 @@ control-socket = "control.sock"
 ${NODE_EXTRA:-}
 [tun]
 name = "quicap0"
-addresses = ["$3"]
+addresses = [$(IFS=,; echo "${tun[*]}")]
 TOML
+  if [ -n "${TAP_ADDRESS:-}" ]; then
+    printf '[tap]\nname = "quicaptap0"\naddresses = ["%s"]\n' "$TAP_ADDRESS" >>"$d/node.toml"
+  fi
   if [ -n "${4:-}" ]; then
     printf '[[peer]]\nname = "%s"\nendpoint = "%s"\n' "$4" "$5" >>"$d/node.toml"
   fi

@@ -81,13 +81,9 @@ train() {
   bench_veth "$A" qpab 192.0.2.1 "$B" qpba 192.0.2.2
   bench_veth "$B" qpbc 198.51.100.2 "$C" qpcb 198.51.100.3
   inA() { ip netns exec "$A" "$@"; }
-  node() { # letter number [peer endpoint]
-    quicap_node "$work/$1" "node-$1" "10.77.0.$2/24" ${3:+"node-$3" "$4"}
-    # quicap_node signs and configures one overlay address: add IPv6 and a TAP.
-    "$QUICAP" ca sign --ca "$work/ca" --csr "$work/$1/node-$1.csr" --ip "10.77.0.$2/24" \
-      --ip "fd77::$2/64" --ip "10.78.0.$2/24" --out "$work/$1/node-$1.crt" --force >/dev/null
-    sed -i "s|^addresses = .*|addresses = [\"10.77.0.$2/24\", \"fd77::$2/64\"]|" "$work/$1/node.toml"
-    printf '\n[tap]\nname = "quicaptap0"\naddresses = ["10.78.0.%s/24"]\n' "$2" >>"$work/$1/node.toml"
+  node() { # letter number [peer endpoint]: IPv4 and IPv6 on the TUN, and a TAP
+    TAP_ADDRESS="10.78.0.$2/24" quicap_node "$work/$1" "node-$1" "10.77.0.$2/24 fd77::$2/64" \
+      ${3:+"node-$3" "$4"}
   }
   node a 1 b 192.0.2.2:4433
   node b 2
