@@ -97,11 +97,18 @@ print("  %-50s %5.1f %%" % ("other", other))
 
 echo
 echo "$LOAD_NAME: $gbps Gb/s received"
+# What the bytes per TUN read or write say: far above the MTU means super-packets.
+per_call() { # bytes-per-call, what far above the MTU means, what about one packet means
+  if [ "$1" -gt 2800 ]; then echo "  (far above the MTU: $2)"
+  else echo "  (about one packet per call: $3)"; fi
+}
 echo "sender (node-a): $ua % of a core; TUN reads: $((pkts_a / SECS))/s, $((bytes_a / (pkts_a + 1))) bytes each"
-echo "  (bytes per read far above the MTU: the kernel hands over TSO super-packets)"
+per_call $((bytes_a / (pkts_a + 1))) "the kernel hands over TSO/USO super-packets" \
+  "no super-packets; expected for iperf3's UDP, which sends one datagram per call, otherwise offloads are off"
 group "$work/a.data"
 echo "receiver (node-b): $ub % of a core; TUN writes: $((pkts_b / SECS))/s, $((bytes_b / (pkts_b + 1))) bytes each"
-echo "  (bytes per write far above the MTU: flows are coalesced before the kernel sees them)"
+per_call $((bytes_b / (pkts_b + 1))) "flows are coalesced before the kernel sees them" \
+  "no coalescing: offloads are off or the kernel rejected a coalesced write"
 group "$work/b.data"
 echo "receiver system calls per second (TUN writes are 'write'):"
 sed 's/,//g' "$work/b.stat" | awk '/syscalls:/ {printf "  %-40s %d/s\n", $2, $1 / '"$SECS"'}'
