@@ -25,7 +25,7 @@
 mod metric;
 mod router;
 
-pub use metric::{link_cost, Metric, INFINITY};
+pub use metric::{link_cost, Metric, WindowedMin, INFINITY};
 pub use router::{Config, Message, RouteInfo, RouteUpdate, Router};
 
 /// A node identifier: the first 8 bytes of the SHA-256 of the node name, as carried in

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use ipnet::IpNet;
 use quicap_mesh::{
-    link_cost, Config, Message as MeshMessage, NodeId, RouteInfo, RouteUpdate, Router,
+    link_cost, Config, Message as MeshMessage, NodeId, RouteInfo, RouteUpdate, Router, WindowedMin,
 };
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
@@ -50,7 +50,14 @@ struct Inner {
     nodes: BTreeMap<NodeId, MeshNode>,
     /// Neighbors the router knows as up, with the cost in use.
     up: BTreeMap<NodeId, u16>,
+    /// The lowest RTT of each neighbor's link over [`RTT_WINDOW_MS`], in µs.
+    rtt_floor: BTreeMap<NodeId, WindowedMin>,
 }
+
+/// How long a link's RTT must stay higher before its cost follows: longer than the
+/// stalls of a loaded host (a late probe answer lifts QUIC's smoothed RTT for a few
+/// seconds), short enough that a path that really got slower loses its routes soon.
+const RTT_WINDOW_MS: u64 = 10_000;
 
 /// The mesh state of a node.
 #[derive(Debug)]
@@ -72,6 +79,7 @@ impl Mesh {
                 router: Router::new(id, Config::default(), now_ms),
                 nodes: BTreeMap::new(),
                 up: BTreeMap::new(),
+                rtt_floor: BTreeMap::new(),
             }),
             notify: tokio::sync::Notify::new(),
         }
@@ -255,7 +263,18 @@ impl Mesh {
         for (name, alive, rtt, loss) in &state {
             let id = node_id(name);
             names.insert(id, name.clone());
-            let cost = link_cost(u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX), *loss);
+            let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
+            let cost = if *alive {
+                let floor = inner
+                    .rtt_floor
+                    .entry(id)
+                    .or_insert_with(|| WindowedMin::new(RTT_WINDOW_MS))
+                    .update(now_ms, rtt_us);
+                link_cost(floor, *loss)
+            } else {
+                inner.rtt_floor.remove(&id);
+                link_cost(rtt_us, *loss)
+            };
             match (inner.up.contains_key(&id), *alive) {
                 (false, true) => {
                     inner.router.handle_link_up(id, cost, now_ms);
@@ -279,6 +298,7 @@ impl Mesh {
             inner.router.handle_link_down(id, now_ms);
             inner.up.remove(&id);
         }
+        inner.rtt_floor.retain(|id, _| names.contains_key(id));
         if inner.router.poll_timeout() <= now_ms {
             inner.router.handle_timeout(now_ms);
         }
