@@ -579,6 +579,92 @@ addresses = ["10.10.0.1/24"]
         assert_eq!(c.peers.len(), 2);
     }
 
+    /// Any value in any place of the example config (the commented-out sections
+    /// switched on too), or a few bytes changed: the parser answers Ok or a one-line
+    /// error, never a panic.
+    mod hostile {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The example with its commented-out sections and keys switched on.
+        fn example() -> String {
+            include_str!("../../../examples/node.toml")
+                .lines()
+                .map(|l| match l.strip_prefix("# ") {
+                    Some(rest)
+                        if rest.starts_with('[')
+                            || rest.split_once(" = ").is_some_and(|(k, _)| {
+                                k.chars().all(|c| c.is_ascii_lowercase() || c == '-')
+                            }) =>
+                    {
+                        rest
+                    }
+                    _ => l,
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<i64>().prop_map(|v| v.to_string()),
+                Just("0".to_string()),
+                Just("-1".to_string()),
+                Just("18446744073709551615".to_string()),
+                Just("1e308".to_string()),
+                Just("nan".to_string()),
+                any::<bool>().prop_map(|v| v.to_string()),
+                "[^\"\\\\\n]{0,40}".prop_map(|v| format!("{v:?}")),
+                "[ -~]{0,40}",
+                prop::collection::vec("[0-9a-f:./\\[\\]]{0,24}", 0..4)
+                    .prop_map(|v| format!("{v:?}")),
+                Just("[]".to_string()),
+                Just("{}".to_string()),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn any_value_anywhere_parses_or_errs(line in any::<prop::sample::Index>(), v in value()) {
+                let text = example();
+                let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+                let keys: Vec<usize> = lines
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.contains(" = ") && !l.starts_with('#'))
+                    .map(|(i, _)| i)
+                    .collect();
+                let i = keys[line.index(keys.len())];
+                let key = lines[i].split(" = ").next().unwrap_or_default().to_owned();
+                lines[i] = format!("{key} = {v}");
+                if let Err(e) = parse(&lines.join("\n")) {
+                    let e = e.to_string();
+                    prop_assert!(!e.is_empty() && !e.contains('\n'), "not one line: {e}");
+                }
+            }
+
+            #[test]
+            fn changed_bytes_parse_or_err(writes in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6)) {
+                let mut bytes = example().into_bytes();
+                for (at, b) in &writes {
+                    let i = at.index(bytes.len());
+                    bytes[i] = *b;
+                }
+                if let Err(e) = parse(&String::from_utf8_lossy(&bytes)) {
+                    let e = e.to_string();
+                    prop_assert!(!e.is_empty() && !e.contains('\n'), "not one line: {e}");
+                }
+            }
+        }
+
+        #[test]
+        fn the_example_with_every_section_on_parses() {
+            // Without this the properties above would mostly test refusals.
+            let c = parse(&example()).unwrap();
+            assert!(c.tap.is_some());
+        }
+    }
+
     #[test]
     fn unknown_key_is_named_with_its_line() {
         let text = MINIMAL.replace("[tun]", "[tun]\nmtuu = 1400");
