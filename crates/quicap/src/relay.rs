@@ -532,7 +532,7 @@ mod tests {
         let server = transport::server_config(&pki.trust, &identity, tc.clone()).expect("server");
         let client = transport::client_config(&pki.trust, &identity, tc).expect("client");
         let table = RelayTable::new(id);
-        let (endpoint, counters) =
+        let (endpoint, counters, _) =
             transport::endpoint(bind.parse().expect("address"), server, table.clone())
                 .expect("endpoint");
         let port = endpoint.local_addr().expect("bound").port();

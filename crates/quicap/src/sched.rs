@@ -91,8 +91,8 @@ pub struct Sample {
     /// Time the thread was runnable but waited on a run queue.
     pub waited: Duration,
     /// Packets the kernel dropped nearby: our interfaces' transmit queues (the node
-    /// reads too slowly) and UDP receive buffers in this network namespace (a program,
-    /// maybe this node, receives too slowly).
+    /// reads too slowly) and the UDP receive buffers of other programs in this network
+    /// namespace (they receive too slowly).
     pub drops: u64,
 }
 

@@ -115,13 +115,51 @@ pub fn client_config(
     Ok(config)
 }
 
+/// Reads how many datagrams the kernel dropped at one UDP socket because its receive
+/// buffer was full: the socket's line in `/proc/net/udp` or `/proc/net/udp6`, found by
+/// its inode.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketDrops {
+    inode: u64,
+}
+
+impl SocketDrops {
+    pub fn of(socket: &impl std::os::fd::AsRawFd) -> Result<SocketDrops> {
+        use std::os::unix::fs::MetadataExt;
+        let fd = socket.as_raw_fd();
+        let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+            .context("reading the socket's inode")?
+            .ino();
+        Ok(SocketDrops { inode })
+    }
+
+    /// Datagrams dropped at this socket so far; 0 if its line is not found.
+    pub fn count(&self) -> u64 {
+        ["/proc/net/udp", "/proc/net/udp6"]
+            .iter()
+            .find_map(|path| socket_drops_in(&std::fs::read_to_string(path).ok()?, self.inode))
+            .unwrap_or(0)
+    }
+}
+
+/// The `drops` column of the line for socket `inode` in the text of `/proc/net/udp`
+/// or `/proc/net/udp6` (`sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref
+/// pointer drops`).
+fn socket_drops_in(text: &str, inode: u64) -> Option<u64> {
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let ino = fields.get(9)?.parse::<u64>().ok()?;
+        (ino == inode).then(|| fields.last()?.parse().ok())?
+    })
+}
+
 /// Binds a UDP socket on `addr` (dual-stack for `[::]`) and makes a quinn endpoint of
 /// it, on a [`RelaySocket`] that also carries relayed paths (see [`crate::relay`]).
 pub fn endpoint(
     addr: SocketAddr,
     server: quinn::ServerConfig,
     relays: Arc<RelayTable>,
-) -> Result<(quinn::Endpoint, Arc<RelayCounters>)> {
+) -> Result<(quinn::Endpoint, Arc<RelayCounters>, SocketDrops)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .with_context(|| format!("creating a UDP socket for {addr}"))?;
     if addr.is_ipv6() {
@@ -140,6 +178,7 @@ pub fn endpoint(
         };
         anyhow!("listening on UDP {addr}: {e}{hint}")
     })?;
+    let drops = SocketDrops::of(&socket)?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime for QUIC"))?;
     let socket = runtime
         .wrap_udp_socket(socket.into())
@@ -153,7 +192,7 @@ pub fn endpoint(
     let endpoint =
         quinn::Endpoint::new_with_abstract_socket(config, Some(server), Arc::new(socket), runtime)
             .with_context(|| format!("starting QUIC on {addr}"))?;
-    Ok((endpoint, counters))
+    Ok((endpoint, counters, drops))
 }
 
 /// How long a dial may take before it counts as failed.
@@ -162,6 +201,36 @@ pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_drops_are_read_from_the_sockets_line() {
+        let text = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+ 1151: 00000000:1151 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17
+ 1152: 0100007F:14E5 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 0
+";
+        assert_eq!(socket_drops_in(text, 4242), Some(17));
+        assert_eq!(socket_drops_in(text, 4243), Some(0));
+        assert_eq!(socket_drops_in(text, 99), None);
+        assert_eq!(socket_drops_in("garbage\nx y z\n", 1), None);
+    }
+
+    #[test]
+    fn socket_drops_count_a_real_overflow() {
+        // A socket with the smallest receive buffer, sent more than it can hold on
+        // loopback and never read.
+        let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        rx.set_recv_buffer_size(1).unwrap();
+        rx.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+            .unwrap();
+        let to = rx.local_addr().unwrap().as_socket().unwrap();
+        let drops = SocketDrops::of(&rx).unwrap();
+        assert_eq!(drops.count(), 0);
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[0u8; 1200], to).unwrap();
+        }
+        assert!(drops.count() > 100, "{} drops", drops.count());
+    }
 
     fn section() -> TransportSection {
         TransportSection {

@@ -241,6 +241,57 @@ fn auto_realtime_yields_to_drops_of_a_node_on_the_same_machine() {
     );
 }
 
+/// Drops the kernel counted at the UDP socket bound to `port` in `ns` (the last column
+/// of its line in /proc/net/udp).
+fn socket_drops(ns: &Netns, port: u16) -> u64 {
+    let out = run(&mut ns.cmd(&["cat", "/proc/net/udp"]));
+    let local = format!(":{port:04X}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .is_some_and(|a| a.ends_with(&local))
+        })
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn auto_realtime_keeps_priority_when_its_own_socket_overflows() {
+    let (pair, _load) = contended_realtime_pair();
+    let node = &pair.node_a;
+    let pid = node.pid().expect("node running").to_string();
+    let rr = || policy(node).contains("SCHED_RR");
+    // node-a stops reading while its own socket gets a burst (20 MB, over the 4 MiB
+    // receive buffer QUICAP asks for): the
+    // kernel drops datagrams there (and counts them namespace-wide too). Those drops
+    // say the node was too slow, not that it starves another program.
+    let before = socket_drops(&pair.a, 4433);
+    assert!(run(Command::new("kill").args(["-STOP", &pid]))
+        .status
+        .success());
+    run(&mut pair.a.cmd(&[
+        "sh",
+        "-c",
+        "head -c 20000000 /dev/zero | socat -u - UDP-SENDTO:127.0.0.1:4433",
+    ]));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(run(Command::new("kill").args(["-CONT", &pid]))
+        .status
+        .success());
+    let dropped = socket_drops(&pair.a, 4433) - before;
+    assert!(dropped > 0, "the burst overflowed nothing");
+    for _ in 0..30 {
+        assert!(
+            rr(),
+            "gave real-time up after {dropped} drops at its own socket: {}",
+            policy(node)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// UDP datagrams sent so far in the namespace (where only the node sends any).
 fn udp_datagrams_sent(ns: &Netns) -> u64 {
     let out = run(&mut ns.cmd(&["cat", "/proc/net/snmp"]));

@@ -115,7 +115,7 @@ pub async fn govern(node: Arc<Node>) {
         return;
     };
     // Drop counters as last read; `None` while the governor did not need them.
-    let mut last_drops: Option<u64> = None;
+    let mut last_drops: Option<DropCounters> = None;
     let mut last_report: Option<Instant> = None;
     let mut governor = Governor::new();
     let mut period = sched::TICK;
@@ -135,12 +135,12 @@ pub async fn govern(node: Arc<Node>) {
             last_drops = None;
             continue;
         }
-        let drops_now = drops(&interfaces);
+        let drops_now = DropCounters::read(&node, &interfaces);
         let Some(drops_before) = last_drops.replace(drops_now) else {
             // No baseline yet: decide on the next tick, with drops over a whole tick.
             continue;
         };
-        let here = drops_now.saturating_sub(drops_before);
+        let here = drops_now.since(drops_before);
         let now = Instant::now();
         if here > 0 && last_report.is_none_or(|t| now - t >= REPORT_EVERY) {
             if let Some(host) = node.scheduling.host {
@@ -187,12 +187,39 @@ fn thread_times() -> Option<(u64, u64)> {
     parse_schedstat(&fs::read_to_string("/proc/thread-self/schedstat").ok()?)
 }
 
-/// Packets the kernel dropped so far in this network namespace that matter here.
-fn drops(interfaces: &[String]) -> u64 {
-    let read = |path| fs::read_to_string(path).unwrap_or_default();
-    tx_drops(&read("/proc/net/dev"), interfaces)
-        + snmp_counter(&read("/proc/net/snmp"), "Udp:", "RcvbufErrors")
-        + snmp6_counter(&read("/proc/net/snmp6"), "Udp6RcvbufErrors")
+/// Packets the kernel dropped so far that tell this node to give CPU back: at its
+/// interfaces' transmit queues (the node reads too slowly while something else needs
+/// the CPU) and at the UDP receive buffers of other programs in this network
+/// namespace. Drops at the node's own sockets are left out: the node itself receives
+/// too slowly, and giving up real-time priority would only make that worse.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DropCounters {
+    interfaces: u64,
+    /// `RcvbufErrors` of every UDP socket in the namespace, IPv4 and IPv6.
+    udp_rcvbuf: u64,
+    /// Drops counted by the node's own sockets.
+    own_sockets: u64,
+}
+
+impl DropCounters {
+    fn read(node: &Node, interfaces: &[String]) -> DropCounters {
+        let read = |path| fs::read_to_string(path).unwrap_or_default();
+        DropCounters {
+            interfaces: tx_drops(&read("/proc/net/dev"), interfaces),
+            udp_rcvbuf: snmp_counter(&read("/proc/net/snmp"), "Udp:", "RcvbufErrors")
+                + snmp6_counter(&read("/proc/net/snmp6"), "Udp6RcvbufErrors"),
+            own_sockets: node.socket_drops.iter().map(|s| s.count()).sum(),
+        }
+    }
+
+    /// The drops since `before` that count against real-time priority.
+    fn since(self, before: DropCounters) -> u64 {
+        let others = self
+            .udp_rcvbuf
+            .saturating_sub(before.udp_rcvbuf)
+            .saturating_sub(self.own_sockets.saturating_sub(before.own_sockets));
+        self.interfaces.saturating_sub(before.interfaces) + others
+    }
 }
 
 /// `/proc/<tid>/schedstat`: nanoseconds on a CPU, nanoseconds waiting on a run queue,
@@ -241,6 +268,29 @@ fn snmp6_counter(text: &str, name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drops_at_the_nodes_own_sockets_do_not_count() {
+        let before = DropCounters {
+            interfaces: 10,
+            udp_rcvbuf: 100,
+            own_sockets: 40,
+        };
+        let at = |interfaces, udp_rcvbuf, own_sockets| DropCounters {
+            interfaces,
+            udp_rcvbuf,
+            own_sockets,
+        };
+        // Another program's socket overflowed.
+        assert_eq!(at(10, 130, 40).since(before), 30);
+        // Only the node's own socket did: nothing to give back.
+        assert_eq!(at(10, 130, 70).since(before), 0);
+        // Both.
+        assert_eq!(at(10, 130, 50).since(before), 20);
+        // The interfaces' transmit drops always count; own drops the namespace
+        // counter does not show (another reason) subtract nothing from them.
+        assert_eq!(at(15, 100, 45).since(before), 5);
+    }
 
     #[test]
     fn host_id_depends_on_the_boot_id_only() {
