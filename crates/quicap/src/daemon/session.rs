@@ -128,7 +128,15 @@ pub async fn run(
     outgoing: bool,
     expected: Option<&str>,
 ) -> bool {
-    let remote = conn.remote_address();
+    let remote_addr = conn.remote_address();
+    // A relayed connection's address is a virtual one (see `crate::relay`): logs say
+    // "relayed" instead.
+    let relayed = node.relays.node_at(remote_addr).is_some();
+    let remote = if relayed {
+        "relayed".to_owned()
+    } else {
+        remote_addr.to_string()
+    };
     let (cert, hello, version, control) = match establish(&node, &conn, outgoing, expected).await {
         Ok(ok) => ok,
         Err(e) => {
@@ -147,7 +155,6 @@ pub async fn run(
     let (control_tx, control_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
     // A relayed peer is no neighbour: it hears nothing of routing from us, and we
     // take none from it.
-    let relayed = node.relays.node_at(remote).is_some();
     if !relayed {
         for msg in node.mesh.greeting() {
             let _ = control_tx.try_send(msg);
