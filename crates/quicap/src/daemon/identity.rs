@@ -55,6 +55,32 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
     let n = &config.node;
     let ca_pem = read(&n.ca, "node.ca")?;
     let ca = CaCert::from_pem(&ca_pem).with_context(|| format!("node.ca {}", n.ca.display()))?;
+    ca.not_after.ge(&now).then_some(()).ok_or_else(|| {
+        anyhow!(
+            "node.ca {}: CA certificate expired on {}",
+            n.ca.display(),
+            quicap_pki::fmt_time(&ca.not_after)
+        )
+    })?;
+    let crl = n.crl.as_ref().map(|path| load_crl(path, &ca)).transpose()?;
+    let (cert, identity) = load_own(config, &ca, crl.as_ref(), now)?;
+    Ok(Loaded {
+        identity,
+        cert,
+        ca,
+        crl,
+    })
+}
+
+/// Loads the node's certificate and key and checks them against the CA, the CRL and
+/// the configuration: at startup, and again when the files change while the node runs.
+pub fn load_own(
+    config: &Config,
+    ca: &CaCert,
+    crl: Option<&Crl>,
+    now: OffsetDateTime,
+) -> Result<(NodeCert, Identity)> {
+    let n = &config.node;
     let cert_pem = read(&n.cert, "node.cert")?;
     let cert_ctx = || format!("node.cert {}", n.cert.display());
     let cert = NodeCert::from_pem(&cert_pem).with_context(cert_ctx)?;
@@ -67,32 +93,20 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
         ),
         other => anyhow!("node.key {}: {other}", n.key.display()),
     })?;
-    cert.check_issuer(&ca)
+    cert.check_issuer(ca)
         .with_context(|| format!("{}: trusted CA is {:?}", cert_ctx(), ca.name))?;
     cert.check_time(now)
         .map_err(|e| anyhow!("{}: {e} (renew it with quicap ca sign)", cert_ctx()))?;
-    ca.not_after.ge(&now).then_some(()).ok_or_else(|| {
-        anyhow!(
-            "node.ca {}: CA certificate expired on {}",
-            n.ca.display(),
-            quicap_pki::fmt_time(&ca.not_after)
-        )
-    })?;
-    let crl = match &n.crl {
-        Some(path) => {
-            let crl = load_crl(path, &ca)?;
-            if crl.is_revoked(&cert.serial) {
-                bail!(
-                    "{}: certificate is revoked by {} (serial {})",
-                    cert_ctx(),
-                    path.display(),
-                    cert.serial_hex()
-                );
-            }
-            Some(crl)
+    if let Some(crl) = crl {
+        if crl.is_revoked(&cert.serial) {
+            bail!(
+                "{}: certificate is revoked by {} (serial {})",
+                cert_ctx(),
+                n.crl.as_deref().unwrap_or(Path::new("the CRL")).display(),
+                cert.serial_hex()
+            );
         }
-        None => None,
-    };
+    }
     if let Some(name) = &n.name {
         if *name != cert.name {
             bail!(
@@ -128,13 +142,9 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| anyhow!("node.key {}: {e}", n.key.display()))?;
-    Ok(Loaded {
-        identity: Identity {
-            cert: CertificateDer::from(cert.der.clone()),
-            key,
-        },
-        cert,
-        ca,
-        crl,
-    })
+    let identity = Identity {
+        cert: CertificateDer::from(cert.der.clone()),
+        key,
+    };
+    Ok((cert, identity))
 }
