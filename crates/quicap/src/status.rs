@@ -28,6 +28,17 @@ pub struct Status {
     /// Tunnel packets waiting for a link to a node that is no neighbour.
     #[serde(default)]
     pub held: HeldStatus,
+    /// The certificate this node presents (the renewed one once it was reloaded).
+    #[serde(default)]
+    pub certificate: Option<CertificateStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CertificateStatus {
+    /// Serial number, hex with colons as `quicap cert show` prints it.
+    pub serial: String,
+    /// End of validity, `YYYY-MM-DD HH:MM:SS UTC`.
+    pub valid_until: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -143,6 +154,13 @@ impl Status {
             let _ = write!(out, ", scheduling {}", self.scheduling);
         }
         out.push('\n');
+        if let Some(c) = &self.certificate {
+            let _ = writeln!(
+                out,
+                "certificate serial {}, valid until {}",
+                c.serial, c.valid_until
+            );
+        }
         for i in &self.interfaces {
             let _ = writeln!(
                 out,
@@ -255,6 +273,10 @@ mod tests {
             }],
             relay: RelayStatus::default(),
             held: HeldStatus::default(),
+            certificate: Some(CertificateStatus {
+                serial: "01:ab".into(),
+                valid_until: "2027-01-01 00:00:00 UTC".into(),
+            }),
         }
     }
 
@@ -296,6 +318,10 @@ mod tests {
         );
         assert!(
             text.contains("interface quicap0 (tun, mtu 1400, carrier on): 10.77.0.1/24"),
+            "{text}"
+        );
+        assert!(
+            text.contains("certificate serial 01:ab, valid until 2027-01-01 00:00:00 UTC\n"),
             "{text}"
         );
         assert!(

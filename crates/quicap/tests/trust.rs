@@ -170,3 +170,96 @@ fn packets_from_unauthorized_source_addresses_are_dropped() {
         "authorized traffic must still pass"
     );
 }
+
+/// node-c's certificate, as its `quicap status` reports it: (serial, valid until).
+fn own_certificate(node: &Node) -> (String, String) {
+    let s = json(&node.status(true));
+    let c = &s["certificate"];
+    (
+        c["serial"].as_str().unwrap_or_default().to_owned(),
+        c["valid_until"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[test]
+fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    // node-c starts with a certificate that expires in 20 s.
+    let expires = std::time::Instant::now() + Duration::from_secs(20);
+    let (c, node_c) = third_node(
+        &pair,
+        &pair.pki,
+        "node-c",
+        &["--valid-until", &rfc3339_in(20)],
+    );
+    assert!(
+        c.wait_ping("10.77.0.1", Duration::from_secs(8)).is_some(),
+        "node-c never connected"
+    );
+    let (first, _) = own_certificate(&node_c);
+    let dir = pair.pki.dir.path().join("node-c");
+    let crt = dir.join("node-c.crt");
+
+    // Another node's certificate over node-c's: refused, node-c carries on with its own.
+    std::fs::copy(pair.pki.dir.path().join("node-b").join("node-b.crt"), &crt).expect("copy");
+    assert!(
+        node_c.wait_log(
+            &["keeping the current certificate", "does not belong"],
+            Duration::from_secs(5)
+        ),
+        "node-c did not refuse node-b's certificate"
+    );
+    assert_eq!(own_certificate(&node_c).0, first);
+    assert!(c.ping("10.77.0.1"));
+
+    // The renewal: the same CSR signed again for a day, moved over the file.
+    let renewed = dir.join("node-c.crt.new");
+    run(Command::new(quicap())
+        .args(["ca", "sign", "--ca"])
+        .arg(pair.pki.ca_dir())
+        .arg("--csr")
+        .arg(dir.join("node-c.csr"))
+        .args(["--ip", "10.77.0.3/24", "--days", "1", "--out"])
+        .arg(&renewed));
+    std::fs::rename(&renewed, &crt).expect("rename");
+    assert!(
+        node_c.wait_log(&["certificate reloaded"], Duration::from_secs(5)),
+        "node-c did not reload its certificate"
+    );
+    let (second, until) = own_certificate(&node_c);
+    assert_ne!(second, first, "status still shows the first certificate");
+    assert!(!until.is_empty());
+    assert!(
+        pair.node_a.wait_log(
+            &["peer renewed its certificate", "node-c"],
+            Duration::from_secs(5)
+        ),
+        "node-a never saw node-c's new certificate"
+    );
+
+    // Across the first certificate's expiry (and node-a's check a second later),
+    // node-c's traffic flows on.
+    let left = expires.saturating_duration_since(std::time::Instant::now());
+    assert!(
+        left > Duration::ZERO,
+        "the steps above outlasted the first certificate"
+    );
+    let secs = u32::try_from(left.as_secs()).unwrap_or(20) + 4;
+    let ping = start_ping(&c, "10.77.0.1", secs);
+    let (gap, answered) = longest_gap(ping);
+    println!("longest gap across the old certificate's expiry: {gap:?}");
+    assert!(
+        answered as u64 > u64::from(secs) * 15,
+        "only {answered} pings answered in {secs} s"
+    );
+    assert!(
+        gap < Duration::from_millis(500),
+        "traffic stopped for {gap:?}"
+    );
+    assert_eq!(
+        pair.node_a.log_count("certificate expired"),
+        0,
+        "node-a refused or closed node-c for an expired certificate"
+    );
+}

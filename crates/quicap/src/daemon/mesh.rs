@@ -64,7 +64,8 @@ const RTT_WINDOW_MS: u64 = 10_000;
 pub struct Mesh {
     pub id: NodeId,
     own_name: String,
-    own: NodeInfo,
+    /// This node's own node info; a new version when its certificate is renewed.
+    own: Mutex<NodeInfo>,
     inner: Mutex<Inner>,
     pub notify: tokio::sync::Notify,
 }
@@ -74,7 +75,7 @@ impl Mesh {
         Mesh {
             id,
             own_name,
-            own,
+            own: Mutex::new(own),
             inner: Mutex::new(Inner {
                 router: Router::new(id, Config::default(), now_ms),
                 nodes: BTreeMap::new(),
@@ -148,10 +149,21 @@ impl Mesh {
         self.lock().router.routes()
     }
 
+    /// Replaces the certificate in this node's own node info, under a newer version
+    /// (seconds since the epoch, or one more than before), and returns the message for
+    /// every peer.
+    pub fn renew_own(&self, cert_der: &[u8]) -> Message {
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        own.certificate = cert_der.to_vec();
+        own.version = epoch_version().max(own.version.saturating_add(1));
+        Message::NodeInfo(own.clone())
+    }
+
     /// Messages for a peer that just connected: our node info and all we know.
     pub fn greeting(&self) -> Vec<Message> {
         let inner = self.lock();
-        std::iter::once(Message::NodeInfo(self.own.clone()))
+        let own = self.own.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        std::iter::once(Message::NodeInfo(own))
             .chain(
                 inner
                     .nodes
@@ -331,13 +343,17 @@ impl Mesh {
     }
 }
 
+/// Seconds since the epoch: the version of a node info made now, so that a restarted
+/// node's info replaces its older one.
+fn epoch_version() -> u32 {
+    u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(u32::MAX)
+}
+
 /// This node's own node info.
 pub fn own_info(id: NodeId, cert_der: &[u8], modes: Modes, advertise: &[IpNet]) -> NodeInfo {
     NodeInfo {
         origin: id,
-        // Seconds since the epoch: a restarted node's info replaces its older one.
-        version: u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp())
-            .unwrap_or(u32::MAX),
+        version: epoch_version(),
         modes,
         certificate: cert_der.to_vec(),
         prefixes: advertise

@@ -20,6 +20,7 @@ pub mod identity;
 mod l2;
 pub mod mesh;
 mod peers;
+mod renew;
 mod scheduling;
 mod session;
 
@@ -85,13 +86,22 @@ pub struct TrustState {
     pub rustls: Trust,
 }
 
+/// This node's certificate and the key that goes with it.
+#[derive(Debug)]
+struct Own {
+    identity: Identity,
+    cert: quicap_pki::NodeCert,
+}
+
 /// Shared state of a running node.
 pub struct Node {
     pub name: String,
     pub mtu: u16,
     pub modes: Modes,
     pub versions: RangeInclusive<u8>,
-    identity: Identity,
+    /// This node's certificate and key; replaced when their files change (see
+    /// [`renew`]).
+    own: RwLock<Own>,
     trust: RwLock<TrustState>,
     transport: Arc<quinn::TransportConfig>,
     /// Transport parameters of end-to-end connections carried in relay frames.
@@ -135,6 +145,24 @@ impl std::fmt::Debug for Node {
 impl Node {
     pub fn trust(&self) -> TrustState {
         self.trust.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The certificate and key this node presents in new handshakes.
+    pub fn identity(&self) -> Identity {
+        self.own
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .identity
+            .clone()
+    }
+
+    /// This node's certificate.
+    pub fn own_cert(&self) -> quicap_pki::NodeCert {
+        self.own
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .cert
+            .clone()
     }
 
     /// Asks for an end-to-end relayed connection to `dest`, a node reached through
@@ -185,9 +213,18 @@ impl Node {
     fn client_config(&self, remote: SocketAddr) -> Result<quinn::ClientConfig> {
         transport::client_config(
             &self.trust().rustls,
-            &self.identity,
+            &self.identity(),
             self.transport_for(remote),
         )
+    }
+
+    /// Makes every endpoint answer new handshakes with `identity`, trusting `trust`.
+    fn set_server_config(&self, trust: &crate::tls::Trust, identity: &Identity) -> Result<()> {
+        let server = transport::server_config(trust, identity, self.transport.clone())?;
+        for endpoint in &self.endpoints {
+            endpoint.set_server_config(Some(server.clone()));
+        }
+        Ok(())
     }
 
     /// Called after every change of the peer table with the number of connected peers.
@@ -284,6 +321,13 @@ impl Node {
                 .collect(),
             relay: self.relay_status(),
             held: self.held.status(),
+            certificate: {
+                let cert = self.own_cert();
+                Some(crate::status::CertificateStatus {
+                    serial: cert.serial_hex(),
+                    valid_until: quicap_pki::fmt_time(&cert.not_after),
+                })
+            },
         }
     }
 }
@@ -390,7 +434,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         mtu: config.mtu(),
         modes,
         versions: options.versions,
-        identity: loaded.identity,
+        own: RwLock::new(Own {
+            identity: loaded.identity,
+            cert: loaded.cert.clone(),
+        }),
         trust: RwLock::new(trust),
         transport: transport_config,
         transport_relayed,
@@ -436,6 +483,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     if let Some(path) = config.node.crl.clone() {
         tasks.spawn(watch_crl(node.clone(), path));
     }
+    tasks.spawn(renew::watch(node.clone(), config.clone()));
 
     wait_for_signal().await?;
     info!("shutting down");
@@ -606,7 +654,7 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
             let connecting = if node.relays.node_at(remote).is_some() {
                 match transport::server_config(
                     &node.trust().rustls,
-                    &node.identity,
+                    &node.identity(),
                     node.transport_relayed.clone(),
                 ) {
                     Ok(config) => incoming.accept_with(Arc::new(config)),
@@ -732,16 +780,9 @@ async fn watch_crl(node: Arc<Node>, path: std::path::PathBuf) {
             ca,
             crl: Some(crl.clone()),
         };
-        match transport::server_config(&state.rustls, &node.identity, node.transport.clone()) {
-            Ok(server) => {
-                for endpoint in &node.endpoints {
-                    endpoint.set_server_config(Some(server.clone()));
-                }
-            }
-            Err(e) => {
-                error!(error = %format!("{e:#}"), "keeping the previous CRL");
-                continue;
-            }
+        if let Err(e) = node.set_server_config(&state.rustls, &node.identity()) {
+            error!(error = %format!("{e:#}"), "keeping the previous CRL");
+            continue;
         }
         *node.trust.write().unwrap_or_else(|p| p.into_inner()) = state;
         info!(

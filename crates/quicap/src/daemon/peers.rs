@@ -13,6 +13,7 @@ use std::time::Instant;
 use quicap_pki::cert::VerifiedCert;
 use quicap_wire::control::Modes;
 
+use super::close;
 use crate::status::{LinkStatus, PeerStatus};
 
 /// A link that has not answered a probe for this long is not used for sending while
@@ -231,6 +232,11 @@ impl PeerTable {
 
     /// Adds a link; the certificate replaces any older one of the same peer. Returns the
     /// number of connected peers.
+    ///
+    /// A link made with another certificate than the peer's links so far (the peer
+    /// renewed it) supersedes them: they are closed, so that every link of a peer
+    /// stands for the one certificate the table holds, and the peer's old certificate
+    /// may expire without cutting it off.
     pub fn add(&self, cert: VerifiedCert, modes: Modes, link: Link) -> usize {
         let mut peers = self.lock();
         let peer = peers.entry(cert.name().to_owned()).or_insert_with(|| Peer {
@@ -239,6 +245,19 @@ impl PeerTable {
             modes,
             links: Vec::new(),
         });
+        if peer.cert.cert().serial != cert.cert().serial {
+            tracing::info!(
+                peer = %cert.name(),
+                serial = %cert.cert().serial_hex(),
+                previous = %peer.cert.cert().serial_hex(),
+                links = peer.links.len(),
+                "peer renewed its certificate; closing the links made with the previous one"
+            );
+            for old in &peer.links {
+                old.conn
+                    .close(close::SUPERSEDED.into(), b"certificate renewed");
+            }
+        }
         peer.cert = cert;
         peer.modes = modes;
         peer.links.push(link);
@@ -440,6 +459,23 @@ impl PeerTable {
             .iter()
             .filter(|(_, p)| p.links.iter().any(|l| !l.relayed))
             .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Every peer by name and node id, with the remote address of a direct link to it
+    /// (an answering one first), or `None` for a peer reached over relayed links only.
+    pub fn redial_targets(&self, now_ms: u64) -> Vec<(String, u64, Option<std::net::SocketAddr>)> {
+        self.lock()
+            .iter()
+            .map(|(name, p)| {
+                let direct = p
+                    .links
+                    .iter()
+                    .filter(|l| !l.relayed)
+                    .max_by_key(|l| l.liveness.alive(now_ms))
+                    .map(|l| l.conn.remote_address());
+                (name.clone(), p.id, direct)
+            })
             .collect()
     }
 

@@ -1,0 +1,104 @@
+//! A renewed certificate takes effect without a restart: when the files named by
+//! `node.cert` or `node.key` change, the node loads and checks them as at startup,
+//! answers new handshakes with them, tells the mesh (a newer version of its node
+//! info), and dials every peer once more. The peer sees the new certificate on that
+//! link and closes the links made with the old one (close code SUPERSEDED), so traffic
+//! moves over without a gap and the old certificate may expire unnoticed.
+//!
+//! Files that fail a check (half-written, another node's, a key that does not fit)
+//! change nothing: the node logs why and keeps its certificate until the next change.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::{bail, Result};
+use tracing::{debug, error, info};
+
+use super::{connect, dial_relayed, identity, session, Node, Own, WATCH_INTERVAL};
+use crate::config::Config;
+
+/// Watches the node's certificate and key files; see the module documentation.
+pub async fn watch(node: Arc<Node>, config: Config) {
+    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let stamps = || -> (Option<SystemTime>, Option<SystemTime>) {
+        (stamp(&config.node.cert), stamp(&config.node.key))
+    };
+    let mut last = stamps();
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    loop {
+        tick.tick().await;
+        let now = stamps();
+        if now == last {
+            continue;
+        }
+        last = now;
+        match reload(&node, &config) {
+            Ok(true) => redial_all(&node),
+            Ok(false) => {}
+            Err(e) => error!(
+                error = %format!("{e:#}"),
+                "keeping the current certificate"
+            ),
+        }
+    }
+}
+
+/// Loads the node's certificate and key again; true if a new certificate is in force.
+fn reload(node: &Node, config: &Config) -> Result<bool> {
+    let trust = node.trust();
+    let (cert, identity) = identity::load_own(
+        config,
+        &trust.ca,
+        trust.crl.as_ref(),
+        time::OffsetDateTime::now_utc(),
+    )?;
+    let current = node.own_cert();
+    if cert.name != current.name {
+        bail!(
+            "node.cert {}: the certificate is for {:?}, this node is {:?} (a new name needs a restart)",
+            config.node.cert.display(),
+            cert.name,
+            current.name
+        );
+    }
+    if cert.serial == current.serial {
+        debug!("certificate files touched, certificate unchanged");
+        return Ok(false);
+    }
+    node.set_server_config(&trust.rustls, &identity)?;
+    let message = node.mesh.renew_own(&cert.der);
+    info!(
+        serial = %cert.serial_hex(),
+        previous = %current.serial_hex(),
+        valid_until = %quicap_pki::fmt_time(&cert.not_after),
+        "certificate reloaded"
+    );
+    *node.own.write().unwrap_or_else(|p| p.into_inner()) = Own { identity, cert };
+    node.peers.send_control_to_all(&message, node.now_ms());
+    Ok(true)
+}
+
+/// Dials every connected peer once with the new certificate: over a direct link's
+/// address, or end to end through the mesh for a peer reached that way only.
+fn redial_all(node: &Arc<Node>) {
+    for (name, id, direct) in node.peers.redial_targets(node.now_ms()) {
+        let node = node.clone();
+        tokio::spawn(async move {
+            let Some(addr) = direct else {
+                dial_relayed(node, id).await;
+                return;
+            };
+            match connect(&node, &name, addr).await {
+                Ok(conn) => {
+                    session::run(node, conn, true, Some(&name)).await;
+                }
+                Err(e) => debug!(
+                    peer = %name,
+                    error = %format!("{e:#}"),
+                    "dial with the renewed certificate failed; the links made with the old one stay until it expires"
+                ),
+            }
+        });
+    }
+}
