@@ -20,10 +20,20 @@ fn start(
     sign: &[&str],
     node_extra: &str,
 ) -> Node {
-    start_listening(pki, ns, name, addr, "0.0.0.0:4433", peers, sign, node_extra)
+    start_listening(
+        pki,
+        ns,
+        name,
+        addr,
+        "0.0.0.0:4433",
+        peers,
+        sign,
+        node_extra,
+        "",
+    )
 }
 
-/// Like [`start`], listening on `listen`.
+/// Like [`start`], listening on `listen`, with `tun_extra` in the `[tun]` section.
 #[allow(clippy::too_many_arguments)]
 fn start_listening(
     pki: &Pki,
@@ -34,6 +44,7 @@ fn start_listening(
     peers: &[(&str, Option<&str>)],
     sign: &[&str],
     node_extra: &str,
+    tun_extra: &str,
 ) -> Node {
     let addrs = [addr];
     let cfg = node_config(
@@ -41,6 +52,7 @@ fn start_listening(
         sign,
         &NodeSpec {
             peers,
+            tun_extra,
             ..NodeSpec::new(name, &addrs, listen)
         },
     );
@@ -159,11 +171,17 @@ impl Line {
     /// Returns once node-a has a route to node-c through node-b, before any packet for
     /// node-c (which would open the relayed link) has been sent.
     fn routed(pki: &Pki, addrs: [&str; 4]) -> Line {
-        Line::routed_with(pki, addrs, &[])
+        Line::routed_with(pki, addrs, &[], "")
     }
 
-    /// Like [`Line::routed`], with more peers for node-a to dial.
-    fn routed_with(pki: &Pki, addrs: [&str; 4], more_for_a: &[(&str, Option<&str>)]) -> Line {
+    /// Like [`Line::routed`], with more peers for node-a to dial and `tun_extra` in
+    /// every node's `[tun]` section.
+    fn routed_with(
+        pki: &Pki,
+        addrs: [&str; 4],
+        more_for_a: &[(&str, Option<&str>)],
+        tun_extra: &str,
+    ) -> Line {
         let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
         link(&a, addrs[0], &b, addrs[1]);
         link(&b, addrs[2], &c, addrs[3]);
@@ -179,7 +197,17 @@ impl Line {
         let (via_a, via_c) = (endpoint(addrs[1]), endpoint(addrs[2]));
         let mut peers_of_a = vec![("node-b", Some(via_a.as_str()))];
         peers_of_a.extend_from_slice(more_for_a);
-        let node_b = start_listening(pki, &b, "node-b", "10.77.0.2/24", listen, &[], &[], "");
+        let node_b = start_listening(
+            pki,
+            &b,
+            "node-b",
+            "10.77.0.2/24",
+            listen,
+            &[],
+            &[],
+            "",
+            tun_extra,
+        );
         let node_a = start_listening(
             pki,
             &a,
@@ -189,6 +217,7 @@ impl Line {
             &peers_of_a,
             &[],
             "",
+            tun_extra,
         );
         let node_c = start_listening(
             pki,
@@ -199,6 +228,7 @@ impl Line {
             &[("node-b", Some(via_c.as_str()))],
             &[],
             "",
+            tun_extra,
         );
         // Both ways: an echo reply from node-c needs node-c's route to node-a, and
         // each route the prefixes of its destination.
@@ -266,6 +296,44 @@ fn first_packets_for_a_node_that_is_no_neighbour_wait_for_its_link() {
         text.contains("1380 bytes from"),
         "a full-size packet did not cross the relayed link:\n{text}"
     );
+}
+
+/// A packet held for a new relayed link that turns out too big for it (a relayed
+/// connection starts a relay frame smaller than a direct one; here the tunnel MTU is
+/// 1420, over what it carries at first) gets the ICMP error a live packet gets, not
+/// silence.
+#[test]
+fn a_held_packet_too_big_for_the_new_link_draws_packet_too_big() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::routed_with(&pki, V4_LINE, &[], "mtu = 1420");
+    assert!(links(&line.node_a, "node-c").is_empty());
+    let out = line
+        .a
+        .cmd(&[
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "3",
+            "-M",
+            "do",
+            "-s",
+            "1392",
+            "10.77.0.3",
+        ])
+        .output()
+        .expect("ping");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("mtu"),
+        "the held full-size packet vanished without an ICMP error:\n{text}"
+    );
+    assert!(relayed_link_in_use(&line.node_a, "node-c"));
 }
 
 /// Relay frames travel beside the QUIC connections of the direct links: while they
@@ -354,7 +422,7 @@ fn relayed_link_closes_once_a_direct_link_is_up() {
     require_root();
     let pki = Pki::new("testnet");
     // node-a also dials node-c at an address on a link that does not exist yet.
-    let line = Line::routed_with(&pki, V4_LINE, &[("node-c", Some("203.0.113.3:4433"))]);
+    let line = Line::routed_with(&pki, V4_LINE, &[("node-c", Some("203.0.113.3:4433"))], "");
     line.wait_relayed();
     link(&line.a, "203.0.113.1", &line.c, "203.0.113.3");
     assert!(

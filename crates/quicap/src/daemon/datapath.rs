@@ -278,10 +278,32 @@ pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
     }
     let count = held.len();
     let mut unsent = 0;
+    // A new link may carry less than the one the packets were framed for (a relayed
+    // connection starts a relay frame smaller): those get what live packets get.
+    let mut gate = TooBigGate::default();
     for datagram in held {
-        if let Err(e) = conn.send_datagram(datagram) {
-            unsent += 1;
-            debug!(error = %e, "held datagram not sent");
+        match conn.send_datagram(datagram.clone()) {
+            Ok(()) => {}
+            Err(quinn::SendDatagramError::TooLarge) => {
+                unsent += 1;
+                let Ok((header, hlen)) = Header::parse(&datagram) else {
+                    continue;
+                };
+                let Some(packet) = datagram.get(hlen..) else {
+                    continue;
+                };
+                if header.kind != PayloadKind::Ip {
+                    continue;
+                }
+                let max = conn.max_datagram_size().unwrap_or(0);
+                for d in oversize(node, conn, packet, max, header, &mut gate).carry_out(node) {
+                    let _ = conn.send_datagram(d);
+                }
+            }
+            Err(e) => {
+                unsent += 1;
+                debug!(error = %e, "held datagram not sent");
+            }
         }
     }
     debug!(
@@ -387,9 +409,84 @@ pub async fn tap_to_peers(node: Arc<Node>) {
     }
 }
 
-/// Handles a packet that does not fit a datagram of `max` bytes behind `header`: an
+/// What to do with a packet that does not fit a datagram of `max` bytes behind
+/// `header` (see [`oversize`]).
+enum Oversize {
+    /// Send these datagrams instead: the fragments of an IPv4 packet without DF.
+    Fragments(Vec<Bytes>),
+    /// Write this ICMP error ("packet too big", "fragmentation needed") to the TUN.
+    Answer(Vec<u8>),
+    Drop,
+}
+
+impl Oversize {
+    /// Writes the ICMP error if that is the decision; returns the datagrams to send.
+    fn carry_out(self, node: &Node) -> Vec<Bytes> {
+        match self {
+            Oversize::Fragments(frags) => frags,
+            Oversize::Answer(icmp) => {
+                if let Some(tun) = &node.tun {
+                    tun.write_one(&icmp);
+                }
+                Vec::new()
+            }
+            Oversize::Drop => Vec::new(),
+        }
+    }
+}
+
+/// Decides on a packet that does not fit a datagram of `max` bytes behind `header`: an
 /// IPv4 packet without DF is fragmented; any other is answered with an ICMP error if
 /// `gate` lets it through, dropped otherwise.
+fn oversize(
+    node: &Node,
+    conn: &quinn::Connection,
+    packet: &[u8],
+    max: usize,
+    header: Header,
+    gate: &mut TooBigGate,
+) -> Oversize {
+    if node.tun.is_none() {
+        return Oversize::Drop;
+    }
+    let hlen = header.buffer_len();
+    let room = max.saturating_sub(hlen);
+    if ip::is_fragmentable_v4(packet) {
+        let mut frags = Vec::new();
+        if ip::fragment_v4(packet, room, |f| {
+            let mut d = vec![0; hlen];
+            d.extend_from_slice(f);
+            if header.emit(&mut d).is_ok() {
+                frags.push(Bytes::from(d));
+            }
+        }) {
+            return Oversize::Fragments(frags);
+        }
+    }
+    if !gate.answer(conn, Instant::now()) {
+        debug!(
+            max,
+            "dropping a packet that does not fit (link cut after a suspected black hole, or ICMP budget spent)"
+        );
+        return Oversize::Drop;
+    }
+    // The error comes from the packet's destination: an address of this node would be
+    // dropped by the kernel as a martian when it arrives on the TUN.
+    let Some((source, from)) = ip::addresses(packet) else {
+        return Oversize::Drop;
+    };
+    let mtu = u16::try_from(room).unwrap_or(u16::MAX);
+    let mut icmp = [0u8; 1280];
+    match ip::packet_too_big(packet, mtu, from, &mut icmp) {
+        Some(len) => {
+            debug!(%source, mtu, "answering packet too big");
+            Oversize::Answer(icmp[..len].to_vec())
+        }
+        None => Oversize::Drop,
+    }
+}
+
+/// [`oversize`] on the uplink: fragments wait for room in quinn's queue.
 async fn too_big(
     node: &Node,
     conn: &quinn::Connection,
@@ -398,44 +495,8 @@ async fn too_big(
     header: Header,
     gate: &mut TooBigGate,
 ) {
-    let Some(tun) = node.tun.as_ref() else {
-        return;
-    };
-    let hlen = header.buffer_len();
-    let room = max.saturating_sub(hlen);
-    if ip::is_fragmentable_v4(packet) {
-        let mut frags = Vec::new();
-        if ip::fragment_v4(packet, room, |f| {
-            let mut d = Vec::with_capacity(hlen + f.len());
-            d.resize(hlen, 0);
-            d.extend_from_slice(f);
-            frags.push(d);
-        }) {
-            for mut d in frags {
-                if header.emit(&mut d).is_ok() {
-                    let _ = conn.send_datagram_wait(Bytes::from(d)).await;
-                }
-            }
-            return;
-        }
-    }
-    if !gate.answer(conn, Instant::now()) {
-        debug!(
-            max,
-            "dropping a packet that does not fit (link cut after a suspected black hole, or ICMP budget spent)"
-        );
-        return;
-    }
-    // The error comes from the packet's destination: an address of this node would be
-    // dropped by the kernel as a martian when it arrives on the TUN.
-    let Some((source, from)) = ip::addresses(packet) else {
-        return;
-    };
-    let mtu = u16::try_from(room).unwrap_or(u16::MAX);
-    let mut icmp = [0u8; 1280];
-    if let Some(len) = ip::packet_too_big(packet, mtu, from, &mut icmp) {
-        debug!(%source, mtu, "answering packet too big");
-        tun.write_one(&icmp[..len]);
+    for d in oversize(node, conn, packet, max, header, gate).carry_out(node) {
+        let _ = conn.send_datagram_wait(d).await;
     }
 }
 
