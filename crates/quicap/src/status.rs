@@ -91,6 +91,10 @@ pub struct PeerStatus {
     /// Overlay addresses and subnets the peer's certificate authorizes.
     pub addresses: Vec<String>,
     pub subnets: Vec<String>,
+    /// End of the peer's certificate's validity, `YYYY-MM-DD HH:MM:SS UTC` (empty from
+    /// nodes that do not report it).
+    #[serde(default)]
+    pub valid_until: String,
     pub links: Vec<LinkStatus>,
 }
 
@@ -178,7 +182,12 @@ impl Status {
         for p in &self.peers {
             let mut claims = p.addresses.clone();
             claims.extend(p.subnets.iter().cloned());
-            let _ = writeln!(out, "peer {} ({})", p.name, claims.join(" "));
+            let _ = write!(out, "peer {} ({})", p.name, claims.join(" "));
+            // The date is enough here; --json has the time.
+            if let Some(day) = p.valid_until.split(' ').next().filter(|d| !d.is_empty()) {
+                let _ = write!(out, ", certificate until {day}");
+            }
+            out.push('\n');
             for l in &p.links {
                 let _ = writeln!(
                     out,
@@ -251,6 +260,7 @@ mod tests {
                 name: "node-b".into(),
                 addresses: vec!["10.77.0.2/24".into()],
                 subnets: vec!["192.168.5.0/24".into()],
+                valid_until: "2027-03-01 12:00:00 UTC".into(),
                 links: vec![LinkStatus {
                     remote: "192.0.2.2:4433".into(),
                     direction: "outgoing".into(),
@@ -325,7 +335,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("peer node-b (10.77.0.2/24 192.168.5.0/24)"),
+            text.contains(
+                "peer node-b (10.77.0.2/24 192.168.5.0/24), certificate until 2027-03-01\n"
+            ),
             "{text}"
         );
         assert!(

@@ -181,6 +181,17 @@ fn own_certificate(node: &Node) -> (String, String) {
     )
 }
 
+/// The end of validity of `peer`'s certificate, as `node`'s status reports it.
+fn peer_valid_until(node: &Node, peer: &str) -> String {
+    let s = json(&node.status(true));
+    s["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
+        .and_then(|p| p["valid_until"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 #[test]
 fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
     let pair = Pair::start();
@@ -197,7 +208,8 @@ fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
         c.wait_ping("10.77.0.1", Duration::from_secs(8)).is_some(),
         "node-c never connected"
     );
-    let (first, _) = own_certificate(&node_c);
+    let (first, first_until) = own_certificate(&node_c);
+    assert_eq!(peer_valid_until(&pair.node_a, "node-c"), first_until);
     let dir = pair.pki.dir.path().join("node-c");
     let crt = dir.join("node-c.crt");
 
@@ -237,6 +249,7 @@ fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
         ),
         "node-a never saw node-c's new certificate"
     );
+    assert_eq!(peer_valid_until(&pair.node_a, "node-c"), until);
 
     // Across the first certificate's expiry (and node-a's check a second later),
     // node-c's traffic flows on.

@@ -525,6 +525,7 @@ impl PeerTable {
                     name: name.clone(),
                     addresses: auth.addresses.iter().map(ToString::to_string).collect(),
                     subnets: auth.subnets.iter().map(ToString::to_string).collect(),
+                    valid_until: quicap_pki::fmt_time(&peer.cert.cert().not_after),
                     links: peer
                         .links
                         .iter()
