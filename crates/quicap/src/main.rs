@@ -34,6 +34,11 @@ enum Command {
         /// Path of the node's TOML configuration (see examples/node.toml).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// Only check the configuration and the certificate, key, CA and CRL it names
+        /// (everything `up` checks before touching the network), print a summary and
+        /// exit: 0 if the node would start.
+        #[arg(long)]
+        check: bool,
         /// Protocol versions to offer, as MIN-MAX; for testing version negotiation.
         #[arg(long, value_name = "MIN-MAX", value_parser = parse_versions, hide = true)]
         offer_versions: Option<std::ops::RangeInclusive<u8>>,
@@ -194,10 +199,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Cert(CertCommand::Request { name, out }) => pki_cmd::cert_request(&name, &out),
         Command::Cert(CertCommand::Show { file }) => pki_cmd::cert_show(&file),
         Command::Up {
-            config,
+            config: path,
+            check,
             offer_versions,
         } => {
-            let config = load_config(&config)?;
+            let config = load_config(&path)?;
+            if check {
+                print!("{}", quicap::daemon::check(&path, &config)?);
+                return Ok(());
+            }
             let mut options = quicap::daemon::RunOptions::default();
             if let Some(v) = offer_versions {
                 options.versions = v;

@@ -307,6 +307,45 @@ impl Setup {
 }
 
 #[test]
+fn up_check_reports_what_the_node_would_run_with_and_starts_nothing() {
+    let s = Setup::new(&[]);
+    let check = |s: &Setup| {
+        let out =
+            s.ns.cmd(&[quicap(), "up", "--check", "--config"])
+                .arg(s.config())
+                .output()
+                .expect("run");
+        assert!(
+            !s.ns.interface_exists("quicap0"),
+            "--check made an interface"
+        );
+        out
+    };
+    let out = check(&s);
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "node.toml: OK",
+        "node node-a: certificate serial ",
+        "valid until ",
+        "issued by \"net\"",
+        "tun quicap0 (mtu 1400): 10.77.0.1/24",
+        "listen 0.0.0.0:4433",
+    ] {
+        assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+    }
+    // What would stop `up` stops the check, in the same words.
+    run(quicap_cmd(&["ca", "revoke", "--ca"])
+        .arg(s.pki.ca_dir())
+        .arg(s.dir.join("node-a.crt")));
+    assert_one_line_error(&check(&s), &["node-a.crt", "revoked"]);
+}
+
+#[test]
 fn up_rejects_malformed_config() {
     let s = Setup::new(&[]);
     s.edit("[tun]", "[tun\n");

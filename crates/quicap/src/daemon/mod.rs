@@ -332,6 +332,68 @@ impl Node {
     }
 }
 
+/// What `quicap up --check` prints: the checks `run` makes before it touches the
+/// network, passed, and what the node would run with. Errors as `run` would.
+pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
+    use std::fmt::Write;
+    let now = time::OffsetDateTime::now_utc();
+    let loaded = identity::load(config, now)?;
+    let mut out = String::new();
+    let cert = &loaded.cert;
+    let _ = writeln!(out, "{}: OK", path.display());
+    let _ = writeln!(
+        out,
+        "node {}: certificate serial {}, valid until {} ({} days), issued by {:?}{}",
+        cert.name,
+        cert.serial_hex(),
+        quicap_pki::fmt_time(&cert.not_after),
+        days_left(cert).unwrap_or(0),
+        loaded.ca.name,
+        match &loaded.crl {
+            Some(crl) => format!(
+                ", CRL number {} ({} revoked)",
+                crl.number,
+                crl.revoked.len()
+            ),
+            None => ", no CRL".to_owned(),
+        }
+    );
+    if let Some(t) = &config.tun {
+        let addrs: Vec<String> = t.addresses.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "tun {} (mtu {}): {}", t.name, t.mtu, addrs.join(" "));
+    }
+    if let Some(t) = &config.tap {
+        let addrs: Vec<String> = t.addresses.iter().map(ToString::to_string).collect();
+        let _ = writeln!(out, "tap {} (mtu {}): {}", t.name, t.mtu, addrs.join(" "));
+    }
+    let listen: Vec<String> = config.node.listen.iter().map(ToString::to_string).collect();
+    let peers: Vec<String> = config
+        .peers
+        .iter()
+        .map(|p| match &p.endpoint {
+            Some(e) => format!("{} at {e}", p.name),
+            None => format!("{} (dials in)", p.name),
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "listen {}; peers: {}",
+        listen.join(" "),
+        if peers.is_empty() {
+            "none configured".to_owned()
+        } else {
+            peers.join(", ")
+        }
+    );
+    if days_left(cert).is_some_and(|d| d < 14) {
+        let _ = writeln!(
+            out,
+            "warning: the certificate expires in less than 14 days (renew it with quicap ca sign)"
+        );
+    }
+    Ok(out)
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let loaded = identity::load(&config, time::OffsetDateTime::now_utc())?;
