@@ -181,6 +181,35 @@ fn own_certificate(node: &Node) -> (String, String) {
     )
 }
 
+/// How many links `node` has to `peer`, as its status reports them.
+fn link_count(node: &Node, peer: &str) -> usize {
+    let s = json(&node.status(true));
+    s["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
+        .and_then(|p| p["links"].as_array())
+        .map_or(0, Vec::len)
+}
+
+/// Signs `name`'s CSR again, valid for a day, and moves the certificate over its file
+/// (as a renewal would: a new file renamed over the old, never half written).
+fn renew(pki: &Pki, name: &str, ips: &[&str]) {
+    let dir = pki.dir.path().join(name);
+    let renewed = dir.join(format!("{name}.crt.new"));
+    let mut sign = Command::new(quicap());
+    sign.args(["ca", "sign", "--ca"])
+        .arg(pki.ca_dir())
+        .arg("--csr")
+        .arg(dir.join(format!("{name}.csr")))
+        .args(["--days", "1", "--out"])
+        .arg(&renewed);
+    for ip in ips {
+        sign.args(["--ip", ip]);
+    }
+    run(&mut sign);
+    std::fs::rename(&renewed, dir.join(format!("{name}.crt"))).expect("rename");
+}
+
 /// The end of validity of `peer`'s certificate, as `node`'s status reports it.
 fn peer_valid_until(node: &Node, peer: &str) -> String {
     let s = json(&node.status(true));
@@ -226,15 +255,7 @@ fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
     assert!(c.ping("10.77.0.1"));
 
     // The renewal: the same CSR signed again for a day, moved over the file.
-    let renewed = dir.join("node-c.crt.new");
-    run(Command::new(quicap())
-        .args(["ca", "sign", "--ca"])
-        .arg(pair.pki.ca_dir())
-        .arg("--csr")
-        .arg(dir.join("node-c.csr"))
-        .args(["--ip", "10.77.0.3/24", "--days", "1", "--out"])
-        .arg(&renewed));
-    std::fs::rename(&renewed, &crt).expect("rename");
+    renew(&pair.pki, "node-c", &["10.77.0.3/24"]);
     assert!(
         node_c.wait_log(&["certificate reloaded"], Duration::from_secs(5)),
         "node-c did not reload its certificate"
@@ -274,5 +295,43 @@ fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
         pair.node_a.log_count("certificate expired"),
         0,
         "node-a refused or closed node-c for an expired certificate"
+    );
+    // node-c dials node-a: its dial loop took over the link made for the renewal, and
+    // the two are back to one link.
+    let one_link = |x: &Node, y: &Node, y_name: &str, x_name: &str| {
+        wait_until(Duration::from_secs(5), || {
+            link_count(x, y_name) == 1 && link_count(y, x_name) == 1
+        })
+        .is_some()
+    };
+    assert!(
+        one_link(&node_c, &pair.node_a, "node-a", "node-c"),
+        "links after node-c's renewal: {} / {}",
+        link_count(&node_c, "node-a"),
+        link_count(&pair.node_a, "node-c")
+    );
+
+    // node-a, which only takes node-c's dials, renews too: its link to node-c is
+    // temporary and closed once node-c has dialed in again.
+    let until_a = peer_valid_until(&node_c, "node-a");
+    let ping = start_ping(&c, "10.77.0.1", 6);
+    renew(&pair.pki, "node-a", A_ADDRS);
+    assert!(
+        wait_until(Duration::from_secs(5), || peer_valid_until(
+            &node_c, "node-a"
+        ) != until_a)
+        .is_some(),
+        "node-c never saw node-a's new certificate"
+    );
+    let (gap, _) = longest_gap(ping);
+    assert!(
+        gap < Duration::from_millis(500),
+        "traffic stopped for {gap:?}"
+    );
+    assert!(
+        one_link(&node_c, &pair.node_a, "node-a", "node-c"),
+        "links after node-a's renewal: {} / {}",
+        link_count(&node_c, "node-a"),
+        link_count(&pair.node_a, "node-c")
     );
 }

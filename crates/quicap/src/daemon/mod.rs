@@ -752,6 +752,14 @@ async fn dial_loop(node: Arc<Node>, peer: PeerConfig) {
     let mut backoff = BACKOFF_MIN;
     let mut last_error = String::new();
     loop {
+        if let Some(conn) = node.peers.outgoing_direct(&peer.name) {
+            // Dialed with a renewed certificate (see `renew`) and driven by the task
+            // that dialed it: it stands in for this loop's own link while it lasts.
+            conn.closed().await;
+            backoff = BACKOFF_MIN;
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
         match dial(&node, &peer.name, &target).await {
             Ok(conn) => {
                 last_error.clear();

@@ -462,6 +462,38 @@ impl PeerTable {
             .collect()
     }
 
+    /// An open outgoing direct link to `name`: one dialed outside the peer's dial loop
+    /// (with a renewed certificate), which the loop takes over instead of dialing.
+    pub fn outgoing_direct(&self, name: &str) -> Option<quinn::Connection> {
+        self.lock()
+            .get(name)?
+            .links
+            .iter()
+            .find(|l| l.outgoing && !l.relayed && l.conn.close_reason().is_none())
+            .map(|l| l.conn.clone())
+    }
+
+    /// Whether `name` has an open link other than `conn` that came up after it.
+    pub fn has_newer_link(&self, name: &str, conn: &quinn::Connection) -> bool {
+        let peers = self.lock();
+        let Some(peer) = peers.get(name) else {
+            return false;
+        };
+        let Some(since) = peer
+            .links
+            .iter()
+            .find(|l| l.conn.stable_id() == conn.stable_id())
+            .map(|l| l.since)
+        else {
+            return false;
+        };
+        peer.links.iter().any(|l| {
+            l.conn.stable_id() != conn.stable_id()
+                && l.since >= since
+                && l.conn.close_reason().is_none()
+        })
+    }
+
     /// Every peer by name and node id, with the remote address of a direct link to it
     /// (an answering one first), or `None` for a peer reached over relayed links only.
     pub fn redial_targets(&self, now_ms: u64) -> Vec<(String, u64, Option<std::net::SocketAddr>)> {

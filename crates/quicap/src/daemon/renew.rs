@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use anyhow::{bail, Result};
 use tracing::{debug, error, info};
 
-use super::{connect, dial_relayed, identity, session, Node, Own, WATCH_INTERVAL};
+use super::{close, connect, dial_relayed, identity, session, Node, Own, WATCH_INTERVAL};
 use crate::config::Config;
 
 /// Watches the node's certificate and key files; see the module documentation.
@@ -34,7 +34,7 @@ pub async fn watch(node: Arc<Node>, config: Config) {
         }
         last = now;
         match reload(&node, &config) {
-            Ok(true) => redial_all(&node),
+            Ok(true) => redial_all(&node, &config),
             Ok(false) => {}
             Err(e) => error!(
                 error = %format!("{e:#}"),
@@ -81,9 +81,18 @@ fn reload(node: &Node, config: &Config) -> Result<bool> {
 
 /// Dials every connected peer once with the new certificate: over a direct link's
 /// address, or end to end through the mesh for a peer reached that way only.
-fn redial_all(node: &Arc<Node>) {
+///
+/// The peer's dial loop, where this node has one (`peer.endpoint` set), takes the new
+/// link over once the peer has closed the loop's old one. Where this node only takes
+/// the peer's dials, the new link is temporary: it carries the traffic until the peer
+/// has dialed in again, then it is closed.
+fn redial_all(node: &Arc<Node>, config: &Config) {
     for (name, id, direct) in node.peers.redial_targets(node.now_ms()) {
         let node = node.clone();
+        let dials_it = config
+            .peers
+            .iter()
+            .any(|p| p.name == name && p.endpoint.is_some());
         tokio::spawn(async move {
             let Some(addr) = direct else {
                 dial_relayed(node, id).await;
@@ -91,6 +100,13 @@ fn redial_all(node: &Arc<Node>) {
             };
             match connect(&node, &name, addr).await {
                 Ok(conn) => {
+                    if !dials_it {
+                        tokio::spawn(close_once_replaced(
+                            node.clone(),
+                            name.clone(),
+                            conn.clone(),
+                        ));
+                    }
                     session::run(node, conn, true, Some(&name)).await;
                 }
                 Err(e) => debug!(
@@ -100,5 +116,23 @@ fn redial_all(node: &Arc<Node>) {
                 ),
             }
         });
+    }
+}
+
+/// How long a temporary link waits for the peer to dial in again before it stays.
+const REPLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Closes `conn`, a link dialed only to show the peer `name` the renewed certificate,
+/// once the peer has another link that came up after it (its dial loop dialing in
+/// again). A peer that does not dial in within [`REPLACE_WAIT`] keeps this link.
+async fn close_once_replaced(node: Arc<Node>, name: String, conn: quinn::Connection) {
+    let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
+    while tokio::time::Instant::now() < deadline && conn.close_reason().is_none() {
+        tokio::time::sleep(WATCH_INTERVAL / 2).await;
+        if node.peers.has_newer_link(&name, &conn) {
+            debug!(peer = %name, "the peer dialed in again; closing the link made for the renewal");
+            conn.close(close::SUPERSEDED.into(), b"replaced");
+            return;
+        }
     }
 }
