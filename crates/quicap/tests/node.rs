@@ -66,6 +66,36 @@ fn status_shows_node_interfaces_peers_and_links() {
 }
 
 #[test]
+fn a_removed_interface_stops_the_node_with_a_one_line_reason() {
+    let mut pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    run(&mut pair.a.cmd(&["ip", "link", "del", "quicap0"]));
+    let status = pair
+        .node_a
+        .wait_exit(Duration::from_secs(5))
+        .expect("node-a kept running without its interface");
+    assert!(!status.success(), "node-a exited with {status}");
+    let log = pair.node_a.log_text();
+    let last = log.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: interface quicap0 was removed"),
+        "last line: {last}"
+    );
+    assert!(
+        log.matches("reading from the interface failed").count() <= 1,
+        "{log}"
+    );
+    // Its peers are told, as on SIGTERM.
+    assert!(
+        pair.node_b.wait_log(
+            &["peer disconnected", "node-a", "shutting down"],
+            Duration::from_secs(5)
+        ),
+        "node-b was not told"
+    );
+}
+
+#[test]
 fn status_without_a_node_says_so_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(quicap())

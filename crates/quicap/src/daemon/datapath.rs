@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use super::l2;
 use super::peers::SendLink;
 use super::Node;
+use crate::device::Interface;
 use crate::packet_io::Reader;
 
 const BUF_LEN: usize = 65536;
@@ -180,6 +181,26 @@ impl TooBigGate {
     }
 }
 
+/// A read from `iface` failed with `e`. The interface was removed (the kernel answers
+/// EBADFD from then on): the node stops with that error, for its supervisor to start it
+/// again. Anything else is logged (at powers of two of `failures`, so a persistent
+/// error does not flood the log) and the read retried 100 ms later.
+async fn read_failed(node: &Node, iface: &Interface, e: &std::io::Error, failures: &mut u64) {
+    if e.raw_os_error() == Some(libc::EBADFD) {
+        node.fail(format!(
+            "interface {} was removed (reading it: {e})",
+            iface.spec.name
+        ));
+        // The node is stopping; nothing more to read.
+        std::future::pending::<()>().await;
+    }
+    *failures += 1;
+    if failures.is_power_of_two() {
+        warn!(interface = %iface.spec.name, error = %e, failures = *failures, "reading from the interface failed");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
 pub async fn tun_to_peers(node: Arc<Node>) {
     let Some(tun) = node.tun.as_ref() else {
         return;
@@ -187,11 +208,11 @@ pub async fn tun_to_peers(node: Arc<Node>) {
     let mut reader = Reader::new(tun.spec.mtu);
     let mut arena = BytesMut::new();
     let mut gate = TooBigGate::default();
+    let mut failures = 0u64;
     loop {
         if let Err(e) = reader.read(&tun.device).await {
             if e.raw_os_error().is_some() {
-                warn!(error = %e, "reading from the TUN failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                read_failed(&node, tun, &e, &mut failures).await;
             } else {
                 debug!(error = %e, "dropping a malformed packet from the TUN");
             }
@@ -342,12 +363,12 @@ pub async fn tap_to_peers(node: Arc<Node>) {
     // Nodes a frame goes to; reused, so a frame allocates nothing.
     let mut targets: Vec<u64> = Vec::new();
     let mut oversized: u64 = 0;
+    let mut failures = 0u64;
     loop {
         let n = match tap.device.recv(&mut buf).await {
             Ok(n) => n,
             Err(e) => {
-                warn!(error = %e, "reading from the TAP failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                read_failed(&node, tap, &e, &mut failures).await;
                 continue;
             }
         };

@@ -132,6 +132,9 @@ pub struct Node {
     relay_wake: tokio::sync::Notify,
     /// Packets for nodes that are no neighbours, waiting for a link to them.
     pub held: held::Held,
+    /// Set when the node cannot go on (its interface was removed): `run` then stops
+    /// as on SIGTERM and exits with this error.
+    fatal: watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -216,6 +219,19 @@ impl Node {
             &self.identity(),
             self.transport_for(remote),
         )
+    }
+
+    /// Stops the node with `reason` as its error (see [`Node::fatal`]); the first reason
+    /// wins.
+    pub fn fail(&self, reason: String) {
+        self.fatal.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            error!(%reason, "stopping");
+            *f = Some(reason);
+            true
+        });
     }
 
     /// Makes every endpoint answer new handshakes with `identity`, trusting `trust`.
@@ -521,6 +537,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         relay_queue: Mutex::default(),
         relay_wake: tokio::sync::Notify::new(),
         held: held::Held::default(),
+        fatal: watch::channel(None).0,
     });
 
     let mut tasks = JoinSet::new();
@@ -547,7 +564,14 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     }
     tasks.spawn(renew::watch(node.clone(), config.clone()));
 
-    wait_for_signal().await?;
+    let mut fatal = node.fatal.subscribe();
+    let failed = tokio::select! {
+        r = wait_for_signal() => {
+            r?;
+            None
+        }
+        _ = fatal.wait_for(Option::is_some) => node.fatal.borrow().clone(),
+    };
     info!("shutting down");
     tasks.abort_all();
     for conn in node.peers.all_connections() {
@@ -563,7 +587,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let _ = std::fs::remove_file(&config.node.control_socket);
     drop(node);
     info!("stopped");
-    Ok(())
+    match failed {
+        Some(reason) => Err(anyhow!(reason)),
+        None => Ok(()),
+    }
 }
 
 /// Drives the routing core: re-evaluates neighbors and timers every
