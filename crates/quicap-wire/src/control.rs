@@ -28,6 +28,7 @@ const TYPE_ROUTES: u8 = 0x05;
 const TYPE_REQUEST: u8 = 0x06;
 const TYPE_NODE_INFO: u8 = 0x07;
 const TYPE_HOST_DROPS: u8 = 0x08;
+const TYPE_INSTANCE: u8 = 0x09;
 
 /// Bytes of the machine identifier in [`Message::HostDrops`].
 pub const HOST_ID_LEN: usize = 16;
@@ -153,6 +154,10 @@ pub enum Message {
     /// scheduling tick; the value names the sender's machine, so that only nodes on the
     /// same machine, whose CPU time the sender's programs share, act on it.
     HostDrops([u8; HOST_ID_LEN]),
+    /// A random number the sender drew when it started, sent after the hello: two
+    /// connections of one peer name with different values come from two running nodes
+    /// holding the same certificate.
+    Instance(u64),
     /// A message type this version does not know; skipped.
     Unknown(u8),
 }
@@ -250,6 +255,10 @@ impl Message {
             Message::HostDrops(host) => {
                 out.push(TYPE_HOST_DROPS);
                 out.extend_from_slice(host);
+            }
+            Message::Instance(id) => {
+                out.push(TYPE_INSTANCE);
+                out.extend_from_slice(&id.to_be_bytes());
             }
             Message::Unknown(kind) => out.push(*kind),
         }
@@ -355,6 +364,7 @@ impl Message {
                 })
             }
             TYPE_HOST_DROPS => Message::HostDrops(r.array()?),
+            TYPE_INSTANCE => Message::Instance(u64::from_be_bytes(r.array()?)),
             other => return Ok(Message::Unknown(other)),
         };
         r.finish()?;
@@ -480,6 +490,15 @@ mod tests {
         for cut in 0..out.len() {
             assert_eq!(Message::decode(&out[..cut]), Ok(None));
         }
+    }
+
+    #[test]
+    fn instance_has_documented_layout() {
+        let mut out = Vec::new();
+        Message::Instance(0x0102_0304_0506_0708)
+            .encode(&mut out)
+            .unwrap();
+        assert_eq!(out, [0, 9, TYPE_INSTANCE, 1, 2, 3, 4, 5, 6, 7, 8]);
     }
 
     #[test]
@@ -739,6 +758,7 @@ mod tests {
                 ],
             }),
             Message::HostDrops(seq.to_be_bytes().repeat(2).try_into().unwrap()),
+            Message::Instance(seq),
         ]
     }
 }

@@ -335,3 +335,46 @@ fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
         link_count(&pair.node_a, "node-c")
     );
 }
+
+#[test]
+fn two_running_nodes_with_one_certificate_are_reported() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let warning = "two running nodes hold the certificate";
+    // A restart is no second node.
+    let mut pair = pair;
+    pair.node_b.kill();
+    pair.node_b.restart();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        pair.node_a.log_count(warning),
+        0,
+        "a restart was taken for a copy"
+    );
+
+    // A second machine started from a copy of node-b's files, dialing node-a.
+    let c = Netns::new();
+    link(&pair.a, "198.51.100.1", &c, "198.51.100.2");
+    let from = pair.pki.dir.path().join("node-b");
+    let dir = pair.pki.dir.path().join("node-b-copy");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    for file in ["node-b.crt", "node-b.key"] {
+        std::fs::copy(from.join(file), dir.join(file)).expect("copy");
+    }
+    let peers = [("node-a", Some("198.51.100.1:4433"))];
+    let cfg = write_config(
+        &pair.pki,
+        &dir,
+        &NodeSpec {
+            peers: &peers,
+            ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let _copy = Node::start(&c, "node-b", &cfg);
+    assert!(
+        pair.node_a
+            .wait_log(&[warning, "node-b"], Duration::from_secs(15)),
+        "node-a did not report the copy"
+    );
+}

@@ -99,6 +99,10 @@ pub struct Node {
     pub mtu: u16,
     pub modes: Modes,
     pub versions: RangeInclusive<u8>,
+    /// Drawn at start and sent on every connection (control message Instance): two
+    /// connections of one peer name with different values are two running nodes with
+    /// the same certificate. Never 0.
+    pub instance: u64,
     /// This node's certificate and key; replaced when their files change (see
     /// [`renew`]).
     own: RwLock<Own>,
@@ -512,6 +516,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         mtu: config.mtu(),
         modes,
         versions: options.versions,
+        instance: rand::random::<u64>() | 1,
         own: RwLock::new(Own {
             identity: loaded.identity,
             cert: loaded.cert.clone(),

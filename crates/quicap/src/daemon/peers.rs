@@ -152,6 +152,8 @@ pub struct Link {
     pub liveness: Arc<Liveness>,
     /// Queue of control messages to send on this link.
     pub control: tokio::sync::mpsc::Sender<quicap_wire::Message>,
+    /// The instance number the peer sent on this link (0 until it has).
+    pub instance: Arc<AtomicU64>,
 }
 
 /// A link as the data path sends on it: the connection, and the liveness it tells of
@@ -509,6 +511,35 @@ impl PeerTable {
                 (name.clone(), p.id, direct)
             })
             .collect()
+    }
+
+    /// Another link of `name`, answering probes now (within an idle link's probe
+    /// interval and a half), whose node sent an instance number other than `instance`,
+    /// the one of `link`, which must be answering too: the remote address of a second
+    /// running node with the same certificate. (A crashed node's links stop answering;
+    /// its restart is no second node.)
+    pub fn other_instance(
+        &self,
+        name: &str,
+        link: &Liveness,
+        instance: u64,
+        now_ms: u64,
+    ) -> Option<String> {
+        let answering = |l: &Liveness| l.silent_for(now_ms) <= IDLE_PROBE_INTERVAL_MS * 3 / 2;
+        if !answering(link) {
+            return None;
+        }
+        let peers = self.lock();
+        peers.get(name)?.links.iter().find_map(|l| {
+            let other = l.instance.load(Ordering::Relaxed);
+            (other != 0 && other != instance && answering(&l.liveness)).then(|| {
+                if l.relayed {
+                    "a relayed link".to_owned()
+                } else {
+                    l.conn.remote_address().to_string()
+                }
+            })
+        })
     }
 
     /// Closes every link of every peer for which `reason` returns a reason.

@@ -7,6 +7,7 @@
 //! on a link that has not answered for [`super::peers::LINK_TIMEOUT_MS`] (more when
 //! idle) when another link to the same peer is answering.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -155,11 +156,13 @@ pub async fn run(
     let (control_tx, control_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
     // A relayed peer is no neighbour: it hears nothing of routing from us, and we
     // take none from it.
+    let _ = control_tx.try_send(Message::Instance(node.instance));
     if !relayed {
         for msg in node.mesh.greeting() {
             let _ = control_tx.try_send(msg);
         }
     }
+    let instance = Arc::new(AtomicU64::new(0));
     let serial = cert.cert().serial.clone();
     let peers = node.peers.add(
         cert,
@@ -174,6 +177,7 @@ pub async fn run(
             since: Instant::now(),
             liveness: liveness.clone(),
             control: control_tx.clone(),
+            instance: instance.clone(),
         },
     );
     node.peers_changed(peers);
@@ -206,7 +210,7 @@ pub async fn run(
         control,
         (control_tx, control_rx),
         &name,
-        &liveness,
+        (&liveness, &instance),
         relayed,
     );
     tokio::select! {
@@ -359,6 +363,11 @@ async fn read_message(recv: &mut quinn::RecvStream) -> Result<Message> {
     Ok(Message::decode_body(&body)?)
 }
 
+/// How long after a link's Instance message it is compared with the peer's other
+/// links: longer than a dead link stays alive (an idle one 1.6 s), so that a node
+/// restarted at once after a crash is not taken for a second one.
+const INSTANCE_CHECK_DELAY_MS: u64 = 2500;
+
 /// Reads control messages, answers pings, and probes the link; returns when the
 /// control stream ends.
 async fn control_loop(
@@ -367,7 +376,7 @@ async fn control_loop(
     (mut send, mut recv): Control,
     (tx, mut rx): (mpsc::Sender<Message>, mpsc::Receiver<Message>),
     peer: &str,
-    liveness: &Liveness,
+    (liveness, instance): (&Liveness, &AtomicU64),
     relayed: bool,
 ) {
     // One writer owns the send stream; the reader, the prober and the mesh queue
@@ -383,6 +392,8 @@ async fn control_loop(
         }
     };
     let probe_tx = tx.clone();
+    // When to compare the peer's instance number with its other links' (0: not due).
+    let instance_check_due = &AtomicU64::new(0);
     let prober = async move {
         let mut seq = 0u64;
         // A new link probes at the full rate at first, so that it proves itself quickly.
@@ -410,6 +421,24 @@ async fn control_loop(
                 refuse(conn, close::UNRESPONSIVE, &reason);
                 warn!(%peer, %reason, "closing dead link");
                 return;
+            }
+            let due = instance_check_due.load(Ordering::Relaxed);
+            if due != 0 && now >= due {
+                instance_check_due.store(0, Ordering::Relaxed);
+                let value = instance.load(Ordering::Relaxed);
+                if let Some(other) = node.peers.other_instance(peer, liveness, value, now) {
+                    let remote = if relayed {
+                        "a relayed link".to_owned()
+                    } else {
+                        conn.remote_address().to_string()
+                    };
+                    warn!(
+                        %peer,
+                        %remote,
+                        %other,
+                        "two running nodes hold the certificate of this peer (give each machine its own: quicap cert request, quicap ca sign)"
+                    );
+                }
             }
             seq += 1;
             // A full queue means the stream is stuck; the missing pong says enough.
@@ -449,6 +478,11 @@ async fn control_loop(
                     }
                 }
                 Ok(Message::HostDrops(host)) => node.scheduling.host_drops(&host),
+                Ok(Message::Instance(value)) => {
+                    instance.store(value, Ordering::Relaxed);
+                    instance_check_due
+                        .store(node.now_ms() + INSTANCE_CHECK_DELAY_MS, Ordering::Relaxed);
+                }
                 Ok(Message::Unknown(_)) => {}
                 Err(e) => {
                     debug!(%peer, error = %e, "control stream ended");
