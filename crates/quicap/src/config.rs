@@ -124,6 +124,9 @@ pub struct TapSection {
     pub mtu: u16,
     /// Existing Linux bridge to enslave the TAP to.
     pub bridge: Option<String>,
+    /// Accept from each node only frames whose source address its certificate
+    /// authorizes (see `daemon::l2::frame_source`).
+    pub check_sources: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -206,6 +209,8 @@ struct RawTap {
     #[serde(default = "default_mtu")]
     mtu: u16,
     bridge: Option<String>,
+    #[serde(default)]
+    check_sources: bool,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +379,7 @@ impl Config {
                     name: tap.name,
                     mtu: tap.mtu,
                     bridge: tap.bridge,
+                    check_sources: tap.check_sources,
                 })
             }
         };

@@ -31,6 +31,54 @@ pub fn source_mac(frame: &[u8]) -> Option<Mac> {
     (mac[0] & 1 == 0 && mac != [0; 6]).then_some(mac)
 }
 
+/// What a frame says about its sender, for `tap.check-sources`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameSource {
+    /// An IPv4 or IPv6 packet from this address, or an ARP message from this sender
+    /// address.
+    Address(std::net::IpAddr),
+    /// One that names no sender a certificate could list: an IPv4 or ARP sender of
+    /// 0.0.0.0 (DHCP, ARP probes), an IPv6 source of :: (duplicate address detection)
+    /// or in fe80::/10 (neighbour discovery, which runs on link-local addresses).
+    Unnamed,
+    /// Anything else: another protocol, a VLAN tag, a frame too short to read.
+    Other,
+}
+
+/// The sender a frame claims, read from its IPv4, IPv6 or ARP header.
+pub fn frame_source(frame: &[u8]) -> FrameSource {
+    use std::net::IpAddr;
+    let (Some(ethertype), Some(payload)) = (frame.get(12..14), frame.get(14..)) else {
+        return FrameSource::Other;
+    };
+    let version = payload.first().map(|b| b >> 4);
+    let address: Option<IpAddr> = match (ethertype, version) {
+        ([0x08, 0x00], Some(4)) => payload
+            .get(12..16)
+            .and_then(|a| <[u8; 4]>::try_from(a).ok())
+            .map(IpAddr::from),
+        ([0x86, 0xdd], Some(6)) => payload
+            .get(8..24)
+            .and_then(|a| <[u8; 16]>::try_from(a).ok())
+            .map(IpAddr::from),
+        // ARP for IPv4 over Ethernet (hardware type 1, protocol 0x0800, lengths 6 and
+        // 4): the sender's protocol address follows its hardware address.
+        ([0x08, 0x06], _) => payload
+            .get(..18)
+            .filter(|h| h[..6] == [0, 1, 8, 0, 6, 4])
+            .map(|h| IpAddr::from([h[14], h[15], h[16], h[17]])),
+        _ => None,
+    };
+    match address {
+        None => FrameSource::Other,
+        Some(IpAddr::V4(a)) if a.is_unspecified() => FrameSource::Unnamed,
+        Some(IpAddr::V6(a)) if a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80 => {
+            FrameSource::Unnamed
+        }
+        Some(a) => FrameSource::Address(a),
+    }
+}
+
 /// True for broadcast and multicast destinations.
 pub fn is_group(mac: &Mac) -> bool {
     mac[0] & 1 == 1
@@ -83,6 +131,77 @@ impl MacTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Ethernet frame of `ethertype` around `payload`.
+    fn frame(ethertype: [u8; 2], payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&ethertype);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn frame_source_reads_ipv4_ipv6_and_arp_senders() {
+        let mut v4 = vec![
+            0x45, 0, 0, 20, 0, 0, 0, 0, 64, 1, 0, 0, 10, 78, 0, 2, 10, 78, 0, 1,
+        ];
+        assert_eq!(
+            frame_source(&frame([8, 0], &v4)),
+            FrameSource::Address("10.78.0.2".parse().unwrap())
+        );
+        v4[12..16].copy_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(frame_source(&frame([8, 0], &v4)), FrameSource::Unnamed);
+
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 0, 58, 255];
+        v6.extend_from_slice(&"fd78::2".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            frame_source(&frame([0x86, 0xdd], &v6)),
+            FrameSource::Address("fd78::2".parse().unwrap())
+        );
+        v6[8..24].copy_from_slice(&"fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            frame_source(&frame([0x86, 0xdd], &v6)),
+            FrameSource::Unnamed
+        );
+
+        let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1, 2, 0, 0, 0, 0, 1, 10, 78, 0, 2];
+        arp.extend_from_slice(&[0; 10]);
+        assert_eq!(
+            frame_source(&frame([8, 6], &arp)),
+            FrameSource::Address("10.78.0.2".parse().unwrap())
+        );
+        arp[14..18].copy_from_slice(&[0, 0, 0, 0]);
+        assert_eq!(frame_source(&frame([8, 6], &arp)), FrameSource::Unnamed);
+    }
+
+    #[test]
+    fn frame_source_is_other_for_other_protocols_and_short_frames() {
+        assert_eq!(
+            frame_source(&frame([0x81, 0x00], &[0; 40])),
+            FrameSource::Other
+        );
+        assert_eq!(
+            frame_source(&frame([0x88, 0xcc], &[0; 40])),
+            FrameSource::Other
+        );
+        // An IPv4 ethertype around an IPv6 header, and headers cut short.
+        assert_eq!(
+            frame_source(&frame([8, 0], &[0x60; 40])),
+            FrameSource::Other
+        );
+        assert_eq!(
+            frame_source(&frame([8, 0], &[0x45; 10])),
+            FrameSource::Other
+        );
+        assert_eq!(
+            frame_source(&frame([8, 6], &[0, 1, 8, 0, 6, 4])),
+            FrameSource::Other
+        );
+        assert_eq!(frame_source(&[0; 13]), FrameSource::Other);
+        assert_eq!(frame_source(&[]), FrameSource::Other);
+    }
 
     const A: Mac = [2, 0, 0, 0, 0, 1];
     const B: Mac = [2, 0, 0, 0, 0, 2];

@@ -103,6 +103,9 @@ pub struct Node {
     /// connections of one peer name with different values are two running nodes with
     /// the same certificate. Never 0.
     pub instance: u64,
+    /// `tap.check-sources`: frames from a node must carry a source address its
+    /// certificate authorizes.
+    pub tap_check_sources: bool,
     /// This node's certificate and key; replaced when their files change (see
     /// [`renew`]).
     own: RwLock<Own>,
@@ -517,6 +520,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         modes,
         versions: options.versions,
         instance: rand::random::<u64>() | 1,
+        tap_check_sources: config.tap.as_ref().is_some_and(|t| t.check_sources),
         own: RwLock::new(Own {
             identity: loaded.identity,
             cert: loaded.cert.clone(),

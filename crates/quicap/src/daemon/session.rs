@@ -500,7 +500,8 @@ async fn control_loop(
 
 /// Moves datagrams from the connection to the TUN or TAP, dropping (and counting) any
 /// whose header is invalid or carries a routing extension, whose kind this node does
-/// not run, or (for IP) whose source address the peer's certificate does not authorize.
+/// not run, or (for IP, and for Ethernet with `tap.check-sources`) whose source address
+/// the peer's certificate does not authorize.
 async fn receive_datagrams(
     node: &Node,
     conn: &quinn::Connection,
@@ -569,6 +570,20 @@ async fn receive_datagrams(
                     let Some(source) = super::l2::source_mac(payload) else {
                         continue;
                     };
+                    if node.tap_check_sources {
+                        use super::l2::FrameSource;
+                        match super::l2::frame_source(payload) {
+                            FrameSource::Unnamed => {}
+                            FrameSource::Address(a) if auth.permits_source(a) => {}
+                            claimed => {
+                                refused += 1;
+                                if refused.is_power_of_two() {
+                                    warn!(%peer, source = ?claimed, dropped = refused, "dropping frame: source not authorized by the peer's certificate (tap.check-sources)");
+                                }
+                                continue;
+                            }
+                        }
+                    }
                     node.macs.learn(source, peer_id, node.now_ms());
                     tap.stage(payload);
                 }
