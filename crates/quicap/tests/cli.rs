@@ -338,6 +338,18 @@ fn up_check_reports_what_the_node_would_run_with_and_starts_nothing() {
     ] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }
+    assert!(!text.contains("warning"), "{text}");
+    // A prefix to advertise that the certificate does not authorize: a warning.
+    s.edit("[node]\n", "[node]\nadvertise = [\"192.168.60.0/24\"]\n");
+    let out = check(&s);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "warning: node.advertise 192.168.60.0/24 is not in the certificate's subnets"
+        ),
+        "{text}"
+    );
     // What would stop `up` stops the check, in the same words.
     run(quicap_cmd(&["ca", "revoke", "--ca"])
         .arg(s.pki.ca_dir())

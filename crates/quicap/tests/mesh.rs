@@ -809,7 +809,7 @@ fn subnets_outside_the_certificate_are_ignored_and_logged() {
     link(&a, "192.0.2.1", &b, "192.0.2.2");
     let node_a = start(&pki, &a, "node-a", "10.77.0.1/24", &[], &[], "");
     // node-b's certificate allows 192.168.50.0/24; its config also claims 192.168.60.0/24.
-    let _node_b = start(
+    let node_b = start(
         &pki,
         &b,
         "node-b",
@@ -817,6 +817,18 @@ fn subnets_outside_the_certificate_are_ignored_and_logged() {
         &[("node-a", Some("192.0.2.1:4433"))],
         &["--subnet", "192.168.50.0/24"],
         "advertise = [\"192.168.50.0/24\", \"192.168.60.0/24\"]",
+    );
+    // node-b says so itself when it starts.
+    assert!(
+        node_b.wait_log(&["node.advertise", "192.168.60.0/24"], CONNECT),
+        "node-b did not warn about its unauthorized prefix"
+    );
+    assert!(
+        !node_b
+            .log_text()
+            .lines()
+            .any(|l| l.contains("node.advertise") && l.contains("192.168.50.0/24")),
+        "node-b warned about its authorized prefix"
     );
     assert!(
         node_a.wait_log(&["ignoring a prefix", "node-b", "192.168.60.0/24"], CONNECT),

@@ -355,6 +355,22 @@ impl Node {
     }
 }
 
+/// The prefixes of `node.advertise` that `cert` does not authorize (not inside one of
+/// its subnets, nor one of its addresses): peers will ignore them.
+fn unauthorized_advertise(config: &Config, cert: &quicap_pki::NodeCert) -> Vec<String> {
+    let auth = &cert.authorization;
+    config
+        .node
+        .advertise
+        .iter()
+        .filter(|p| {
+            !auth.subnets.iter().any(|s| s.contains(&p.trunc()))
+                && !auth.addresses.iter().any(|a| a.addr() == p.addr())
+        })
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// What `quicap up --check` prints: the checks `run` makes before it touches the
 /// network, passed, and what the node would run with. Errors as `run` would.
 pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
@@ -412,6 +428,12 @@ pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
         let _ = writeln!(
             out,
             "warning: the certificate expires in less than 14 days (renew it with quicap ca sign)"
+        );
+    }
+    for prefix in unauthorized_advertise(config, cert) {
+        let _ = writeln!(
+            out,
+            "warning: node.advertise {prefix} is not in the certificate's subnets; peers will ignore it (quicap ca sign --subnet)"
         );
     }
     Ok(out)
@@ -498,6 +520,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         scheduling = %scheduling.describe(),
         "node up"
     );
+    for prefix in unauthorized_advertise(&config, &loaded.cert) {
+        warn!(%prefix, "node.advertise: not in the certificate's subnets; peers will ignore it (quicap ca sign --subnet)");
+    }
     if let Some(days) = days_left(&loaded.cert) {
         if days < 14 {
             warn!(
