@@ -95,6 +95,10 @@ pub struct PeerStatus {
     /// nodes that do not report it).
     #[serde(default)]
     pub valid_until: String,
+    /// Packets (and with `tap.check-sources`, frames) from this peer dropped because
+    /// its certificate does not authorize their source, over its current links.
+    #[serde(default)]
+    pub refused: u64,
     pub links: Vec<LinkStatus>,
 }
 
@@ -187,6 +191,13 @@ impl Status {
             if let Some(day) = p.valid_until.split(' ').next().filter(|d| !d.is_empty()) {
                 let _ = write!(out, ", certificate until {day}");
             }
+            if p.refused > 0 {
+                let _ = write!(
+                    out,
+                    ", {} packets refused (source not authorized)",
+                    p.refused
+                );
+            }
             out.push('\n');
             for l in &p.links {
                 let _ = writeln!(
@@ -261,6 +272,7 @@ mod tests {
                 addresses: vec!["10.77.0.2/24".into()],
                 subnets: vec!["192.168.5.0/24".into()],
                 valid_until: "2027-03-01 12:00:00 UTC".into(),
+                refused: 0,
                 links: vec![LinkStatus {
                     remote: "192.0.2.2:4433".into(),
                     direction: "outgoing".into(),
@@ -288,6 +300,16 @@ mod tests {
                 valid_until: "2027-01-01 00:00:00 UTC".into(),
             }),
         }
+    }
+
+    #[test]
+    fn refused_packets_are_shown_once_there_are_any() {
+        let mut s = sample();
+        assert!(!s.render().contains("refused"));
+        s.peers[0].refused = 3;
+        assert!(s.render().contains(
+            "peer node-b (10.77.0.2/24 192.168.5.0/24), certificate until 2027-03-01, 3 packets refused (source not authorized)\n"
+        ));
     }
 
     #[test]

@@ -169,6 +169,18 @@ fn packets_from_unauthorized_source_addresses_are_dropped() {
         pair.a.ping("10.77.0.2"),
         "authorized traffic must still pass"
     );
+    // The echo requests from 10.77.0.99 show in node-b's status, under node-a.
+    let s = json(&pair.node_b.status(true));
+    let refused = s["peers"]
+        .as_array()
+        .and_then(|peers| peers.iter().find(|p| p["name"] == "node-a"))
+        .and_then(|p| p["refused"].as_u64());
+    assert!(refused.is_some_and(|n| n >= 1), "refused: {refused:?}");
+    let text = String::from_utf8_lossy(&pair.node_b.status(false).stdout).into_owned();
+    assert!(
+        text.contains("packets refused (source not authorized)"),
+        "{text}"
+    );
 }
 
 /// node-c's certificate, as its `quicap status` reports it: (serial, valid until).

@@ -154,6 +154,9 @@ pub struct Link {
     pub control: tokio::sync::mpsc::Sender<quicap_wire::Message>,
     /// The instance number the peer sent on this link (0 until it has).
     pub instance: Arc<AtomicU64>,
+    /// Packets and frames received on this link and dropped because the peer's
+    /// certificate does not authorize their source.
+    pub refused: Arc<AtomicU64>,
 }
 
 /// A link as the data path sends on it: the connection, and the liveness it tells of
@@ -589,6 +592,11 @@ impl PeerTable {
                     addresses: auth.addresses.iter().map(ToString::to_string).collect(),
                     subnets: auth.subnets.iter().map(ToString::to_string).collect(),
                     valid_until: quicap_pki::fmt_time(&peer.cert.cert().not_after),
+                    refused: peer
+                        .links
+                        .iter()
+                        .map(|l| l.refused.load(Ordering::Relaxed))
+                        .sum(),
                     links: peer
                         .links
                         .iter()

@@ -163,6 +163,7 @@ pub async fn run(
         }
     }
     let instance = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
     let serial = cert.cert().serial.clone();
     let peers = node.peers.add(
         cert,
@@ -178,6 +179,7 @@ pub async fn run(
             liveness: liveness.clone(),
             control: control_tx.clone(),
             instance: instance.clone(),
+            refused: refused.clone(),
         },
     );
     node.peers_changed(peers);
@@ -203,7 +205,7 @@ pub async fn run(
     // Packets that waited for a link to this node.
     super::datapath::release_held(&node, id, &conn);
 
-    let datagrams = receive_datagrams(&node, &conn, &name, &auth, &liveness);
+    let datagrams = receive_datagrams(&node, &conn, &name, &auth, (&liveness, &refused));
     let control = control_loop(
         &node,
         &conn,
@@ -507,10 +509,9 @@ async fn receive_datagrams(
     conn: &quinn::Connection,
     peer: &str,
     auth: &quicap_pki::Authorization,
-    liveness: &Liveness,
+    (liveness, refused): (&Liveness, &AtomicU64),
 ) {
     let peer_id = super::mesh::node_id(peer);
-    let mut refused: u64 = 0;
     let mut routed: u64 = 0;
     let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
     loop {
@@ -555,9 +556,9 @@ async fn receive_datagrams(
                         continue;
                     };
                     if !auth.permits_source(source) {
-                        refused += 1;
-                        if refused.is_power_of_two() {
-                            warn!(%peer, %source, dropped = refused, "dropping packet: source address not authorized by the peer's certificate");
+                        let dropped = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                        if dropped.is_power_of_two() {
+                            warn!(%peer, %source, dropped, "dropping packet: source address not authorized by the peer's certificate");
                         }
                         continue;
                     }
@@ -576,9 +577,9 @@ async fn receive_datagrams(
                             FrameSource::Unnamed => {}
                             FrameSource::Address(a) if auth.permits_source(a) => {}
                             claimed => {
-                                refused += 1;
-                                if refused.is_power_of_two() {
-                                    warn!(%peer, source = ?claimed, dropped = refused, "dropping frame: source not authorized by the peer's certificate (tap.check-sources)");
+                                let dropped = refused.fetch_add(1, Ordering::Relaxed) + 1;
+                                if dropped.is_power_of_two() {
+                                    warn!(%peer, source = ?claimed, dropped, "dropping frame: source not authorized by the peer's certificate (tap.check-sources)");
                                 }
                                 continue;
                             }
