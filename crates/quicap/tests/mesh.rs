@@ -298,6 +298,43 @@ fn first_packets_for_a_node_that_is_no_neighbour_wait_for_its_link() {
     );
 }
 
+/// node-c, reached from node-a over an end-to-end relayed link only, renews its
+/// certificate: node-a sees the new one, and its traffic to node-c flows on.
+#[test]
+fn a_node_reached_through_relays_renews_its_certificate_without_a_gap() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::start(&pki, V4_LINE);
+    let until = |node: &Node| {
+        json(&node.status(true))["peers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "node-c").cloned())
+            .and_then(|p| p["valid_until"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    let first = until(&line.node_a);
+    assert!(!first.is_empty(), "node-a shows no node-c");
+    let ping = start_ping(&line.a, "10.77.0.3", 8);
+    std::thread::sleep(Duration::from_secs(1));
+    pki.renew("node-c", &["10.77.0.3/24"]);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let now = until(&line.node_a);
+            !now.is_empty() && now != first
+        })
+        .is_some(),
+        "node-a never saw node-c's new certificate"
+    );
+    let (gap, answered) = longest_gap(ping);
+    println!("longest gap across node-c's renewal: {gap:?}");
+    assert!(answered > 100, "only {answered} pings answered");
+    assert!(
+        gap < Duration::from_millis(500),
+        "traffic stopped for {gap:?}"
+    );
+    assert!(relayed_link_in_use(&line.node_a, "node-c"));
+}
+
 /// A packet held for a new relayed link that turns out too big for it (a relayed
 /// connection starts a relay frame smaller than a direct one; here the tunnel MTU is
 /// 1420, over what it carries at first) gets the ICMP error a live packet gets, not

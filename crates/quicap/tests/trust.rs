@@ -203,25 +203,6 @@ fn link_count(node: &Node, peer: &str) -> usize {
         .map_or(0, Vec::len)
 }
 
-/// Signs `name`'s CSR again, valid for a day, and moves the certificate over its file
-/// (as a renewal would: a new file renamed over the old, never half written).
-fn renew(pki: &Pki, name: &str, ips: &[&str]) {
-    let dir = pki.dir.path().join(name);
-    let renewed = dir.join(format!("{name}.crt.new"));
-    let mut sign = Command::new(quicap());
-    sign.args(["ca", "sign", "--ca"])
-        .arg(pki.ca_dir())
-        .arg("--csr")
-        .arg(dir.join(format!("{name}.csr")))
-        .args(["--days", "1", "--out"])
-        .arg(&renewed);
-    for ip in ips {
-        sign.args(["--ip", ip]);
-    }
-    run(&mut sign);
-    std::fs::rename(&renewed, dir.join(format!("{name}.crt"))).expect("rename");
-}
-
 /// The end of validity of `peer`'s certificate, as `node`'s status reports it.
 fn peer_valid_until(node: &Node, peer: &str) -> String {
     let s = json(&node.status(true));
@@ -267,7 +248,7 @@ fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
     assert!(c.ping("10.77.0.1"));
 
     // The renewal: the same CSR signed again for a day, moved over the file.
-    renew(&pair.pki, "node-c", &["10.77.0.3/24"]);
+    pair.pki.renew("node-c", &["10.77.0.3/24"]);
     assert!(
         node_c.wait_log(&["certificate reloaded"], Duration::from_secs(5)),
         "node-c did not reload its certificate"
@@ -327,7 +308,7 @@ fn renewed_certificate_takes_over_without_a_restart_or_a_gap() {
     // temporary and closed once node-c has dialed in again.
     let until_a = peer_valid_until(&node_c, "node-a");
     let ping = start_ping(&c, "10.77.0.1", 6);
-    renew(&pair.pki, "node-a", A_ADDRS);
+    pair.pki.renew("node-a", A_ADDRS);
     assert!(
         wait_until(Duration::from_secs(5), || peer_valid_until(
             &node_c, "node-a"
