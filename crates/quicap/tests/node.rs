@@ -96,6 +96,25 @@ fn a_removed_interface_stops_the_node_with_a_one_line_reason() {
 }
 
 #[test]
+fn sighup_does_not_stop_the_node() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let pid = pair.node_a.pid().expect("running").to_string();
+    assert!(run(Command::new("kill").args(["-HUP", &pid]))
+        .status
+        .success());
+    assert!(
+        pair.node_a.wait_log(&["SIGHUP"], Duration::from_secs(5)),
+        "no answer to SIGHUP in the log"
+    );
+    assert!(
+        pair.a.ping("10.77.0.2"),
+        "node-a stopped serving after SIGHUP"
+    );
+    assert!(!pair.node_a.log_text().contains("shutting down"));
+}
+
+#[test]
 fn status_without_a_node_says_so_in_one_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = Command::new(quicap())

@@ -756,15 +756,23 @@ fn days_left(cert: &quicap_pki::NodeCert) -> Option<i64> {
     Some((cert.not_after - time::OffsetDateTime::now_utc()).whole_days())
 }
 
+/// Returns at SIGTERM or SIGINT. SIGHUP (what `systemctl reload` and many scripts send
+/// to ask a daemon to reload) would otherwise end the process without telling the
+/// peers: it is answered in the log instead.
 async fn wait_for_signal() -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => info!(
+                "SIGHUP: nothing to do; the certificate, key and CRL are re-read whenever their files change, other settings need a restart"
+            ),
+        }
     }
-    Ok(())
 }
 
 async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
