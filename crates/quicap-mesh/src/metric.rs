@@ -18,7 +18,7 @@ pub const INFINITY: Metric = u16::MAX;
 pub const HOP_COST: u32 = 10;
 
 /// The cost of a link with round-trip time `rtt_us` (microseconds) and packet loss
-/// `loss_permille` (0-1000): the RTT in 100 µs units, plus [`HOP_COST`], scaled up by
+/// `loss_permille` (0-1000): the RTT in 100 µs units, plus `HOP_COST`, scaled up by
 /// loss as in Babel's ETX (a link losing half its packets costs twice as much). Never 0,
 /// never [`INFINITY`].
 pub fn link_cost(rtt_us: u64, loss_permille: u16) -> Metric {

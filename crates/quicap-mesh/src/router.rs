@@ -55,7 +55,7 @@ pub struct RouteUpdate {
     pub metric: Metric,
     /// The nodes after the sender on its path to `dest`, `dest` last (empty for the
     /// sender's own route). Informational: shown by `quicap status`, never used to
-    /// select routes. At most [`MAX_PATH`] long.
+    /// select routes. At most `MAX_PATH` (16) long.
     pub path: Vec<NodeId>,
 }
 

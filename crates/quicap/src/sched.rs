@@ -142,7 +142,7 @@ impl Governor {
     }
 
     /// How long to wait for the next sample after one of `busy` CPU time over `period`:
-    /// [`QUIET_TICK`] while normal and busy for less than [`IDLE_BUSY`] per [`TICK`],
+    /// [`QUIET_TICK`] while normal and busy for less than `IDLE_BUSY` (2.5 ms) per [`TICK`],
     /// [`TICK`] otherwise. Only samples over [`TICK`] go to [`Governor::tick`].
     pub fn next_tick(&self, busy: Duration, period: Duration) -> Duration {
         let quiet = busy.as_nanos() * TICK.as_nanos() < IDLE_BUSY.as_nanos() * period.as_nanos();

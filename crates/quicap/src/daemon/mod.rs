@@ -176,7 +176,7 @@ impl Node {
     }
 
     /// Asks for an end-to-end relayed connection to `dest`, a node reached through
-    /// others; at most once per [`RELAY_RETRY_MS`] per node.
+    /// others; at most once per `RELAY_RETRY_MS` per node.
     pub fn want_relayed(&self, dest: u64, now_ms: u64) {
         let mut next_ask = self
             .relay_next_ask
@@ -194,7 +194,7 @@ impl Node {
         self.relay_wake.notify_one();
     }
 
-    /// Lets the next [`Node::want_relayed`] for `dest` through [`RELAY_REDIAL_MS`]
+    /// Lets the next [`Node::want_relayed`] for `dest` through `RELAY_REDIAL_MS`
     /// from now: a dial that failed (routes were converging, say) is tried again
     /// while packets for `dest` keep coming.
     pub fn retry_relayed_soon(&self, dest: u64) {
@@ -228,7 +228,7 @@ impl Node {
         )
     }
 
-    /// Stops the node with `reason` as its error (see [`Node::fatal`]); the first reason
+    /// Stops the node with `reason` as its error (see the `fatal` field); the first reason
     /// wins.
     pub fn fail(&self, reason: String) {
         self.fatal.send_if_modified(|f| {
