@@ -44,6 +44,14 @@ impl Authorization {
             || self.subnets.iter().any(|s| s.contains(&source))
     }
 
+    /// True if the node may announce `prefix` as reachable through it: inside one of
+    /// its subnets, or one of its own addresses (whatever the prefix length).
+    pub fn permits_prefix(&self, prefix: &IpNet) -> bool {
+        let net = prefix.trunc();
+        self.subnets.iter().any(|s| s.contains(&net))
+            || self.addresses.iter().any(|a| a.addr() == prefix.addr())
+    }
+
     /// True if `address` (with its prefix) is one of the node's authorized addresses.
     pub fn permits_address(&self, address: &IpNet) -> bool {
         self.addresses.contains(address)
@@ -119,6 +127,22 @@ impl Authorization {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn prefixes_are_permitted_inside_subnets_or_as_own_addresses() {
+        let auth = Authorization {
+            addresses: vec!["10.77.0.1/24".parse().unwrap()],
+            subnets: vec!["192.168.50.0/24".parse().unwrap()],
+        };
+        let ok = |p: &str| auth.permits_prefix(&p.parse().unwrap());
+        assert!(ok("192.168.50.0/24"));
+        assert!(ok("192.168.50.128/25"));
+        assert!(ok("192.168.50.9/24"));
+        assert!(ok("10.77.0.1/32"));
+        assert!(!ok("192.168.0.0/16"));
+        assert!(!ok("192.168.60.0/24"));
+        assert!(!ok("10.77.0.0/24"));
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

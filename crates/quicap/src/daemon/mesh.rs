@@ -216,9 +216,8 @@ impl Mesh {
             let Ok(net) = IpNet::new(p.addr, p.len) else {
                 continue;
             };
+            let allowed = auth.permits_prefix(&net);
             let net = net.trunc();
-            let allowed = auth.subnets.iter().any(|s| s.contains(&net))
-                || auth.addresses.iter().any(|a| a.addr() == p.addr);
             if allowed {
                 if !prefixes.contains(&net) {
                     prefixes.push(net);

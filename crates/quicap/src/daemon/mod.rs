@@ -355,20 +355,22 @@ impl Node {
     }
 }
 
-/// The prefixes of `node.advertise` that `cert` does not authorize (not inside one of
-/// its subnets, nor one of its addresses): peers will ignore them.
-fn unauthorized_advertise(config: &Config, cert: &quicap_pki::NodeCert) -> Vec<String> {
-    let auth = &cert.authorization;
-    config
+/// What a node with `config` and `cert` should be warned about at startup (and
+/// `quicap up --check` prints): a certificate that expires within 14 days, prefixes
+/// of `node.advertise` the certificate does not authorize (peers ignore them).
+fn startup_warnings(config: &Config, cert: &quicap_pki::NodeCert) -> Vec<String> {
+    let expiring = days_left(cert).filter(|d| *d < 14).map(|days| {
+        format!("the certificate expires in {days} days (renew it with quicap ca sign)")
+    });
+    let unauthorized = config
         .node
         .advertise
         .iter()
-        .filter(|p| {
-            !auth.subnets.iter().any(|s| s.contains(&p.trunc()))
-                && !auth.addresses.iter().any(|a| a.addr() == p.addr())
-        })
-        .map(ToString::to_string)
-        .collect()
+        .filter(|p| !cert.authorization.permits_prefix(p))
+        .map(|p| {
+            format!("node.advertise {p} is not in the certificate's subnets; peers will ignore it (quicap ca sign --subnet)")
+        });
+    expiring.into_iter().chain(unauthorized).collect()
 }
 
 /// What `quicap up --check` prints: the checks `run` makes before it touches the
@@ -424,17 +426,8 @@ pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
             peers.join(", ")
         }
     );
-    if days_left(cert).is_some_and(|d| d < 14) {
-        let _ = writeln!(
-            out,
-            "warning: the certificate expires in less than 14 days (renew it with quicap ca sign)"
-        );
-    }
-    for prefix in unauthorized_advertise(config, cert) {
-        let _ = writeln!(
-            out,
-            "warning: node.advertise {prefix} is not in the certificate's subnets; peers will ignore it (quicap ca sign --subnet)"
-        );
+    for warning in startup_warnings(config, cert) {
+        let _ = writeln!(out, "warning: {warning}");
     }
     Ok(out)
 }
@@ -520,16 +513,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         scheduling = %scheduling.describe(),
         "node up"
     );
-    for prefix in unauthorized_advertise(&config, &loaded.cert) {
-        warn!(%prefix, "node.advertise: not in the certificate's subnets; peers will ignore it (quicap ca sign --subnet)");
-    }
-    if let Some(days) = days_left(&loaded.cert) {
-        if days < 14 {
-            warn!(
-                days,
-                "this node's certificate expires soon (renew it with quicap ca sign)"
-            );
-        }
+    for warning in startup_warnings(&config, &loaded.cert) {
+        warn!("{warning}");
     }
 
     let (carrier, carrier_rx) = watch::channel(initial_carrier);
