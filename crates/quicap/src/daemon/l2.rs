@@ -51,19 +51,14 @@ pub fn frame_source(frame: &[u8]) -> FrameSource {
     let (Some(ethertype), Some(payload)) = (frame.get(12..14), frame.get(14..)) else {
         return FrameSource::Other;
     };
-    let version = payload.first().map(|b| b >> 4);
-    let address: Option<IpAddr> = match (ethertype, version) {
-        ([0x08, 0x00], Some(4)) => payload
-            .get(12..16)
-            .and_then(|a| <[u8; 4]>::try_from(a).ok())
-            .map(IpAddr::from),
-        ([0x86, 0xdd], Some(6)) => payload
-            .get(8..24)
-            .and_then(|a| <[u8; 16]>::try_from(a).ok())
-            .map(IpAddr::from),
+    let ip_source = || quicap_wire::ip::addresses(payload).map(|(source, _)| source);
+    let address: Option<IpAddr> = match ethertype {
+        // The header's version must match the ethertype.
+        [0x08, 0x00] => ip_source().filter(IpAddr::is_ipv4),
+        [0x86, 0xdd] => ip_source().filter(IpAddr::is_ipv6),
         // ARP for IPv4 over Ethernet (hardware type 1, protocol 0x0800, lengths 6 and
         // 4): the sender's protocol address follows its hardware address.
-        ([0x08, 0x06], _) => payload
+        [0x08, 0x06] => payload
             .get(..18)
             .filter(|h| h[..6] == [0, 1, 8, 0, 6, 4])
             .map(|h| IpAddr::from([h[14], h[15], h[16], h[17]])),
@@ -72,7 +67,7 @@ pub fn frame_source(frame: &[u8]) -> FrameSource {
     match address {
         None => FrameSource::Other,
         Some(IpAddr::V4(a)) if a.is_unspecified() => FrameSource::Unnamed,
-        Some(IpAddr::V6(a)) if a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80 => {
+        Some(IpAddr::V6(a)) if a.is_unspecified() || a.is_unicast_link_local() => {
             FrameSource::Unnamed
         }
         Some(a) => FrameSource::Address(a),

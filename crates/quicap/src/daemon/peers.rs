@@ -159,6 +159,17 @@ pub struct Link {
     pub refused: Arc<AtomicU64>,
 }
 
+/// How logs and `quicap status` name the remote end of a connection: its address, or
+/// `relayed` for an end-to-end connection through the mesh, whose address is a virtual
+/// one (see `crate::relay`).
+pub fn remote_label(conn: &quinn::Connection, relayed: bool) -> String {
+    if relayed {
+        "relayed".to_owned()
+    } else {
+        conn.remote_address().to_string()
+    }
+}
+
 /// A link as the data path sends on it: the connection, and the liveness it tells of
 /// the traffic (an idle link goes back to probing at the full rate at once).
 #[derive(Debug, Clone)]
@@ -535,13 +546,8 @@ impl PeerTable {
         let peers = self.lock();
         peers.get(name)?.links.iter().find_map(|l| {
             let other = l.instance.load(Ordering::Relaxed);
-            (other != 0 && other != instance && answering(&l.liveness)).then(|| {
-                if l.relayed {
-                    "a relayed link".to_owned()
-                } else {
-                    l.conn.remote_address().to_string()
-                }
-            })
+            (other != 0 && other != instance && answering(&l.liveness))
+                .then(|| remote_label(&l.conn, l.relayed))
         })
     }
 
@@ -603,11 +609,7 @@ impl PeerTable {
                         .map(|l| {
                             let stats = l.conn.stats();
                             LinkStatus {
-                                remote: if l.relayed {
-                                    "relayed".into()
-                                } else {
-                                    l.conn.remote_address().to_string()
-                                },
+                                remote: remote_label(&l.conn, l.relayed),
                                 direction: if l.outgoing { "outgoing" } else { "incoming" }.into(),
                                 in_use: in_use == Some(l.conn.stable_id()),
                                 alive: l.liveness.alive(now_ms),

@@ -23,7 +23,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::peers::{Link, Liveness, IDLE_PROBE_INTERVAL_MS};
+use super::peers::{remote_label, Link, Liveness, IDLE_PROBE_INTERVAL_MS};
 use super::Node;
 
 /// Application close codes (see `docs/protocol.md`).
@@ -129,15 +129,8 @@ pub async fn run(
     outgoing: bool,
     expected: Option<&str>,
 ) -> bool {
-    let remote_addr = conn.remote_address();
-    // A relayed connection's address is a virtual one (see `crate::relay`): logs say
-    // "relayed" instead.
-    let relayed = node.relays.node_at(remote_addr).is_some();
-    let remote = if relayed {
-        "relayed".to_owned()
-    } else {
-        remote_addr.to_string()
-    };
+    let relayed = node.relays.node_at(conn.remote_address()).is_some();
+    let remote = remote_label(&conn, relayed);
     let (cert, hello, version, control) = match establish(&node, &conn, outgoing, expected).await {
         Ok(ok) => ok,
         Err(e) => {
@@ -429,14 +422,9 @@ async fn control_loop(
                 instance_check_due.store(0, Ordering::Relaxed);
                 let value = instance.load(Ordering::Relaxed);
                 if let Some(other) = node.peers.other_instance(peer, liveness, value, now) {
-                    let remote = if relayed {
-                        "a relayed link".to_owned()
-                    } else {
-                        conn.remote_address().to_string()
-                    };
                     warn!(
                         %peer,
-                        %remote,
+                        remote = %remote_label(conn, relayed),
                         %other,
                         "two running nodes hold the certificate of this peer (give each machine its own: quicap cert request, quicap ca sign)"
                     );
