@@ -532,9 +532,13 @@ mod tests {
         let server = transport::server_config(&pki.trust, &identity, tc.clone()).expect("server");
         let client = transport::client_config(&pki.trust, &identity, tc).expect("client");
         let table = RelayTable::new(id);
-        let (endpoint, counters, _) =
-            transport::endpoint(bind.parse().expect("address"), server, table.clone())
-                .expect("endpoint");
+        let (endpoint, counters) = transport::endpoint(
+            bind.parse().expect("address"),
+            server,
+            table.clone(),
+            &mut transport::SocketDrops::default(),
+        )
+        .expect("endpoint");
         let port = endpoint.local_addr().expect("bound").port();
         let addr = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port);
         TestNode {

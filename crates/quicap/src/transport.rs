@@ -115,51 +115,64 @@ pub fn client_config(
     Ok(config)
 }
 
-/// Reads how many datagrams the kernel dropped at one UDP socket because its receive
-/// buffer was full: the socket's line in `/proc/net/udp` or `/proc/net/udp6`, found by
-/// its inode.
-#[derive(Debug, Clone, Copy)]
+/// Reads how many datagrams the kernel dropped at a node's UDP sockets because their
+/// receive buffers were full: their lines in `/proc/net/udp` and `/proc/net/udp6`, found
+/// by inode; each file is read once per count, however many sockets.
+#[derive(Debug, Clone, Default)]
 pub struct SocketDrops {
-    inode: u64,
+    inodes: Vec<u64>,
 }
 
 impl SocketDrops {
-    pub fn of(socket: &impl std::os::fd::AsRawFd) -> Result<SocketDrops> {
+    /// Adds `socket` to the sockets counted.
+    pub fn add(&mut self, socket: &impl std::os::fd::AsRawFd) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         let fd = socket.as_raw_fd();
         let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
             .context("reading the socket's inode")?
             .ino();
-        Ok(SocketDrops { inode })
+        self.inodes.push(inode);
+        Ok(())
     }
 
-    /// Datagrams dropped at this socket so far; 0 if its line is not found.
+    /// Datagrams dropped at these sockets so far.
     pub fn count(&self) -> u64 {
+        if self.inodes.is_empty() {
+            return 0;
+        }
         ["/proc/net/udp", "/proc/net/udp6"]
             .iter()
-            .find_map(|path| socket_drops_in(&std::fs::read_to_string(path).ok()?, self.inode))
-            .unwrap_or(0)
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .map(|text| socket_drops_in(&text, &self.inodes))
+            .sum()
     }
 }
 
-/// The `drops` column of the line for socket `inode` in the text of `/proc/net/udp`
-/// or `/proc/net/udp6` (`sl local rem st tx:rx tr:when retrnsmt uid timeout inode ref
-/// pointer drops`).
-fn socket_drops_in(text: &str, inode: u64) -> Option<u64> {
-    text.lines().skip(1).find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let ino = fields.get(9)?.parse::<u64>().ok()?;
-        (ino == inode).then(|| fields.last()?.parse().ok())?
-    })
+/// The sum of the `drops` column over the lines of the sockets `inodes` in the text of
+/// `/proc/net/udp` or `/proc/net/udp6` (`sl local rem st tx:rx tr:when retrnsmt uid
+/// timeout inode ref pointer drops`).
+fn socket_drops_in(text: &str, inodes: &[u64]) -> u64 {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let inode = fields.nth(9)?.parse::<u64>().ok()?;
+            inodes
+                .contains(&inode)
+                .then(|| fields.last()?.parse::<u64>().ok())?
+        })
+        .sum()
 }
 
 /// Binds a UDP socket on `addr` (dual-stack for `[::]`) and makes a quinn endpoint of
 /// it, on a [`RelaySocket`] that also carries relayed paths (see [`crate::relay`]).
+/// The socket is added to `drops`.
 pub fn endpoint(
     addr: SocketAddr,
     server: quinn::ServerConfig,
     relays: Arc<RelayTable>,
-) -> Result<(quinn::Endpoint, Arc<RelayCounters>, SocketDrops)> {
+    drops: &mut SocketDrops,
+) -> Result<(quinn::Endpoint, Arc<RelayCounters>)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .with_context(|| format!("creating a UDP socket for {addr}"))?;
     if addr.is_ipv6() {
@@ -178,7 +191,7 @@ pub fn endpoint(
         };
         anyhow!("listening on UDP {addr}: {e}{hint}")
     })?;
-    let drops = SocketDrops::of(&socket)?;
+    drops.add(&socket)?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime for QUIC"))?;
     let socket = runtime
         .wrap_udp_socket(socket.into())
@@ -192,7 +205,7 @@ pub fn endpoint(
     let endpoint =
         quinn::Endpoint::new_with_abstract_socket(config, Some(server), Arc::new(socket), runtime)
             .with_context(|| format!("starting QUIC on {addr}"))?;
-    Ok((endpoint, counters, drops))
+    Ok((endpoint, counters))
 }
 
 /// How long a dial may take before it counts as failed.
@@ -208,10 +221,11 @@ mod tests {
  1151: 00000000:1151 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17
  1152: 0100007F:14E5 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 0
 ";
-        assert_eq!(socket_drops_in(text, 4242), Some(17));
-        assert_eq!(socket_drops_in(text, 4243), Some(0));
-        assert_eq!(socket_drops_in(text, 99), None);
-        assert_eq!(socket_drops_in("garbage\nx y z\n", 1), None);
+        assert_eq!(socket_drops_in(text, &[4242]), 17);
+        assert_eq!(socket_drops_in(text, &[4243]), 0);
+        assert_eq!(socket_drops_in(text, &[4242, 4243, 99]), 17);
+        assert_eq!(socket_drops_in(text, &[99]), 0);
+        assert_eq!(socket_drops_in("garbage\nx y z\n", &[1]), 0);
     }
 
     #[test]
@@ -223,7 +237,8 @@ mod tests {
         rx.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
             .unwrap();
         let to = rx.local_addr().unwrap().as_socket().unwrap();
-        let drops = SocketDrops::of(&rx).unwrap();
+        let mut drops = SocketDrops::default();
+        drops.add(&rx).unwrap();
         assert_eq!(drops.count(), 0);
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for _ in 0..200 {

@@ -125,7 +125,7 @@ pub struct Node {
     pub relay_counters: Vec<Arc<RelayCounters>>,
     /// Drops at the endpoints' own UDP sockets, which the scheduling governor tells
     /// apart from drops at other programs' sockets.
-    pub socket_drops: Vec<transport::SocketDrops>,
+    pub socket_drops: transport::SocketDrops,
     epoch: Instant,
     /// A link whose probes have gone unanswered this long is closed.
     pub dead_after_ms: u64,
@@ -447,15 +447,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let server =
         transport::server_config(&trust.rustls, &loaded.identity, transport_config.clone())?;
     let relays = RelayTable::new(quicap_wire::NodeId(mesh::node_id(&loaded.cert.name)));
-    let (mut endpoints, mut relay_counters, mut socket_drops) =
-        (Vec::new(), Vec::new(), Vec::new());
-    for addr in &config.node.listen {
-        let (endpoint, counters, drops) =
-            transport::endpoint(*addr, server.clone(), relays.clone())?;
-        endpoints.push(endpoint);
-        relay_counters.push(counters);
-        socket_drops.push(drops);
-    }
+    let mut socket_drops = transport::SocketDrops::default();
+    let (endpoints, relay_counters): (Vec<_>, Vec<_>) = config
+        .node
+        .listen
+        .iter()
+        .map(|addr| transport::endpoint(*addr, server.clone(), relays.clone(), &mut socket_drops))
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
     let control = control::bind(&config.node.control_socket)?;
 
     let netlink = Netlink::open()?;
