@@ -878,19 +878,51 @@ async fn watch_expiry(node: Arc<Node>) {
     }
 }
 
+/// Files watched for changes by their modification time, every [`WATCH_INTERVAL`].
+struct FileWatch {
+    paths: Vec<std::path::PathBuf>,
+    last: Vec<Option<std::time::SystemTime>>,
+    tick: tokio::time::Interval,
+}
+
+impl FileWatch {
+    fn new(paths: Vec<std::path::PathBuf>) -> FileWatch {
+        let mut watch = FileWatch {
+            last: Vec::new(),
+            paths,
+            tick: tokio::time::interval(WATCH_INTERVAL),
+        };
+        watch.last = watch.stamps();
+        watch
+    }
+
+    fn stamps(&self) -> Vec<Option<std::time::SystemTime>> {
+        self.paths
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// Returns once any of the files changed (appeared, went or was written) since the
+    /// last time.
+    async fn changed(&mut self) {
+        loop {
+            self.tick.tick().await;
+            let now = self.stamps();
+            if now != self.last {
+                self.last = now;
+                return;
+            }
+        }
+    }
+}
+
 /// Re-reads the CRL when its file changes: new handshakes use it at once, and live
 /// connections of newly revoked peers are closed.
 async fn watch_crl(node: Arc<Node>, path: std::path::PathBuf) {
-    let stamp = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let mut last = stamp(&path);
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut files = FileWatch::new(vec![path.clone()]);
     loop {
-        tick.tick().await;
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
+        files.changed().await;
         let ca = node.trust().ca;
         let crl = match identity::load_crl(&path, &ca) {
             Ok(crl) => crl,

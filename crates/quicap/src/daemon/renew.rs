@@ -8,31 +8,21 @@
 //! Files that fail a check (half-written, another node's, a key that does not fit)
 //! change nothing: the node logs why and keeps its certificate until the next change.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::{bail, Result};
 use tracing::{debug, error, info};
 
-use super::{close, connect, dial_relayed, identity, session, Node, Own, WATCH_INTERVAL};
+use super::{
+    close, connect, dial_relayed, identity, session, FileWatch, Node, Own, WATCH_INTERVAL,
+};
 use crate::config::Config;
 
 /// Watches the node's certificate and key files; see the module documentation.
 pub async fn watch(node: Arc<Node>, config: Config) {
-    let stamp = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    let stamps = || -> (Option<SystemTime>, Option<SystemTime>) {
-        (stamp(&config.node.cert), stamp(&config.node.key))
-    };
-    let mut last = stamps();
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut files = FileWatch::new(vec![config.node.cert.clone(), config.node.key.clone()]);
     loop {
-        tick.tick().await;
-        let now = stamps();
-        if now == last {
-            continue;
-        }
-        last = now;
+        files.changed().await;
         match reload(&node, &config) {
             Ok(true) => redial_all(&node, &config),
             Ok(false) => {}
