@@ -306,11 +306,10 @@ fn a_node_reached_through_relays_renews_its_certificate_without_a_gap() {
     let pki = Pki::new("testnet");
     let line = Line::start(&pki, V4_LINE);
     let until = |node: &Node| {
-        json(&node.status(true))["peers"]
-            .as_array()
-            .and_then(|p| p.iter().find(|p| p["name"] == "node-c").cloned())
-            .and_then(|p| p["valid_until"].as_str().map(str::to_owned))
+        node.peer_status("node-c")["valid_until"]
+            .as_str()
             .unwrap_or_default()
+            .to_owned()
     };
     let first = until(&line.node_a);
     assert!(!first.is_empty(), "node-a shows no node-c");
@@ -501,18 +500,10 @@ fn ping_full_size(ns: &Netns, addr: &str) -> String {
 /// `node`'s links to `peer` as `quicap status --json` shows them; none while the node
 /// is still starting.
 fn links(node: &Node, peer: &str) -> Vec<serde_json::Value> {
-    let out = node.status(true);
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let s = json(&out);
-    s["peers"]
+    node.peer_status(peer)["links"]
         .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["name"] == peer)
-        .flat_map(|p| p["links"].as_array().cloned().unwrap_or_default())
-        .collect()
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// The end-to-end relayed link `node` sends to `peer` on, if any.

@@ -170,11 +170,7 @@ fn packets_from_unauthorized_source_addresses_are_dropped() {
         "authorized traffic must still pass"
     );
     // The echo requests from 10.77.0.99 show in node-b's status, under node-a.
-    let s = json(&pair.node_b.status(true));
-    let refused = s["peers"]
-        .as_array()
-        .and_then(|peers| peers.iter().find(|p| p["name"] == "node-a"))
-        .and_then(|p| p["refused"].as_u64());
+    let refused = pair.node_b.peer_status("node-a")["refused"].as_u64();
     assert!(refused.is_some_and(|n| n >= 1), "refused: {refused:?}");
     let text = String::from_utf8_lossy(&pair.node_b.status(false).stdout).into_owned();
     assert!(
@@ -195,21 +191,15 @@ fn own_certificate(node: &Node) -> (String, String) {
 
 /// How many links `node` has to `peer`, as its status reports them.
 fn link_count(node: &Node, peer: &str) -> usize {
-    let s = json(&node.status(true));
-    s["peers"]
+    node.peer_status(peer)["links"]
         .as_array()
-        .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
-        .and_then(|p| p["links"].as_array())
         .map_or(0, Vec::len)
 }
 
 /// The end of validity of `peer`'s certificate, as `node`'s status reports it.
 fn peer_valid_until(node: &Node, peer: &str) -> String {
-    let s = json(&node.status(true));
-    s["peers"]
-        .as_array()
-        .and_then(|peers| peers.iter().find(|p| p["name"] == peer))
-        .and_then(|p| p["valid_until"].as_str())
+    node.peer_status(peer)["valid_until"]
+        .as_str()
         .unwrap_or_default()
         .to_owned()
 }

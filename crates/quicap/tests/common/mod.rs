@@ -413,6 +413,19 @@ impl Node {
         cmd.output().expect("quicap status")
     }
 
+    /// `peer` as this node's `quicap status --json` reports it; `Null` if it does not
+    /// list it (or the node is not answering yet).
+    pub fn peer_status(&self, peer: &str) -> serde_json::Value {
+        let out = self.status(true);
+        if !out.status.success() {
+            return serde_json::Value::Null;
+        }
+        json(&out)["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["name"] == peer).cloned())
+            .unwrap_or_default()
+    }
+
     /// Counts the log lines containing `needle`.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log_text()
