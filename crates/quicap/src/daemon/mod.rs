@@ -109,6 +109,9 @@ pub struct Node {
     /// This node's certificate and key; replaced when their files change (see
     /// [`renew`]).
     own: RwLock<Own>,
+    /// How many times `own` was replaced: links record it (`peers::Link::generation`)
+    /// to tell those made with the current certificate.
+    pub generation: std::sync::atomic::AtomicU64,
     trust: RwLock<TrustState>,
     transport: Arc<quinn::TransportConfig>,
     /// Transport parameters of end-to-end connections carried in relay frames.
@@ -535,6 +538,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
             identity: loaded.identity,
             cert: loaded.cert.clone(),
         }),
+        generation: std::sync::atomic::AtomicU64::new(0),
         trust: RwLock::new(trust),
         transport: transport_config,
         transport_relayed,
@@ -633,11 +637,19 @@ async fn mesh_task(node: Arc<Node>) {
         // A neighbor the mesh routes through another node keeps its relayed link: the
         // data path sends on it rather than routed through that node.
         let keep = node.routed_around(true);
-        let closed = node.peers.close_superseded_relays(now, &keep);
+        let generation = node.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let closed = node.peers.close_superseded_relays(now, &keep, generation);
         if closed > 0 {
             debug!(
                 closed,
                 "closed relayed links that a direct link or another relayed link supersedes"
+            );
+        }
+        let closed = node.peers.close_renewed(now);
+        if closed > 0 {
+            debug!(
+                closed,
+                "closed links made with a certificate its peer renewed"
             );
         }
         pause = if node.peers.all_idle() {

@@ -152,6 +152,11 @@ pub struct Link {
     pub liveness: Arc<Liveness>,
     /// Queue of control messages to send on this link.
     pub control: tokio::sync::mpsc::Sender<quicap_wire::Message>,
+    /// Serial number of the certificate the peer presented on this link.
+    pub peer_serial: Vec<u8>,
+    /// How many times this node had renewed its certificate when the link came up
+    /// (see `Node::generation`).
+    pub generation: u64,
     /// The instance number the peer sent on this link (0 until it has).
     pub instance: Arc<AtomicU64>,
     /// Packets and frames received on this link and dropped because the peer's
@@ -250,9 +255,9 @@ impl PeerTable {
     /// number of connected peers.
     ///
     /// A link made with another certificate than the peer's links so far (the peer
-    /// renewed it) supersedes them: they are closed, so that every link of a peer
-    /// stands for the one certificate the table holds, and the peer's old certificate
-    /// may expire without cutting it off.
+    /// renewed it) supersedes them: [`PeerTable::close_renewed`] closes them once it is
+    /// proven, so that every link of a peer then stands for the one certificate the
+    /// table holds, and the peer's old certificate may expire without cutting it off.
     pub fn add(&self, cert: VerifiedCert, modes: Modes, link: Link) -> usize {
         let mut peers = self.lock();
         let peer = peers.entry(cert.name().to_owned()).or_insert_with(|| Peer {
@@ -267,12 +272,8 @@ impl PeerTable {
                 serial = %cert.cert().serial_hex(),
                 previous = %peer.cert.cert().serial_hex(),
                 links = peer.links.len(),
-                "peer renewed its certificate; closing the links made with the previous one"
+                "peer renewed its certificate; the links made with the previous one close once this one is proven"
             );
-            for old in &peer.links {
-                old.conn
-                    .close(close::SUPERSEDED.into(), b"certificate renewed");
-            }
         }
         peer.cert = cert;
         peer.modes = modes;
@@ -348,12 +349,45 @@ impl PeerTable {
             .collect()
     }
 
+    /// Closes the links a peer made with a certificate it has since renewed, once a link
+    /// with the current one is proven (answered a second of probes): closing them at
+    /// once would leave the peer, which learns of the new link a moment later, without
+    /// any link to this node for that moment, and the mesh would route around it.
+    /// Returns how many links it closed.
+    pub fn close_renewed(&self, now_ms: u64) -> usize {
+        let peers = self.lock();
+        let mut closed = 0;
+        for peer in peers.values() {
+            let current = &peer.cert.cert().serial;
+            let open = |l: &&Link| l.conn.close_reason().is_none();
+            if !peer
+                .links
+                .iter()
+                .filter(open)
+                .any(|l| l.peer_serial == *current && l.liveness.proven(now_ms))
+            {
+                continue;
+            }
+            for link in peer.links.iter().filter(open) {
+                if link.peer_serial != *current {
+                    link.conn
+                        .close(close::SUPERSEDED.into(), b"certificate renewed");
+                    closed += 1;
+                }
+            }
+        }
+        closed
+    }
+
     /// Closes the relayed links of peers that also have a proven direct link, except
     /// those in `keep` (peers the mesh routes through other nodes: their traffic takes
     /// the relayed link, end to end); and the second relayed link to a peer once the
-    /// one both ends keep ([`Link::kept`]) is proven. Returns how many links it closed;
-    /// a closed link leaves the table when its session ends.
-    pub fn close_superseded_relays(&self, now_ms: u64, keep: &[u64]) -> usize {
+    /// one both ends keep ([`Link::kept`]) is proven. Only a link made with this node's
+    /// current certificate (`generation`, see [`Link::generation`]) counts as the kept
+    /// one: after a renewal the peer closes the links made with the old certificate,
+    /// and the new one must not have been closed for one of them. Returns how many
+    /// links it closed; a closed link leaves the table when its session ends.
+    pub fn close_superseded_relays(&self, now_ms: u64, keep: &[u64], generation: u64) -> usize {
         let peers = self.lock();
         let mut closed = 0;
         for peer in peers.values() {
@@ -362,7 +396,7 @@ impl PeerTable {
                 .links
                 .iter()
                 .filter(open)
-                .any(|l| l.kept && l.liveness.proven(now_ms))
+                .any(|l| l.kept && l.generation == generation && l.liveness.proven(now_ms))
             {
                 for link in peer.links.iter().filter(open).filter(|l| !l.kept) {
                     link.conn.close(

@@ -2,7 +2,8 @@
 //! `node.cert` or `node.key` change, the node loads and checks them as at startup,
 //! answers new handshakes with them, tells the mesh (a newer version of its node
 //! info), and dials every peer once more. The peer sees the new certificate on that
-//! link and closes the links made with the old one (close code SUPERSEDED), so traffic
+//! link and, once it is proven, closes the links made with the old one (close code
+//! SUPERSEDED, `PeerTable::close_renewed`), so traffic
 //! moves over without a gap and the old certificate may expire unnoticed.
 //!
 //! Files that fail a check (half-written, another node's, a key that does not fit)
@@ -65,6 +66,8 @@ fn reload(node: &Node, config: &Config) -> Result<bool> {
         "certificate reloaded"
     );
     *node.own.write().unwrap_or_else(|p| p.into_inner()) = Own { identity, cert };
+    node.generation
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     node.peers.send_control_to_all(&message, node.now_ms());
     Ok(true)
 }

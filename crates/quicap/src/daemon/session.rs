@@ -171,6 +171,8 @@ pub async fn run(
             since: Instant::now(),
             liveness: liveness.clone(),
             control: control_tx.clone(),
+            peer_serial: serial.clone(),
+            generation: node.generation.load(Ordering::Relaxed),
             instance: instance.clone(),
             refused: refused.clone(),
         },
