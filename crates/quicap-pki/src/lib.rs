@@ -16,7 +16,7 @@
 //! so generic tools show the addresses too.
 //!
 //! Every function that depends on time takes `now`; every function that needs
-//! randomness for anything but key generation takes an RNG.
+//! randomness for anything but key generation and signing takes an RNG.
 
 pub mod authorization;
 pub mod ca;
@@ -24,12 +24,14 @@ pub mod cert;
 pub mod crl;
 pub mod csr;
 pub mod show;
+pub mod signature;
 
 pub use authorization::Authorization;
 pub use ca::{Ca, NewCa, SignRequest};
 pub use cert::NodeCert;
 pub use crl::Crl;
 pub use csr::{NodeRequest, ParsedCsr};
+pub use signature::NodeKey;
 
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -60,6 +62,8 @@ pub enum PkiError {
     UnknownIssuer(String),
     #[error("certificate is revoked (serial {0})")]
     Revoked(String),
+    #[error("signature does not verify with the certificate's key")]
+    BadSignature,
     #[error("private key does not match the certificate")]
     KeyMismatch,
     #[error(

@@ -29,6 +29,11 @@ const TYPE_REQUEST: u8 = 0x06;
 const TYPE_NODE_INFO: u8 = 0x07;
 const TYPE_HOST_DROPS: u8 = 0x08;
 const TYPE_INSTANCE: u8 = 0x09;
+const TYPE_SIGNED_NODE_INFO: u8 = 0x0a;
+
+/// What a node info's signature covers comes after these bytes, so that a signature
+/// made for a node info can never pass for one over anything else the key signs.
+pub const NODE_INFO_SIGNATURE_CONTEXT: &[u8] = b"quicap node info v2\0";
 
 /// Bytes of the machine identifier in [`Message::HostDrops`].
 pub const HOST_ID_LEN: usize = 16;
@@ -82,8 +87,8 @@ pub struct Prefix {
 }
 
 /// What a node tells the whole mesh about itself, relayed by every node that accepts it:
-/// its certificate (so that remote nodes can check its claims) and the prefixes it
-/// claims.
+/// its certificate (so that remote nodes can check its claims), the prefixes it claims,
+/// and its signature over all of it with the key of that certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     /// Node id of the origin (first 8 bytes of SHA-256 of its name).
@@ -94,6 +99,75 @@ pub struct NodeInfo {
     /// DER of the origin's node certificate.
     pub certificate: Vec<u8>,
     pub prefixes: Vec<Prefix>,
+    /// The origin's signature over [`NodeInfo::signed_payload`], made with the key of
+    /// `certificate` (for ECDSA, ASN.1 DER). Empty in the unsigned form of protocol
+    /// version 1 ([`Message::LegacyNodeInfo`]).
+    pub signature: Vec<u8>,
+}
+
+impl NodeInfo {
+    /// The bytes the signature covers: [`NODE_INFO_SIGNATURE_CONTEXT`], then every field
+    /// but the signature, laid out as on the wire.
+    pub fn signed_payload(&self) -> Result<Vec<u8>, ControlError> {
+        let mut out = NODE_INFO_SIGNATURE_CONTEXT.to_vec();
+        self.put_fields(&mut out)?;
+        Ok(out)
+    }
+
+    fn put_fields(&self, out: &mut Vec<u8>) -> Result<(), ControlError> {
+        out.extend_from_slice(&self.origin.to_be_bytes());
+        out.extend_from_slice(&self.version.to_be_bytes());
+        out.push(self.modes.to_bits());
+        put_bytes16(out, &self.certificate)?;
+        let count = u8::try_from(self.prefixes.len())
+            .map_err(|_| ControlError::FrameTooLong(self.prefixes.len()))?;
+        out.push(count);
+        for p in &self.prefixes {
+            match p.addr {
+                std::net::IpAddr::V4(a) => {
+                    out.push(4);
+                    out.extend_from_slice(&a.octets());
+                }
+                std::net::IpAddr::V6(a) => {
+                    out.push(6);
+                    out.extend_from_slice(&a.octets());
+                }
+            }
+            out.push(p.len);
+        }
+        Ok(())
+    }
+
+    fn read_fields(r: &mut Reader<'_>) -> Result<NodeInfo, ControlError> {
+        let kind = r.kind;
+        let origin = u64::from_be_bytes(r.array()?);
+        let version = u32::from_be_bytes(r.array()?);
+        let modes = Modes::from_bits(r.u8()?);
+        let certificate = r.bytes16()?.to_vec();
+        let count = r.u8()?;
+        let mut prefixes = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let addr = match r.u8()? {
+                4 => std::net::IpAddr::from(r.array::<4>()?),
+                6 => std::net::IpAddr::from(r.array::<16>()?),
+                _ => return Err(ControlError::Truncated { kind }),
+            };
+            let len = r.u8()?;
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            if len > max {
+                return Err(ControlError::Truncated { kind });
+            }
+            prefixes.push(Prefix { addr, len });
+        }
+        Ok(NodeInfo {
+            origin,
+            version,
+            modes,
+            certificate,
+            prefixes,
+            signature: Vec::new(),
+        })
+    }
 }
 
 /// What a node can carry, announced in its hello.
@@ -149,7 +223,11 @@ pub enum Message {
         seqno: u16,
         hops: u8,
     },
+    /// A node's signed information (protocol version 2 and later).
     NodeInfo(NodeInfo),
+    /// A node's information without signature, as protocol version 1 sends it (type
+    /// 0x07); its `signature` is empty and is not encoded.
+    LegacyNodeInfo(NodeInfo),
     /// The kernel dropped packets in the sender's network namespace during its last
     /// scheduling tick; the value names the sender's machine, so that only nodes on the
     /// same machine, whose CPU time the sender's programs share, act on it.
@@ -180,9 +258,17 @@ pub enum ControlError {
 }
 
 impl Message {
-    /// Appends this message as one frame to `out`.
+    /// Appends this message as one frame to `out`; on error `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ControlError> {
         let start = out.len();
+        let result = self.encode_frame(start, out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn encode_frame(&self, start: usize, out: &mut Vec<u8>) -> Result<(), ControlError> {
         out.extend_from_slice(&[0, 0]);
         match self {
             Message::Hello(h) => {
@@ -227,30 +313,13 @@ impl Message {
                 out.push(*hops);
             }
             Message::NodeInfo(info) => {
+                out.push(TYPE_SIGNED_NODE_INFO);
+                info.put_fields(out)?;
+                put_bytes16(out, &info.signature)?;
+            }
+            Message::LegacyNodeInfo(info) => {
                 out.push(TYPE_NODE_INFO);
-                out.extend_from_slice(&info.origin.to_be_bytes());
-                out.extend_from_slice(&info.version.to_be_bytes());
-                out.push(info.modes.to_bits());
-                let n = u16::try_from(info.certificate.len())
-                    .map_err(|_| ControlError::FrameTooLong(info.certificate.len()))?;
-                out.extend_from_slice(&n.to_be_bytes());
-                out.extend_from_slice(&info.certificate);
-                let count = u8::try_from(info.prefixes.len())
-                    .map_err(|_| ControlError::FrameTooLong(info.prefixes.len()))?;
-                out.push(count);
-                for p in &info.prefixes {
-                    match p.addr {
-                        std::net::IpAddr::V4(a) => {
-                            out.push(4);
-                            out.extend_from_slice(&a.octets());
-                        }
-                        std::net::IpAddr::V6(a) => {
-                            out.push(6);
-                            out.extend_from_slice(&a.octets());
-                        }
-                    }
-                    out.push(p.len);
-                }
+                info.put_fields(out)?;
             }
             Message::HostDrops(host) => {
                 out.push(TYPE_HOST_DROPS);
@@ -334,34 +403,11 @@ impl Message {
                 seqno: u16::from_be_bytes(r.array()?),
                 hops: r.u8()?,
             },
-            TYPE_NODE_INFO => {
-                let origin = u64::from_be_bytes(r.array()?);
-                let version = u32::from_be_bytes(r.array()?);
-                let modes = Modes::from_bits(r.u8()?);
-                let n = usize::from(u16::from_be_bytes(r.array()?));
-                let certificate = r.take(n)?.to_vec();
-                let count = r.u8()?;
-                let mut prefixes = Vec::new();
-                for _ in 0..count {
-                    let addr = match r.u8()? {
-                        4 => std::net::IpAddr::from(r.array::<4>()?),
-                        6 => std::net::IpAddr::from(r.array::<16>()?),
-                        _ => return Err(ControlError::Truncated { kind }),
-                    };
-                    let len = r.u8()?;
-                    let max = if addr.is_ipv4() { 32 } else { 128 };
-                    if len > max {
-                        return Err(ControlError::Truncated { kind });
-                    }
-                    prefixes.push(Prefix { addr, len });
-                }
-                Message::NodeInfo(NodeInfo {
-                    origin,
-                    version,
-                    modes,
-                    certificate,
-                    prefixes,
-                })
+            TYPE_NODE_INFO => Message::LegacyNodeInfo(NodeInfo::read_fields(&mut r)?),
+            TYPE_SIGNED_NODE_INFO => {
+                let mut info = NodeInfo::read_fields(&mut r)?;
+                info.signature = r.bytes16()?.to_vec();
+                Message::NodeInfo(info)
             }
             TYPE_HOST_DROPS => Message::HostDrops(r.array()?),
             TYPE_INSTANCE => Message::Instance(u64::from_be_bytes(r.array()?)),
@@ -394,6 +440,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) -> Result<(), ControlError> {
     Ok(())
 }
 
+fn put_bytes16(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), ControlError> {
+    let len = u16::try_from(bytes.len()).map_err(|_| ControlError::FrameTooLong(bytes.len()))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
 struct Reader<'a> {
     kind: u8,
     rest: &'a [u8],
@@ -417,6 +470,12 @@ impl<'a> Reader<'a> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
+    }
+
+    /// A u16 length, then that many bytes.
+    fn bytes16(&mut self) -> Result<&'a [u8], ControlError> {
+        let len = usize::from(u16::from_be_bytes(self.array()?));
+        self.take(len)
     }
 
     fn string(&mut self) -> Result<String, ControlError> {
@@ -645,6 +704,107 @@ mod tests {
         assert!(Message::decode_body(&frame).is_err());
     }
 
+    fn node_info() -> NodeInfo {
+        NodeInfo {
+            origin: 0x0102_0304_0506_0708,
+            version: 0x0a0b_0c0d,
+            modes: Modes { l3: true, l2: true },
+            certificate: vec![0xc0, 0xc1],
+            prefixes: vec![Prefix {
+                addr: std::net::IpAddr::from([10, 1, 2, 0]),
+                len: 24,
+            }],
+            signature: vec![0x51, 0x52, 0x53],
+        }
+    }
+
+    #[test]
+    fn signed_node_info_has_documented_layout() {
+        let mut out = Vec::new();
+        Message::NodeInfo(node_info()).encode(&mut out).unwrap();
+        let fields = [
+            &[1, 2, 3, 4, 5, 6, 7, 8][..],
+            &[0x0a, 0x0b, 0x0c, 0x0d],
+            &[3],
+            &[0, 2, 0xc0, 0xc1],
+            &[1, 4, 10, 1, 2, 0, 24],
+        ]
+        .concat();
+        let expected = [
+            &[0, 30, TYPE_SIGNED_NODE_INFO][..],
+            &fields,
+            &[0, 3, 0x51, 0x52, 0x53],
+        ]
+        .concat();
+        assert_eq!(out, expected);
+        assert_eq!(
+            node_info().signed_payload().unwrap(),
+            [NODE_INFO_SIGNATURE_CONTEXT, &fields].concat(),
+            "the signature covers every field but itself, after the context"
+        );
+    }
+
+    #[test]
+    fn legacy_node_info_carries_no_signature() {
+        let mut out = Vec::new();
+        Message::LegacyNodeInfo(node_info())
+            .encode(&mut out)
+            .unwrap();
+        assert_eq!(out[2], TYPE_NODE_INFO);
+        let (decoded, used) = Message::decode(&out).unwrap().unwrap();
+        assert_eq!(used, out.len());
+        assert_eq!(
+            decoded,
+            Message::LegacyNodeInfo(NodeInfo {
+                signature: Vec::new(),
+                ..node_info()
+            })
+        );
+    }
+
+    #[test]
+    fn signed_payload_changes_with_every_field() {
+        let base = node_info().signed_payload().unwrap();
+        let changed: [fn(&mut NodeInfo); 5] = [
+            |i| i.origin ^= 1,
+            |i| i.version += 1,
+            |i| i.modes.l2 = false,
+            |i| i.certificate.push(0),
+            |i| i.prefixes[0].len = 25,
+        ];
+        for change in changed {
+            let mut info = node_info();
+            change(&mut info);
+            assert_ne!(info.signed_payload().unwrap(), base);
+        }
+        let mut info = node_info();
+        info.signature.clear();
+        assert_eq!(info.signed_payload().unwrap(), base);
+    }
+
+    #[test]
+    fn failed_encode_leaves_the_buffer_as_it_was() {
+        let mut out = Vec::new();
+        Message::Ping(7).encode(&mut out).unwrap();
+        let before = out.clone();
+        let too_many = NodeInfo {
+            prefixes: vec![node_info().prefixes[0]; 256],
+            ..node_info()
+        };
+        let too_long = NodeInfo {
+            certificate: vec![0; MAX_FRAME_LEN],
+            ..node_info()
+        };
+        for msg in [
+            Message::Goodbye("x".repeat(300)),
+            Message::NodeInfo(too_many),
+            Message::NodeInfo(too_long),
+        ] {
+            assert!(msg.encode(&mut out).is_err(), "{msg:?}");
+            assert_eq!(out, before);
+        }
+    }
+
     #[test]
     fn refuses_invalid_utf8() {
         assert_eq!(
@@ -756,6 +916,18 @@ mod tests {
                         len: 64,
                     },
                 ],
+                signature: vec![max; usize::from(min % 80)],
+            }),
+            Message::LegacyNodeInfo(NodeInfo {
+                origin: seq,
+                version: u32::from(mtu),
+                modes: Modes { l3: l2, l2 },
+                certificate: vec![max; usize::from(min) * 2],
+                prefixes: vec![Prefix {
+                    addr: std::net::IpAddr::from([192, 0, 2, max]),
+                    len: 32,
+                }],
+                signature: Vec::new(),
             }),
             Message::HostDrops(seq.to_be_bytes().repeat(2).try_into().unwrap()),
             Message::Instance(seq),

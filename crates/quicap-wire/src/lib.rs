@@ -15,6 +15,8 @@
 //! * [`control`]: length-prefixed, typed control messages (hello, keepalive, goodbye).
 //! * [`relay`]: the frame that carries a QUIC packet of an end-to-end connection through
 //!   other nodes, undecrypted.
+//! * [`text`]: strings from peers, certificates and CSRs, escaped for logs and
+//!   terminals.
 //!
 //! Every parser takes untrusted bytes and returns an error instead of panicking; the
 //! exact formats are specified in `docs/protocol.md`.
@@ -23,15 +25,20 @@ pub mod control;
 pub mod ip;
 pub mod overlay;
 pub mod relay;
+pub mod text;
 
 pub use control::{route_frames, ControlError, Message, NodeInfo, Prefix, RouteEntry, HOST_ID_LEN};
 pub use overlay::{Header, NodeId, OverlayError, PayloadKind};
+pub use text::{escape, Escaped};
 
 /// The protocol versions this implementation speaks, oldest first.
 ///
 /// Negotiated in the control channel's `Hello` (see [`control::Hello`]); the overlay
 /// header carries the version of its own format, which is independent.
-pub const PROTOCOL_VERSIONS: std::ops::RangeInclusive<u8> = 1..=1;
+///
+/// Version 2 signs node information (control message 0x0a); version 1 sent it unsigned
+/// (0x07), and a node on a version 1 link still does.
+pub const PROTOCOL_VERSIONS: std::ops::RangeInclusive<u8> = 1..=2;
 
 /// Picks the highest protocol version both sides speak, if any.
 pub fn negotiate_version(

@@ -48,18 +48,39 @@ fn datagram(header: Header, packet: &[u8]) -> Bytes {
     Bytes::from(buf)
 }
 
-/// Connects to node-b from node-a's namespace as the member whose config is `config`,
-/// exchanges hellos, sends `datagrams`, then writes `control` on the control stream.
-/// Returns, once all is sent and a second has passed, why node-b closed the connection
-/// if it did.
-fn send_as_member(
-    pair: &Pair,
-    config: &std::path::Path,
+/// What a member does on one visit to node-b.
+struct Visit {
     datagrams: Vec<Bytes>,
+    /// Written on the control stream after the datagrams.
     control: Vec<u8>,
-) -> Option<quinn::ConnectionError> {
-    let (ns, remote, server): (_, SocketAddr, _) =
-        (&pair.a, "192.0.2.2:4433".parse().expect("addr"), "node-b");
+    /// The protocol versions its hello offers.
+    versions: (u8, u8),
+}
+
+impl Visit {
+    fn new(datagrams: Vec<Bytes>, control: Vec<u8>) -> Visit {
+        Visit {
+            datagrams,
+            control,
+            versions: (1, 2),
+        }
+    }
+}
+
+/// What came of a [`Visit`].
+struct Visited {
+    /// Why node-b closed the connection, if it did.
+    closed_by_peer: Option<quinn::ConnectionError>,
+    /// The control messages node-b sent after its hello.
+    received: Vec<Message>,
+}
+
+/// Connects to node-b at 192.0.2.2 from namespace `ns` as the member whose config is
+/// `config`, exchanges hellos, sends the visit's datagrams, then writes its control
+/// bytes on the control stream. Returns, once all is sent and a second has passed,
+/// what node-b said and whether it closed the connection.
+fn visit(ns: &Netns, config: &std::path::Path, visit: Visit) -> Visited {
+    let (remote, server): (SocketAddr, _) = ("192.0.2.2:4433".parse().expect("addr"), "node-b");
     let ns_path = format!("/var/run/netns/{}", ns.name);
     let config = config.to_owned();
     let server = server.to_owned();
@@ -72,11 +93,10 @@ fn send_as_member(
             .build()
             .expect("runtime");
         runtime.block_on(async move {
+            let loaded = load_member(&config);
             let text = std::fs::read_to_string(&config).expect("config");
             let dir = config.parent().expect("config dir");
             let config = quicap::config::Config::parse(&text, dir).expect("config parses");
-            let loaded = quicap::daemon::identity::load(&config, time::OffsetDateTime::now_utc())
-                .expect("identity");
             let transport = quicap::transport::transport_config(&config.transport, 1400, false)
                 .expect("transport");
             let client =
@@ -92,8 +112,8 @@ fn send_as_member(
                 .expect("handshake");
             let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
             let hello = Message::Hello(Hello {
-                min_version: 1,
-                max_version: 1,
+                min_version: visit.versions.0,
+                max_version: visit.versions.1,
                 name: loaded.cert.name.clone(),
                 mtu: 1400,
                 modes: Modes {
@@ -104,35 +124,69 @@ fn send_as_member(
             let mut buf = Vec::new();
             hello.encode(&mut buf).expect("hello");
             send.write_all(&buf).await.expect("hello sent");
-            let mut header = [0u8; FRAME_HEADER_LEN];
-            recv.read_exact(&mut header).await.expect("hello back");
-            let mut body = vec![0u8; Message::frame_len(header).expect("frame")];
-            recv.read_exact(&mut body).await.expect("hello back");
             assert!(
-                matches!(Message::decode_body(&body), Ok(Message::Hello(_))),
+                matches!(read_frame(&mut recv).await, Some(Message::Hello(_))),
                 "expected a hello"
             );
+            let reader = tokio::spawn(async move {
+                let mut received = Vec::new();
+                while let Some(msg) = read_frame(&mut recv).await {
+                    received.push(msg);
+                }
+                received
+            });
             // Let the peer add the link before the datagrams arrive.
             tokio::time::sleep(Duration::from_millis(300)).await;
             // Quickly: this member answers no probes, and node-b closes a link that
             // stays silent for 3 s.
-            for d in datagrams {
+            for d in visit.datagrams {
                 conn.send_datagram(d).expect("datagram");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            if !control.is_empty() {
+            if !visit.control.is_empty() {
                 // The peer may close the connection on it: that is the point.
-                let _ = send.write_all(&control).await;
+                let _ = send.write_all(&visit.control).await;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let closed_by_peer = conn.close_reason();
             conn.close(0u32.into(), b"done");
             endpoint.wait_idle().await;
-            closed_by_peer
+            let received = reader.await.expect("reader");
+            Visited {
+                closed_by_peer,
+                received,
+            }
         })
     })
     .join()
     .expect("hostile member")
+}
+
+/// The member's identity, as the node with `config` would load it.
+fn load_member(config: &std::path::Path) -> quicap::daemon::identity::Loaded {
+    let text = std::fs::read_to_string(config).expect("config");
+    let dir = config.parent().expect("config dir");
+    let config = quicap::config::Config::parse(&text, dir).expect("config parses");
+    quicap::daemon::identity::load(&config, time::OffsetDateTime::now_utc()).expect("identity")
+}
+
+/// The next control message on `recv`; None once the stream ends or breaks.
+async fn read_frame(recv: &mut quinn::RecvStream) -> Option<Message> {
+    let mut header = [0u8; FRAME_HEADER_LEN];
+    recv.read_exact(&mut header).await.ok()?;
+    let mut body = vec![0u8; Message::frame_len(header).ok()?];
+    recv.read_exact(&mut body).await.ok()?;
+    Message::decode_body(&body).ok()
+}
+
+/// The member visits node-b of `pair` from node-a's namespace (see [`visit`]).
+fn send_as_member(
+    pair: &Pair,
+    config: &std::path::Path,
+    datagrams: Vec<Bytes>,
+    control: Vec<u8>,
+) -> Option<quinn::ConnectionError> {
+    visit(&pair.a, config, Visit::new(datagrams, control)).closed_by_peer
 }
 
 /// node-a and node-b up and connected, and the config of node-m (10.77.0.9), a member
@@ -277,5 +331,122 @@ fn garbage_from_a_member_leaves_the_node_serving_others() {
     assert!(
         pair.node_b.status(false).status.success(),
         "node-b's status failed"
+    );
+}
+
+/// The prefixes `node`'s status lists for the route to `dest` (none while it does not
+/// answer yet).
+fn prefixes_at(node: &Node, dest: &str) -> Vec<String> {
+    let out = node.status(true);
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let status = json(&out);
+    status["routes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["destination"] == dest)
+        .flat_map(|r| r["prefixes"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| p.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// A member of the network sends node-b a node info in node-a's name (node-a's own
+/// certificate, a newer version, no prefixes), signed with its own key, and replays a
+/// real node info of node-a's that it recorded before node-a changed what it
+/// advertises: node-b keeps node-a's current prefixes, and says why it ignored the
+/// forgery. Before node infos were signed, the forgery took node-a's subnets off the
+/// whole mesh.
+#[test]
+fn a_member_cannot_change_another_nodes_information() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let a = Netns::new();
+    let b = Netns::new();
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    let peers_a = [("node-b", Some("192.0.2.2:4433"))];
+    let subnets = ["--subnet", "10.99.0.0/24", "--subnet", "10.98.0.0/24"];
+    let cfg_a = node_config(
+        &pki,
+        &subnets,
+        &NodeSpec {
+            peers: &peers_a,
+            node_extra: "advertise = [\"10.99.0.0/24\"]",
+            ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let cfg_b = node_config(&pki, &[], &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"));
+    let mut node_a = Node::start(&a, "node-a", &cfg_a);
+    let node_b = Node::start(&b, "node-b", &cfg_b);
+    let member = node_config(
+        &pki,
+        &[],
+        &NodeSpec::new("node-m", &["10.77.0.9/24"], "0.0.0.0:4433"),
+    );
+    let has = |prefix: &str| prefixes_at(&node_b, "node-a").iter().any(|p| p == prefix);
+    assert!(
+        wait_until(CONNECT, || has("10.99.0.0/24")).is_some(),
+        "node-b did not learn node-a's subnet"
+    );
+
+    let node_a_id = quicap::daemon::mesh::node_id("node-a");
+    let recorded = visit(&a, &member, Visit::new(Vec::new(), Vec::new()))
+        .received
+        .into_iter()
+        .find_map(|m| match m {
+            Message::NodeInfo(info) if info.origin == node_a_id => Some(info),
+            _ => None,
+        })
+        .expect("node-b's greeting carries node-a's node info");
+    assert_eq!(recorded.prefixes.len(), 1);
+    assert!(!recorded.signature.is_empty());
+
+    node_a.stop();
+    let text = std::fs::read_to_string(&cfg_a).expect("config");
+    let text = text.replace(
+        "advertise = [\"10.99.0.0/24\"]",
+        "advertise = [\"10.99.0.0/24\", \"10.98.0.0/24\"]",
+    );
+    std::fs::write(&cfg_a, text).expect("config");
+    node_a.restart();
+    assert!(
+        wait_until(CONNECT, || has("10.98.0.0/24")).is_some(),
+        "node-b did not learn node-a's new subnet"
+    );
+
+    let key = load_member(&member).key;
+    let mut forged = recorded.clone();
+    forged.version = recorded.version + 3600;
+    forged.prefixes.clear();
+    forged.signature = key
+        .sign(&forged.signed_payload().expect("payload"))
+        .expect("signed");
+    let mut control = Vec::new();
+    Message::NodeInfo(forged)
+        .encode(&mut control)
+        .expect("frame");
+    Message::NodeInfo(recorded)
+        .encode(&mut control)
+        .expect("frame");
+    let visited = visit(&a, &member, Visit::new(Vec::new(), control));
+    assert!(
+        visited.closed_by_peer.is_none(),
+        "node-b closed the member's link: {:?}",
+        visited.closed_by_peer
+    );
+    assert_eq!(
+        prefixes_at(&node_b, "node-a"),
+        [
+            "10.77.0.1/32",
+            "fd77::1/128",
+            "10.99.0.0/24",
+            "10.98.0.0/24"
+        ],
+        "node-a's prefixes changed at node-b"
+    );
+    assert!(
+        node_b.log_count("its signature does not verify with the certificate's key") > 0,
+        "node-b did not say why it ignored the forgery"
     );
 }

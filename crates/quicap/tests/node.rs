@@ -501,10 +501,10 @@ fn incompatible_peer_is_refused_with_the_reason_on_both_sides() {
         &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"),
     );
     let node_a = Node::start(&a, "node-a", &cfg_a);
-    let node_b = Node::start_with_args(&b, "node-b", &cfg_b, &["--offer-versions", "2-3"]);
+    let node_b = Node::start_with_args(&b, "node-b", &cfg_b, &["--offer-versions", "3-4"]);
     let reason = "incompatible protocol versions";
     assert!(
-        node_a.wait_log(&[reason, "peer speaks 2..=3"], Duration::from_secs(10)),
+        node_a.wait_log(&[reason, "peer speaks 3..=4"], Duration::from_secs(10)),
         "node-a did not log the reason"
     );
     assert!(

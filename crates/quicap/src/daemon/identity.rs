@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use quicap_pki::cert::CaCert;
-use quicap_pki::{Crl, NodeCert};
+use quicap_pki::{Crl, NodeCert, NodeKey};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use time::OffsetDateTime;
@@ -19,6 +19,8 @@ use crate::tls::{Identity, Trust};
 pub struct Loaded {
     pub identity: Identity,
     pub cert: NodeCert,
+    /// The certificate's key, for what the node signs itself (its node information).
+    pub key: NodeKey,
     pub ca: CaCert,
     pub crl: Option<Crl>,
 }
@@ -63,10 +65,11 @@ pub fn load(config: &Config, now: OffsetDateTime) -> Result<Loaded> {
         )
     })?;
     let crl = n.crl.as_ref().map(|path| load_crl(path, &ca)).transpose()?;
-    let (cert, identity) = load_own(config, &ca, crl.as_ref(), now)?;
+    let (cert, identity, key) = load_own(config, &ca, crl.as_ref(), now)?;
     Ok(Loaded {
         identity,
         cert,
+        key,
         ca,
         crl,
     })
@@ -79,7 +82,7 @@ pub fn load_own(
     ca: &CaCert,
     crl: Option<&Crl>,
     now: OffsetDateTime,
-) -> Result<(NodeCert, Identity)> {
+) -> Result<(NodeCert, Identity, NodeKey)> {
     let n = &config.node;
     let cert_pem = read(&n.cert, "node.cert")?;
     let cert_ctx = || format!("node.cert {}", n.cert.display());
@@ -142,9 +145,11 @@ pub fn load_own(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| anyhow!("node.key {}: {e}", n.key.display()))?;
+    let signer =
+        NodeKey::from_pem(&key_pem).map_err(|e| anyhow!("node.key {}: {e}", n.key.display()))?;
     let identity = Identity {
         cert: CertificateDer::from(cert.der.clone()),
         key,
     };
-    Ok((cert, identity))
+    Ok((cert, identity, signer))
 }

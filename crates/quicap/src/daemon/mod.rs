@@ -18,6 +18,7 @@ mod datapath;
 mod held;
 pub mod identity;
 mod l2;
+mod limit;
 pub mod mesh;
 mod peers;
 mod renew;
@@ -543,7 +544,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         transport: transport_config,
         transport_relayed,
         peers: PeerTable::default(),
-        mesh: mesh::Mesh::new(id, loaded.cert.name.clone(), own_info, 0),
+        mesh: mesh::Mesh::new(id, loaded.cert.name.clone(), own_info, loaded.key, 0)?,
         macs: MacTable::default(),
         tun,
         tap,

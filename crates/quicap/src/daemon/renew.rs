@@ -38,7 +38,7 @@ pub async fn watch(node: Arc<Node>, config: Config) {
 /// Loads the node's certificate and key again; true if a new certificate is in force.
 fn reload(node: &Node, config: &Config) -> Result<bool> {
     let trust = node.trust();
-    let (cert, identity) = identity::load_own(
+    let (cert, identity, key) = identity::load_own(
         config,
         &trust.ca,
         trust.crl.as_ref(),
@@ -58,7 +58,7 @@ fn reload(node: &Node, config: &Config) -> Result<bool> {
         return Ok(false);
     }
     node.set_server_config(&trust.rustls, &identity)?;
-    let message = node.mesh.renew_own(&cert.der);
+    let message = node.mesh.renew_own(&cert.der, key)?;
     info!(
         serial = %cert.serial_hex(),
         previous = %current.serial_hex(),

@@ -23,6 +23,7 @@ use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::mesh::{Accepted, Via, SIGNED_NODE_INFO_VERSION};
 use super::peers::{remote_label, Link, Liveness, IDLE_PROBE_INTERVAL_MS};
 use super::Node;
 
@@ -208,7 +209,7 @@ pub async fn run(
         (control_tx, control_rx),
         &name,
         (&liveness, &instance),
-        relayed,
+        (relayed, version),
     );
     tokio::select! {
         _ = datagrams => {}
@@ -374,14 +375,19 @@ async fn control_loop(
     (tx, mut rx): (mpsc::Sender<Message>, mpsc::Receiver<Message>),
     peer: &str,
     (liveness, instance): (&Liveness, &AtomicU64),
-    relayed: bool,
+    (relayed, version): (bool, u8),
 ) {
     // One writer owns the send stream; the reader, the prober and the mesh queue
     // messages for it.
     let peer_id = super::mesh::node_id(peer);
     let writer = async move {
         let mut buf = Vec::new();
-        while let Some(msg) = rx.recv().await {
+        while let Some(mut msg) = rx.recv().await {
+            if version < SIGNED_NODE_INFO_VERSION {
+                if let Message::NodeInfo(info) = msg {
+                    msg = Message::LegacyNodeInfo(info);
+                }
+            }
             buf.clear();
             if msg.encode(&mut buf).is_err() || send.write_all(&buf).await.is_err() {
                 return;
@@ -450,22 +456,39 @@ async fn control_loop(
                     refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
                     return;
                 }
-                Ok(Message::Routes(_) | Message::Request { .. } | Message::NodeInfo(_))
-                    if relayed => {}
+                Ok(
+                    Message::Routes(_)
+                    | Message::Request { .. }
+                    | Message::NodeInfo(_)
+                    | Message::LegacyNodeInfo(_),
+                ) if relayed => {}
                 Ok(msg @ (Message::Routes(_) | Message::Request { .. })) => {
                     node.mesh.handle_message(peer_id, &msg, node.now_ms());
                 }
-                Ok(Message::NodeInfo(info)) => {
-                    if node.mesh.accept_node_info(&info, &node.trust(), peer) {
-                        let now = node.now_ms();
-                        for other in node.peers.names() {
-                            if other != peer {
-                                node.peers.send_control(
-                                    &other,
-                                    Message::NodeInfo(info.clone()),
-                                    now,
-                                );
+                Ok(Message::LegacyNodeInfo(_)) if version >= SIGNED_NODE_INFO_VERSION => {
+                    let reason = "unsigned node info on a version 2 connection";
+                    warn!(%peer, %reason, "closing link: protocol violation");
+                    refuse(conn, close::PROTOCOL_VIOLATION, reason);
+                    return;
+                }
+                Ok(Message::NodeInfo(info) | Message::LegacyNodeInfo(info)) => {
+                    let via = Via { peer, version };
+                    match node.mesh.accept_node_info(&info, &node.trust(), via) {
+                        Accepted::Ignored => {}
+                        Accepted::Relay => {
+                            let now = node.now_ms();
+                            for other in node.peers.names() {
+                                if other != peer {
+                                    node.peers.send_control(
+                                        &other,
+                                        Message::NodeInfo(info.clone()),
+                                        now,
+                                    );
+                                }
                             }
+                        }
+                        Accepted::OwnRenewed(own) => {
+                            node.peers.send_control_to_all(&own, node.now_ms());
                         }
                     }
                 }
