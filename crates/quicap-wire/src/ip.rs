@@ -35,6 +35,9 @@ pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// Largest value of the IPv4 fragment offset field (13 bits, in units of 8 bytes).
+const MAX_FRAGMENT_OFFSET: usize = 0x1fff;
+
 /// True if `packet` is IPv4 with the don't-fragment bit clear.
 pub fn is_fragmentable_v4(packet: &[u8]) -> bool {
     packet.len() >= IPV4_HEADER && packet[0] >> 4 == 4 && packet[6] & 0x40 == 0
@@ -123,8 +126,11 @@ fn too_big_v6(
 }
 
 /// Splits an IPv4 packet whose DF bit is clear into fragments of at most `mtu` bytes,
-/// calling `emit` with each. Returns `false` (and emits nothing) if the packet cannot be
-/// fragmented: DF set, malformed, or `mtu` too small for its header plus 8 bytes.
+/// calling `emit` with each (a packet without payload is one fragment: itself). A packet
+/// that is a fragment already keeps its offset, and MF on its last piece. Returns
+/// `false` (and emits nothing) if the packet cannot be fragmented: DF set, malformed,
+/// `mtu` too small for its header plus 8 bytes, or offsets that would not fit the
+/// 13-bit field.
 pub fn fragment_v4(packet: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> bool {
     if !is_fragmentable_v4(packet) {
         return false;
@@ -139,9 +145,16 @@ pub fn fragment_v4(packet: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> bo
     let more_after = flags_offset & 0x2000 != 0;
     let payload = &packet[ihl..total];
     let step = (mtu - ihl) & !7;
+    // The last fragment's offset must fit the 13-bit field: beyond it the offset would
+    // run into the flag bits, and a datagram cannot end past 65535 bytes anyway.
+    let last_start = payload.len().saturating_sub(1) / step * step;
+    if (base_offset + last_start) / 8 > MAX_FRAGMENT_OFFSET {
+        return false;
+    }
     let mut buf = [0u8; 65535];
     let mut at = 0;
-    while at < payload.len() {
+    // At least one fragment, so that a packet without payload is sent as it is.
+    loop {
         let end = (at + step).min(payload.len());
         let last = end == payload.len();
         let len = ihl + end - at;
@@ -156,9 +169,11 @@ pub fn fragment_v4(packet: &[u8], mtu: usize, mut emit: impl FnMut(&[u8])) -> bo
         let sum = checksum(&[&frag[..ihl]]);
         frag[10..12].copy_from_slice(&sum.to_be_bytes());
         emit(frag);
+        if last {
+            return true;
+        }
         at = end;
     }
-    true
 }
 
 fn write_ipv4_header(out: &mut [u8], total: usize, proto: u8, from: Ipv4Addr, to: Ipv4Addr) {
@@ -319,6 +334,45 @@ mod tests {
     }
 
     #[test]
+    fn a_packet_without_payload_is_sent_whole() {
+        let original = ipv4_packet(IPV4_HEADER, false, 17);
+        let mut frags = Vec::new();
+        assert!(fragment_v4(&original, 1200, |f| frags.push(f.to_vec())));
+        assert_eq!(frags, [original]);
+    }
+
+    #[test]
+    fn fragment_offsets_never_reach_the_flag_bits() {
+        // A fragment near the end of the offset range: its own pieces would need
+        // offsets past 0x1fff, which would set the flag bits.
+        let mut original = ipv4_packet(3000, false, 17);
+        original[6..8].copy_from_slice(&0x1f00u16.to_be_bytes());
+        fix_checksum(&mut original);
+        assert!(!fragment_v4(&original, 1200, |_| panic!("emitted")));
+        // Further down the range the pieces carry the original's offset plus their own,
+        // with MF kept from the original on the last one.
+        original[6..8].copy_from_slice(&(0x2000u16 | 0x0100).to_be_bytes());
+        fix_checksum(&mut original);
+        let mut frags = Vec::new();
+        assert!(fragment_v4(&original, 1200, |f| frags.push(f.to_vec())));
+        for (i, f) in frags.iter().enumerate() {
+            let fo = u16::from_be_bytes([f[6], f[7]]);
+            assert_eq!(fo & 0x4000, 0, "DF or reserved bit set in fragment {i}");
+            assert_eq!(fo & 0x2000, 0x2000, "MF of fragment {i}");
+            assert_eq!(
+                usize::from(fo & 0x1fff),
+                0x100 + i * ((1200 - IPV4_HEADER) / 8)
+            );
+        }
+    }
+
+    fn fix_checksum(packet: &mut [u8]) {
+        packet[10..12].fill(0);
+        let sum = checksum(&[&packet[..IPV4_HEADER]]);
+        packet[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+
+    #[test]
     fn does_not_fragment_df_packets() {
         let original = ipv4_packet(3000, true, 17);
         assert!(!fragment_v4(&original, 1200, |_| panic!("emitted")));
@@ -332,6 +386,30 @@ mod tests {
             let _ = packet_too_big(&bytes, 1200, "10.0.0.1".parse().unwrap(), &mut out);
             let _ = packet_too_big(&bytes, 1280, "fd00::1".parse().unwrap(), &mut out);
             let _ = fragment_v4(&bytes, mtu, |_| {});
+        }
+
+        /// Whatever the packet's own offset and length, no fragment's offset field
+        /// spills into the flags, fragments fit the MTU, and they cover the payload.
+        #[test]
+        fn fragments_keep_offsets_in_their_field(
+            len in IPV4_HEADER..4000usize,
+            offset in 0u16..0x2000,
+            more in any::<bool>(),
+            mtu in 68usize..1500,
+        ) {
+            let mut packet = ipv4_packet(len, false, 17);
+            packet[6..8].copy_from_slice(&(offset | if more { 0x2000 } else { 0 }).to_be_bytes());
+            let mut covered = 0;
+            let done = fragment_v4(&packet, mtu, |f| {
+                let fo = u16::from_be_bytes([f[6], f[7]]);
+                assert_eq!(fo & 0x4000, 0);
+                assert!(usize::from(fo & 0x1fff) >= usize::from(offset));
+                assert!(f.len() <= mtu.max(IPV4_HEADER));
+                covered += f.len() - IPV4_HEADER;
+            });
+            if done {
+                prop_assert_eq!(covered, len - IPV4_HEADER);
+            }
         }
     }
 }
