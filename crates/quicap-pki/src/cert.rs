@@ -40,7 +40,7 @@ pub struct NodeCert {
 /// and is not revoked, as of the `now` given to [`NodeCert::verify`].
 ///
 /// Only [`NodeCert::verify`] makes one, so code that takes a `VerifiedCert` knows the
-/// checks ran.
+/// checks ran, and that its name is a valid node name.
 #[derive(Debug, Clone)]
 pub struct VerifiedCert(NodeCert);
 
@@ -185,7 +185,9 @@ impl NodeCert {
         }
     }
 
-    /// Runs every check a peer runs on this certificate.
+    /// Runs every check a peer runs on this certificate. The name of a certificate that
+    /// passes follows the node name rules ([`crate::validate_node_name`]), so it is safe
+    /// to show anywhere.
     pub fn verify(
         self,
         ca: &CaCert,
@@ -193,6 +195,7 @@ impl NodeCert {
         now: OffsetDateTime,
     ) -> Result<VerifiedCert, PkiError> {
         self.check_issuer(ca)?;
+        crate::validate_node_name(&self.name)?;
         self.check_time(now)?;
         if let Some(crl) = crl {
             if crl.is_revoked(&self.serial) {

@@ -1,4 +1,7 @@
 //! Human-readable descriptions of certificates, CSRs and CRLs (`quicap cert show`).
+//!
+//! Whoever made the file chose its names: each is shown escaped ([`Escaped`]), so a
+//! file cannot write control sequences to the terminal of the CA's operator.
 
 use std::fmt::Write;
 
@@ -8,6 +11,7 @@ use crate::cert::{CaCert, NodeCert};
 use crate::crl::Crl;
 use crate::csr::ParsedCsr;
 use crate::{fmt_time, format_serial, PkiError};
+use quicap_wire::Escaped;
 
 /// Describes the first PEM object in `text`, whatever kind it is.
 ///
@@ -32,7 +36,7 @@ pub fn describe(text: &str, now: OffsetDateTime) -> Result<String, PkiError> {
             let _ = writeln!(
                 out,
                 "  name:       {}",
-                csr.common_name.as_deref().unwrap_or("(none)")
+                Escaped(csr.common_name.as_deref().unwrap_or("(none)"))
             );
             if !csr.requested_extensions.is_empty() {
                 let _ = writeln!(
@@ -69,8 +73,8 @@ fn status(
 
 fn describe_node(out: &mut String, cert: &NodeCert, now: OffsetDateTime) {
     let _ = writeln!(out, "Node certificate");
-    let _ = writeln!(out, "  name:       {}", cert.name);
-    let _ = writeln!(out, "  issuer:     {}", cert.issuer);
+    let _ = writeln!(out, "  name:       {}", Escaped(&cert.name));
+    let _ = writeln!(out, "  issuer:     {}", Escaped(&cert.issuer));
     let _ = writeln!(out, "  serial:     {}", cert.serial_hex());
     let _ = writeln!(out, "  not before: {}", fmt_time(&cert.not_before));
     let _ = writeln!(out, "  not after:  {}", fmt_time(&cert.not_after));
@@ -89,7 +93,7 @@ fn describe_node(out: &mut String, cert: &NodeCert, now: OffsetDateTime) {
 
 fn describe_ca(out: &mut String, ca: &CaCert, now: OffsetDateTime) {
     let _ = writeln!(out, "CA certificate");
-    let _ = writeln!(out, "  name:       {}", ca.name);
+    let _ = writeln!(out, "  name:       {}", Escaped(&ca.name));
     let _ = writeln!(out, "  not before: {}", fmt_time(&ca.not_before));
     let _ = writeln!(out, "  not after:  {}", fmt_time(&ca.not_after));
     let _ = writeln!(
@@ -101,7 +105,7 @@ fn describe_ca(out: &mut String, ca: &CaCert, now: OffsetDateTime) {
 
 fn describe_crl(out: &mut String, crl: &Crl) {
     let _ = writeln!(out, "Certificate revocation list");
-    let _ = writeln!(out, "  issuer:      {}", crl.issuer);
+    let _ = writeln!(out, "  issuer:      {}", Escaped(&crl.issuer));
     let _ = writeln!(out, "  number:      {}", crl.number);
     let _ = writeln!(out, "  this update: {}", fmt_time(&crl.this_update));
     if let Some(next) = crl.next_update {
@@ -160,5 +164,21 @@ mod tests {
             .unwrap()
             .contains("revoked:     0"));
         assert!(describe(&req.key_pem, now).is_err());
+    }
+
+    #[test]
+    fn names_from_a_file_reach_the_terminal_escaped() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "evil\n  status:     valid\u{1b}[2J",
+        );
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let text = describe(&csr, time::OffsetDateTime::UNIX_EPOCH).unwrap();
+        assert_eq!(
+            text,
+            "Certificate signing request (signature valid)\n  name:       evil\\u{a}  status:     valid\\u{1b}[2J\n"
+        );
     }
 }

@@ -258,6 +258,23 @@ pub enum ControlError {
 }
 
 impl Message {
+    /// The message's name, for logs and close reasons.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Ping(_) => "ping",
+            Message::Pong(_) => "pong",
+            Message::Goodbye(_) => "goodbye",
+            Message::Routes(_) => "routes",
+            Message::Request { .. } => "route request",
+            Message::NodeInfo(_) => "node info",
+            Message::LegacyNodeInfo(_) => "unsigned node info",
+            Message::HostDrops(_) => "host drops",
+            Message::Instance(_) => "instance",
+            Message::Unknown(_) => "message of unknown type",
+        }
+    }
+
     /// Appends this message as one frame to `out`; on error `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<(), ControlError> {
         let start = out.len();

@@ -29,7 +29,7 @@ pub mod text;
 
 pub use control::{route_frames, ControlError, Message, NodeInfo, Prefix, RouteEntry, HOST_ID_LEN};
 pub use overlay::{Header, NodeId, OverlayError, PayloadKind};
-pub use text::{escape, Escaped};
+pub use text::{escape, Escaped, Quoted};
 
 /// The protocol versions this implementation speaks, oldest first.
 ///

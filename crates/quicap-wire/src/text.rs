@@ -5,7 +5,9 @@
 //! move the cursor, recolour a terminal or reorder what is shown (control characters,
 //! Unicode format characters such as bidirectional overrides) as a `\u{..}` escape, and
 //! a backslash as `\\`, so that an escape in the output always comes from the escaping.
-//! Everything else, non-ASCII letters included, is written as it is.
+//! Everything else, non-ASCII letters included, is written as it is. [`Quoted`] also
+//! puts it between double quotes (escaping those inside), for a string that must not
+//! look like more than one field of a log line, such as a name nobody verified.
 
 use std::fmt;
 
@@ -15,22 +17,43 @@ pub struct Escaped<'a>(pub &'a str);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        let mut rest = self.0;
-        while let Some(at) = rest.find(needs_escape) {
-            f.write_str(&rest[..at])?;
-            let c = rest[at..].chars().next().unwrap_or_default();
-            if c == '\\' {
-                f.write_str("\\\\")?;
-            } else {
-                for e in c.escape_unicode() {
-                    f.write_char(e)?;
-                }
-            }
-            rest = &rest[at + c.len_utf8()..];
-        }
-        f.write_str(rest)
+        write_escaped(f, self.0, needs_escape)
     }
+}
+
+/// A string shown escaped and between double quotes (see the module documentation).
+#[derive(Debug, Clone, Copy)]
+pub struct Quoted<'a>(pub &'a str);
+
+impl fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"")?;
+        write_escaped(f, self.0, |c| c == '"' || needs_escape(c))?;
+        f.write_str("\"")
+    }
+}
+
+fn write_escaped(
+    f: &mut fmt::Formatter<'_>,
+    s: &str,
+    escape: impl Fn(char) -> bool,
+) -> fmt::Result {
+    use fmt::Write;
+    let mut rest = s;
+    while let Some(at) = rest.find(&escape) {
+        f.write_str(&rest[..at])?;
+        let c = rest[at..].chars().next().unwrap_or_default();
+        if c == '\\' || c == '"' {
+            f.write_char('\\')?;
+            f.write_char(c)?;
+        } else {
+            for e in c.escape_unicode() {
+                f.write_char(e)?;
+            }
+        }
+        rest = &rest[at + c.len_utf8()..];
+    }
+    f.write_str(rest)
 }
 
 /// The string escaped, as an owned `String`.
@@ -73,6 +96,11 @@ mod tests {
     fn reordering_characters_and_backslashes_are_escaped() {
         assert_eq!(escape("abc\u{202e}fed"), "abc\\u{202e}fed");
         assert_eq!(escape("a\\u{a}"), "a\\\\u{a}");
+    }
+
+    #[test]
+    fn quoted_text_keeps_its_quotes_inside() {
+        assert_eq!(Quoted("a \"b\"\nc").to_string(), "\"a \\\"b\\\"\\u{a}c\"");
     }
 
     #[test]

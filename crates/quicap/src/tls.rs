@@ -1,12 +1,15 @@
 //! TLS 1.3 configuration for node-to-node QUIC: mutual authentication where the network
-//! CA is the only trust anchor, the CRL is enforced, and every refusal is logged with
+//! CA is the only trust anchor, the CRL is enforced, and every refusal is reported with
 //! its reason.
 //!
 //! rustls (ring provider) and webpki do the verification; QUICAP wraps their verifiers
-//! only to log why a peer was refused. The same configs will serve the TLS/TCP
-//! fallback transport.
+//! only to record why a peer was refused, in the [`RefusalSlot`] of the connection, so
+//! that the accept or dial path, which knows the remote address, can log it. [`Tls`]
+//! holds what every connection's config shares (verifiers, certified key), built once
+//! per change of trust or identity; a config per connection then costs a few
+//! allocations. The same configs will serve the TLS/TCP fallback transport.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, Context, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -17,6 +20,7 @@ use rustls::pki_types::{
 };
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
 };
@@ -74,37 +78,109 @@ impl Trust {
 
     /// TLS server config: client certificates are mandatory and verified.
     pub fn server_config(&self, identity: &Identity) -> Result<rustls::ServerConfig> {
-        let provider = provider();
-        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .with_crls(self.crls())
-            .build()
-            .context("building the client certificate verifier")?;
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .context("selecting TLS 1.3")?
-            .with_client_cert_verifier(Arc::new(LoggingClientVerifier(verifier)))
-            .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())
-            .context("loading this node's certificate and key")?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(config)
+        Ok(Tls::new(self, identity)?.server(RefusalSlot::default()))
     }
 
     /// TLS client config: the server must present a certificate for the dialed name.
     pub fn client_config(&self, identity: &Identity) -> Result<rustls::ClientConfig> {
+        Ok(Tls::new(self, identity)?.client(RefusalSlot::default()))
+    }
+}
+
+/// What the TLS configs of all of a node's connections share: the verifiers of its CA
+/// and CRL and its certified key.
+#[derive(Debug)]
+pub struct Tls {
+    provider: Arc<CryptoProvider>,
+    client_verifier: Arc<dyn ClientCertVerifier>,
+    server_verifier: Arc<WebPkiServerVerifier>,
+    key: Arc<CertifiedKey>,
+}
+
+impl Tls {
+    pub fn new(trust: &Trust, identity: &Identity) -> Result<Tls> {
         let provider = provider();
-        let verifier = WebPkiServerVerifier::builder_with_provider(self.roots()?, provider.clone())
-            .with_crls(self.crls())
+        let roots = trust.roots()?;
+        let client_verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+                .with_crls(trust.crls())
+                .build()
+                .context("building the client certificate verifier")?;
+        let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .with_crls(trust.crls())
             .build()
             .context("building the server certificate verifier")?;
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        let key = CertifiedKey::from_der(
+            vec![identity.cert.clone()],
+            identity.key.clone_key(),
+            &provider,
+        )
+        .context("loading this node's certificate and key")?;
+        Ok(Tls {
+            provider,
+            client_verifier,
+            server_verifier,
+            key: Arc::new(key),
+        })
+    }
+
+    /// The server config of one incoming connection; a refused client certificate is
+    /// recorded in `refusal`.
+    pub fn server(&self, refusal: RefusalSlot) -> rustls::ServerConfig {
+        let verifier = LoggingClientVerifier {
+            inner: self.client_verifier.clone(),
+            refusal,
+        };
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
-            .context("selecting TLS 1.3")?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(LoggingServerVerifier(verifier)))
-            .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())
-            .context("loading this node's certificate and key")?;
+            .expect("the ring provider supports TLS 1.3")
+            .with_client_cert_verifier(Arc::new(verifier))
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(self.key.clone())));
         config.alpn_protocols = vec![ALPN.to_vec()];
-        Ok(config)
+        config
+    }
+
+    /// The client config of one dial; a refused server certificate is recorded in
+    /// `refusal`.
+    pub fn client(&self, refusal: RefusalSlot) -> rustls::ClientConfig {
+        let verifier = LoggingServerVerifier {
+            inner: self.server_verifier.clone(),
+            refusal,
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("the ring provider supports TLS 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(self.key.clone())));
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        config
+    }
+}
+
+/// A certificate the verifier refused: the reason, and the certificate as presented
+/// (nothing in it is verified unless the caller checks it).
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub reason: String,
+    pub certificate: Vec<u8>,
+}
+
+/// Where the verifier of one connection records a refusal.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalSlot(Arc<Mutex<Option<Refusal>>>);
+
+impl RefusalSlot {
+    /// The refusal recorded, if any.
+    pub fn take(&self) -> Option<Refusal> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    fn record(&self, err: &rustls::Error, cert: &CertificateDer<'_>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(Refusal {
+            reason: refusal_reason(err),
+            certificate: cert.to_vec(),
+        });
     }
 }
 
@@ -131,18 +207,15 @@ pub fn refusal_reason(err: &rustls::Error) -> String {
     }
 }
 
-fn presented_name(cert: &CertificateDer<'_>) -> String {
-    quicap_pki::NodeCert::from_der(cert)
-        .map(|c| c.name)
-        .unwrap_or_else(|_| "<not a node certificate>".into())
-}
-
 #[derive(Debug)]
-struct LoggingClientVerifier(Arc<dyn ClientCertVerifier>);
+struct LoggingClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    refusal: RefusalSlot,
+}
 
 impl ClientCertVerifier for LoggingClientVerifier {
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.0.root_hint_subjects()
+        self.inner.root_hint_subjects()
     }
 
     fn verify_client_cert(
@@ -151,15 +224,9 @@ impl ClientCertVerifier for LoggingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
+        self.inner
             .verify_client_cert(end_entity, intermediates, now)
-            .inspect_err(|e| {
-                tracing::warn!(
-                    peer = %presented_name(end_entity),
-                    reason = %refusal_reason(e),
-                    "refused incoming peer"
-                );
-            })
+            .inspect_err(|e| self.refusal.record(e, end_entity))
     }
 
     fn verify_tls12_signature(
@@ -168,7 +235,7 @@ impl ClientCertVerifier for LoggingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -177,16 +244,19 @@ impl ClientCertVerifier for LoggingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }
 
 #[derive(Debug)]
-struct LoggingServerVerifier(Arc<WebPkiServerVerifier>);
+struct LoggingServerVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    refusal: RefusalSlot,
+}
 
 impl ServerCertVerifier for LoggingServerVerifier {
     fn verify_server_cert(
@@ -197,16 +267,9 @@ impl ServerCertVerifier for LoggingServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0
+        self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-            .inspect_err(|e| {
-                tracing::warn!(
-                    peer = %server_name.to_str(),
-                    presented = %presented_name(end_entity),
-                    reason = %refusal_reason(e),
-                    "refused peer we dialed"
-                );
-            })
+            .inspect_err(|e| self.refusal.record(e, end_entity))
     }
 
     fn verify_tls12_signature(
@@ -215,7 +278,7 @@ impl ServerCertVerifier for LoggingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        self.inner.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -224,10 +287,10 @@ impl ServerCertVerifier for LoggingServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        self.inner.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.inner.supported_verify_schemes()
     }
 }

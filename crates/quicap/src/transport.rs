@@ -95,12 +95,7 @@ pub fn server_config(
     identity: &Identity,
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ServerConfig> {
-    let tls = trust.server_config(identity)?;
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| anyhow!("QUIC server TLS: {e}"))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport);
-    config.migration(true);
-    Ok(config)
+    quic_server(trust.server_config(identity)?, transport)
 }
 
 pub fn client_config(
@@ -108,7 +103,26 @@ pub fn client_config(
     identity: &Identity,
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ClientConfig> {
-    let tls = trust.client_config(identity)?;
+    quic_client(trust.client_config(identity)?, transport)
+}
+
+/// A QUIC server config around `tls`.
+pub fn quic_server(
+    tls: rustls::ServerConfig,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ServerConfig> {
+    let quic = QuicServerConfig::try_from(tls).map_err(|e| anyhow!("QUIC server TLS: {e}"))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport);
+    config.migration(true);
+    Ok(config)
+}
+
+/// A QUIC client config around `tls`.
+pub fn quic_client(
+    tls: rustls::ClientConfig,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig> {
     let quic = QuicClientConfig::try_from(tls).map_err(|e| anyhow!("QUIC client TLS: {e}"))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport);

@@ -55,6 +55,8 @@ struct Visit {
     control: Vec<u8>,
     /// The protocol versions its hello offers.
     versions: (u8, u8),
+    /// Whether it finishes its control stream after the control bytes.
+    finish: bool,
 }
 
 impl Visit {
@@ -63,6 +65,7 @@ impl Visit {
             datagrams,
             control,
             versions: (1, 2),
+            finish: false,
         }
     }
 }
@@ -146,6 +149,9 @@ fn visit(ns: &Netns, config: &std::path::Path, visit: Visit) -> Visited {
             if !visit.control.is_empty() {
                 // The peer may close the connection on it: that is the point.
                 let _ = send.write_all(&visit.control).await;
+            }
+            if visit.finish {
+                let _ = send.finish();
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
             let closed_by_peer = conn.close_reason();
@@ -449,4 +455,91 @@ fn a_member_cannot_change_another_nodes_information() {
         node_b.log_count("its signature does not verify with the certificate's key") > 0,
         "node-b did not say why it ignored the forgery"
     );
+}
+
+/// Each way of breaking the control protocol closes the member's link with a reason
+/// that names it, in the close frame and in node-b's log; node-a keeps its tunnel.
+#[test]
+fn protocol_violations_are_named() {
+    let (pair, config) = pair_and_member();
+    let frame = |m: Message| {
+        let mut out = Vec::new();
+        m.encode(&mut out).expect("frame");
+        out
+    };
+    let hello = frame(Message::Hello(Hello {
+        min_version: 1,
+        max_version: 2,
+        name: "node-m".into(),
+        mtu: 1400,
+        modes: Modes {
+            l3: true,
+            l2: false,
+        },
+    }));
+    let unsigned = frame(Message::LegacyNodeInfo(quicap_wire::NodeInfo {
+        origin: quicap::daemon::mesh::node_id("node-m"),
+        version: 1,
+        modes: Modes::default(),
+        certificate: Vec::new(),
+        prefixes: Vec::new(),
+        signature: Vec::new(),
+    }));
+    let cases: Vec<(Vec<u8>, bool, &str)> = vec![
+        (
+            vec![0x20, 0x00],
+            false,
+            "control frame of 8192 bytes exceeds the 4096-byte limit",
+        ),
+        (
+            vec![0, 10, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 9],
+            false,
+            "control message type 0x02 has 1 trailing bytes",
+        ),
+        (
+            vec![0, 3, 0x02, 0, 0],
+            false,
+            "control message type 0x02 is truncated",
+        ),
+        (
+            vec![0, 9, 0x02, 1, 2],
+            true,
+            "control stream ended inside a frame, after 3 bytes",
+        ),
+        (hello, false, "a second hello"),
+        (
+            unsigned,
+            false,
+            "unsigned node info on a version 2 connection",
+        ),
+    ];
+    for (control, finish, reason) in cases {
+        let visited = visit(
+            &pair.a,
+            &config,
+            Visit {
+                finish,
+                ..Visit::new(Vec::new(), control)
+            },
+        );
+        match &visited.closed_by_peer {
+            Some(quinn::ConnectionError::ApplicationClosed(c)) => {
+                assert_eq!(c.error_code, 3u32.into(), "{reason}");
+                assert!(
+                    String::from_utf8_lossy(&c.reason).contains(reason),
+                    "closed with {:?}, expected {reason:?}",
+                    String::from_utf8_lossy(&c.reason)
+                );
+            }
+            other => panic!("not closed for {reason:?}: {other:?}"),
+        }
+        assert!(
+            pair.node_b.wait_log(
+                &["closing link: protocol violation", reason],
+                Duration::from_secs(2)
+            ),
+            "node-b's log does not name {reason:?}"
+        );
+    }
+    assert!(pair.a.ping("10.77.0.2"), "node-b no longer answers node-a");
 }

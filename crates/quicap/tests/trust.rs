@@ -43,10 +43,7 @@ fn node_from_another_ca_is_refused() {
     let other = Pki::new("othernet");
     let (c, node_c) = third_node(&pair, &other, "node-c", &[]);
     assert!(
-        node_c.wait_log(
-            &["refused peer we dialed", "unknown issuer"],
-            Duration::from_secs(10)
-        ),
+        node_c.wait_log(&["dial failed", "unknown issuer"], Duration::from_secs(10)),
         "node-c did not log why it refused node-a"
     );
     // node-c trusts only its own CA, so node-a never gets to see node-c's certificate;
@@ -360,4 +357,162 @@ fn two_running_nodes_with_one_certificate_are_reported() {
             .wait_log(&[warning, "node-b"], Duration::from_secs(15)),
         "node-a did not report the copy"
     );
+}
+
+/// A TLS client that takes any server certificate: a stranger probing a node does not
+/// care whom it talks to.
+#[derive(Debug)]
+struct AnyServer(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.0.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A node certificate, with QUICAP's authorization extension, whose common name is
+/// `name`, issued by a CA of the stranger's own making; returns the certificate's DER
+/// and its key's PKCS #8 DER.
+fn strangers_certificate(name: &str) -> (Vec<u8>, Vec<u8>) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "stranger's CA");
+    let ca_cert = ca.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["node-x".to_owned()]).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let authorization = quicap_pki::Authorization {
+        addresses: vec!["10.77.0.66/24".parse().expect("prefix")],
+        subnets: Vec::new(),
+    };
+    params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+        quicap_pki::authorization::OID,
+        authorization.to_der(),
+    )];
+    let cert = params.signed_by(&key, &issuer).expect("certificate");
+    drop(ca_cert);
+    (cert.der().to_vec(), key.serialize_der())
+}
+
+/// A stranger whose self-made certificate's name carries a newline, a forged log line
+/// and terminal escape codes knocks at node-b five times: node-b logs one line per
+/// refusal it logs, at powers of two of the attempts from that address (1, 2, 4), each
+/// with the remote address, the reason, and the name escaped and labelled unverified;
+/// nothing the stranger wrote starts a line or reaches the log as a control character.
+#[test]
+fn a_strangers_certificate_cannot_forge_log_lines() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let forged = "2026-12-01T00:00:00.000000Z ERROR quicap: forged line";
+    let name = format!("node-x\n{forged}\u{1b}[2J");
+    let (cert, key) = strangers_certificate(&name);
+    let ns_path = format!("/var/run/netns/{}", pair.a.name);
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&ns_path).expect("namespace file");
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let provider = quicap::tls::provider();
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .expect("TLS 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+                .with_client_auth_cert(
+                    vec![rustls::pki_types::CertificateDer::from(cert)],
+                    rustls::pki_types::PrivateKeyDer::try_from(key).expect("key"),
+                )
+                .expect("client config");
+            tls.alpn_protocols = vec![quicap::tls::ALPN.to_vec()];
+            let transport = std::sync::Arc::new(quinn::TransportConfig::default());
+            let client = quicap::transport::quic_client(tls, transport).expect("client");
+            let mut endpoint =
+                quinn::Endpoint::client("0.0.0.0:0".parse().expect("addr")).expect("endpoint");
+            endpoint.set_default_client_config(client);
+            for _ in 0..5 {
+                let conn = endpoint
+                    .connect("192.0.2.2:4433".parse().expect("addr"), "node-b")
+                    .expect("connect")
+                    .await;
+                // With TLS 1.3 the refusal arrives after the client's handshake is done.
+                if let Ok(conn) = conn {
+                    let _ = conn.closed().await;
+                }
+            }
+            endpoint.wait_idle().await;
+        })
+    })
+    .join()
+    .expect("stranger");
+    assert!(
+        pair.node_b
+            .wait_log(&["refused incoming peer"], Duration::from_secs(5)),
+        "node-b did not log the refusal"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let log = pair.node_b.log_text();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused incoming peer"))
+        .collect();
+    assert_eq!(
+        refusals.len(),
+        3,
+        "expected lines for attempts 1, 2 and 4:\n{log}"
+    );
+    for line in &refusals {
+        assert!(line.contains("remote=192.0.2.1:"), "{line}");
+        assert!(line.contains("unknown issuer"), "{line}");
+        assert!(
+            line.contains(&format!(
+                "claimed_name_unverified=\"node-x\\u{{a}}{forged}\\u{{1b}}[2J\""
+            )),
+            "{line}"
+        );
+    }
+    assert!(
+        !log.lines().any(|l| l.starts_with(forged)),
+        "a forged line made it into the log:\n{log}"
+    );
+    assert!(!log.contains('\u{1b}'), "an escape code reached the log");
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::Mutex;
 
 /// Sources remembered at most; when a new one would exceed this, the counts start
@@ -39,6 +40,18 @@ impl<K: Hash + Eq> LogLimit<K> {
     }
 }
 
+/// The source an address counts as: itself for IPv4, its /64 for IPv6 (one host or
+/// network usually holds a whole /64).
+pub fn address_source(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(a) => {
+            let bits = u128::from(a) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +74,16 @@ mod tests {
         assert_eq!(limit.hit(MAX_SOURCES), Some(1));
         assert_eq!(limit.counts.lock().unwrap().len(), 1);
         assert_eq!(limit.hit(0), Some(1));
+    }
+
+    #[test]
+    fn ipv6_sources_are_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_source(a), address_source(b));
+        assert_ne!(address_source(a), address_source(c));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(address_source(v4), v4);
     }
 }

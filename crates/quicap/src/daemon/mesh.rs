@@ -32,7 +32,7 @@ use quicap_mesh::{
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::{NodeCert, NodeKey, PkiError};
 use quicap_wire::control::{route_frames, Modes, NodeInfo, Prefix, RouteEntry};
-use quicap_wire::{Escaped, Message};
+use quicap_wire::{Message, Quoted};
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -288,7 +288,7 @@ impl Mesh {
                     warn!(
                         via = %via.peer,
                         origin = format_args!("{:016x}", info.origin),
-                        claimed_name_unverified = %Escaped(claimed.as_deref().unwrap_or("?")),
+                        claimed_name_unverified = %Quoted(claimed.as_deref().unwrap_or("?")),
                         version = info.version,
                         reason = %refusal,
                         refused,

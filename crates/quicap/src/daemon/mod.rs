@@ -15,12 +15,14 @@
 
 mod control;
 mod datapath;
+mod frames;
 mod held;
 pub mod identity;
 mod l2;
 mod limit;
 pub mod mesh;
 mod peers;
+mod refusal;
 mod renew;
 mod scheduling;
 mod session;
@@ -43,7 +45,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{Config, PeerConfig};
 use crate::device::{Interface, Kind, Netlink, Spec};
 use crate::relay::{RelayCounters, RelayTable};
-use crate::tls::{Identity, Trust};
+use crate::tls::{Identity, RefusalSlot, Tls, Trust};
 use crate::transport;
 
 use l2::MacTable;
@@ -114,6 +116,11 @@ pub struct Node {
     /// to tell those made with the current certificate.
     pub generation: std::sync::atomic::AtomicU64,
     trust: RwLock<TrustState>,
+    /// The TLS verifiers and certified key of `trust` and `own`, shared by the configs
+    /// of all connections.
+    tls: RwLock<Arc<Tls>>,
+    /// Certificates refused, for the log.
+    refusals: refusal::Refusals,
     transport: Arc<quinn::TransportConfig>,
     /// Transport parameters of end-to-end connections carried in relay frames.
     transport_relayed: Arc<quinn::TransportConfig>,
@@ -224,12 +231,28 @@ impl Node {
         }
     }
 
-    fn client_config(&self, remote: SocketAddr) -> Result<quinn::ClientConfig> {
-        transport::client_config(
-            &self.trust().rustls,
-            &self.identity(),
-            self.transport_for(remote),
-        )
+    fn tls(&self) -> Arc<Tls> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The QUIC client config of a dial to `remote`; a refusal of the certificate it
+    /// presents is recorded in `refusal`.
+    fn client_config(
+        &self,
+        remote: SocketAddr,
+        refusal: RefusalSlot,
+    ) -> Result<quinn::ClientConfig> {
+        transport::quic_client(self.tls().client(refusal), self.transport_for(remote))
+    }
+
+    /// The QUIC server config of an incoming connection from `remote`; a refusal of the
+    /// certificate it presents is recorded in `refusal`.
+    fn server_config(
+        &self,
+        remote: SocketAddr,
+        refusal: RefusalSlot,
+    ) -> Result<quinn::ServerConfig> {
+        transport::quic_server(self.tls().server(refusal), self.transport_for(remote))
     }
 
     /// Stops the node with `reason` as its error (see the `fatal` field); the first reason
@@ -245,12 +268,15 @@ impl Node {
         });
     }
 
-    /// Makes every endpoint answer new handshakes with `identity`, trusting `trust`.
-    fn set_server_config(&self, trust: &crate::tls::Trust, identity: &Identity) -> Result<()> {
-        let server = transport::server_config(trust, identity, self.transport.clone())?;
+    /// Makes new handshakes, both ways, use `identity` and trust `trust`.
+    fn set_tls(&self, trust: &Trust, identity: &Identity) -> Result<()> {
+        let tls = Tls::new(trust, identity)?;
+        let server =
+            transport::quic_server(tls.server(RefusalSlot::default()), self.transport.clone())?;
         for endpoint in &self.endpoints {
             endpoint.set_server_config(Some(server.clone()));
         }
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tls);
         Ok(())
     }
 
@@ -448,8 +474,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     };
     let transport_config = transport::transport_config(&config.transport, config.mtu(), false)?;
     let transport_relayed = transport::transport_config(&config.transport, config.mtu(), true)?;
+    let tls = Tls::new(&trust.rustls, &loaded.identity)?;
     let server =
-        transport::server_config(&trust.rustls, &loaded.identity, transport_config.clone())?;
+        transport::quic_server(tls.server(RefusalSlot::default()), transport_config.clone())?;
     let relays = RelayTable::new(quicap_wire::NodeId(mesh::node_id(&loaded.cert.name)));
     let mut socket_drops = transport::SocketDrops::default();
     let (endpoints, relay_counters): (Vec<_>, Vec<_>) = config
@@ -541,6 +568,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         }),
         generation: std::sync::atomic::AtomicU64::new(0),
         trust: RwLock::new(trust),
+        tls: RwLock::new(Arc::new(tls)),
+        refusals: refusal::Refusals::default(),
         transport: transport_config,
         transport_relayed,
         peers: PeerTable::default(),
@@ -778,24 +807,18 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
         let node = node.clone();
         tokio::spawn(async move {
             let remote = incoming.remote_address();
-            // An end-to-end connection through relays gets the relayed parameters;
-            // the others the endpoint's server configuration.
-            let connecting = if node.relays.node_at(remote).is_some() {
-                match transport::server_config(
-                    &node.trust().rustls,
-                    &node.identity(),
-                    node.transport_relayed.clone(),
-                ) {
-                    Ok(config) => incoming.accept_with(Arc::new(config)),
-                    Err(e) => {
-                        warn!(%remote, error = %format!("{e:#}"), "cannot accept a relayed connection");
-                        return;
-                    }
+            // Each connection gets a config of its own, whose verifier records why it
+            // refused the peer's certificate; an end-to-end connection through relays
+            // gets the relayed transport parameters.
+            let refusal = RefusalSlot::default();
+            let config = match node.server_config(remote, refusal.clone()) {
+                Ok(config) => config,
+                Err(e) => {
+                    warn!(%remote, error = %format!("{e:#}"), "cannot accept a connection");
+                    return;
                 }
-            } else {
-                incoming.accept()
             };
-            let connecting = match connecting {
+            let connecting = match incoming.accept_with(Arc::new(config)) {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(%remote, error = %e, "incoming connection not accepted");
@@ -806,7 +829,10 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
                 Ok(conn) => {
                     session::run(node, conn, false, None).await;
                 }
-                Err(e) => debug!(%remote, error = %e, "incoming handshake failed"),
+                Err(e) => match refusal.take() {
+                    Some(r) => node.refusals.incoming(remote, &r, &node.trust()),
+                    None => debug!(%remote, error = %e, "incoming handshake failed"),
+                },
             }
         });
     }
@@ -871,11 +897,16 @@ async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<quinn::Con
                 .unwrap_or(false)
         })
         .ok_or_else(|| anyhow!("no listen address of {addr}'s family to dial from"))?;
-    let connecting = endpoint.connect_with(node.client_config(addr)?, addr, name)?;
+    let refusal = RefusalSlot::default();
+    let connecting =
+        endpoint.connect_with(node.client_config(addr, refusal.clone())?, addr, name)?;
     let conn = tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
         .await
-        .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))??;
-    Ok(conn)
+        .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))?;
+    conn.map_err(|e| match refusal.take() {
+        Some(r) => anyhow!(refusal::dial_error(&r, &node.trust())),
+        None => e.into(),
+    })
 }
 
 /// Closes connections of peers whose certificate has expired since they connected.
@@ -949,7 +980,7 @@ async fn watch_crl(node: Arc<Node>, path: std::path::PathBuf) {
             ca,
             crl: Some(crl.clone()),
         };
-        if let Err(e) = node.set_server_config(&state.rustls, &node.identity()) {
+        if let Err(e) = node.set_tls(&state.rustls, &node.identity()) {
             error!(error = %format!("{e:#}"), "keeping the previous CRL");
             continue;
         }

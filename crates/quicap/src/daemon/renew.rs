@@ -57,7 +57,7 @@ fn reload(node: &Node, config: &Config) -> Result<bool> {
         debug!("certificate files touched, certificate unchanged");
         return Ok(false);
     }
-    node.set_server_config(&trust.rustls, &identity)?;
+    node.set_tls(&trust.rustls, &identity)?;
     let message = node.mesh.renew_own(&cert.der, key)?;
     info!(
         serial = %cert.serial_hex(),

@@ -16,13 +16,14 @@ use bytes::Bytes;
 use futures::FutureExt;
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
-use quicap_wire::control::{Hello, FRAME_HEADER_LEN};
+use quicap_wire::control::Hello;
 use quicap_wire::overlay::PayloadKind;
-use quicap_wire::{ip, negotiate_version, Header, Message};
+use quicap_wire::{ip, negotiate_version, Escaped, Header, Message};
 use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::frames::{read_message, ReadError};
 use super::mesh::{Accepted, Via, SIGNED_NODE_INFO_VERSION};
 use super::peers::{remote_label, Link, Liveness, IDLE_PROBE_INTERVAL_MS};
 use super::Node;
@@ -139,7 +140,9 @@ pub async fn run(
                 None | Some(quinn::ConnectionError::LocallyClosed) => format!("{e:#}"),
                 Some(r) => describe_close(&r),
             };
-            warn!(%remote, peer = expected.unwrap_or("?"), %reason, "connection refused");
+            if let Some(refused) = node.refusals.after_handshake(conn.remote_address()) {
+                warn!(%remote, peer = expected.unwrap_or("?"), %reason, refused, "connection refused");
+            }
             return false;
         }
     };
@@ -211,16 +214,17 @@ pub async fn run(
         (&liveness, &instance),
         (relayed, version),
     );
-    tokio::select! {
-        _ = datagrams => {}
-        _ = control => {}
-    }
-    // Either loop ends on its own only when the peer broke the protocol (a control
-    // stream it closed or filled with garbage): close the link rather than keep a
-    // connection nobody serves.
+    let violation = tokio::select! {
+        _ = datagrams => None,
+        v = control => v,
+    };
+    // Either loop ends on its own, with the connection still up, only when the peer
+    // broke the protocol: close the link, saying how, rather than keep a connection
+    // nobody serves.
     if conn.close_reason().is_none() {
-        warn!(peer = %name, "closing link: its control stream ended");
-        refuse(&conn, close::PROTOCOL_VIOLATION, "control stream ended");
+        let reason = violation.unwrap_or_else(|| "control stream ended".to_owned());
+        warn!(peer = %name, %remote, %reason, "closing link: protocol violation");
+        refuse(&conn, close::PROTOCOL_VIOLATION, &reason);
     }
     let reason = describe_close(&conn.closed().await);
     let (left, peers) = node.peers.remove(&name, conn.stable_id());
@@ -278,12 +282,17 @@ async fn establish(
     send.write_all(&buf).await?;
     let theirs = match tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut recv)).await {
         Err(_) => bail!("no hello within {HELLO_TIMEOUT:?}"),
-        Ok(Err(e)) => return Err(e),
+        Ok(Err(ReadError::Violation(reason))) => {
+            refuse(conn, close::PROTOCOL_VIOLATION, &reason);
+            bail!(reason);
+        }
+        Ok(Err(e)) => return Err(e.into()),
         Ok(Ok(Message::Hello(h))) => h,
-        Ok(Ok(Message::Goodbye(reason))) => bail!("peer said goodbye: {reason}"),
+        Ok(Ok(Message::Goodbye(reason))) => bail!("peer said goodbye: {}", Escaped(&reason)),
         Ok(Ok(other)) => {
-            refuse(conn, close::PROTOCOL_VIOLATION, "expected hello");
-            bail!("expected hello, got {other:?}");
+            let reason = format!("expected a hello, got {}", other.kind_name());
+            refuse(conn, close::PROTOCOL_VIOLATION, &reason);
+            bail!(reason);
         }
     };
     if theirs.name != cert.name() {
@@ -293,8 +302,8 @@ async fn establish(
             "hello name differs from certificate",
         );
         bail!(
-            "hello names {:?} but certificate is {:?}",
-            theirs.name,
+            "hello names {} (unverified) but the certificate is {}'s",
+            Escaped(&theirs.name),
             cert.name()
         );
     }
@@ -352,22 +361,13 @@ fn peer_certificate(node: &Node, conn: &quinn::Connection) -> Result<VerifiedCer
     })
 }
 
-async fn read_message(recv: &mut quinn::RecvStream) -> Result<Message> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    recv.read_exact(&mut header).await?;
-    let len = Message::frame_len(header)?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body).await?;
-    Ok(Message::decode_body(&body)?)
-}
-
 /// How long after a link's Instance message it is compared with the peer's other
 /// links: longer than a dead link stays alive (an idle one 1.6 s), so that a node
 /// restarted at once after a crash is not taken for a second one.
 const INSTANCE_CHECK_DELAY_MS: u64 = 2500;
 
 /// Reads control messages, answers pings, and probes the link; returns when the
-/// control stream ends.
+/// control stream ends, with how the peer broke the protocol if it did.
 async fn control_loop(
     node: &Node,
     conn: &quinn::Connection,
@@ -376,7 +376,7 @@ async fn control_loop(
     peer: &str,
     (liveness, instance): (&Liveness, &AtomicU64),
     (relayed, version): (bool, u8),
-) {
+) -> Option<String> {
     // One writer owns the send stream; the reader, the prober and the mesh queue
     // messages for it.
     let peer_id = super::mesh::node_id(peer);
@@ -389,10 +389,19 @@ async fn control_loop(
                 }
             }
             buf.clear();
-            if msg.encode(&mut buf).is_err() || send.write_all(&buf).await.is_err() {
-                return;
+            if let Err(e) = msg.encode(&mut buf) {
+                debug!(%peer, error = %e, message = msg.kind_name(), "control message not sent");
+                continue;
+            }
+            match send.write_all(&buf).await {
+                Ok(()) => {}
+                Err(quinn::WriteError::Stopped(code)) => {
+                    return Some(format!("control stream stopped by the peer (code {code})"));
+                }
+                Err(_) => return None,
             }
         }
+        None
     };
     let probe_tx = tx.clone();
     // When to compare the peer's instance number with its other links' (0: not due).
@@ -423,7 +432,7 @@ async fn control_loop(
                 let reason = format!("no answer to probes for {silent} ms");
                 refuse(conn, close::UNRESPONSIVE, &reason);
                 warn!(%peer, %reason, "closing dead link");
-                return;
+                return None;
             }
             let due = instance_check_due.load(Ordering::Relaxed);
             if due != 0 && now >= due {
@@ -451,11 +460,10 @@ async fn control_loop(
                     let _ = tx.try_send(Message::Pong(v));
                 }
                 Ok(Message::Pong(_)) => liveness.answered(node.now_ms()),
-                Ok(Message::Goodbye(reason)) => info!(%peer, %reason, "peer said goodbye"),
-                Ok(Message::Hello(_)) => {
-                    refuse(conn, close::PROTOCOL_VIOLATION, "second hello");
-                    return;
+                Ok(Message::Goodbye(reason)) => {
+                    info!(%peer, reason = %Escaped(&reason), "peer said goodbye");
                 }
+                Ok(Message::Hello(_)) => return Some("a second hello".to_owned()),
                 Ok(
                     Message::Routes(_)
                     | Message::Request { .. }
@@ -466,10 +474,9 @@ async fn control_loop(
                     node.mesh.handle_message(peer_id, &msg, node.now_ms());
                 }
                 Ok(Message::LegacyNodeInfo(_)) if version >= SIGNED_NODE_INFO_VERSION => {
-                    let reason = "unsigned node info on a version 2 connection";
-                    warn!(%peer, %reason, "closing link: protocol violation");
-                    refuse(conn, close::PROTOCOL_VIOLATION, reason);
-                    return;
+                    return Some(format!(
+                        "unsigned node info on a version {version} connection"
+                    ));
                 }
                 Ok(Message::NodeInfo(info) | Message::LegacyNodeInfo(info)) => {
                     let via = Via { peer, version };
@@ -499,17 +506,18 @@ async fn control_loop(
                         .store(node.now_ms() + INSTANCE_CHECK_DELAY_MS, Ordering::Relaxed);
                 }
                 Ok(Message::Unknown(_)) => {}
-                Err(e) => {
-                    debug!(%peer, error = %e, "control stream ended");
-                    return;
+                Err(ReadError::Violation(reason)) => return Some(reason),
+                Err(ReadError::Lost(e)) => {
+                    debug!(%peer, error = %e, "control stream ended with the connection");
+                    return None;
                 }
             }
         }
     };
     tokio::select! {
-        _ = writer => {}
-        _ = prober => {}
-        _ = reader => {}
+        v = writer => v,
+        v = prober => v,
+        v = reader => v,
     }
 }
 
@@ -609,11 +617,14 @@ async fn receive_datagrams(
     }
 }
 
+/// Why a connection closed, for the log; a reason phrase from the peer is escaped.
 fn describe_close(e: &quinn::ConnectionError) -> String {
     match e {
         quinn::ConnectionError::ApplicationClosed(c) => {
-            let reason = String::from_utf8_lossy(&c.reason);
-            format!("closed by peer: {reason}")
+            format!(
+                "closed by peer: {}",
+                Escaped(&String::from_utf8_lossy(&c.reason))
+            )
         }
         quinn::ConnectionError::LocallyClosed => "closed locally".into(),
         quinn::ConnectionError::TimedOut => "timed out (no answer from the peer)".into(),
@@ -622,10 +633,12 @@ fn describe_close(e: &quinn::ConnectionError) -> String {
             if reason.is_empty() {
                 format!("closed by peer: {}", c.error_code)
             } else {
-                format!("closed by peer: {reason}")
+                format!("closed by peer: {}", Escaped(&reason))
             }
         }
-        quinn::ConnectionError::TransportError(t) => format!("transport error: {t}"),
+        quinn::ConnectionError::TransportError(t) => {
+            format!("transport error: {}", Escaped(&t.to_string()))
+        }
         other => other.to_string(),
     }
 }
