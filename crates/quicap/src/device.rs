@@ -128,10 +128,15 @@ impl Netlink {
                 .build_async()
         };
         let offload = spec.offload && spec.kind == Kind::Tun;
+        // A failure with offloads may be the kernel refusing them, or anything else
+        // (the name in use, no permission): only when the device comes up without them
+        // was it the offloads, and worth a warning; otherwise the second error is the
+        // one to report.
         let built = match build(offload) {
             Err(e) if offload && e.kind() != std::io::ErrorKind::PermissionDenied => {
-                warn!(error = %e, interface = %spec.name, "TUN offloads unavailable; reading and writing one packet at a time");
-                build(false)
+                build(false).inspect(|_| {
+                    warn!(error = %e, interface = %spec.name, "TUN offloads unavailable; reading and writing one packet at a time");
+                })
             }
             other => other,
         };

@@ -485,6 +485,29 @@ fn up_reports_a_port_in_use() {
 }
 
 #[test]
+fn up_reports_a_tun_name_in_use_in_one_line() {
+    let s = Setup::new(&[]);
+    let mut cmd = s.ns.cmd(&[quicap(), "up", "--config"]);
+    cmd.arg(s.config());
+    let first = background(cmd);
+    let up = wait_until(std::time::Duration::from_secs(10), || {
+        s.ns.interface_exists("quicap0")
+    });
+    // The second node differs only in its port and control socket.
+    s.edit("0.0.0.0:4433", "0.0.0.0:4434");
+    s.edit("control.sock", "control-2.sock");
+    let out = s
+        .ns
+        .cmd(&[quicap(), "up", "--config"])
+        .arg(s.config())
+        .output()
+        .expect("second node");
+    drop(first);
+    assert!(up.is_some(), "the first node's TUN did not appear");
+    assert_one_line_error(&out, &["TUN interface quicap0", "another quicap"]);
+}
+
+#[test]
 fn up_reports_missing_permission_for_the_tun() {
     let s = Setup::new(&[]);
     let out = s.up(&["setpriv", "--inh-caps=-all", "--bounding-set=-all"]);
