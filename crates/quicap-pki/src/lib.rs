@@ -41,7 +41,7 @@ use time::OffsetDateTime;
 pub enum PkiError {
     #[error("not a PEM file (expected {expected})")]
     NotPem { expected: &'static str },
-    #[error("PEM block is {found}, expected {expected}")]
+    #[error("PEM block is {found}, expected {expected}{}", pem_hint(found))]
     WrongPemLabel {
         found: String,
         expected: &'static str,
@@ -86,6 +86,17 @@ pub enum PkiError {
 impl From<rcgen::Error> for PkiError {
     fn from(e: rcgen::Error) -> Self {
         PkiError::Signing(e.to_string())
+    }
+}
+
+/// What a file of the wrong kind probably is, and where it belongs.
+fn pem_hint(found: &str) -> &'static str {
+    match found {
+        "X509 CRL" => " (a CRL: it belongs in node.crl)",
+        "CERTIFICATE" => " (a certificate: node.ca takes the CA's ca.crt, node.cert the node's)",
+        "PRIVATE KEY" | "EC PRIVATE KEY" => " (a private key: it belongs in node.key)",
+        "CERTIFICATE REQUEST" => " (a CSR: sign it with quicap ca sign)",
+        _ => "",
     }
 }
 

@@ -496,15 +496,69 @@ fn up_reports_a_tun_name_in_use_in_one_line() {
     // The second node differs only in its port and control socket.
     s.edit("0.0.0.0:4433", "0.0.0.0:4434");
     s.edit("control.sock", "control-2.sock");
-    let out = s
-        .ns
-        .cmd(&[quicap(), "up", "--config"])
-        .arg(s.config())
-        .output()
-        .expect("second node");
+    let out =
+        s.ns.cmd(&[quicap(), "up", "--config"])
+            .arg(s.config())
+            .output()
+            .expect("second node");
     drop(first);
     assert!(up.is_some(), "the first node's TUN did not appear");
     assert_one_line_error(&out, &["TUN interface quicap0", "another quicap"]);
+}
+
+/// Each of the CA and CRL files swapped for the other, a DER file where PEM belongs,
+/// and the CRL of another CA: one line naming the file at fault and what it is.
+#[test]
+fn up_names_the_file_at_fault_when_ca_and_crl_are_mixed_up() {
+    let s = Setup::new(&[]);
+    let (ca, crl) = (
+        s.pki.ca_dir().join("ca.crt"),
+        s.pki.ca_dir().join("crl.pem"),
+    );
+    let (ca, crl) = (ca.display().to_string(), crl.display().to_string());
+    let config = std::fs::read_to_string(s.config()).expect("config");
+    let with = |from: &str, to: &str| {
+        std::fs::write(s.config(), config.replace(from, to)).expect("config");
+        s.up(&[])
+    };
+    let swapped = config
+        .replace(&ca, "@CA@")
+        .replace(&crl, &ca)
+        .replace("@CA@", &crl);
+    std::fs::write(s.config(), &swapped).expect("config");
+    assert_one_line_error(
+        &s.up(&[]),
+        &[
+            "node.ca",
+            &crl,
+            "X509 CRL",
+            "expected CERTIFICATE",
+            "belongs in node.crl",
+        ],
+    );
+    assert_one_line_error(
+        &with(&crl, &ca),
+        &["node.crl", &ca, "CERTIFICATE", "expected X509 CRL"],
+    );
+    let der = s.dir.join("ca.der");
+    run(Command::new("openssl")
+        .args(["x509", "-outform", "der", "-in", &ca, "-out"])
+        .arg(&der));
+    assert_one_line_error(
+        &with(&ca, &der.display().to_string()),
+        &["node.ca", "ca.der", "a binary file, expected PEM"],
+    );
+    let other = Pki::new("other");
+    let other_crl = other.ca_dir().join("crl.pem").display().to_string();
+    assert_one_line_error(
+        &with(&crl, &other_crl),
+        &[
+            "node.crl",
+            &other_crl,
+            "issued by \"other\"",
+            "not by the CA in node.ca (\"net\")",
+        ],
+    );
 }
 
 #[test]

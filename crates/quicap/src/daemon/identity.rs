@@ -38,17 +38,30 @@ pub fn trust_of(ca: &CaCert, crl: Option<&Crl>) -> Trust {
     }
 }
 
-/// Reads a file, naming it in the error.
+/// Reads a PEM file, naming it in the error; a binary file (DER, say) is named as such.
 pub fn read(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| anyhow!("{what} {}: {e}", path.display()))
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{what} {}: {e}", path.display()))?;
+    match String::from_utf8(bytes) {
+        Ok(text) if !text.contains('\0') => Ok(text),
+        _ => bail!(
+            "{what} {}: a binary file, expected PEM text (-----BEGIN ...); a DER file converts with openssl (e.g. openssl x509 -inform der -in FILE -out FILE.pem)",
+            path.display()
+        ),
+    }
 }
 
 /// Reads and verifies a CRL file against the CA.
 pub fn load_crl(path: &Path, ca: &CaCert) -> Result<Crl> {
     let crl = Crl::from_pem(&read(path, "node.crl")?)
         .with_context(|| format!("node.crl {}", path.display()))?;
-    crl.check_issuer(ca)
-        .with_context(|| format!("node.crl {}", path.display()))?;
+    if crl.check_issuer(ca).is_err() {
+        bail!(
+            "node.crl {}: the CRL was issued by {}, not by the CA in node.ca ({}); use the crl.pem of the CA directory that holds node.ca",
+            path.display(),
+            quicap_wire::Quoted(&crl.issuer),
+            quicap_wire::Quoted(&ca.name)
+        );
+    }
     Ok(crl)
 }
 
