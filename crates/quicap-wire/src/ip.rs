@@ -43,23 +43,55 @@ pub fn is_fragmentable_v4(packet: &[u8]) -> bool {
     packet.len() >= IPV4_HEADER && packet[0] >> 4 == 4 && packet[6] & 0x40 == 0
 }
 
+/// An ICMP error this node sends back into its interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IcmpError {
+    /// ICMP "fragmentation needed" (type 3 code 4, RFC 1191) or ICMPv6 "packet too big"
+    /// (type 2, RFC 4443), carrying the usable MTU.
+    TooBig { mtu: u16 },
+    /// ICMP "host unreachable" (type 3 code 1) or ICMPv6 "address unreachable" (type 1
+    /// code 3): no node of the mesh has the destination, as WireGuard answers a packet
+    /// for an address no peer has. Never sent about a packet to a multicast or
+    /// broadcast address.
+    Unreachable,
+}
+
 /// Writes into `out` the ICMP error telling the sender of `original` that packets larger
-/// than `mtu` bytes cannot pass, sent from `from` (an address of this node of the same
-/// family). Returns the length written, or `None` when no error may be sent: the original
-/// is itself an ICMP error or malformed, its source cannot be answered, `from` has the
-/// wrong family or `out` is too small.
+/// than `mtu` bytes cannot pass, sent from `from`; see [`icmp_error`].
 pub fn packet_too_big(original: &[u8], mtu: u16, from: IpAddr, out: &mut [u8]) -> Option<usize> {
-    let (src, _) = addresses(original)?;
+    icmp_error(original, IcmpError::TooBig { mtu }, from, out)
+}
+
+/// Writes into `out` the ICMP `error` about `original`, sent from `from` (an address of
+/// the same family). Returns the length written, or `None` when no error may be sent:
+/// the original is itself an ICMP error or malformed, its source cannot be answered,
+/// `from` has the wrong family or `out` is too small.
+pub fn icmp_error(
+    original: &[u8],
+    error: IcmpError,
+    from: IpAddr,
+    out: &mut [u8],
+) -> Option<usize> {
+    let (src, dst) = addresses(original)?;
+    if error == IcmpError::Unreachable {
+        let group = match dst {
+            IpAddr::V4(d) => d.is_multicast() || d.is_broadcast(),
+            IpAddr::V6(d) => d.is_multicast(),
+        };
+        if group {
+            return None;
+        }
+    }
     match (src, from) {
-        (IpAddr::V4(to), IpAddr::V4(from)) => too_big_v4(original, mtu, from, to, out),
-        (IpAddr::V6(to), IpAddr::V6(from)) => too_big_v6(original, mtu, from, to, out),
+        (IpAddr::V4(to), IpAddr::V4(from)) => error_v4(original, error, from, to, out),
+        (IpAddr::V6(to), IpAddr::V6(from)) => error_v6(original, error, from, to, out),
         _ => None,
     }
 }
 
-fn too_big_v4(
+fn error_v4(
     original: &[u8],
-    mtu: u16,
+    error: IcmpError,
     from: Ipv4Addr,
     to: Ipv4Addr,
     out: &mut [u8],
@@ -84,17 +116,22 @@ fn too_big_v4(
     let out = out.get_mut(..total)?;
     write_ipv4_header(out, total, PROTO_ICMP, from, to);
     let icmp = &mut out[IPV4_HEADER..];
-    icmp[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
-    icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+    match error {
+        IcmpError::TooBig { mtu } => {
+            icmp[..8].copy_from_slice(&[3, 4, 0, 0, 0, 0, 0, 0]);
+            icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+        }
+        IcmpError::Unreachable => icmp[..8].copy_from_slice(&[3, 1, 0, 0, 0, 0, 0, 0]),
+    }
     icmp[8..].copy_from_slice(&original[..quoted]);
     let sum = checksum(&[icmp]);
     icmp[2..4].copy_from_slice(&sum.to_be_bytes());
     Some(total)
 }
 
-fn too_big_v6(
+fn error_v6(
     original: &[u8],
-    mtu: u16,
+    error: IcmpError,
     from: Ipv6Addr,
     to: Ipv6Addr,
     out: &mut [u8],
@@ -115,8 +152,13 @@ fn too_big_v6(
     out[8..24].copy_from_slice(&from.octets());
     out[24..40].copy_from_slice(&to.octets());
     let (header, icmp) = out.split_at_mut(IPV6_HEADER);
-    icmp[..8].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
-    icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+    match error {
+        IcmpError::TooBig { mtu } => {
+            icmp[..8].copy_from_slice(&[2, 0, 0, 0, 0, 0, 0, 0]);
+            icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
+        }
+        IcmpError::Unreachable => icmp[..8].copy_from_slice(&[1, 3, 0, 0, 0, 0, 0, 0]),
+    }
     icmp[8..].copy_from_slice(&original[..quoted]);
     let len = u32::try_from(payload).ok()?.to_be_bytes();
     let pseudo = [&header[8..40], &len[..], &[0, 0, 0, PROTO_ICMPV6][..]];
@@ -331,6 +373,46 @@ mod tests {
             payload[off..off + f.len() - IPV4_HEADER].copy_from_slice(&f[IPV4_HEADER..]);
         }
         assert_eq!(payload, original[IPV4_HEADER..]);
+    }
+
+    #[test]
+    fn unreachable_errors_are_well_formed_for_both_families() {
+        let mut out = [0u8; 1500];
+        let v4 = ipv4_packet(100, true, 17);
+        let len = icmp_error(
+            &v4,
+            IcmpError::Unreachable,
+            "10.0.0.2".parse().unwrap(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(&out[IPV4_HEADER..IPV4_HEADER + 2], &[3, 1]);
+        assert_eq!(checksum(&[&out[IPV4_HEADER..len]]), 0);
+        assert_eq!(&out[IPV4_HEADER + 8..len], &v4[..]);
+        let v6 = ipv6_packet(100, 17);
+        let len = icmp_error(
+            &v6,
+            IcmpError::Unreachable,
+            "fd00::2".parse().unwrap(),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(&out[IPV6_HEADER..IPV6_HEADER + 2], &[1, 3]);
+        assert_eq!(&out[IPV6_HEADER + 8..len], &v6[..]);
+    }
+
+    #[test]
+    fn packets_to_groups_are_never_called_unreachable() {
+        let mut out = [0u8; 1500];
+        let mut v4 = ipv4_packet(100, true, 17);
+        v4[16..20].copy_from_slice(&[224, 0, 0, 1]);
+        let mut v6 = ipv6_packet(100, 17);
+        v6[24] = 0xff;
+        for (p, from) in [(&v4, "10.0.0.2"), (&v6, "fd00::2")] {
+            let from = from.parse().unwrap();
+            assert_eq!(icmp_error(p, IcmpError::Unreachable, from, &mut out), None);
+            assert!(packet_too_big(p, 1200, from, &mut out).is_some());
+        }
     }
 
     #[test]

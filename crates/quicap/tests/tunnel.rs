@@ -232,3 +232,37 @@ fn too_big_packets_get_icmp_or_are_fragmented() {
     }
     assert!(learned6, "no ICMPv6 packet-too-big for an oversized packet");
 }
+
+/// A packet for an overlay address that no node has is answered at once with ICMP
+/// "host unreachable" (ICMPv6 "address unreachable"), as WireGuard does, instead of
+/// vanishing; an address a node has still answers.
+#[test]
+fn unowned_overlay_addresses_are_unreachable_at_once() {
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let out = pair
+        .a
+        .cmd(&["ping", "-c", "1", "-W", "5", "10.77.0.99"])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        text.contains("From 10.77.0.99") && text.contains("Destination Host Unreachable"),
+        "{text}"
+    );
+    let out = pair
+        .a
+        .cmd(&["ping", "-6", "-c", "1", "-W", "5", "fd77::99"])
+        .output()
+        .expect("ping");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("From fd77::99") && text.contains("Address unreachable"),
+        "{text}"
+    );
+    assert!(
+        pair.a.ping("10.77.0.2"),
+        "an owned address stopped answering"
+    );
+}

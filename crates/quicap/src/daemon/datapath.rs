@@ -4,7 +4,9 @@
 //! IP packets larger than the connection's current datagram size are never dropped
 //! silently: IPv4 packets without DF are fragmented here (RFC 791); everything else is
 //! answered with ICMP "fragmentation needed" / ICMPv6 "packet too big" written back into
-//! the TUN, so the sender lowers its path MTU. Ethernet frames that do not fit are
+//! the TUN, so the sender lowers its path MTU. A packet for an overlay address no node
+//! has is answered with ICMP "destination unreachable" at once, as WireGuard does,
+//! within the same budget of ICMP errors. Ethernet frames that do not fit are
 //! dropped and logged. `send_datagram_wait` makes the reader wait when quinn's bounded
 //! datagram queue is full, instead of dropping.
 
@@ -66,6 +68,31 @@ fn route(node: &Node, destination: IpAddr, now: u64) -> Option<Next> {
     node.peers.route(destination, now).map(Next::Send)
 }
 
+/// Whether `destination` lies in the overlay (the prefixes of the TUN's addresses and
+/// its routes) and no node of the mesh has it: a packet for it can go nowhere, and its
+/// sender is told at once. A prefix's IPv4 broadcast address is nobody's either, but
+/// not an address to answer for.
+fn unowned(node: &Node, tun: &Interface, destination: IpAddr) -> bool {
+    let spec = &tun.spec;
+    let in_overlay = spec
+        .addresses
+        .iter()
+        .map(|a| a.trunc())
+        .chain(spec.routes.iter().copied())
+        .any(|p| p.contains(&destination) && !(p.addr().is_ipv4() && p.broadcast() == destination));
+    in_overlay && node.mesh.owner(destination).is_none()
+}
+
+/// Writes ICMP "host unreachable" / ICMPv6 "address unreachable" about `packet` into
+/// the TUN, from the unreachable address itself (see [`oversize`] for why).
+fn answer_unreachable(tun: &Interface, packet: &[u8], destination: IpAddr) {
+    let mut icmp = [0u8; 1280];
+    if let Some(len) = ip::icmp_error(packet, ip::IcmpError::Unreachable, destination, &mut icmp) {
+        debug!(%destination, "answering destination unreachable: no node has this address");
+        tun.write_one(&icmp[..len]);
+    }
+}
+
 /// The forwarding decision of the previous packet of a batch: consecutive packets of
 /// one flow (the common case with TSO) skip the lookups.
 struct LastRoute {
@@ -115,7 +142,8 @@ struct TooSmall {
 }
 
 /// Whether packets too big for a link get an ICMP error: the links packets were too
-/// big for, by connection stable id, and the budget for ICMP errors.
+/// big for, by connection stable id, and the budget for ICMP errors, which the
+/// "destination unreachable" answers share.
 struct TooBigGate {
     links: HashMap<usize, TooSmall>,
     tokens: f64,
@@ -172,6 +200,17 @@ impl TooBigGate {
             self.tokens -= 1.0;
         }
         answer
+    }
+
+    /// Takes one ICMP error from the budget the errors of this uplink share; false if
+    /// it is spent.
+    fn spend(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
     }
 
     fn refill(&mut self, now: Instant) {
@@ -235,7 +274,11 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 });
             }
             let Some(LastRoute { next, max, .. }) = &last else {
-                debug!(%destination, "no route for destination");
+                if unowned(&node, tun, destination) && gate.spend(Instant::now()) {
+                    answer_unreachable(tun, packet, destination);
+                } else {
+                    debug!(%destination, "no route for destination");
+                }
                 continue;
             };
             let header = Header::direct(PayloadKind::Ip);
@@ -524,6 +567,22 @@ async fn too_big(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unreachable_answers_share_the_icmp_budget() {
+        let mut gate = TooBigGate::default();
+        let t0 = Instant::now();
+        let burst = (0..100).filter(|_| gate.spend(t0)).count();
+        assert_eq!(burst as f64, ICMP_BURST);
+        assert!(
+            !gate.decide(1, || false, t0),
+            "too-big answers are out of budget too"
+        );
+        assert!(
+            gate.spend(t0 + Duration::from_millis(2)),
+            "refilled at 1000 a second"
+        );
+    }
 
     #[test]
     fn too_big_answers_wait_for_a_lasting_black_hole_only() {
