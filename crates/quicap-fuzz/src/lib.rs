@@ -1,0 +1,168 @@
+//! What QUICAP's fuzz targets check, one function per parser of untrusted bytes.
+//!
+//! ```text
+//!  fuzz/fuzz_targets/<name>.rs ──> quicap_fuzz::<name>(bytes)   (cargo fuzz run -s none)
+//!  tests/corpus.rs ──────────────> the same, over fuzz/corpus/<name>/*   (cargo test)
+//! ```
+//!
+//! Each function takes any bytes, must never panic on them, and asserts what must hold
+//! of whatever the parser accepts (it re-encodes to what it decoded, offsets stay in
+//! the input, fragments fit): a panic is a finding. [`TARGETS`] lists them all; a
+//! parser added to the project gets a function here, a target in `fuzz/`, and seeds in
+//! `fuzz/corpus/` (see `examples/seeds.rs`).
+
+use std::net::IpAddr;
+
+use quicap_wire::control::{ControlError, Message, FRAME_HEADER_LEN};
+use quicap_wire::ip::{self, IcmpError};
+use quicap_wire::overlay::Header;
+use quicap_wire::relay::{self, RelayHeader};
+
+/// The check of one fuzz target: takes any bytes, panics only on a finding.
+pub type Check = fn(&[u8]);
+
+/// Every target, by name (the name of its folder in `fuzz/corpus/` and of its file in
+/// `fuzz/fuzz_targets/`).
+pub const TARGETS: &[(&str, Check)] = &[
+    ("overlay", overlay),
+    ("control", control),
+    ("relay", relay_frame),
+    ("ip", ip_packet),
+    ("pki", pki),
+    ("config", config),
+    ("text", text),
+];
+
+/// The overlay header of a QUIC datagram from a peer.
+pub fn overlay(data: &[u8]) {
+    let Ok((header, offset)) = Header::parse(data) else {
+        return;
+    };
+    assert_eq!(offset, header.buffer_len());
+    assert!(offset <= data.len());
+    let mut out = vec![0u8; header.buffer_len()];
+    header.emit(&mut out).expect("a parsed header emits");
+    assert_eq!(
+        Header::parse(&out).expect("emitted header parses").0,
+        header
+    );
+}
+
+/// A control frame from a peer, and the frames after it.
+pub fn control(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some((msg, used))) = Message::decode(rest) {
+        assert!(used > FRAME_HEADER_LEN && used <= rest.len());
+        let mut out = b"before".to_vec();
+        match msg.encode(&mut out) {
+            Ok(()) => {
+                let (again, len) = Message::decode(&out[6..])
+                    .expect("an encoded frame decodes")
+                    .expect("an encoded frame is whole");
+                assert_eq!(len, out.len() - 6);
+                if !matches!(msg, Message::Unknown(_)) {
+                    assert_eq!(again, msg);
+                }
+            }
+            Err(ControlError::FrameTooLong(_)) => assert_eq!(out, b"before"),
+            Err(e) => panic!("a decoded message does not encode: {e}"),
+        }
+        if let Message::NodeInfo(info) | Message::LegacyNodeInfo(info) = &msg {
+            let _ = info.signed_payload();
+        }
+        rest = &rest[used..];
+    }
+}
+
+/// A relay frame as it arrives on a node's UDP socket.
+pub fn relay_frame(data: &[u8]) {
+    if let Ok(header) = RelayHeader::read(data) {
+        let mut out = [0u8; relay::LEN];
+        header.write(&mut out);
+        assert_eq!(
+            RelayHeader::read(&out).expect("written header reads"),
+            header
+        );
+    }
+    let mut frame = data.to_vec();
+    let before = frame.get(2).copied();
+    if relay::forward_hop(&mut frame).is_ok() {
+        assert_eq!(frame.get(2).copied(), before.map(|h| h - 1));
+    }
+}
+
+/// An IP packet read from the TUN: the addresses the data path routes by, the ICMP
+/// errors it may answer with, IPv4 fragmentation at an MTU the input chooses.
+pub fn ip_packet(data: &[u8]) {
+    let (Some(&a), Some(&b)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let packet = &data[2..];
+    let _ = ip::addresses(packet);
+    let mut out = [0u8; 1500];
+    let from4: IpAddr = [10, 0, 0, 1].into();
+    let from6: IpAddr = "fd00::1".parse().expect("address");
+    for from in [from4, from6] {
+        for error in [IcmpError::Unreachable, IcmpError::TooBig { mtu: 1280 }] {
+            if let Some(len) = ip::icmp_error(packet, error, from, &mut out) {
+                assert!(len <= out.len());
+                assert!(ip::addresses(&out[..len]).is_some());
+            }
+        }
+    }
+    let mtu = usize::from(u16::from_be_bytes([a, b]) % 1600);
+    let mut covered = 0;
+    let fragmented = ip::fragment_v4(packet, mtu, |f| {
+        assert!(f.len() <= mtu.max(20));
+        let flags = u16::from_be_bytes([f[6], f[7]]);
+        assert_eq!(flags & 0x4000, 0, "a fragment with DF or the reserved bit");
+        let ihl = usize::from(f[0] & 0x0f) * 4;
+        covered += f.len() - ihl;
+    });
+    if fragmented {
+        let ihl = usize::from(packet[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([packet[2], packet[3]]));
+        assert_eq!(covered, total - ihl);
+    }
+}
+
+/// Certificates, CSRs and CRLs in DER (from a peer's handshake, a node info) and in PEM
+/// (files): the first byte picks the parser.
+pub fn pki(data: &[u8]) {
+    let Some((&which, der)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(der);
+    let now = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+    match which % 6 {
+        0 => {
+            if let Ok(cert) = quicap_pki::NodeCert::from_der(der) {
+                let _ = quicap_pki::signature::verify(&cert.spki_der, der, der);
+            }
+        }
+        1 => drop(quicap_pki::cert::CaCert::from_der(der)),
+        2 => drop(quicap_pki::ParsedCsr::from_der(der)),
+        3 => drop(quicap_pki::Crl::from_der(der)),
+        4 => drop(quicap_pki::show::describe(&text, now)),
+        _ => {
+            let _ = quicap_pki::NodeCert::from_pem(&text);
+            let _ = quicap_pki::Crl::from_pem(&text);
+            let _ = quicap_pki::ParsedCsr::from_pem(&text);
+        }
+    }
+}
+
+/// A config file.
+pub fn config(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = quicap::config::Config::parse(&text, std::path::Path::new("/etc/quicap"));
+}
+
+/// Text from a peer on its way to a log line.
+pub fn text(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let out = quicap_wire::escape(&text);
+    assert!(!out.chars().any(char::is_control), "{out:?}");
+    let quoted = quicap_wire::Quoted(&text).to_string();
+    assert!(quoted.starts_with('"') && quoted.ends_with('"') && quoted.len() >= 2);
+}
