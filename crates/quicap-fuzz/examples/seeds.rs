@@ -31,7 +31,7 @@ fn main() {
     let cert_pem = ca.sign(&sign, &mut rand::rng()).expect("signed");
     let cert = NodeCert::from_pem(&cert_pem).expect("cert");
     let crl_pem = ca
-        .issue_crl(None, &[cert.serial.clone()], now)
+        .issue_crl(None, std::slice::from_ref(&cert.serial), now)
         .expect("CRL");
     let der = |text: &str| pem::parse(text).expect("PEM").into_contents();
 
