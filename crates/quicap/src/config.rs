@@ -135,6 +135,9 @@ pub struct TransportSection {
     pub idle_timeout: Duration,
     /// UDP generic segmentation offload for the QUIC socket.
     pub gso: bool,
+    /// Handshakes in flight (or started in the current second) from which an address
+    /// not yet validated gets a QUIC Retry first; 0: always.
+    pub retry_above: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +239,8 @@ struct RawTransport {
     idle_timeout_ms: u64,
     #[serde(default = "default_true")]
     gso: bool,
+    #[serde(default)]
+    retry_above: usize,
 }
 
 impl Default for RawTransport {
@@ -244,6 +249,7 @@ impl Default for RawTransport {
             keepalive_ms: default_keepalive_ms(),
             idle_timeout_ms: default_idle_timeout_ms(),
             gso: true,
+            retry_above: 0,
         }
     }
 }
@@ -419,6 +425,7 @@ impl Config {
             keepalive: Duration::from_millis(t.keepalive_ms),
             idle_timeout: Duration::from_millis(t.idle_timeout_ms),
             gso: t.gso,
+            retry_above: t.retry_above,
         };
 
         let mut peers: Vec<PeerConfig> = Vec::new();

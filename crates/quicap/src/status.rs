@@ -28,6 +28,9 @@ pub struct Status {
     /// Tunnel packets waiting for a link to a node that is no neighbour.
     #[serde(default)]
     pub held: HeldStatus,
+    /// Incoming handshakes the node did not take on at once (flood defence).
+    #[serde(default)]
+    pub handshakes: HandshakeStatus,
     /// The certificate this node presents (the renewed one once it was reloaded).
     #[serde(default)]
     pub certificate: Option<CertificateStatus>,
@@ -48,6 +51,14 @@ pub struct HeldStatus {
     pub nodes: u64,
     /// Packets dropped since the node started: a full queue, too old, too many nodes.
     pub dropped: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct HandshakeStatus {
+    /// Answered with a QUIC Retry: the client had to prove its address first.
+    pub retried: u64,
+    /// Dropped unanswered: too many in flight, or from a source over its budget.
+    pub ignored: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -224,6 +235,14 @@ impl Status {
                 r.forwarded, r.delivered, r.originated, r.dropped
             );
         }
+        let hs = &self.handshakes;
+        if hs.ignored > 0 {
+            let _ = writeln!(
+                out,
+                "incoming handshakes: {} asked to prove their address (Retry), {} ignored (too many in flight, or over their source's budget)",
+                hs.retried, hs.ignored
+            );
+        }
         let h = &self.held;
         if h.packets + h.dropped > 0 {
             let _ = writeln!(
@@ -295,6 +314,7 @@ mod tests {
             }],
             relay: RelayStatus::default(),
             held: HeldStatus::default(),
+            handshakes: HandshakeStatus::default(),
             certificate: Some(CertificateStatus {
                 serial: "01:ab".into(),
                 valid_until: "2027-01-01 00:00:00 UTC".into(),

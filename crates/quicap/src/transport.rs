@@ -95,7 +95,7 @@ pub fn server_config(
     identity: &Identity,
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ServerConfig> {
-    quic_server(trust.server_config(identity)?, transport)
+    quic_server(trust.server_config(identity)?, transport, token_key())
 }
 
 pub fn client_config(
@@ -106,13 +106,26 @@ pub fn client_config(
     quic_client(trust.client_config(identity)?, transport)
 }
 
-/// A QUIC server config around `tls`.
+/// The key a node's Retry tokens are sealed with: one per node, shared by the configs
+/// of all its connections, so that a token the endpoint issued checks out whichever
+/// config answers the handshake it comes back with.
+pub type TokenKey = Arc<dyn quinn::crypto::HandshakeTokenKey>;
+
+/// A fresh random token key.
+pub fn token_key() -> TokenKey {
+    let mut secret = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    Arc::new(ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&secret))
+}
+
+/// A QUIC server config around `tls`, sealing Retry tokens with `token_key`.
 pub fn quic_server(
     tls: rustls::ServerConfig,
     transport: Arc<quinn::TransportConfig>,
+    token_key: TokenKey,
 ) -> Result<quinn::ServerConfig> {
     let quic = QuicServerConfig::try_from(tls).map_err(|e| anyhow!("QUIC server TLS: {e}"))?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    let mut config = quinn::ServerConfig::new(Arc::new(quic), token_key);
     config.transport_config(transport);
     config.migration(true);
     Ok(config)
@@ -266,6 +279,7 @@ mod tests {
             keepalive: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             gso: true,
+            retry_above: 0,
         }
     }
 

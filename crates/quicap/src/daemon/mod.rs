@@ -13,6 +13,7 @@
 //!            +--------------------------------------------------------+
 //! ```
 
+mod admission;
 mod control;
 mod datapath;
 mod frames;
@@ -121,6 +122,10 @@ pub struct Node {
     tls: RwLock<Arc<Tls>>,
     /// Certificates refused, for the log.
     refusals: refusal::Refusals,
+    /// Which incoming handshakes are taken on (Retry, per-source budgets).
+    admission: Mutex<admission::Admission>,
+    /// Seals this node's Retry tokens.
+    token_key: transport::TokenKey,
     transport: Arc<quinn::TransportConfig>,
     /// Transport parameters of end-to-end connections carried in relay frames.
     transport_relayed: Arc<quinn::TransportConfig>,
@@ -231,6 +236,10 @@ impl Node {
         }
     }
 
+    fn admission(&self) -> std::sync::MutexGuard<'_, admission::Admission> {
+        self.admission.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn tls(&self) -> Arc<Tls> {
         self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -252,7 +261,11 @@ impl Node {
         remote: SocketAddr,
         refusal: RefusalSlot,
     ) -> Result<quinn::ServerConfig> {
-        transport::quic_server(self.tls().server(refusal), self.transport_for(remote))
+        transport::quic_server(
+            self.tls().server(refusal),
+            self.transport_for(remote),
+            self.token_key.clone(),
+        )
     }
 
     /// Stops the node with `reason` as its error (see the `fatal` field); the first reason
@@ -271,8 +284,11 @@ impl Node {
     /// Makes new handshakes, both ways, use `identity` and trust `trust`.
     fn set_tls(&self, trust: &Trust, identity: &Identity) -> Result<()> {
         let tls = Tls::new(trust, identity)?;
-        let server =
-            transport::quic_server(tls.server(RefusalSlot::default()), self.transport.clone())?;
+        let server = transport::quic_server(
+            tls.server(RefusalSlot::default()),
+            self.transport.clone(),
+            self.token_key.clone(),
+        )?;
         for endpoint in &self.endpoints {
             endpoint.set_server_config(Some(server.clone()));
         }
@@ -374,6 +390,13 @@ impl Node {
                 .collect(),
             relay: self.relay_status(),
             held: self.held.status(),
+            handshakes: {
+                let a = self.admission();
+                crate::status::HandshakeStatus {
+                    retried: a.retried,
+                    ignored: a.ignored,
+                }
+            },
             certificate: {
                 let cert = self.own_cert();
                 Some(crate::status::CertificateStatus {
@@ -475,8 +498,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let transport_config = transport::transport_config(&config.transport, config.mtu(), false)?;
     let transport_relayed = transport::transport_config(&config.transport, config.mtu(), true)?;
     let tls = Tls::new(&trust.rustls, &loaded.identity)?;
-    let server =
-        transport::quic_server(tls.server(RefusalSlot::default()), transport_config.clone())?;
+    let token_key = transport::token_key();
+    let server = transport::quic_server(
+        tls.server(RefusalSlot::default()),
+        transport_config.clone(),
+        token_key.clone(),
+    )?;
     let relays = RelayTable::new(quicap_wire::NodeId(mesh::node_id(&loaded.cert.name)));
     let mut socket_drops = transport::SocketDrops::default();
     let (endpoints, relay_counters): (Vec<_>, Vec<_>) = config
@@ -570,6 +597,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         trust: RwLock::new(trust),
         tls: RwLock::new(Arc::new(tls)),
         refusals: refusal::Refusals::default(),
+        admission: Mutex::new(admission::Admission::new(
+            config.transport.retry_above,
+            Instant::now(),
+        )),
+        token_key,
         transport: transport_config,
         transport_relayed,
         peers: PeerTable::default(),
@@ -804,9 +836,31 @@ async fn wait_for_signal() -> Result<()> {
 
 async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
     while let Some(incoming) = endpoint.accept().await {
+        let remote = incoming.remote_address();
+        // A relayed node's virtual address is reached only through authenticated
+        // peers: nothing to validate.
+        let validated =
+            incoming.remote_address_validated() || node.relays.node_at(remote).is_some();
+        let verdict = node
+            .admission()
+            .handle_incoming(remote.ip(), validated, Instant::now());
+        match verdict {
+            admission::Verdict::Accept => {}
+            admission::Verdict::Retry => {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().ignore();
+                }
+                continue;
+            }
+            admission::Verdict::Ignore => {
+                debug!(%remote, "ignoring a handshake: too many in flight, or from this source");
+                incoming.ignore();
+                continue;
+            }
+        }
         let node = node.clone();
         tokio::spawn(async move {
-            let remote = incoming.remote_address();
+            let in_flight = InFlight(node.clone());
             // Each connection gets a config of its own, whose verifier records why it
             // refused the peer's certificate; an end-to-end connection through relays
             // gets the relayed transport parameters.
@@ -825,7 +879,9 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
                     return;
                 }
             };
-            match connecting.await {
+            let handshake = connecting.await;
+            drop(in_flight);
+            match handshake {
                 Ok(conn) => {
                     session::run(node, conn, false, None).await;
                 }
@@ -835,6 +891,15 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
                 },
             }
         });
+    }
+}
+
+/// An accepted handshake, counted in flight by the admission state until dropped.
+struct InFlight(Arc<Node>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.admission().handle_handshake_done();
     }
 }
 
