@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::fs::File;
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -16,18 +15,6 @@ use common::*;
 
 const CONNECT: Duration = Duration::from_secs(15);
 const NODE_B: &str = "198.51.100.1:4433";
-
-/// Runs `f` on a thread that entered namespace `ns`.
-fn in_namespace<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let netns = File::open(&path).expect("namespace file");
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
 
 /// The client config of the member whose node config is `config`.
 fn member_client(config: &std::path::Path) -> quinn::ClientConfig {
@@ -45,39 +32,33 @@ fn member_client(config: &std::path::Path) -> quinn::ClientConfig {
 /// The first datagrams of `n` QUIC connections to node-b, caught on a local socket:
 /// `n` Initials, each with a connection id of its own (an Initial repeated verbatim
 /// would only reach the connection it already opened).
-fn capture_initials(client: quinn::ClientConfig, n: usize) -> Vec<Vec<u8>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let catcher = tokio::net::UdpSocket::bind("127.0.0.1:0")
-            .await
-            .expect("socket");
-        let target = catcher.local_addr().expect("address");
-        let mut endpoint =
-            quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
-        endpoint.set_default_client_config(client);
-        let mut initials = Vec::with_capacity(n);
-        let mut buf = vec![0u8; 2048];
-        // A few at a time, so that no retransmission is caught instead.
-        for _ in 0..n.div_ceil(50) {
-            let pending: Vec<_> = (0..50)
-                .map(|_| endpoint.connect(target, "node-b").expect("connect"))
-                .collect();
-            for _ in 0..50 {
-                let (len, _) =
-                    tokio::time::timeout(Duration::from_secs(5), catcher.recv_from(&mut buf))
-                        .await
-                        .expect("an Initial within 5 s")
-                        .expect("recv");
-                initials.push(buf[..len].to_vec());
-            }
-            drop(pending);
+async fn capture_initials(client: quinn::ClientConfig, n: usize) -> Vec<Vec<u8>> {
+    let catcher = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("socket");
+    let target = catcher.local_addr().expect("address");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("endpoint");
+    endpoint.set_default_client_config(client);
+    let mut initials = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 2048];
+    // A few at a time, so that no retransmission is caught instead.
+    for _ in 0..n.div_ceil(50) {
+        let pending: Vec<_> = (0..50)
+            .map(|_| endpoint.connect(target, "node-b").expect("connect"))
+            .collect();
+        for _ in 0..50 {
+            let (len, _) =
+                tokio::time::timeout(Duration::from_secs(5), catcher.recv_from(&mut buf))
+                    .await
+                    .expect("an Initial within 5 s")
+                    .expect("recv");
+            initials.push(buf[..len].to_vec());
         }
-        initials.truncate(n);
-        initials
-    })
+        drop(pending);
+    }
+    initials.truncate(n);
+    initials
 }
 
 /// Bytes and packets counted by the rule of `chain` in node-b's table that mentions
@@ -153,7 +134,7 @@ fn a_handshake_flood_is_answered_cheaply_and_the_tunnel_keeps_working() {
         &NodeSpec::new("node-m", &["10.77.0.9/24"], "0.0.0.0:4433"),
     );
     let client = member_client(&member);
-    let initials = in_namespace(&c, {
+    let initials = block_on_in(&c, {
         let client = client.clone();
         move || capture_initials(client, 3500)
     });
@@ -193,30 +174,24 @@ fn a_handshake_flood_is_answered_cheaply_and_the_tunnel_keeps_working() {
     });
     // Real handshakes from one address: each answers its Retry and comes back
     // validated; past the source's budget they are dropped.
-    in_namespace(&c, move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let mut endpoint =
-                quinn::Endpoint::client("198.51.100.2:0".parse().expect("addr")).expect("endpoint");
-            endpoint.set_default_client_config(client);
-            let attempts: Vec<_> = (0..60)
-                .map(|_| {
-                    let connecting = endpoint
-                        .connect(NODE_B.parse().expect("addr"), "node-b")
-                        .expect("connect");
-                    tokio::time::timeout(Duration::from_secs(2), connecting)
-                })
-                .collect();
-            for a in futures::future::join_all(attempts).await {
-                if let Ok(Ok(conn)) = a {
-                    conn.close(0u32.into(), b"done");
-                }
+    block_on_in(&c, move || async move {
+        let mut endpoint =
+            quinn::Endpoint::client("198.51.100.2:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(client);
+        let attempts: Vec<_> = (0..60)
+            .map(|_| {
+                let connecting = endpoint
+                    .connect(NODE_B.parse().expect("addr"), "node-b")
+                    .expect("connect");
+                tokio::time::timeout(Duration::from_secs(2), connecting)
+            })
+            .collect();
+        for a in futures::future::join_all(attempts).await {
+            if let Ok(Ok(conn)) = a {
+                conn.close(0u32.into(), b"done");
             }
-            endpoint.close(0u32.into(), b"done");
-        });
+        }
+        endpoint.close(0u32.into(), b"done");
     });
     let elapsed = started.elapsed();
     let ticks = cpu_ticks(pid) - ticks_before;

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::fs::File;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -84,88 +83,75 @@ struct Visited {
 /// what node-b said and whether it closed the connection.
 fn visit(ns: &Netns, config: &std::path::Path, visit: Visit) -> Visited {
     let (remote, server): (SocketAddr, _) = ("192.0.2.2:4433".parse().expect("addr"), "node-b");
-    let ns_path = format!("/var/run/netns/{}", ns.name);
     let config = config.to_owned();
     let server = server.to_owned();
-    std::thread::spawn(move || {
-        // Only this thread enters the namespace; the socket below is created there.
-        let netns = File::open(&ns_path).expect("namespace file");
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let loaded = load_member(&config);
-            let text = std::fs::read_to_string(&config).expect("config");
-            let dir = config.parent().expect("config dir");
-            let config = quicap::config::Config::parse(&text, dir).expect("config parses");
-            let transport = quicap::transport::transport_config(&config.transport, 1400, false)
-                .expect("transport");
-            let client =
-                quicap::transport::client_config(&loaded.trust(), &loaded.identity, transport)
-                    .expect("client config");
-            let mut endpoint =
-                quinn::Endpoint::client("0.0.0.0:0".parse().expect("addr")).expect("endpoint");
-            endpoint.set_default_client_config(client);
-            let conn = endpoint
-                .connect(remote, &server)
-                .expect("connect")
-                .await
-                .expect("handshake");
-            let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
-            let hello = Message::Hello(Hello {
-                min_version: visit.versions.0,
-                max_version: visit.versions.1,
-                name: loaded.cert.name.clone(),
-                mtu: 1400,
-                modes: Modes {
-                    l3: true,
-                    l2: false,
-                },
-            });
-            let mut buf = Vec::new();
-            hello.encode(&mut buf).expect("hello");
-            send.write_all(&buf).await.expect("hello sent");
-            assert!(
-                matches!(read_frame(&mut recv).await, Some(Message::Hello(_))),
-                "expected a hello"
-            );
-            let reader = tokio::spawn(async move {
-                let mut received = Vec::new();
-                while let Some(msg) = read_frame(&mut recv).await {
-                    received.push(msg);
-                }
-                received
-            });
-            // Let the peer add the link before the datagrams arrive.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            // Quickly: this member answers no probes, and node-b closes a link that
-            // stays silent for 3 s.
-            for d in visit.datagrams {
-                conn.send_datagram(d).expect("datagram");
-                tokio::time::sleep(Duration::from_millis(5)).await;
+    block_on_in(ns, move || async move {
+        let loaded = load_member(&config);
+        let text = std::fs::read_to_string(&config).expect("config");
+        let dir = config.parent().expect("config dir");
+        let config = quicap::config::Config::parse(&text, dir).expect("config parses");
+        let transport =
+            quicap::transport::transport_config(&config.transport, 1400, false).expect("transport");
+        let client = quicap::transport::client_config(&loaded.trust(), &loaded.identity, transport)
+            .expect("client config");
+        let mut endpoint =
+            quinn::Endpoint::client("0.0.0.0:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(client);
+        let conn = endpoint
+            .connect(remote, &server)
+            .expect("connect")
+            .await
+            .expect("handshake");
+        let (mut send, mut recv) = conn.open_bi().await.expect("control stream");
+        let hello = Message::Hello(Hello {
+            min_version: visit.versions.0,
+            max_version: visit.versions.1,
+            name: loaded.cert.name.clone(),
+            mtu: 1400,
+            modes: Modes {
+                l3: true,
+                l2: false,
+            },
+        });
+        let mut buf = Vec::new();
+        hello.encode(&mut buf).expect("hello");
+        send.write_all(&buf).await.expect("hello sent");
+        assert!(
+            matches!(read_frame(&mut recv).await, Some(Message::Hello(_))),
+            "expected a hello"
+        );
+        let reader = tokio::spawn(async move {
+            let mut received = Vec::new();
+            while let Some(msg) = read_frame(&mut recv).await {
+                received.push(msg);
             }
-            if !visit.control.is_empty() {
-                // The peer may close the connection on it: that is the point.
-                let _ = send.write_all(&visit.control).await;
-            }
-            if visit.finish {
-                let _ = send.finish();
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let closed_by_peer = conn.close_reason();
-            conn.close(0u32.into(), b"done");
-            endpoint.wait_idle().await;
-            let received = reader.await.expect("reader");
-            Visited {
-                closed_by_peer,
-                received,
-            }
-        })
+            received
+        });
+        // Let the peer add the link before the datagrams arrive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Quickly: this member answers no probes, and node-b closes a link that
+        // stays silent for 3 s.
+        for d in visit.datagrams {
+            conn.send_datagram(d).expect("datagram");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if !visit.control.is_empty() {
+            // The peer may close the connection on it: that is the point.
+            let _ = send.write_all(&visit.control).await;
+        }
+        if visit.finish {
+            let _ = send.finish();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let closed_by_peer = conn.close_reason();
+        conn.close(0u32.into(), b"done");
+        endpoint.wait_idle().await;
+        let received = reader.await.expect("reader");
+        Visited {
+            closed_by_peer,
+            received,
+        }
     })
-    .join()
-    .expect("hostile member")
 }
 
 /// The member's identity, as the node with `config` would load it.

@@ -443,47 +443,36 @@ fn a_strangers_certificate_cannot_forge_log_lines() {
     let forged = "2026-12-01T00:00:00.000000Z ERROR quicap: forged line";
     let name = format!("node-x\n{forged}\u{1b}[2J");
     let (cert, key) = strangers_certificate(&name);
-    let ns_path = format!("/var/run/netns/{}", pair.a.name);
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(&ns_path).expect("namespace file");
-        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let provider = quicap::tls::provider();
-            let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_protocol_versions(&[&rustls::version::TLS13])
-                .expect("TLS 1.3")
-                .dangerous()
-                .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
-                .with_client_auth_cert(
-                    vec![rustls::pki_types::CertificateDer::from(cert)],
-                    rustls::pki_types::PrivateKeyDer::try_from(key).expect("key"),
-                )
-                .expect("client config");
-            tls.alpn_protocols = vec![quicap::tls::ALPN.to_vec()];
-            let transport = std::sync::Arc::new(quinn::TransportConfig::default());
-            let client = quicap::transport::quic_client(tls, transport).expect("client");
-            let mut endpoint =
-                quinn::Endpoint::client("0.0.0.0:0".parse().expect("addr")).expect("endpoint");
-            endpoint.set_default_client_config(client);
-            for _ in 0..5 {
-                let conn = endpoint
-                    .connect("192.0.2.2:4433".parse().expect("addr"), "node-b")
-                    .expect("connect")
-                    .await;
-                // With TLS 1.3 the refusal arrives after the client's handshake is done.
-                if let Ok(conn) = conn {
-                    let _ = conn.closed().await;
-                }
+    block_on_in(&pair.a, move || async move {
+        let provider = quicap::tls::provider();
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .expect("TLS 1.3")
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyServer(provider)))
+            .with_client_auth_cert(
+                vec![rustls::pki_types::CertificateDer::from(cert)],
+                rustls::pki_types::PrivateKeyDer::try_from(key).expect("key"),
+            )
+            .expect("client config");
+        tls.alpn_protocols = vec![quicap::tls::ALPN.to_vec()];
+        let transport = std::sync::Arc::new(quinn::TransportConfig::default());
+        let client = quicap::transport::quic_client(tls, transport).expect("client");
+        let mut endpoint =
+            quinn::Endpoint::client("0.0.0.0:0".parse().expect("addr")).expect("endpoint");
+        endpoint.set_default_client_config(client);
+        for _ in 0..5 {
+            let conn = endpoint
+                .connect("192.0.2.2:4433".parse().expect("addr"), "node-b")
+                .expect("connect")
+                .await;
+            // With TLS 1.3 the refusal arrives after the client's handshake is done.
+            if let Ok(conn) = conn {
+                let _ = conn.closed().await;
             }
-            endpoint.wait_idle().await;
-        })
-    })
-    .join()
-    .expect("stranger");
+        }
+        endpoint.wait_idle().await;
+    });
     assert!(
         pair.node_b
             .wait_log(&["refused incoming peer"], Duration::from_secs(5)),

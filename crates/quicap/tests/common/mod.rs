@@ -521,6 +521,36 @@ impl Pair {
     }
 }
 
+/// Runs `f` on a thread of its own that entered namespace `ns` (only that thread does:
+/// the sockets it makes belong to the namespace), and returns what it returns.
+pub fn in_namespace<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&path).expect("namespace file");
+        nix::sched::setns(netns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread in the namespace")
+}
+
+/// Runs the future `f` makes to completion inside namespace `ns` (see
+/// [`in_namespace`]), on a tokio runtime of its own: how a test speaks the protocol
+/// itself, as a member or a stranger.
+pub fn block_on_in<F, T>(ns: &Netns, f: impl FnOnce() -> F + Send + 'static) -> T
+where
+    F: std::future::Future<Output = T>,
+    T: Send + 'static,
+{
+    in_namespace(ns, move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(f())
+    })
+}
+
 /// Parses the JSON of a `quicap status --json` run.
 pub fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(
