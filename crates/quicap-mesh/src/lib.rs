@@ -20,12 +20,17 @@
 //!  next_hop(dest), routes()                               (forwarding, status)
 //! ```
 //!
+//! [`PrefixTable`] answers the other per-packet question: which node owns the longest
+//! prefix containing a destination address.
+//!
 //! Time is a [`Time`] in milliseconds on any monotonic clock the caller chooses.
 
 mod metric;
+mod prefixes;
 mod router;
 
 pub use metric::{link_cost, Metric, WindowedMin, INFINITY};
+pub use prefixes::PrefixTable;
 pub use router::{Config, Message, RouteInfo, RouteUpdate, Router};
 
 /// A node identifier: the first 8 bytes of the SHA-256 of the node name, as carried in

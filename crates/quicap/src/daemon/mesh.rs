@@ -23,11 +23,12 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock};
 
 use ipnet::IpNet;
 use quicap_mesh::{
-    link_cost, Config, Message as MeshMessage, NodeId, RouteInfo, RouteUpdate, Router, WindowedMin,
+    link_cost, Config, Message as MeshMessage, NodeId, PrefixTable, RouteInfo, RouteUpdate, Router,
+    WindowedMin,
 };
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::{NodeCert, NodeKey, PkiError};
@@ -151,6 +152,8 @@ pub struct Mesh {
     /// This node's own node info; a new version when its certificate is renewed.
     own: Mutex<Own>,
     inner: Mutex<Inner>,
+    /// Who owns which prefix, rebuilt whenever a node's accepted prefixes change.
+    owners: RwLock<Arc<PrefixTable>>,
     /// Refused node infos, per neighbour, for the log.
     refused: LogLimit<String>,
     pub notify: tokio::sync::Notify,
@@ -175,6 +178,7 @@ impl Mesh {
                 up: BTreeMap::new(),
                 rtt_floor: BTreeMap::new(),
             }),
+            owners: RwLock::new(Arc::new(PrefixTable::default())),
             refused: LogLimit::default(),
             notify: tokio::sync::Notify::new(),
         })
@@ -189,21 +193,25 @@ impl Mesh {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The node owning the longest prefix that contains `destination`, other than us.
+    /// The node owning the longest prefix that contains `destination`, other than us:
+    /// a lookup in the snapshot of the accepted prefixes, no lock on the mesh state.
     pub fn owner(&self, destination: IpAddr) -> Option<NodeId> {
-        let inner = self.lock();
-        inner
-            .nodes
-            .iter()
-            .filter(|(id, _)| **id != self.id)
-            .flat_map(|(id, n)| {
-                n.prefixes
-                    .iter()
-                    .filter(|p| p.contains(&destination))
-                    .map(move |p| (p.prefix_len(), *id))
-            })
-            .max()
-            .map(|(_, id)| id)
+        self.owners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .lookup(destination)
+    }
+
+    /// Rebuilds the snapshot [`Mesh::owner`] reads from the nodes' accepted prefixes.
+    fn rebuild_owners(&self, inner: &Inner) {
+        let table = PrefixTable::new(
+            inner
+                .nodes
+                .iter()
+                .filter(|(id, _)| **id != self.id)
+                .flat_map(|(id, n)| n.prefixes.iter().map(|p| (p.addr(), p.prefix_len(), *id))),
+        );
+        *self.owners.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
     }
 
     /// Adds to `out` every known node, other than us, that runs a TAP.
@@ -330,7 +338,12 @@ impl Mesh {
         }
         info!(node = %cert.name(), prefixes = ?prefixes.iter().map(ToString::to_string).collect::<Vec<_>>(), "mesh node known");
         let signed = !info.signature.is_empty();
-        self.lock().nodes.insert(
+        let mut inner = self.lock();
+        let changed = inner
+            .nodes
+            .get(&info.origin)
+            .is_none_or(|n| n.prefixes != prefixes);
+        inner.nodes.insert(
             info.origin,
             MeshNode {
                 name: cert.name().to_owned(),
@@ -340,6 +353,10 @@ impl Mesh {
                 info: info.clone(),
             },
         );
+        if changed {
+            self.rebuild_owners(&inner);
+        }
+        drop(inner);
         if signed {
             Accepted::Relay
         } else {
@@ -669,6 +686,8 @@ mod tests {
             ));
             assert_eq!(prefixes_of(&mesh, "node-a"), want, "{bad:?}");
         }
+        let subnet_host = "10.99.0.7".parse().unwrap();
+        assert_eq!(mesh.owner(subnet_host), Some(node_id("node-a")));
     }
 
     #[test]
@@ -691,6 +710,13 @@ mod tests {
             Accepted::Ignored
         ));
         assert_eq!(prefixes_of(&mesh, "node-a"), ["10.77.0.1/32"]);
+        assert_eq!(
+            mesh.owner("10.99.0.7".parse().unwrap()),
+            None,
+            "the table follows"
+        );
+        let host = "10.77.0.1".parse().unwrap();
+        assert_eq!(mesh.owner(host), Some(node_id("node-a")));
     }
 
     #[test]
