@@ -54,33 +54,41 @@ enum Next {
     Hold(u64),
 }
 
+/// Why a packet has nowhere to go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum NoRoute {
+    /// No node of the mesh owns the destination.
+    Unowned,
+    /// Its owner is known, but no link or route to it is up.
+    Unreachable,
+}
+
 /// Where to send an IP packet for `destination`.
-fn route(node: &Node, destination: IpAddr, now: u64) -> Option<Next> {
-    if let Some(found) = node
-        .mesh
-        .owner(destination)
-        .and_then(|owner| route_to_node(node, owner, now))
-    {
-        return Some(found);
+fn route(node: &Node, destination: IpAddr, now: u64) -> Result<Next, NoRoute> {
+    let owner = node.mesh.owner(destination);
+    if let Some(found) = owner.and_then(|owner| route_to_node(node, owner, now)) {
+        return Ok(found);
     }
     // Before node information has arrived: the directly connected peer whose
     // certificate covers the destination.
-    node.peers.route(destination, now).map(Next::Send)
+    match node.peers.route(destination, now) {
+        Some(link) => Ok(Next::Send(link)),
+        None if owner.is_none() => Err(NoRoute::Unowned),
+        None => Err(NoRoute::Unreachable),
+    }
 }
 
 /// Whether `destination` lies in the overlay (the prefixes of the TUN's addresses and
-/// its routes) and no node of the mesh has it: a packet for it can go nowhere, and its
+/// its routes): a packet for such an address that no node owns can go nowhere, and its
 /// sender is told at once. A prefix's IPv4 broadcast address is nobody's either, but
 /// not an address to answer for.
-fn unowned(node: &Node, tun: &Interface, destination: IpAddr) -> bool {
+fn in_overlay(tun: &Interface, destination: IpAddr) -> bool {
     let spec = &tun.spec;
-    let in_overlay = spec
-        .addresses
+    spec.addresses
         .iter()
         .map(|a| a.trunc())
         .chain(spec.routes.iter().copied())
-        .any(|p| p.contains(&destination) && !(p.addr().is_ipv4() && p.broadcast() == destination));
-    in_overlay && node.mesh.owner(destination).is_none()
+        .any(|p| p.contains(&destination) && !(p.addr().is_ipv4() && p.broadcast() == destination))
 }
 
 /// Writes ICMP "host unreachable" / ICMPv6 "address unreachable" about `packet` into
@@ -259,22 +267,32 @@ pub async fn tun_to_peers(node: Arc<Node>) {
         }
         let now = node.now_ms();
         let mut last: Option<LastRoute> = None;
+        let mut missing = NoRoute::Unreachable;
         for packet in reader.packets() {
             let Some((_, destination)) = ip::addresses(packet) else {
                 continue;
             };
             if last.as_ref().is_none_or(|l| l.destination != destination) {
-                last = route(&node, destination, now).map(|next| LastRoute {
-                    destination,
-                    max: match &next {
-                        Next::Send(link) => link.conn.max_datagram_size().unwrap_or(0),
-                        Next::Hold(_) => usize::MAX,
-                    },
-                    next,
-                });
+                last = match route(&node, destination, now) {
+                    Ok(next) => Some(LastRoute {
+                        destination,
+                        max: match &next {
+                            Next::Send(link) => link.conn.max_datagram_size().unwrap_or(0),
+                            Next::Hold(_) => usize::MAX,
+                        },
+                        next,
+                    }),
+                    Err(why) => {
+                        missing = why;
+                        None
+                    }
+                };
             }
             let Some(LastRoute { next, max, .. }) = &last else {
-                if unowned(&node, tun, destination) && gate.spend(Instant::now()) {
+                if missing == NoRoute::Unowned
+                    && in_overlay(tun, destination)
+                    && gate.spend(Instant::now())
+                {
                     answer_unreachable(tun, packet, destination);
                 } else {
                     debug!(%destination, "no route for destination");
