@@ -260,11 +260,16 @@ impl Mesh {
     /// message for every peer.
     pub fn renew_own(&self, cert_der: &[u8], key: NodeKey) -> anyhow::Result<Message> {
         let mut own = self.own();
-        let mut info = own.info.clone();
-        info.certificate = cert_der.to_vec();
-        info.version = epoch_version().max(own.info.version.saturating_add(1));
-        *own = Own::new(info, key)?;
-        Ok(Message::NodeInfo(own.info.clone()))
+        let mut renewed = Own {
+            info: NodeInfo {
+                certificate: cert_der.to_vec(),
+                ..own.info.clone()
+            },
+            key,
+        };
+        let message = renewed.bump(own.info.version.saturating_add(1))?;
+        *own = renewed;
+        Ok(message)
     }
 
     /// Messages for a peer that just connected: our node info and all we know that
@@ -379,7 +384,7 @@ impl Mesh {
             return Err(Refusal::WrongOrigin);
         }
         let clock = u32::try_from(now.unix_timestamp()).unwrap_or(u32::MAX);
-        if info.version > clock.saturating_add(MAX_VERSION_AHEAD_SECS) {
+        if too_far_ahead(info.version, clock) {
             return Err(Refusal::TooNew(info.version - clock));
         }
         if info.signature.is_empty() {
@@ -412,8 +417,7 @@ impl Mesh {
         let signed_by_us = info.signed_payload().is_ok_and(|payload| {
             quicap_pki::signature::verify(&own.key.spki_der(), &payload, &info.signature).is_ok()
         });
-        let clock = epoch_version();
-        if !signed_by_us || info.version > clock.saturating_add(MAX_VERSION_AHEAD_SECS) {
+        if !signed_by_us || too_far_ahead(info.version, epoch_version()) {
             return Accepted::Ignored;
         }
         match own.bump(info.version.saturating_add(1)) {
@@ -539,6 +543,12 @@ impl Mesh {
 /// node's info replaces its older one.
 fn epoch_version() -> u32 {
     u32::try_from(time::OffsetDateTime::now_utc().unix_timestamp()).unwrap_or(u32::MAX)
+}
+
+/// Whether a node info's `version` is more than [`MAX_VERSION_AHEAD_SECS`] ahead of
+/// `clock` (seconds since the epoch).
+fn too_far_ahead(version: u32, clock: u32) -> bool {
+    version > clock.saturating_add(MAX_VERSION_AHEAD_SECS)
 }
 
 /// Signs `info` with `key` (the key of the certificate it carries).
