@@ -86,14 +86,7 @@ fn visit(ns: &Netns, config: &std::path::Path, visit: Visit) -> Visited {
     let config = config.to_owned();
     let server = server.to_owned();
     block_on_in(ns, move || async move {
-        let loaded = load_member(&config);
-        let text = std::fs::read_to_string(&config).expect("config");
-        let dir = config.parent().expect("config dir");
-        let config = quicap::config::Config::parse(&text, dir).expect("config parses");
-        let transport =
-            quicap::transport::transport_config(&config.transport, 1400, false).expect("transport");
-        let client = quicap::transport::client_config(&loaded.trust(), &loaded.identity, transport)
-            .expect("client config");
+        let (loaded, client) = member(&config);
         let mut endpoint =
             quinn::Endpoint::client("0.0.0.0:0".parse().expect("addr")).expect("endpoint");
         endpoint.set_default_client_config(client);
@@ -152,14 +145,6 @@ fn visit(ns: &Netns, config: &std::path::Path, visit: Visit) -> Visited {
             received,
         }
     })
-}
-
-/// The member's identity, as the node with `config` would load it.
-fn load_member(config: &std::path::Path) -> quicap::daemon::identity::Loaded {
-    let text = std::fs::read_to_string(config).expect("config");
-    let dir = config.parent().expect("config dir");
-    let config = quicap::config::Config::parse(&text, dir).expect("config parses");
-    quicap::daemon::identity::load(&config, time::OffsetDateTime::now_utc()).expect("identity")
 }
 
 /// The next control message on `recv`; None once the stream ends or breaks.
@@ -371,7 +356,7 @@ fn a_member_cannot_change_another_nodes_information() {
     let cfg_b = node_config(&pki, &[], &NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433"));
     let mut node_a = Node::start(&a, "node-a", &cfg_a);
     let node_b = Node::start(&b, "node-b", &cfg_b);
-    let member = node_config(
+    let member_config = node_config(
         &pki,
         &[],
         &NodeSpec::new("node-m", &["10.77.0.9/24"], "0.0.0.0:4433"),
@@ -383,7 +368,7 @@ fn a_member_cannot_change_another_nodes_information() {
     );
 
     let node_a_id = quicap::daemon::mesh::node_id("node-a");
-    let recorded = visit(&a, &member, Visit::new(Vec::new(), Vec::new()))
+    let recorded = visit(&a, &member_config, Visit::new(Vec::new(), Vec::new()))
         .received
         .into_iter()
         .find_map(|m| match m {
@@ -407,7 +392,7 @@ fn a_member_cannot_change_another_nodes_information() {
         "node-b did not learn node-a's new subnet"
     );
 
-    let key = load_member(&member).key;
+    let key = member(&member_config).0.key;
     let mut forged = recorded.clone();
     forged.version = recorded.version + 3600;
     forged.prefixes.clear();
@@ -421,7 +406,7 @@ fn a_member_cannot_change_another_nodes_information() {
     Message::NodeInfo(recorded)
         .encode(&mut control)
         .expect("frame");
-    let visited = visit(&a, &member, Visit::new(Vec::new(), control));
+    let visited = visit(&a, &member_config, Visit::new(Vec::new(), control));
     assert!(
         visited.closed_by_peer.is_none(),
         "node-b closed the member's link: {:?}",

@@ -551,6 +551,21 @@ where
     })
 }
 
+/// A member of the network that a test speaks for: the identity a node with `config`
+/// would load, and a QUIC client config made from it.
+pub fn member(config: &Path) -> (quicap::daemon::identity::Loaded, quinn::ClientConfig) {
+    let text = std::fs::read_to_string(config).expect("config");
+    let dir = config.parent().expect("config dir");
+    let config = quicap::config::Config::parse(&text, dir).expect("config parses");
+    let loaded =
+        quicap::daemon::identity::load(&config, time::OffsetDateTime::now_utc()).expect("identity");
+    let transport =
+        quicap::transport::transport_config(&config.transport, 1400, false).expect("transport");
+    let client = quicap::transport::client_config(&loaded.trust(), &loaded.identity, transport)
+        .expect("client config");
+    (loaded, client)
+}
+
 /// Parses the JSON of a `quicap status --json` run.
 pub fn json(out: &std::process::Output) -> serde_json::Value {
     assert!(
