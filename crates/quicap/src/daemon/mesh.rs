@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 
 use ipnet::IpNet;
 use quicap_mesh::{
@@ -153,7 +153,7 @@ pub struct Mesh {
     own: Mutex<Own>,
     inner: Mutex<Inner>,
     /// Who owns which prefix, rebuilt whenever a node's accepted prefixes change.
-    owners: RwLock<Arc<PrefixTable>>,
+    owners: RwLock<PrefixTable>,
     /// Refused node infos, per neighbour, for the log.
     refused: LogLimit<String>,
     pub notify: tokio::sync::Notify,
@@ -178,7 +178,7 @@ impl Mesh {
                 up: BTreeMap::new(),
                 rtt_floor: BTreeMap::new(),
             }),
-            owners: RwLock::new(Arc::new(PrefixTable::default())),
+            owners: RwLock::new(PrefixTable::default()),
             refused: LogLimit::default(),
             notify: tokio::sync::Notify::new(),
         })
@@ -211,7 +211,7 @@ impl Mesh {
                 .filter(|(id, _)| **id != self.id)
                 .flat_map(|(id, n)| n.prefixes.iter().map(|p| (p.addr(), p.prefix_len(), *id))),
         );
-        *self.owners.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        *self.owners.write().unwrap_or_else(|p| p.into_inner()) = table;
     }
 
     /// Adds to `out` every known node, other than us, that runs a TAP.
