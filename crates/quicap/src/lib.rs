@@ -7,6 +7,7 @@
 pub mod config;
 pub mod daemon;
 pub mod device;
+pub mod link;
 pub mod packet_io;
 pub mod pki_cmd;
 pub mod relay;

@@ -115,6 +115,10 @@ pub struct PeerStatus {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LinkStatus {
+    /// The transport: `quic` (a direct QUIC connection), `quic-relayed` (QUIC end to
+    /// end through other nodes); empty from nodes that do not report it.
+    #[serde(default)]
+    pub kind: String,
     pub remote: String,
     /// `outgoing` if this node dialed the connection, `incoming` otherwise.
     pub direction: String,
@@ -213,8 +217,9 @@ impl Status {
             for l in &p.links {
                 let _ = writeln!(
                     out,
-                    "  {} {:<8} {:<9} rtt {:.2} ms  mtu {}  rx {}  tx {}  up {}{}{}",
+                    "  {} {:<12} {:<8} {:<9} rtt {:.2} ms  mtu {}  rx {}  tx {}  up {}{}{}",
                     if l.in_use { "*" } else { " " },
+                    l.kind,
                     l.direction,
                     l.remote,
                     l.rtt_ms,
@@ -293,6 +298,7 @@ mod tests {
                 valid_until: "2027-03-01 12:00:00 UTC".into(),
                 refused: 0,
                 links: vec![LinkStatus {
+                    kind: "quic".into(),
                     remote: "192.0.2.2:4433".into(),
                     direction: "outgoing".into(),
                     in_use: true,
@@ -384,7 +390,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "* outgoing 192.0.2.2:4433 rtt 0.42 ms  mtu 1472  rx 1.5 KiB  tx 3.0 MiB  up 1m1s"
+                "* quic         outgoing 192.0.2.2:4433 rtt 0.42 ms  mtu 1472  rx 1.5 KiB  tx 3.0 MiB  up 1m1s"
             ),
             "{text}"
         );

@@ -44,6 +44,7 @@ fn status_shows_node_interfaces_peers_and_links() {
         assert!(l["rx_bytes"].as_u64() > Some(0) && l["tx_bytes"].as_u64() > Some(0));
         assert!(l["rtt_ms"].as_f64() > Some(0.0));
         assert_eq!(l["remote"], "192.0.2.2:4433");
+        assert_eq!(l["kind"], "quic", "a direct QUIC link");
     }
 
     let text = pair.node_a.status(false);
@@ -52,8 +53,8 @@ fn status_shows_node_interfaces_peers_and_links() {
         "node node-a, up ",
         "interface quicap0 (tun, mtu 1400, carrier on)",
         "peer node-b (10.77.0.2/24 fd77::2/64)",
-        "* outgoing",
-        "incoming",
+        "* quic         outgoing",
+        "  quic         incoming",
     ] {
         assert!(text.contains(needle), "{needle:?} not in:\n{text}");
     }

@@ -24,6 +24,7 @@ use super::l2;
 use super::peers::SendLink;
 use super::Node;
 use crate::device::Interface;
+use crate::link::{Link, LinkId, SendError};
 use crate::packet_io::Reader;
 
 const BUF_LEN: usize = 65536;
@@ -119,15 +120,6 @@ const TOO_BIG_GRACE: Duration = Duration::from_secs(4);
 /// A link that fit every packet for this long starts a new grace period.
 const TOO_BIG_EPISODE_GAP: Duration = Duration::from_secs(10);
 
-/// Whether `conn`'s datagrams are small because quinn suspects a black hole: it then
-/// sends 1200-byte packets (QUIC's minimum) until it probes again. Links that are
-/// merely smaller than the packet (a routed header on top of a full-size packet, a
-/// path MTU found by probing) are not.
-fn black_hole_suspected(conn: &quinn::Connection) -> bool {
-    let path = conn.stats().path;
-    path.black_holes_detected > 0 && path.current_mtu <= 1200
-}
-
 /// ICMP errors written into the TUN: at most this many per second, in bursts of up to
 /// [`ICMP_BURST`] (the kernel's own defaults, `net.ipv4.icmp_msgs_per_sec` and
 /// `icmp_msgs_burst`). A sender flooding packets that do not fit would otherwise get
@@ -150,10 +142,10 @@ struct TooSmall {
 }
 
 /// Whether packets too big for a link get an ICMP error: the links packets were too
-/// big for, by connection stable id, and the budget for ICMP errors, which the
+/// big for, and the budget for ICMP errors, which the
 /// "destination unreachable" answers share.
 struct TooBigGate {
-    links: HashMap<usize, TooSmall>,
+    links: HashMap<LinkId, TooSmall>,
     tokens: f64,
     refilled: Instant,
 }
@@ -169,15 +161,19 @@ impl Default for TooBigGate {
 }
 
 impl TooBigGate {
-    /// Whether a packet too big for `conn` gets an ICMP error now (else it is dropped).
-    fn answer(&mut self, conn: &quinn::Connection, now: Instant) -> bool {
-        self.decide(conn.stable_id(), || black_hole_suspected(conn), now)
+    /// Whether a packet too big for `link` gets an ICMP error now (else it is dropped).
+    /// A link is suspected of a black hole when its transport sends minimum-size
+    /// packets (QUIC's 1200 bytes) until it probes again; links that are merely
+    /// smaller than the packet (a routed header on top of a full-size packet, a path
+    /// MTU found by probing) are not.
+    fn answer(&mut self, link: &Link, now: Instant) -> bool {
+        self.decide(link.id(), || link.stats().black_hole, now)
     }
 
     /// [`TooBigGate::answer`] for link `link`, with `suspected` reading quinn's opinion:
     /// answered if the ICMP budget allows and the link is not held at 1200 bytes by a
     /// suspected black hole, or has been for [`TOO_BIG_GRACE`].
-    fn decide(&mut self, link: usize, suspected: impl FnOnce() -> bool, now: Instant) -> bool {
+    fn decide(&mut self, link: LinkId, suspected: impl FnOnce() -> bool, now: Instant) -> bool {
         self.refill(now);
         if self.tokens < 1.0 {
             return false;
@@ -277,7 +273,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                     Ok(next) => Some(LastRoute {
                         destination,
                         max: match &next {
-                            Next::Send(link) => link.conn.max_datagram_size().unwrap_or(0),
+                            Next::Send(send) => send.link.max_datagram_size(),
                             Next::Hold(_) => usize::MAX,
                         },
                         next,
@@ -300,10 +296,10 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             };
             let header = Header::direct(PayloadKind::Ip);
-            let conn = match next {
-                Next::Send(link) => {
-                    link.liveness.carried_traffic();
-                    &link.conn
+            let link = match next {
+                Next::Send(send) => {
+                    send.liveness.carried_traffic();
+                    &send.link
                 }
                 Next::Hold(dest) => {
                     hold(&node, *dest, &header, packet, now);
@@ -311,17 +307,17 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 }
             };
             if header.buffer_len() + packet.len() > *max {
-                too_big(&node, conn, packet, *max, header, &mut gate).await;
+                too_big(&node, link, packet, *max, header, &mut gate).await;
                 continue;
             }
             let Some(datagram) = datagram(&mut arena, &header, packet) else {
                 continue;
             };
-            match conn.send_datagram_wait(datagram).await {
+            match link.send_datagram_wait(datagram).await {
                 Ok(()) => {}
-                Err(quinn::SendDatagramError::TooLarge) => {
-                    let max = conn.max_datagram_size().unwrap_or(0);
-                    too_big(&node, conn, packet, max, header, &mut gate).await;
+                Err(SendError::TooLarge) => {
+                    let max = link.max_datagram_size();
+                    too_big(&node, link, packet, max, header, &mut gate).await;
                     last = None;
                 }
                 Err(e) => {
@@ -352,8 +348,8 @@ fn hold(node: &Node, dest: u64, header: &Header, payload: &[u8], now: u64) {
     }
 }
 
-/// Sends the packets held for the peer `id` on `conn`, a link to it that just came up.
-pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
+/// Sends the packets held for the peer `id` on `link`, a link to it that just came up.
+pub fn release_held(node: &Node, id: u64, link: &Link) {
     let held = node.held.take(id, node.now_ms());
     if held.is_empty() {
         return;
@@ -364,9 +360,9 @@ pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
     // connection starts a relay frame smaller): those get what live packets get.
     let mut gate = TooBigGate::default();
     for datagram in held {
-        match conn.send_datagram(datagram.clone()) {
+        match link.send_datagram(datagram.clone()) {
             Ok(()) => {}
-            Err(quinn::SendDatagramError::TooLarge) => {
+            Err(SendError::TooLarge) => {
                 unsent += 1;
                 let Ok((header, hlen)) = Header::parse(&datagram) else {
                     continue;
@@ -377,9 +373,9 @@ pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
                 if header.kind != PayloadKind::Ip {
                     continue;
                 }
-                let max = conn.max_datagram_size().unwrap_or(0);
-                for d in oversize(node, conn, packet, max, header, &mut gate).carry_out(node) {
-                    let _ = conn.send_datagram(d);
+                let max = link.max_datagram_size();
+                for d in oversize(node, link, packet, max, header, &mut gate).carry_out(node) {
+                    let _ = link.send_datagram(d);
                 }
             }
             Err(e) => {
@@ -401,7 +397,7 @@ pub fn release_held(node: &Node, id: u64, conn: &quinn::Connection) {
 fn route_to_node(node: &Node, dest: u64, now: u64) -> Option<Next> {
     let around = node.mesh.next_hop(dest).is_some_and(|hop| hop != dest);
     let link = node.peers.traffic_link(dest, now, around);
-    if around && !link.as_ref().is_some_and(|l| l.relayed) {
+    if around && !link.as_ref().is_some_and(|l| l.link.relayed()) {
         node.want_relayed(dest, now);
     }
     match link {
@@ -458,23 +454,23 @@ pub async fn tap_to_peers(node: Arc<Node>) {
         let header = Header::direct(PayloadKind::Ethernet);
         let hlen = header.buffer_len();
         for &dest in &targets {
-            let conn = match route_to_node(&node, dest, now) {
+            let link = match route_to_node(&node, dest, now) {
                 None => continue,
                 Some(Next::Hold(dest)) => {
                     hold(&node, dest, &header, frame, now);
                     continue;
                 }
-                Some(Next::Send(link)) => {
-                    link.liveness.carried_traffic();
-                    link.conn
+                Some(Next::Send(send)) => {
+                    send.liveness.carried_traffic();
+                    send.link
                 }
             };
-            if hlen + n > conn.max_datagram_size().unwrap_or(0) {
+            if hlen + n > link.max_datagram_size() {
                 oversized += 1;
                 if oversized.is_power_of_two() {
                     warn!(
                         frame = n,
-                        max = conn.max_datagram_size().unwrap_or(0).saturating_sub(hlen),
+                        max = link.max_datagram_size().saturating_sub(hlen),
                         dropped = oversized,
                         "dropping Ethernet frame larger than the path allows (lower tap.mtu)"
                     );
@@ -484,7 +480,7 @@ pub async fn tap_to_peers(node: Arc<Node>) {
             let Some(datagram) = datagram(&mut arena, &header, frame) else {
                 continue;
             };
-            if let Err(e) = conn.send_datagram_wait(datagram).await {
+            if let Err(e) = link.send_datagram_wait(datagram).await {
                 debug!(error = %e, "datagram not sent");
             }
         }
@@ -522,7 +518,7 @@ impl Oversize {
 /// `gate` lets it through, dropped otherwise.
 fn oversize(
     node: &Node,
-    conn: &quinn::Connection,
+    link: &Link,
     packet: &[u8],
     max: usize,
     header: Header,
@@ -545,7 +541,7 @@ fn oversize(
             return Oversize::Fragments(frags);
         }
     }
-    if !gate.answer(conn, Instant::now()) {
+    if !gate.answer(link, Instant::now()) {
         debug!(
             max,
             "dropping a packet that does not fit (link cut after a suspected black hole, or ICMP budget spent)"
@@ -571,14 +567,14 @@ fn oversize(
 /// [`oversize`] on the uplink: fragments wait for room in quinn's queue.
 async fn too_big(
     node: &Node,
-    conn: &quinn::Connection,
+    link: &Link,
     packet: &[u8],
     max: usize,
     header: Header,
     gate: &mut TooBigGate,
 ) {
-    for d in oversize(node, conn, packet, max, header, gate).carry_out(node) {
-        let _ = conn.send_datagram_wait(d).await;
+    for d in oversize(node, link, packet, max, header, gate).carry_out(node) {
+        let _ = link.send_datagram_wait(d).await;
     }
 }
 
@@ -593,7 +589,7 @@ mod tests {
         let burst = (0..100).filter(|_| gate.spend(t0)).count();
         assert_eq!(burst as f64, ICMP_BURST);
         assert!(
-            !gate.decide(1, || false, t0),
+            !gate.decide(LinkId(1), || false, t0),
             "too-big answers are out of budget too"
         );
         assert!(
@@ -608,17 +604,17 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         // Not held at 1200 bytes by a suspected black hole: answered at once.
-        assert!(gate.decide(1, || false, at(0)));
+        assert!(gate.decide(LinkId(1), || false, at(0)));
         // Suspected from 1 s on: silent for 4 s, answered after.
-        assert!(!gate.decide(1, || true, at(1_000)));
-        assert!(!gate.decide(1, || true, at(4_900)));
-        assert!(gate.decide(1, || true, at(5_000)));
+        assert!(!gate.decide(LinkId(1), || true, at(1_000)));
+        assert!(!gate.decide(LinkId(1), || true, at(4_900)));
+        assert!(gate.decide(LinkId(1), || true, at(5_000)));
         // Another link has its own grace.
-        assert!(!gate.decide(2, || true, at(5_100)));
+        assert!(!gate.decide(LinkId(2), || true, at(5_100)));
         // Ten seconds without an oversized packet: a new episode, a new grace.
-        assert!(gate.decide(1, || true, at(14_000)));
-        assert!(!gate.decide(1, || true, at(24_000)));
-        assert!(gate.decide(1, || true, at(28_000)));
+        assert!(gate.decide(LinkId(1), || true, at(14_000)));
+        assert!(!gate.decide(LinkId(1), || true, at(24_000)));
+        assert!(gate.decide(LinkId(1), || true, at(28_000)));
     }
 
     #[test]
@@ -628,7 +624,7 @@ mod tests {
         let mut asked = 0;
         for ms in 0..1_000 {
             gate.decide(
-                1,
+                LinkId(1),
                 || {
                     asked += 1;
                     true
@@ -643,7 +639,11 @@ mod tests {
     fn icmp_errors_are_limited_to_a_burst_then_a_rate() {
         let mut gate = TooBigGate::default();
         let t0 = gate.refilled;
-        let mut sent = |now| (0..200).filter(|_| gate.decide(1, || false, now)).count();
+        let mut sent = |now| {
+            (0..200)
+                .filter(|_| gate.decide(LinkId(1), || false, now))
+                .count()
+        };
         assert_eq!(sent(t0), ICMP_BURST as usize);
         // 10 ms later: 10 more at 1000 per second.
         assert_eq!(sent(t0 + Duration::from_millis(10)), 10);
@@ -655,11 +655,11 @@ mod tests {
     fn too_big_gate_forgets_old_links() {
         let mut gate = TooBigGate::default();
         let t0 = Instant::now();
-        for link in 0..100 {
+        for link in 0..100usize {
             gate.tokens = ICMP_BURST;
-            gate.decide(link, || false, t0);
+            gate.decide(LinkId(link), || false, t0);
         }
-        gate.decide(1000, || false, t0 + TOO_BIG_EPISODE_GAP);
+        gate.decide(LinkId(1000), || false, t0 + TOO_BIG_EPISODE_GAP);
         assert!(gate.links.len() <= 65, "{}", gate.links.len());
     }
 }

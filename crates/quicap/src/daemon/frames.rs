@@ -6,29 +6,35 @@ use quicap_wire::control::FRAME_HEADER_LEN;
 use quicap_wire::{ControlError, Message};
 use thiserror::Error;
 
+use crate::link::ControlRecv;
+
 /// Why no message could be read.
 #[derive(Debug, Error)]
 pub enum ReadError {
     /// The connection is gone (closed by either side, timed out): nothing to report.
     #[error("connection lost: {0}")]
-    Lost(quinn::ConnectionError),
+    Lost(String),
     /// The peer broke the protocol.
     #[error("{0}")]
     Violation(String),
 }
 
 /// Reads the next control message from `recv`.
-pub async fn read_message(recv: &mut quinn::RecvStream) -> Result<Message, ReadError> {
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    recv.read_exact(&mut header)
-        .await
-        .map_err(|e| stream_error(e, "between frames", "inside a frame header"))?;
-    let len = Message::frame_len(header).map_err(frame_error)?;
-    let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| stream_error(e, "inside a frame", "inside a frame"))?;
-    Message::decode_body(&body).map_err(frame_error)
+pub async fn read_message(recv: &mut ControlRecv) -> Result<Message, ReadError> {
+    match recv {
+        ControlRecv::Quic(recv) => {
+            let mut header = [0u8; FRAME_HEADER_LEN];
+            recv.read_exact(&mut header)
+                .await
+                .map_err(|e| stream_error(e, "between frames", "inside a frame header"))?;
+            let len = Message::frame_len(header).map_err(frame_error)?;
+            let mut body = vec![0u8; len];
+            recv.read_exact(&mut body)
+                .await
+                .map_err(|e| stream_error(e, "inside a frame", "inside a frame"))?;
+            Message::decode_body(&body).map_err(frame_error)
+        }
+    }
 }
 
 fn frame_error(e: ControlError) -> ReadError {
@@ -44,7 +50,7 @@ fn stream_error(e: quinn::ReadExactError, at_start: &str, partway: &str) -> Read
         E::FinishedEarly(n) => {
             ReadError::Violation(format!("control stream ended {partway}, after {n} bytes"))
         }
-        E::ReadError(R::ConnectionLost(c)) => ReadError::Lost(c),
+        E::ReadError(R::ConnectionLost(c)) => ReadError::Lost(c.to_string()),
         E::ReadError(R::Reset(code)) => {
             ReadError::Violation(format!("control stream reset by the peer (code {code})"))
         }

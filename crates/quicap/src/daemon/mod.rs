@@ -49,9 +49,9 @@ use crate::relay::{RelayCounters, RelayTable};
 use crate::tls::{Identity, RefusalSlot, Tls, Trust};
 use crate::transport;
 
+use crate::link::{CloseCode, Link};
 use l2::MacTable;
 use peers::PeerTable;
-use session::close;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Least time between two attempts at a relayed connection to the same node; longer
@@ -659,11 +659,11 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     };
     info!("shutting down");
     tasks.abort_all();
-    for conn in node.peers.all_connections() {
-        conn.close(close::SHUTDOWN.into(), b"peer shutting down");
+    for link in node.peers.all_links() {
+        link.close(CloseCode::Shutdown, "peer shutting down");
     }
     for endpoint in &node.endpoints {
-        endpoint.close(close::SHUTDOWN.into(), b"peer shutting down");
+        endpoint.close(CloseCode::Shutdown.code().into(), b"peer shutting down");
     }
     for endpoint in &node.endpoints {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, endpoint.wait_idle()).await;
@@ -776,8 +776,8 @@ async fn dial_relayed(node: Arc<Node>, dest: u64) {
     };
     let addr = node.relays.virtual_addr(quicap_wire::NodeId(dest));
     match connect(&node, &name, addr).await {
-        Ok(conn) => {
-            session::run(node, conn, true, Some(&name)).await;
+        Ok(link) => {
+            session::run(node, link, true, Some(&name)).await;
         }
         Err(e) => {
             debug!(peer = %name, error = %format!("{e:#}"), "relayed dial failed");
@@ -793,7 +793,7 @@ async fn dial_relayed(node: Arc<Node>, dest: u64) {
 fn update_relays(node: &Node, routes: &[RouteInfo], now_ms: u64) {
     let next_hops = routes.iter().filter_map(|route| {
         let link = node.peers.preferred_by_id(route.next_hop, now_ms)?;
-        Some((quicap_wire::NodeId(route.dest), link.conn.remote_address()))
+        Some((quicap_wire::NodeId(route.dest), link.link.remote_address()))
     });
     node.relays.update(next_hops, node.peers.direct_remotes());
 }
@@ -883,7 +883,8 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
             drop(in_flight);
             match handshake {
                 Ok(conn) => {
-                    session::run(node, conn, false, None).await;
+                    let relayed = node.relays.node_at(remote).is_some();
+                    session::run(node, Link::quic(conn, relayed), false, None).await;
                 }
                 Err(e) => match refusal.take() {
                     Some(r) => node.refusals.incoming(remote, &r, &node.trust()),
@@ -910,18 +911,18 @@ async fn dial_loop(node: Arc<Node>, peer: PeerConfig) {
     let mut backoff = BACKOFF_MIN;
     let mut last_error = String::new();
     loop {
-        if let Some(conn) = node.peers.outgoing_direct(&peer.name) {
+        if let Some(link) = node.peers.outgoing_direct(&peer.name) {
             // Dialed with a renewed certificate (see `renew`) and driven by the task
             // that dialed it: it stands in for this loop's own link while it lasts.
-            conn.closed().await;
+            link.closed().await;
             backoff = BACKOFF_MIN;
             tokio::time::sleep(backoff).await;
             continue;
         }
         match dial(&node, &peer.name, &target).await {
-            Ok(conn) => {
+            Ok(link) => {
                 last_error.clear();
-                if session::run(node.clone(), conn, true, Some(&peer.name)).await {
+                if session::run(node.clone(), link, true, Some(&peer.name)).await {
                     backoff = BACKOFF_MIN;
                 }
             }
@@ -941,7 +942,7 @@ async fn dial_loop(node: Arc<Node>, peer: PeerConfig) {
     }
 }
 
-async fn dial(node: &Node, name: &str, target: &str) -> Result<quinn::Connection> {
+async fn dial(node: &Node, name: &str, target: &str) -> Result<Link> {
     let addr = tokio::net::lookup_host(target)
         .await
         .with_context(|| format!("resolving {target}"))?
@@ -952,7 +953,7 @@ async fn dial(node: &Node, name: &str, target: &str) -> Result<quinn::Connection
 
 /// Connects to node `name` at `addr` (a real address or a relayed node's virtual one,
 /// which every endpoint can reach) from an endpoint of a fitting family.
-async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<quinn::Connection> {
+async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<Link> {
     let endpoint = node
         .endpoints
         .iter()
@@ -968,10 +969,11 @@ async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<quinn::Con
     let conn = tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
         .await
         .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))?;
-    conn.map_err(|e| match refusal.take() {
+    let conn = conn.map_err(|e| match refusal.take() {
         Some(r) => anyhow!(refusal::dial_error(&r, &node.trust())),
-        None => e.into(),
-    })
+        None => anyhow::Error::from(e),
+    })?;
+    Ok(Link::quic(conn, node.relays.node_at(addr).is_some()))
 }
 
 /// Closes connections of peers whose certificate has expired since they connected.
@@ -981,7 +983,7 @@ async fn watch_expiry(node: Arc<Node>) {
         tick.tick().await;
         let now = time::OffsetDateTime::now_utc();
         node.peers
-            .close_where(close::CERTIFICATE_INVALIDATED, |cert| {
+            .close_where(CloseCode::CertificateInvalidated, |cert| {
                 (now > cert.cert().not_after).then(|| "certificate expired".to_owned())
             });
     }
@@ -1056,7 +1058,7 @@ async fn watch_crl(node: Arc<Node>, path: std::path::PathBuf) {
             "CRL reloaded"
         );
         node.peers
-            .close_where(close::CERTIFICATE_INVALIDATED, |cert| {
+            .close_where(CloseCode::CertificateInvalidated, |cert| {
                 crl.is_revoked(&cert.cert().serial)
                     .then(|| "certificate revoked".to_owned())
             });

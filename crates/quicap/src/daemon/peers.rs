@@ -13,7 +13,7 @@ use std::time::Instant;
 use quicap_pki::cert::VerifiedCert;
 use quicap_wire::control::Modes;
 
-use super::close;
+use crate::link::{CloseCode, Link, LinkId};
 use crate::status::{LinkStatus, PeerStatus};
 
 /// A link that has not answered a probe for this long is not used for sending while
@@ -135,15 +135,16 @@ impl Liveness {
     }
 }
 
-/// One live, authenticated QUIC connection to a peer.
+/// One live, authenticated link to a peer, as the peer table keeps it.
 #[derive(Debug, Clone)]
-pub struct Link {
-    pub conn: quinn::Connection,
+pub struct PeerLink {
+    pub link: Link,
     /// True if this node dialed the connection.
     pub outgoing: bool,
-    /// True if the connection runs end to end over relay frames (see
-    /// [`crate::relay`]) rather than over a direct path. Relayed links carry the
-    /// peers' own traffic only: they are no neighbours to the mesh and forward nothing.
+    /// True if the link runs end to end over relay frames (see [`crate::relay`])
+    /// rather than over a direct path (`link.relayed()`, kept here for the lookups).
+    /// Relayed links carry the peers' own traffic only: they are no neighbours to the
+    /// mesh and forward nothing.
     pub relayed: bool,
     /// For a relayed link: the one both ends keep when there are two, dialed by the
     /// node with the lower id.
@@ -164,32 +165,19 @@ pub struct Link {
     pub refused: Arc<AtomicU64>,
 }
 
-/// How logs and `quicap status` name the remote end of a connection: its address, or
-/// `relayed` for an end-to-end connection through the mesh, whose address is a virtual
-/// one (see `crate::relay`).
-pub fn remote_label(conn: &quinn::Connection, relayed: bool) -> String {
-    if relayed {
-        "relayed".to_owned()
-    } else {
-        conn.remote_address().to_string()
-    }
-}
-
-/// A link as the data path sends on it: the connection, and the liveness it tells of
-/// the traffic (an idle link goes back to probing at the full rate at once).
+/// A link as the data path sends on it: the link, and the liveness it tells of the
+/// traffic (an idle link goes back to probing at the full rate at once).
 #[derive(Debug, Clone)]
 pub struct SendLink {
-    pub conn: quinn::Connection,
+    pub link: Link,
     pub liveness: Arc<Liveness>,
-    pub relayed: bool,
 }
 
-impl Link {
+impl PeerLink {
     fn send_link(&self) -> SendLink {
         SendLink {
-            conn: self.conn.clone(),
+            link: self.link.clone(),
             liveness: self.liveness.clone(),
-            relayed: self.relayed,
         }
     }
 }
@@ -201,18 +189,18 @@ struct Peer {
     cert: VerifiedCert,
     /// What the peer announced in its hello.
     modes: Modes,
-    links: Vec<Link>,
+    links: Vec<PeerLink>,
 }
 
 impl Peer {
     /// The direct link to send on: answering links first, the self-dialed one before
     /// the other, the newest among equals.
-    fn preferred(&self, now_ms: u64) -> Option<&Link> {
+    fn preferred(&self, now_ms: u64) -> Option<&PeerLink> {
         self.best(now_ms, false)
     }
 
     /// The preferred direct link, or the best relayed one for a peer without any.
-    fn reachable_on(&self, now_ms: u64) -> Option<&Link> {
+    fn reachable_on(&self, now_ms: u64) -> Option<&PeerLink> {
         self.preferred(now_ms).or_else(|| self.best(now_ms, true))
     }
 
@@ -220,7 +208,7 @@ impl Peer {
     /// another node (a direct link slower than the way around, or none): its relayed
     /// link, end to end, or until one is up a direct link that still answers.
     /// Otherwise [`Self::reachable_on`].
-    fn traffic_link(&self, now_ms: u64, around: bool) -> Option<&Link> {
+    fn traffic_link(&self, now_ms: u64, around: bool) -> Option<&PeerLink> {
         if around {
             self.best(now_ms, true)
                 .or_else(|| self.preferred(now_ms).filter(|l| l.liveness.alive(now_ms)))
@@ -230,7 +218,7 @@ impl Peer {
     }
 
     /// The best link of one kind (direct or relayed), by the order of [`Self::preferred`].
-    fn best(&self, now_ms: u64, relayed: bool) -> Option<&Link> {
+    fn best(&self, now_ms: u64, relayed: bool) -> Option<&PeerLink> {
         self.links
             .iter()
             .filter(|l| l.relayed == relayed)
@@ -258,7 +246,7 @@ impl PeerTable {
     /// renewed it) supersedes them: [`PeerTable::close_renewed`] closes them once it is
     /// proven, so that every link of a peer then stands for the one certificate the
     /// table holds, and the peer's old certificate may expire without cutting it off.
-    pub fn add(&self, cert: VerifiedCert, modes: Modes, link: Link) -> usize {
+    pub fn add(&self, cert: VerifiedCert, modes: Modes, link: PeerLink) -> usize {
         let mut peers = self.lock();
         let peer = peers.entry(cert.name().to_owned()).or_insert_with(|| Peer {
             id: super::mesh::node_id(cert.name()),
@@ -281,13 +269,13 @@ impl PeerTable {
         peers.len()
     }
 
-    /// Removes the link with QUIC connection id `stable_id`; returns how many links the
-    /// peer has left and how many peers are connected.
-    pub fn remove(&self, name: &str, stable_id: usize) -> (usize, usize) {
+    /// Removes the link `id`; returns how many links the peer has left and how many
+    /// peers are connected.
+    pub fn remove(&self, name: &str, id: LinkId) -> (usize, usize) {
         let mut peers = self.lock();
         let left = match peers.get_mut(name) {
             Some(peer) => {
-                peer.links.retain(|l| l.conn.stable_id() != stable_id);
+                peer.links.retain(|l| l.link.id() != id);
                 peer.links.len()
             }
             None => 0,
@@ -323,7 +311,7 @@ impl PeerTable {
             }
         }
         let (_, peer) = best?;
-        peer.preferred(now_ms).map(Link::send_link)
+        peer.preferred(now_ms).map(PeerLink::send_link)
     }
 
     /// True if no link carries tunnel traffic (all are probed at the idle rate).
@@ -359,7 +347,7 @@ impl PeerTable {
         let mut closed = 0;
         for peer in peers.values() {
             let current = &peer.cert.cert().serial;
-            let open = |l: &&Link| l.conn.close_reason().is_none();
+            let open = |l: &&PeerLink| !l.link.is_closed();
             if !peer
                 .links
                 .iter()
@@ -370,8 +358,8 @@ impl PeerTable {
             }
             for link in peer.links.iter().filter(open) {
                 if link.peer_serial != *current {
-                    link.conn
-                        .close(close::SUPERSEDED.into(), b"certificate renewed");
+                    link.link
+                        .close(CloseCode::Superseded, "certificate renewed");
                     closed += 1;
                 }
             }
@@ -382,8 +370,8 @@ impl PeerTable {
     /// Closes the relayed links of peers that also have a proven direct link, except
     /// those in `keep` (peers the mesh routes through other nodes: their traffic takes
     /// the relayed link, end to end); and the second relayed link to a peer once the
-    /// one both ends keep ([`Link::kept`]) is proven. Only a link made with this node's
-    /// current certificate (`generation`, see [`Link::generation`]) counts as the kept
+    /// one both ends keep ([`PeerLink::kept`]) is proven. Only a link made with this node's
+    /// current certificate (`generation`, see [`PeerLink::generation`]) counts as the kept
     /// one: after a renewal the peer closes the links made with the old certificate,
     /// and the new one must not have been closed for one of them. Returns how many
     /// links it closed; a closed link leaves the table when its session ends.
@@ -391,7 +379,7 @@ impl PeerTable {
         let peers = self.lock();
         let mut closed = 0;
         for peer in peers.values() {
-            let open = |l: &&Link| l.relayed && l.conn.close_reason().is_none();
+            let open = |l: &&PeerLink| l.relayed && !l.link.is_closed();
             if peer
                 .links
                 .iter()
@@ -399,10 +387,8 @@ impl PeerTable {
                 .any(|l| l.kept && l.generation == generation && l.liveness.proven(now_ms))
             {
                 for link in peer.links.iter().filter(open).filter(|l| !l.kept) {
-                    link.conn.close(
-                        super::session::close::SUPERSEDED.into(),
-                        b"duplicate relayed link",
-                    );
+                    link.link
+                        .close(CloseCode::Superseded, "duplicate relayed link");
                     closed += 1;
                 }
             }
@@ -415,8 +401,7 @@ impl PeerTable {
                 continue;
             }
             for link in peer.links.iter().filter(open) {
-                link.conn
-                    .close(super::session::close::SUPERSEDED.into(), b"direct link up");
+                link.link.close(CloseCode::Superseded, "direct link up");
                 closed += 1;
             }
         }
@@ -433,7 +418,7 @@ impl PeerTable {
         self.lock()
             .values()
             .find(|p| p.id == id)
-            .and_then(|p| p.preferred(now_ms).map(Link::send_link))
+            .and_then(|p| p.preferred(now_ms).map(PeerLink::send_link))
     }
 
     /// The link the traffic for the peer with node id `id` takes (see
@@ -442,7 +427,7 @@ impl PeerTable {
         self.lock()
             .values()
             .find(|p| p.id == id)
-            .and_then(|p| p.traffic_link(now_ms, around).map(Link::send_link))
+            .and_then(|p| p.traffic_link(now_ms, around).map(PeerLink::send_link))
     }
 
     /// Whether the peer with node id `id` has a relayed link, answering or not.
@@ -452,11 +437,11 @@ impl PeerTable {
             .any(|p| p.id == id && p.links.iter().any(|l| l.relayed))
     }
 
-    /// The preferred connection of the peer called `name`.
-    pub fn preferred(&self, name: &str, now_ms: u64) -> Option<quinn::Connection> {
+    /// The preferred direct link of the peer called `name`.
+    pub fn preferred(&self, name: &str, now_ms: u64) -> Option<Link> {
         self.lock()
             .get(name)
-            .and_then(|p| p.preferred(now_ms).map(|l| l.conn.clone()))
+            .and_then(|p| p.preferred(now_ms).map(|l| l.link.clone()))
     }
 
     /// Every peer with whether its preferred link answers probes, the RTT to it and
@@ -473,9 +458,9 @@ impl PeerTable {
                     .links
                     .iter()
                     .filter(|k| !k.relayed && k.liveness.alive(now_ms))
-                    .map(|k| k.conn.rtt())
+                    .map(|k| k.link.rtt())
                     .min()
-                    .unwrap_or_else(|| l.conn.rtt());
+                    .unwrap_or_else(|| l.link.rtt());
                 Some((
                     name.clone(),
                     l.liveness.alive(now_ms),
@@ -514,17 +499,17 @@ impl PeerTable {
 
     /// An open outgoing direct link to `name`: one dialed outside the peer's dial loop
     /// (with a renewed certificate), which the loop takes over instead of dialing.
-    pub fn outgoing_direct(&self, name: &str) -> Option<quinn::Connection> {
+    pub fn outgoing_direct(&self, name: &str) -> Option<Link> {
         self.lock()
             .get(name)?
             .links
             .iter()
-            .find(|l| l.outgoing && !l.relayed && l.conn.close_reason().is_none())
-            .map(|l| l.conn.clone())
+            .find(|l| l.outgoing && !l.relayed && !l.link.is_closed())
+            .map(|l| l.link.clone())
     }
 
-    /// Whether `name` has an open link other than `conn` that came up after it.
-    pub fn has_newer_link(&self, name: &str, conn: &quinn::Connection) -> bool {
+    /// Whether `name` has an open link other than `link` that came up after it.
+    pub fn has_newer_link(&self, name: &str, link: LinkId) -> bool {
         let peers = self.lock();
         let Some(peer) = peers.get(name) else {
             return false;
@@ -532,16 +517,14 @@ impl PeerTable {
         let Some(since) = peer
             .links
             .iter()
-            .find(|l| l.conn.stable_id() == conn.stable_id())
+            .find(|l| l.link.id() == link)
             .map(|l| l.since)
         else {
             return false;
         };
-        peer.links.iter().any(|l| {
-            l.conn.stable_id() != conn.stable_id()
-                && l.since >= since
-                && l.conn.close_reason().is_none()
-        })
+        peer.links
+            .iter()
+            .any(|l| l.link.id() != link && l.since >= since && !l.link.is_closed())
     }
 
     /// Every peer by name and node id, with the remote address of a direct link to it
@@ -555,7 +538,7 @@ impl PeerTable {
                     .iter()
                     .filter(|l| !l.relayed)
                     .max_by_key(|l| l.liveness.alive(now_ms))
-                    .map(|l| l.conn.remote_address());
+                    .map(|l| l.link.remote_address());
                 (name.clone(), p.id, direct)
             })
             .collect()
@@ -581,28 +564,28 @@ impl PeerTable {
         peers.get(name)?.links.iter().find_map(|l| {
             let other = l.instance.load(Ordering::Relaxed);
             (other != 0 && other != instance && answering(&l.liveness))
-                .then(|| remote_label(&l.conn, l.relayed))
+                .then(|| l.link.remote_label())
         })
     }
 
     /// Closes every link of every peer for which `reason` returns a reason.
-    pub fn close_where(&self, code: u32, reason: impl Fn(&VerifiedCert) -> Option<String>) {
+    pub fn close_where(&self, code: CloseCode, reason: impl Fn(&VerifiedCert) -> Option<String>) {
         let peers = self.lock();
         for (name, peer) in peers.iter() {
             if let Some(why) = reason(&peer.cert) {
                 tracing::warn!(peer = %name, reason = %why, "closing peer");
                 for link in &peer.links {
-                    link.conn.close(code.into(), why.as_bytes());
+                    link.link.close(code, &why);
                 }
             }
         }
     }
 
-    /// Every connection, for shutdown.
-    pub fn all_connections(&self) -> Vec<quinn::Connection> {
+    /// Every link, for shutdown.
+    pub fn all_links(&self) -> Vec<Link> {
         self.lock()
             .values()
-            .flat_map(|p| p.links.iter().map(|l| l.conn.clone()))
+            .flat_map(|p| p.links.iter().map(|l| l.link.clone()))
             .collect()
     }
 
@@ -611,7 +594,7 @@ impl PeerTable {
         self.lock()
             .values()
             .flat_map(|p| p.links.iter().filter(|l| !l.relayed))
-            .map(|l| l.conn.remote_address())
+            .map(|l| l.link.remote_address())
             .collect()
     }
 
@@ -625,7 +608,7 @@ impl PeerTable {
             .map(|(name, peer)| {
                 let in_use = peer
                     .traffic_link(now_ms, around.contains(&peer.id))
-                    .map(|l| l.conn.stable_id());
+                    .map(|l| l.link.id());
                 let auth = peer.cert.authorization();
                 PeerStatus {
                     name: name.clone(),
@@ -641,17 +624,18 @@ impl PeerTable {
                         .links
                         .iter()
                         .map(|l| {
-                            let stats = l.conn.stats();
+                            let stats = l.link.stats();
                             LinkStatus {
-                                remote: remote_label(&l.conn, l.relayed),
+                                kind: l.link.kind().as_str().into(),
+                                remote: l.link.remote_label(),
                                 direction: if l.outgoing { "outgoing" } else { "incoming" }.into(),
-                                in_use: in_use == Some(l.conn.stable_id()),
+                                in_use: in_use == Some(l.link.id()),
                                 alive: l.liveness.alive(now_ms),
                                 idle: l.liveness.is_idle(),
-                                rtt_ms: l.conn.rtt().as_secs_f64() * 1000.0,
-                                path_mtu: stats.path.current_mtu,
-                                rx_bytes: stats.udp_rx.bytes,
-                                tx_bytes: stats.udp_tx.bytes,
+                                rtt_ms: l.link.rtt().as_secs_f64() * 1000.0,
+                                path_mtu: stats.path_mtu,
+                                rx_bytes: stats.rx_bytes,
+                                tx_bytes: stats.tx_bytes,
                                 uptime_secs: l.since.elapsed().as_secs(),
                             }
                         })

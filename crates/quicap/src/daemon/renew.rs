@@ -14,10 +14,9 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tracing::{debug, error, info};
 
-use super::{
-    close, connect, dial_relayed, identity, session, FileWatch, Node, Own, WATCH_INTERVAL,
-};
+use super::{connect, dial_relayed, identity, session, FileWatch, Node, Own, WATCH_INTERVAL};
 use crate::config::Config;
+use crate::link::{CloseCode, Link};
 
 /// Watches the node's certificate and key files; see the module documentation.
 pub async fn watch(node: Arc<Node>, config: Config) {
@@ -92,15 +91,15 @@ fn redial_all(node: &Arc<Node>, config: &Config) {
                 return;
             };
             match connect(&node, &name, addr).await {
-                Ok(conn) => {
+                Ok(link) => {
                     if !dials_it {
                         tokio::spawn(close_once_replaced(
                             node.clone(),
                             name.clone(),
-                            conn.clone(),
+                            link.clone(),
                         ));
                     }
-                    session::run(node, conn, true, Some(&name)).await;
+                    session::run(node, link, true, Some(&name)).await;
                 }
                 Err(e) => debug!(
                     peer = %name,
@@ -115,16 +114,16 @@ fn redial_all(node: &Arc<Node>, config: &Config) {
 /// How long a temporary link waits for the peer to dial in again before it stays.
 const REPLACE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Closes `conn`, a link dialed only to show the peer `name` the renewed certificate,
+/// Closes `link`, a link dialed only to show the peer `name` the renewed certificate,
 /// once the peer has another link that came up after it (its dial loop dialing in
 /// again). A peer that does not dial in within [`REPLACE_WAIT`] keeps this link.
-async fn close_once_replaced(node: Arc<Node>, name: String, conn: quinn::Connection) {
+async fn close_once_replaced(node: Arc<Node>, name: String, link: Link) {
     let deadline = tokio::time::Instant::now() + REPLACE_WAIT;
-    while tokio::time::Instant::now() < deadline && conn.close_reason().is_none() {
+    while tokio::time::Instant::now() < deadline && !link.is_closed() {
         tokio::time::sleep(WATCH_INTERVAL / 2).await;
-        if node.peers.has_newer_link(&name, &conn) {
+        if node.peers.has_newer_link(&name, link.id()) {
             debug!(peer = %name, "the peer dialed in again; closing the link made for the renewal");
-            conn.close(close::SUPERSEDED.into(), b"replaced");
+            link.close(CloseCode::Superseded, "replaced");
             return;
         }
     }

@@ -19,25 +19,14 @@ use quicap_pki::NodeCert;
 use quicap_wire::control::Hello;
 use quicap_wire::overlay::PayloadKind;
 use quicap_wire::{ip, negotiate_version, Escaped, Header, Message};
-use rustls::pki_types::CertificateDer;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::frames::{read_message, ReadError};
 use super::mesh::{Accepted, Via, SIGNED_NODE_INFO_VERSION};
-use super::peers::{remote_label, Link, Liveness, IDLE_PROBE_INTERVAL_MS};
+use super::peers::{Liveness, PeerLink, IDLE_PROBE_INTERVAL_MS};
 use super::Node;
-
-/// Application close codes (see `docs/protocol.md`).
-pub mod close {
-    pub const SHUTDOWN: u32 = 0;
-    pub const REFUSED: u32 = 1;
-    pub const INCOMPATIBLE: u32 = 2;
-    pub const PROTOCOL_VIOLATION: u32 = 3;
-    pub const CERTIFICATE_INVALIDATED: u32 = 4;
-    pub const UNRESPONSIVE: u32 = 5;
-    pub const SUPERSEDED: u32 = 6;
-}
+use crate::link::{CloseCode, ControlRecv, ControlSend, Link, WriteError};
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control messages queued for one link; routing dumps of large meshes take several.
@@ -70,8 +59,8 @@ fn probe_pause(idle: bool, silent_ms: u64) -> Duration {
 /// probes at the full rate.
 const RELAY_BUSY_PER_SEC: u64 = 30;
 
-/// Whether a link carried tunnel traffic lately: quinn's count of DATAGRAM frames on
-/// it. A direct link also counts as busy while this node's relayed links carry traffic
+/// Whether a link carried tunnel traffic lately: the transport's count of datagrams
+/// on it. A direct link also counts as busy while this node's relayed links carry traffic
 /// or it forwards relay frames for others: those travel beside the direct links' QUIC
 /// connections, on whichever link the mesh picks, and a failing link under relayed
 /// traffic must be found as fast as under direct traffic. A relayed link goes by its
@@ -86,28 +75,23 @@ struct TrafficWatch {
 }
 
 impl TrafficWatch {
-    fn new(node: &Node, conn: &quinn::Connection, relayed: bool, now_ms: u64) -> Self {
+    fn new(node: &Node, link: &Link, now_ms: u64) -> Self {
         TrafficWatch {
-            relayed,
-            datagrams: Self::datagrams(conn),
+            relayed: link.relayed(),
+            datagrams: link.stats().datagrams,
             forwarded: node.relay_forwarded(),
             checked: now_ms,
             busy_until: now_ms + BUSY_HOLD_MS,
         }
     }
 
-    fn datagrams(conn: &quinn::Connection) -> u64 {
-        let stats = conn.stats();
-        stats.frame_tx.datagram + stats.frame_rx.datagram
-    }
-
-    /// Tunnel traffic just went over the link, whatever quinn's counters say yet.
+    /// Tunnel traffic just went over the link, whatever the transport's counters say yet.
     fn carried(&mut self, now_ms: u64) {
         self.busy_until = now_ms + BUSY_HOLD_MS;
     }
 
-    fn busy(&mut self, node: &Node, conn: &quinn::Connection, now_ms: u64) -> bool {
-        let datagrams = Self::datagrams(conn);
+    fn busy(&mut self, node: &Node, link: &Link, now_ms: u64) -> bool {
+        let datagrams = link.stats().datagrams;
         let forwarded = node.relay_forwarded();
         let elapsed = now_ms.saturating_sub(self.checked).max(1);
         let relaying = !self.relayed
@@ -123,24 +107,19 @@ impl TrafficWatch {
     }
 }
 
-/// Runs a connection until it ends. Returns true if the hello exchange completed, i.e.
-/// the peer accepted this node.
-pub async fn run(
-    node: Arc<Node>,
-    conn: quinn::Connection,
-    outgoing: bool,
-    expected: Option<&str>,
-) -> bool {
-    let relayed = node.relays.node_at(conn.remote_address()).is_some();
-    let remote = remote_label(&conn, relayed);
-    let (cert, hello, version, control) = match establish(&node, &conn, outgoing, expected).await {
+/// Runs a link until it ends. Returns true if the hello exchange completed, i.e. the
+/// peer accepted this node.
+pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&str>) -> bool {
+    let relayed = link.relayed();
+    let remote = link.remote_label();
+    let (cert, hello, version, control) = match establish(&node, &link, outgoing, expected).await {
         Ok(ok) => ok,
         Err(e) => {
-            let reason = match conn.close_reason() {
-                None | Some(quinn::ConnectionError::LocallyClosed) => format!("{e:#}"),
-                Some(r) => describe_close(&r),
+            let reason = match link.close_reason() {
+                Some(r) if !link.closed_locally() => r,
+                _ => format!("{e:#}"),
             };
-            if let Some(refused) = node.refusals.after_handshake(conn.remote_address()) {
+            if let Some(refused) = node.refusals.after_handshake(link.remote_address()) {
                 warn!(%remote, peer = expected.unwrap_or("?"), %reason, refused, "connection refused");
             }
             return false;
@@ -165,8 +144,8 @@ pub async fn run(
     let peers = node.peers.add(
         cert,
         hello.modes,
-        Link {
-            conn: conn.clone(),
+        PeerLink {
+            link: link.clone(),
             outgoing,
             relayed,
             // Both ends usually dial a relayed link at once; they agree to keep the one
@@ -189,7 +168,7 @@ pub async fn run(
         super::mesh_step(&node, node.now_ms());
     }
     node.mesh.notify.notify_one();
-    info!(peer = %name, %remote, outgoing, relayed, version, l2 = hello.modes.l2, "peer connected");
+    info!(peer = %name, %remote, kind = %link.kind(), outgoing, version, l2 = hello.modes.l2, "peer connected");
     // A CRL reloaded during the hello exchange closed the peers in the table, which
     // this link was not yet in: check again now that it is.
     if node
@@ -199,15 +178,15 @@ pub async fn run(
         .is_some_and(|crl| crl.is_revoked(&serial))
     {
         warn!(peer = %name, "closing peer: certificate revoked");
-        refuse(&conn, close::CERTIFICATE_INVALIDATED, "certificate revoked");
+        link.close(CloseCode::CertificateInvalidated, "certificate revoked");
     }
     // Packets that waited for a link to this node.
-    super::datapath::release_held(&node, id, &conn);
+    super::datapath::release_held(&node, id, &link);
 
-    let datagrams = receive_datagrams(&node, &conn, &name, &auth, (&liveness, &refused));
+    let datagrams = receive_datagrams(&node, &link, &name, &auth, (&liveness, &refused));
     let control = control_loop(
         &node,
-        &conn,
+        &link,
         control,
         (control_tx, control_rx),
         &name,
@@ -221,13 +200,13 @@ pub async fn run(
     // Either loop ends on its own, with the connection still up, only when the peer
     // broke the protocol: close the link, saying how, rather than keep a connection
     // nobody serves.
-    if conn.close_reason().is_none() {
+    if !link.is_closed() {
         let reason = violation.unwrap_or_else(|| "control stream ended".to_owned());
         warn!(peer = %name, %remote, %reason, "closing link: protocol violation");
-        refuse(&conn, close::PROTOCOL_VIOLATION, &reason);
+        link.close(CloseCode::ProtocolViolation, &reason);
     }
-    let reason = describe_close(&conn.closed().await);
-    let (left, peers) = node.peers.remove(&name, conn.stable_id());
+    let reason = link.closed().await;
+    let (left, peers) = node.peers.remove(&name, link.id());
     if left == 0 {
         node.macs.forget_node(id);
     }
@@ -237,20 +216,19 @@ pub async fn run(
     true
 }
 
-type Control = (quinn::SendStream, quinn::RecvStream);
+type Control = (ControlSend, ControlRecv);
 
 async fn establish(
     node: &Node,
-    conn: &quinn::Connection,
+    link: &Link,
     outgoing: bool,
     expected: Option<&str>,
 ) -> Result<(VerifiedCert, Hello, u8, Control)> {
-    let cert = peer_certificate(node, conn)?;
+    let cert = peer_certificate(node, link)?;
     if let Some(expected) = expected {
         if cert.name() != expected {
-            refuse(
-                conn,
-                close::REFUSED,
+            link.close(
+                CloseCode::Refused,
                 &format!("expected {expected}, got {}", cert.name()),
             );
             bail!(
@@ -260,13 +238,13 @@ async fn establish(
         }
     }
     if cert.name() == node.name {
-        refuse(conn, close::REFUSED, "connected to itself");
+        link.close(CloseCode::Refused, "connected to itself");
         bail!("connected to itself (a peer endpoint points at this node)");
     }
     let (mut send, mut recv) = if outgoing {
-        conn.open_bi().await?
+        link.open_control().await?
     } else {
-        tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi())
+        tokio::time::timeout(HELLO_TIMEOUT, link.accept_control())
             .await
             .map_err(|_| anyhow!("no hello within {HELLO_TIMEOUT:?}"))??
     };
@@ -279,11 +257,13 @@ async fn establish(
     };
     let mut buf = Vec::new();
     Message::Hello(ours).encode(&mut buf)?;
-    send.write_all(&buf).await?;
+    if send.write_all(&buf).await.is_err() {
+        bail!("the link closed before the hello was sent");
+    }
     let theirs = match tokio::time::timeout(HELLO_TIMEOUT, read_message(&mut recv)).await {
         Err(_) => bail!("no hello within {HELLO_TIMEOUT:?}"),
         Ok(Err(ReadError::Violation(reason))) => {
-            refuse(conn, close::PROTOCOL_VIOLATION, &reason);
+            link.close(CloseCode::ProtocolViolation, &reason);
             bail!(reason);
         }
         Ok(Err(e)) => return Err(e.into()),
@@ -291,14 +271,13 @@ async fn establish(
         Ok(Ok(Message::Goodbye(reason))) => bail!("peer said goodbye: {}", Escaped(&reason)),
         Ok(Ok(other)) => {
             let reason = format!("expected a hello, got {}", other.kind_name());
-            refuse(conn, close::PROTOCOL_VIOLATION, &reason);
+            link.close(CloseCode::ProtocolViolation, &reason);
             bail!(reason);
         }
     };
     if theirs.name != cert.name() {
-        refuse(
-            conn,
-            close::PROTOCOL_VIOLATION,
+        link.close(
+            CloseCode::ProtocolViolation,
             "hello name differs from certificate",
         );
         bail!(
@@ -321,32 +300,27 @@ async fn establish(
         let mut bye = Vec::new();
         Message::Goodbye(reason.clone()).encode(&mut bye)?;
         let _ = send.write_all(&bye).await;
-        let _ = send.finish();
+        send.finish();
         // Give the goodbye a moment to leave before the close frame.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        refuse(conn, close::INCOMPATIBLE, &reason);
+        link.close(CloseCode::Incompatible, &reason);
         bail!(reason);
     };
     Ok((cert, theirs, version, (send, recv)))
 }
 
-fn refuse(conn: &quinn::Connection, code: u32, reason: &str) {
-    conn.close(code.into(), reason.as_bytes());
-}
-
 /// The peer's certificate, checked again by QUICAP's own verifier (rustls already
 /// verified it during the handshake) so that the rest of the node works with a
 /// [`VerifiedCert`] and its authorization.
-fn peer_certificate(node: &Node, conn: &quinn::Connection) -> Result<VerifiedCert> {
-    let chain = conn
-        .peer_identity()
-        .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+fn peer_certificate(node: &Node, link: &Link) -> Result<VerifiedCert> {
+    let chain = link
+        .peer_certificates()
         .ok_or_else(|| anyhow!("peer presented no certificate"))?;
     let der = chain
         .first()
         .ok_or_else(|| anyhow!("peer presented no certificate"))?;
     let cert = NodeCert::from_der(der).map_err(|e| {
-        refuse(conn, close::REFUSED, "not a node certificate");
+        link.close(CloseCode::Refused, "not a node certificate");
         anyhow!("peer certificate: {e}")
     })?;
     let trust = node.trust();
@@ -356,7 +330,7 @@ fn peer_certificate(node: &Node, conn: &quinn::Connection) -> Result<VerifiedCer
         time::OffsetDateTime::now_utc(),
     )
     .map_err(|e| {
-        refuse(conn, close::REFUSED, &e.to_string());
+        link.close(CloseCode::Refused, &e.to_string());
         anyhow!("peer certificate: {e}")
     })
 }
@@ -370,7 +344,7 @@ const INSTANCE_CHECK_DELAY_MS: u64 = 2500;
 /// control stream ends, with how the peer broke the protocol if it did.
 async fn control_loop(
     node: &Node,
-    conn: &quinn::Connection,
+    link: &Link,
     (mut send, mut recv): Control,
     (tx, mut rx): (mpsc::Sender<Message>, mpsc::Receiver<Message>),
     peer: &str,
@@ -395,10 +369,10 @@ async fn control_loop(
             }
             match send.write_all(&buf).await {
                 Ok(()) => {}
-                Err(quinn::WriteError::Stopped(code)) => {
+                Err(WriteError::Stopped(code)) => {
                     return Some(format!("control stream stopped by the peer (code {code})"));
                 }
-                Err(_) => return None,
+                Err(WriteError::Lost) => return None,
             }
         }
         None
@@ -409,7 +383,7 @@ async fn control_loop(
     let prober = async move {
         let mut seq = 0u64;
         // A new link probes at the full rate at first, so that it proves itself quickly.
-        let mut traffic = TrafficWatch::new(node, conn, relayed, node.now_ms());
+        let mut traffic = TrafficWatch::new(node, link, node.now_ms());
         loop {
             let pause = probe_pause(liveness.is_idle(), liveness.silent_for(node.now_ms()));
             let woken = tokio::select! {
@@ -421,7 +395,7 @@ async fn control_loop(
                 // quinn may not have sent the datagram yet: its counters lag.
                 traffic.carried(now);
             }
-            let busy = traffic.busy(node, conn, now);
+            let busy = traffic.busy(node, link, now);
             if busy == liveness.is_idle() {
                 liveness.set_idle(!busy, now);
             }
@@ -430,7 +404,7 @@ async fn control_loop(
             let silent = liveness.silent_for(now);
             if silent > node.dead_after_ms {
                 let reason = format!("no answer to probes for {silent} ms");
-                refuse(conn, close::UNRESPONSIVE, &reason);
+                link.close(CloseCode::Unresponsive, &reason);
                 warn!(%peer, %reason, "closing dead link");
                 return None;
             }
@@ -441,7 +415,7 @@ async fn control_loop(
                 if let Some(other) = node.peers.other_instance(peer, liveness, value, now) {
                     warn!(
                         %peer,
-                        remote = %remote_label(conn, relayed),
+                        remote = %link.remote_label(),
                         %other,
                         "two running nodes hold the certificate of this peer (give each machine its own: quicap cert request, quicap ca sign)"
                     );
@@ -527,7 +501,7 @@ async fn control_loop(
 /// the peer's certificate does not authorize.
 async fn receive_datagrams(
     node: &Node,
-    conn: &quinn::Connection,
+    link: &Link,
     peer: &str,
     auth: &quicap_pki::Authorization,
     (liveness, refused): (&Liveness, &AtomicU64),
@@ -538,13 +512,13 @@ async fn receive_datagrams(
     loop {
         // One datagram, then every one already received: the batch ends where the
         // socket's receive batch ended, so flows coalesce without waiting.
-        match conn.read_datagram().await {
-            Ok(d) => batch.push(d),
-            Err(_) => return,
+        match link.read_datagram().await {
+            Some(d) => batch.push(d),
+            None => return,
         }
         while batch.len() < READ_BATCH {
-            match conn.read_datagram().now_or_never() {
-                Some(Ok(d)) => batch.push(d),
+            match link.read_datagram().now_or_never() {
+                Some(Some(d)) => batch.push(d),
                 _ => break,
             }
         }
@@ -614,32 +588,6 @@ async fn receive_datagrams(
         for interface in node.interfaces() {
             interface.flush();
         }
-    }
-}
-
-/// Why a connection closed, for the log; a reason phrase from the peer is escaped.
-fn describe_close(e: &quinn::ConnectionError) -> String {
-    match e {
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            format!(
-                "closed by peer: {}",
-                Escaped(&String::from_utf8_lossy(&c.reason))
-            )
-        }
-        quinn::ConnectionError::LocallyClosed => "closed locally".into(),
-        quinn::ConnectionError::TimedOut => "timed out (no answer from the peer)".into(),
-        quinn::ConnectionError::ConnectionClosed(c) => {
-            let reason = String::from_utf8_lossy(&c.reason);
-            if reason.is_empty() {
-                format!("closed by peer: {}", c.error_code)
-            } else {
-                format!("closed by peer: {}", Escaped(&reason))
-            }
-        }
-        quinn::ConnectionError::TransportError(t) => {
-            format!("transport error: {}", Escaped(&t.to_string()))
-        }
-        other => other.to_string(),
     }
 }
 

@@ -1,0 +1,346 @@
+//! A link: one authenticated connection to a peer, whatever transport carries it.
+//!
+//! The peer table, the sessions and the data path see only [`Link`], a closed enum
+//! matched in every method (no `dyn`, no boxed future, nothing allocated per packet).
+//! Each transport is one variant; [`LinkKind`] orders them by preference.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use quicap_wire::Escaped;
+use rustls::pki_types::CertificateDer;
+
+/// The kinds of link, best first: a node prefers a link of a lower kind when it has
+/// several that answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LinkKind {
+    /// A QUIC connection over a direct UDP path.
+    QuicDirect,
+    /// A QUIC connection carried end to end in relay frames through other nodes (see
+    /// [`crate::relay`]).
+    QuicRelayed,
+}
+
+impl LinkKind {
+    /// How `quicap status` and the log name the kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkKind::QuicDirect => "quic",
+            LinkKind::QuicRelayed => "quic-relayed",
+        }
+    }
+}
+
+impl std::fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a node closes a link: the application close code on the wire (see
+/// `docs/protocol.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseCode {
+    Shutdown,
+    Refused,
+    Incompatible,
+    ProtocolViolation,
+    CertificateInvalidated,
+    Unresponsive,
+    Superseded,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u32 {
+        match self {
+            CloseCode::Shutdown => 0,
+            CloseCode::Refused => 1,
+            CloseCode::Incompatible => 2,
+            CloseCode::ProtocolViolation => 3,
+            CloseCode::CertificateInvalidated => 4,
+            CloseCode::Unresponsive => 5,
+            CloseCode::Superseded => 6,
+        }
+    }
+}
+
+/// Identifies a link among the live ones (two live links never share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkId(pub(crate) usize);
+
+/// What a link has carried, for `quicap status` and the traffic watch.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinkStats {
+    /// Bytes received and sent by the transport, its own overhead included.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Overlay datagrams received and sent so far.
+    pub datagrams: u64,
+    /// The largest packet the transport sends on this path now.
+    pub path_mtu: u16,
+    /// The transport suspects a black hole and sends only minimum-size packets.
+    pub black_hole: bool,
+}
+
+/// Why a datagram was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Larger than [`Link::max_datagram_size`] allows now.
+    #[error("datagram too large for the link")]
+    TooLarge,
+    #[error("link closed")]
+    Closed,
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Why a control stream write failed.
+#[derive(Debug)]
+pub enum WriteError {
+    /// The peer stopped the stream, with this code: a protocol violation.
+    Stopped(u64),
+    /// The link is gone.
+    Lost,
+}
+
+/// One authenticated connection to a peer.
+#[derive(Debug, Clone)]
+pub enum Link {
+    /// A QUIC connection, direct or (`relayed`) through relay frames.
+    Quic {
+        conn: quinn::Connection,
+        relayed: bool,
+    },
+}
+
+impl Link {
+    pub fn quic(conn: quinn::Connection, relayed: bool) -> Link {
+        Link::Quic { conn, relayed }
+    }
+
+    pub fn kind(&self) -> LinkKind {
+        match self {
+            Link::Quic { relayed: false, .. } => LinkKind::QuicDirect,
+            Link::Quic { relayed: true, .. } => LinkKind::QuicRelayed,
+        }
+    }
+
+    /// True for a link through other nodes: no neighbour of the mesh.
+    pub fn relayed(&self) -> bool {
+        self.kind() == LinkKind::QuicRelayed
+    }
+
+    pub fn id(&self) -> LinkId {
+        match self {
+            Link::Quic { conn, .. } => LinkId(conn.stable_id()),
+        }
+    }
+
+    /// The peer's transport address (a virtual one for a relayed link).
+    pub fn remote_address(&self) -> SocketAddr {
+        match self {
+            Link::Quic { conn, .. } => conn.remote_address(),
+        }
+    }
+
+    /// How logs and `quicap status` name the remote end: its address, or `relayed`
+    /// for an end-to-end connection through the mesh, whose address is virtual.
+    pub fn remote_label(&self) -> String {
+        if self.relayed() {
+            "relayed".to_owned()
+        } else {
+            self.remote_address().to_string()
+        }
+    }
+
+    /// The largest datagram (overlay header and packet) the link carries now; 0 if it
+    /// carries none.
+    pub fn max_datagram_size(&self) -> usize {
+        match self {
+            Link::Quic { conn, .. } => conn.max_datagram_size().unwrap_or(0),
+        }
+    }
+
+    /// Sends a datagram, or drops it when the transport's queue is full.
+    pub fn send_datagram(&self, datagram: Bytes) -> Result<(), SendError> {
+        match self {
+            Link::Quic { conn, .. } => conn.send_datagram(datagram).map_err(quic_send_error),
+        }
+    }
+
+    /// Sends a datagram, waiting for room in the transport's queue.
+    pub async fn send_datagram_wait(&self, datagram: Bytes) -> Result<(), SendError> {
+        match self {
+            Link::Quic { conn, .. } => conn
+                .send_datagram_wait(datagram)
+                .await
+                .map_err(quic_send_error),
+        }
+    }
+
+    /// The next datagram received; `None` once the link is closed.
+    pub async fn read_datagram(&self) -> Option<Bytes> {
+        match self {
+            Link::Quic { conn, .. } => conn.read_datagram().await.ok(),
+        }
+    }
+
+    /// The transport's smoothed round-trip time.
+    pub fn rtt(&self) -> Duration {
+        match self {
+            Link::Quic { conn, .. } => conn.rtt(),
+        }
+    }
+
+    pub fn stats(&self) -> LinkStats {
+        match self {
+            Link::Quic { conn, .. } => {
+                let s = conn.stats();
+                LinkStats {
+                    rx_bytes: s.udp_rx.bytes,
+                    tx_bytes: s.udp_tx.bytes,
+                    datagrams: s.frame_tx.datagram + s.frame_rx.datagram,
+                    path_mtu: s.path.current_mtu,
+                    black_hole: s.path.black_holes_detected > 0 && s.path.current_mtu <= 1200,
+                }
+            }
+        }
+    }
+
+    /// The certificate chain the peer presented.
+    pub fn peer_certificates(&self) -> Option<Vec<CertificateDer<'static>>> {
+        match self {
+            Link::Quic { conn, .. } => conn
+                .peer_identity()
+                .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
+                .map(|chain| *chain),
+        }
+    }
+
+    /// Closes the link, telling the peer `code` and `reason`.
+    pub fn close(&self, code: CloseCode, reason: &str) {
+        match self {
+            Link::Quic { conn, .. } => conn.close(code.code().into(), reason.as_bytes()),
+        }
+    }
+
+    /// Why the link closed, or `None` while it is open.
+    pub fn close_reason(&self) -> Option<String> {
+        match self {
+            Link::Quic { conn, .. } => conn.close_reason().map(|e| describe_quic_close(&e)),
+        }
+    }
+
+    /// True once the link is closed, by either side.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Link::Quic { conn, .. } => conn.close_reason().is_some(),
+        }
+    }
+
+    /// True if this node closed the link.
+    pub fn closed_locally(&self) -> bool {
+        match self {
+            Link::Quic { conn, .. } => {
+                matches!(
+                    conn.close_reason(),
+                    Some(quinn::ConnectionError::LocallyClosed)
+                )
+            }
+        }
+    }
+
+    /// Waits until the link is closed; returns why.
+    pub async fn closed(&self) -> String {
+        match self {
+            Link::Quic { conn, .. } => describe_quic_close(&conn.closed().await),
+        }
+    }
+
+    /// Opens the control stream (the dialing side does).
+    pub async fn open_control(&self) -> anyhow::Result<(ControlSend, ControlRecv)> {
+        match self {
+            Link::Quic { conn, .. } => {
+                let (send, recv) = conn.open_bi().await?;
+                Ok((ControlSend::Quic(send), ControlRecv::Quic(recv)))
+            }
+        }
+    }
+
+    /// Accepts the control stream the peer opens.
+    pub async fn accept_control(&self) -> anyhow::Result<(ControlSend, ControlRecv)> {
+        match self {
+            Link::Quic { conn, .. } => {
+                let (send, recv) = conn.accept_bi().await?;
+                Ok((ControlSend::Quic(send), ControlRecv::Quic(recv)))
+            }
+        }
+    }
+}
+
+fn quic_send_error(e: quinn::SendDatagramError) -> SendError {
+    match e {
+        quinn::SendDatagramError::TooLarge => SendError::TooLarge,
+        quinn::SendDatagramError::ConnectionLost(_) => SendError::Closed,
+        other => SendError::Other(other.to_string()),
+    }
+}
+
+/// Why a QUIC connection closed, for the log; a reason phrase from the peer is escaped.
+fn describe_quic_close(e: &quinn::ConnectionError) -> String {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            format!(
+                "closed by peer: {}",
+                Escaped(&String::from_utf8_lossy(&c.reason))
+            )
+        }
+        quinn::ConnectionError::LocallyClosed => "closed locally".into(),
+        quinn::ConnectionError::TimedOut => "timed out (no answer from the peer)".into(),
+        quinn::ConnectionError::ConnectionClosed(c) => {
+            let reason = String::from_utf8_lossy(&c.reason);
+            if reason.is_empty() {
+                format!("closed by peer: {}", c.error_code)
+            } else {
+                format!("closed by peer: {}", Escaped(&reason))
+            }
+        }
+        quinn::ConnectionError::TransportError(t) => {
+            format!("transport error: {}", Escaped(&t.to_string()))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The sending half of a link's control stream.
+#[derive(Debug)]
+pub enum ControlSend {
+    Quic(quinn::SendStream),
+}
+
+impl ControlSend {
+    pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
+        match self {
+            ControlSend::Quic(s) => s.write_all(buf).await.map_err(|e| match e {
+                quinn::WriteError::Stopped(code) => WriteError::Stopped(code.into_inner()),
+                _ => WriteError::Lost,
+            }),
+        }
+    }
+
+    /// Ends the stream after what was written.
+    pub fn finish(&mut self) {
+        match self {
+            ControlSend::Quic(s) => {
+                let _ = s.finish();
+            }
+        }
+    }
+}
+
+/// The receiving half of a link's control stream.
+#[derive(Debug)]
+pub enum ControlRecv {
+    Quic(quinn::RecvStream),
+}
