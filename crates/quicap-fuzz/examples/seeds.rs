@@ -9,6 +9,7 @@ use quicap_pki::{Authorization, Ca, NodeCert, NodeKey, NodeRequest, ParsedCsr, S
 use quicap_wire::control::{Hello, Message, Modes, NodeInfo, Prefix, RouteEntry};
 use quicap_wire::overlay::{Header, NodeId, PayloadKind, Route};
 use quicap_wire::relay::{self, RelayHeader};
+use quicap_wire::stream;
 
 fn main() {
     let root = Path::new("fuzz/corpus");
@@ -124,6 +125,19 @@ fn main() {
     RelayHeader::new(NodeId(2), NodeId(1)).write(&mut frame);
     frame.extend_from_slice(&[0xc0, 0, 0, 0, 1]);
     write(root, "relay", &[frame]);
+
+    let mut ping = Vec::new();
+    Message::Ping(1).encode(&mut ping).expect("ping");
+    let mut records = Vec::new();
+    stream::push_control(&ping, &mut records).expect("control record");
+    for datagram in &overlay {
+        let mut room = [0u8; stream::LEN_PREFIX];
+        stream::frame_datagram(&mut room, datagram.len()).expect("datagram record");
+        records.extend_from_slice(&room);
+        records.extend_from_slice(datagram);
+    }
+    stream::push_close(6, "direct link up", &mut records);
+    write(root, "stream", &[records]);
 
     let mtu = |m: u16, p: Vec<u8>| [&m.to_be_bytes()[..], &p].concat();
     let mut fragment = udp_v4(1000, false);

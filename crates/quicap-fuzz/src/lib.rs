@@ -27,6 +27,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("overlay", overlay),
     ("control", control),
     ("relay", relay_frame),
+    ("stream", stream_records),
     ("ip", ip_packet),
     ("pki", pki),
     ("config", config),
@@ -71,6 +72,33 @@ pub fn control(data: &[u8]) {
             let _ = info.signed_payload();
         }
         rest = &rest[used..];
+    }
+}
+
+/// The bytes of a TLS/TCP link as its reader splits them into records, and what each
+/// record carries.
+pub fn stream_records(data: &[u8]) {
+    use quicap_wire::stream::{self, Record};
+    let mut rest = data;
+    while let Some(Ok(len)) = stream::record_len(rest) {
+        assert!(len > stream::LEN_PREFIX);
+        let Some(body) = rest.get(stream::LEN_PREFIX..len) else {
+            return;
+        };
+        match stream::parse(body) {
+            Ok(Record::Datagram(d)) => {
+                assert_eq!(d, body);
+                let _ = Header::parse(d);
+            }
+            Ok(Record::Control(frame)) => {
+                let _ = Message::decode_body(frame);
+            }
+            Ok(Record::Close { reason, .. }) => {
+                assert!(reason.len() <= stream::MAX_CLOSE_REASON);
+            }
+            Err(_) => return,
+        }
+        rest = &rest[len..];
     }
 }
 

@@ -15,6 +15,8 @@
 //! * [`control`]: length-prefixed, typed control messages (hello, keepalive, goodbye).
 //! * [`relay`]: the frame that carries a QUIC packet of an end-to-end connection through
 //!   other nodes, undecrypted.
+//! * [`stream`]: the records of a link over TLS/TCP, which carries datagrams, control
+//!   frames and its close on one byte stream.
 //! * [`text`]: strings from peers, certificates and CSRs, escaped for logs and
 //!   terminals.
 //!
@@ -25,6 +27,7 @@ pub mod control;
 pub mod ip;
 pub mod overlay;
 pub mod relay;
+pub mod stream;
 pub mod text;
 
 pub use control::{route_frames, ControlError, Message, NodeInfo, Prefix, RouteEntry, HOST_ID_LEN};
