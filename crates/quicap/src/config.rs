@@ -85,6 +85,9 @@ pub struct NodeSection {
     pub ca: PathBuf,
     pub crl: Option<PathBuf>,
     pub listen: Vec<SocketAddr>,
+    /// TCP addresses for links over TLS/TCP (by default those of `listen`); empty:
+    /// none.
+    pub listen_tcp: Vec<SocketAddr>,
     /// Turn the interfaces' carrier off while no peer is connected.
     pub no_carrier: bool,
     /// When the data path runs with real-time scheduling (SCHED_RR, lowest priority).
@@ -145,6 +148,17 @@ pub struct PeerConfig {
     pub name: String,
     /// `host:port` to dial; `None` for a peer that only dials in.
     pub endpoint: Option<String>,
+    /// The transport this node dials the peer over.
+    pub transport: PeerTransport,
+}
+
+/// How a node dials a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerTransport {
+    /// QUIC over UDP.
+    Quic,
+    /// TLS 1.3 over TCP, to the same host and port number.
+    Tcp,
 }
 
 #[derive(Deserialize)]
@@ -193,6 +207,7 @@ struct RawNode {
     ca: PathBuf,
     crl: Option<PathBuf>,
     listen: Option<Vec<String>>,
+    listen_tcp: Option<Vec<String>>,
     #[serde(default = "default_true")]
     no_carrier: bool,
     #[serde(default)]
@@ -259,6 +274,7 @@ impl Default for RawTransport {
 struct RawPeer {
     name: String,
     endpoint: Option<String>,
+    transport: Option<String>,
 }
 
 fn default_tun_name() -> String {
@@ -301,19 +317,11 @@ impl Config {
             Some(list) if list.is_empty() => {
                 return Err(invalid("node.listen", "needs at least one address"))
             }
-            Some(list) => list
-                .iter()
-                .map(|s| {
-                    s.parse::<SocketAddr>().map_err(|_| {
-                        invalid(
-                            "node.listen",
-                            format!(
-                                "{s:?} is not an IP:port (e.g. \"0.0.0.0:4433\" or \"[::]:4433\")"
-                            ),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            Some(list) => parse_addresses("node.listen", &list)?,
+        };
+        let listen_tcp = match raw.node.listen_tcp {
+            None => listen.clone(),
+            Some(list) => parse_addresses("node.listen-tcp", &list)?,
         };
         let node = NodeSection {
             name: raw.node.name,
@@ -322,6 +330,7 @@ impl Config {
             ca: resolve(raw.node.ca),
             crl: raw.node.crl.map(resolve),
             listen,
+            listen_tcp,
             no_carrier: raw.node.no_carrier,
             realtime: match raw.node.realtime {
                 None => Realtime::Auto,
@@ -441,9 +450,20 @@ impl Config {
             if let Some(ep) = &p.endpoint {
                 validate_endpoint(ep).map_err(|m| invalid(format!("peer[{i}].endpoint"), m))?;
             }
+            let transport = match p.transport.as_deref() {
+                None | Some("quic") => PeerTransport::Quic,
+                Some("tcp") => PeerTransport::Tcp,
+                Some(other) => {
+                    return Err(invalid(
+                        format!("peer[{i}].transport"),
+                        format!("{other:?} is not \"quic\" or \"tcp\""),
+                    ))
+                }
+            };
             peers.push(PeerConfig {
                 name: p.name,
                 endpoint: p.endpoint,
+                transport,
             });
         }
 
@@ -496,6 +516,20 @@ fn parse_nets(key: &str, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
                 invalid(
                     key,
                     format!("{s:?} is not an address with prefix length (e.g. \"10.0.0.1/24\")"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// The socket addresses of config field `field`.
+fn parse_addresses(field: &str, list: &[String]) -> Result<Vec<SocketAddr>, ConfigError> {
+    list.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    field,
+                    format!("{s:?} is not an IP:port (e.g. \"0.0.0.0:4433\" or \"[::]:4433\")"),
                 )
             })
         })

@@ -235,6 +235,47 @@ pub fn endpoint(
     Ok((endpoint, counters))
 }
 
+/// Binds a TCP listener on `addr` (dual-stack for `[::]`) for links over TLS/TCP.
+pub fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
+        .with_context(|| format!("creating a TCP socket for {addr}"))?;
+    if addr.is_ipv6() {
+        socket
+            .set_only_v6(false)
+            .with_context(|| format!("making {addr} dual-stack"))?;
+    }
+    // A restarted node binds again at once, past connections in TIME_WAIT.
+    socket
+        .set_reuse_address(true)
+        .with_context(|| format!("setting SO_REUSEADDR on {addr}"))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into()).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (is another quicap or service using this port? change node.listen-tcp)"
+        } else {
+            ""
+        };
+        anyhow!("listening on TCP {addr}: {e}{hint}")
+    })?;
+    socket
+        .listen(1024)
+        .with_context(|| format!("listening on TCP {addr}"))?;
+    tokio::net::TcpListener::from_std(socket.into())
+        .with_context(|| format!("listening on TCP {addr}"))
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (what a dual-stack socket reports for an
+/// IPv4 peer) written as the IPv4 address it is.
+pub fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::from((v4, v6.port())),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
 /// How long a dial may take before it counts as failed.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -24,28 +24,10 @@ use super::l2;
 use super::peers::SendLink;
 use super::Node;
 use crate::device::Interface;
-use crate::link::{Link, LinkId, SendError};
+use crate::link::{Framed, Link, LinkId, SendError};
 use crate::packet_io::Reader;
 
 const BUF_LEN: usize = 65536;
-/// Datagrams are cut from arenas of this size: one allocation per few dozen packets
-/// instead of one per packet. An arena is reused once quinn has sent and dropped every
-/// datagram cut from it.
-const ARENA_CHUNK: usize = 256 * 1024;
-
-/// Copies `header` and `payload` into the arena and cuts them off as one datagram.
-fn datagram(arena: &mut BytesMut, header: &Header, payload: &[u8]) -> Option<Bytes> {
-    let hlen = header.buffer_len();
-    let need = hlen + payload.len();
-    arena.clear();
-    if arena.capacity() < need {
-        arena.reserve(need.max(ARENA_CHUNK));
-    }
-    arena.resize(hlen, 0);
-    header.emit(&mut arena[..]).ok()?;
-    arena.extend_from_slice(payload);
-    Some(arena.split().freeze())
-}
 
 /// Where a packet goes: a link to the node it is for, or held until one is up.
 #[derive(Clone)]
@@ -310,7 +292,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 too_big(&node, link, packet, *max, header, &mut gate).await;
                 continue;
             }
-            let Some(datagram) = datagram(&mut arena, &header, packet) else {
+            let Some(datagram) = link.datagram(&mut arena, &header, packet) else {
                 continue;
             };
             match link.send_datagram_wait(datagram).await {
@@ -360,7 +342,11 @@ pub fn release_held(node: &Node, id: u64, link: &Link) {
     // connection starts a relay frame smaller): those get what live packets get.
     let mut gate = TooBigGate::default();
     for datagram in held {
-        match link.send_datagram(datagram.clone()) {
+        let Some(framed) = link.frame(datagram.clone()) else {
+            unsent += 1;
+            continue;
+        };
+        match link.send_datagram(framed) {
             Ok(()) => {}
             Err(SendError::TooLarge) => {
                 unsent += 1;
@@ -477,7 +463,7 @@ pub async fn tap_to_peers(node: Arc<Node>) {
                 }
                 continue;
             }
-            let Some(datagram) = datagram(&mut arena, &header, frame) else {
+            let Some(datagram) = link.datagram(&mut arena, &header, frame) else {
                 continue;
             };
             if let Err(e) = link.send_datagram_wait(datagram).await {
@@ -491,7 +477,7 @@ pub async fn tap_to_peers(node: Arc<Node>) {
 /// `header` (see [`oversize`]).
 enum Oversize {
     /// Send these datagrams instead: the fragments of an IPv4 packet without DF.
-    Fragments(Vec<Bytes>),
+    Fragments(Vec<Framed>),
     /// Write this ICMP error ("packet too big", "fragmentation needed") to the TUN.
     Answer(Vec<u8>),
     Drop,
@@ -499,7 +485,7 @@ enum Oversize {
 
 impl Oversize {
     /// Writes the ICMP error if that is the decision; returns the datagrams to send.
-    fn carry_out(self, node: &Node) -> Vec<Bytes> {
+    fn carry_out(self, node: &Node) -> Vec<Framed> {
         match self {
             Oversize::Fragments(frags) => frags,
             Oversize::Answer(icmp) => {
@@ -532,11 +518,7 @@ fn oversize(
     if ip::is_fragmentable_v4(packet) {
         let mut frags = Vec::new();
         if ip::fragment_v4(packet, room, |f| {
-            let mut d = vec![0; hlen];
-            d.extend_from_slice(f);
-            if header.emit(&mut d).is_ok() {
-                frags.push(Bytes::from(d));
-            }
+            frags.extend(link.datagram_alloc(&header, f));
         }) {
             return Oversize::Fragments(frags);
         }

@@ -34,6 +34,10 @@ pub async fn read_message(recv: &mut ControlRecv) -> Result<Message, ReadError> 
                 .map_err(|e| stream_error(e, "inside a frame", "inside a frame"))?;
             Message::decode_body(&body).map_err(frame_error)
         }
+        ControlRecv::Tcp(recv) => match recv.next().await {
+            Some(body) => Message::decode_body(&body).map_err(frame_error),
+            None => Err(ReadError::Lost("link closed".into())),
+        },
     }
 }
 

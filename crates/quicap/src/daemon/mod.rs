@@ -43,13 +43,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, PeerConfig};
+use crate::config::{Config, PeerConfig, PeerTransport};
 use crate::device::{Interface, Kind, Netlink, Spec};
 use crate::relay::{RelayCounters, RelayTable};
 use crate::tls::{Identity, RefusalSlot, Tls, Trust};
 use crate::transport;
 
-use crate::link::{CloseCode, Link};
+use crate::link::{tcp, CloseCode, Link};
 use l2::MacTable;
 use peers::PeerTable;
 
@@ -514,6 +514,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();
+    let tcp_listeners = config
+        .node
+        .listen_tcp
+        .iter()
+        .map(|addr| transport::tcp_listener(*addr))
+        .collect::<Result<Vec<_>>>()?;
     let control = control::bind(&config.node.control_socket)?;
 
     let netlink = Netlink::open()?;
@@ -565,6 +571,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         node = %loaded.cert.name,
         interfaces = ?interface_names,
         listen = ?config.node.listen,
+        listen_tcp = ?config.node.listen_tcp,
         peers = config.peers.len(),
         control = %config.node.control_socket.display(),
         versions = ?options.versions,
@@ -628,6 +635,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let mut tasks = JoinSet::new();
     for endpoint in &node.endpoints {
         tasks.spawn(accept_loop(node.clone(), endpoint.clone()));
+    }
+    for listener in tcp_listeners {
+        tasks.spawn(accept_tcp_loop(node.clone(), listener));
     }
     for peer in config.peers.iter().filter(|p| p.endpoint.is_some()) {
         tasks.spawn(dial_loop(node.clone(), peer.clone()));
@@ -792,8 +802,8 @@ async fn dial_relayed(node: Arc<Node>, dest: u64) {
 /// direct peers only.
 fn update_relays(node: &Node, routes: &[RouteInfo], now_ms: u64) {
     let next_hops = routes.iter().filter_map(|route| {
-        let link = node.peers.preferred_by_id(route.next_hop, now_ms)?;
-        Some((quicap_wire::NodeId(route.dest), link.link.remote_address()))
+        let hop = node.peers.relay_next_hop(route.next_hop, now_ms)?;
+        Some((quicap_wire::NodeId(route.dest), hop))
     });
     node.relays.update(next_hops, node.peers.direct_remotes());
 }
@@ -895,6 +905,53 @@ async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
     }
 }
 
+/// Accepts links over TLS/TCP: the same trust, the same admission budgets per source
+/// as QUIC (the TCP handshake has validated the address).
+async fn accept_tcp_loop(node: Arc<Node>, listener: tokio::net::TcpListener) {
+    let mut failures = 0u64;
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                failures += 1;
+                if failures.is_power_of_two() {
+                    warn!(error = %e, failures, "accepting a TCP connection failed");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let remote = transport::unmapped(remote);
+        let verdict = node
+            .admission()
+            .handle_incoming(remote.ip(), true, Instant::now());
+        if verdict != admission::Verdict::Accept {
+            debug!(%remote, "refusing a TCP connection: too many handshakes in flight, or from this source");
+            continue;
+        }
+        let node = node.clone();
+        tokio::spawn(async move {
+            let in_flight = InFlight(node.clone());
+            let refusal = RefusalSlot::default();
+            let config = Arc::new(node.tls().server(refusal.clone()));
+            let handshake = tcp::accept(stream, remote, config).await;
+            drop(in_flight);
+            match handshake {
+                Ok(link) => {
+                    session::run(node, Link::Tcp(link), false, None).await;
+                }
+                Err(e) => match refusal.take() {
+                    Some(r) => node.refusals.incoming(remote, &r, &node.trust()),
+                    None => {
+                        debug!(%remote, error = %format!("{e:#}"), "incoming TLS/TCP handshake failed")
+                    }
+                },
+            }
+        });
+    }
+}
+
 /// An accepted handshake, counted in flight by the admission state until dropped.
 struct InFlight(Arc<Node>);
 
@@ -919,7 +976,7 @@ async fn dial_loop(node: Arc<Node>, peer: PeerConfig) {
             tokio::time::sleep(backoff).await;
             continue;
         }
-        match dial(&node, &peer.name, &target).await {
+        match dial(&node, &peer.name, &target, peer.transport).await {
             Ok(link) => {
                 last_error.clear();
                 if session::run(node.clone(), link, true, Some(&peer.name)).await {
@@ -942,13 +999,29 @@ async fn dial_loop(node: Arc<Node>, peer: PeerConfig) {
     }
 }
 
-async fn dial(node: &Node, name: &str, target: &str) -> Result<Link> {
+async fn dial(node: &Node, name: &str, target: &str, over: PeerTransport) -> Result<Link> {
     let addr = tokio::net::lookup_host(target)
         .await
         .with_context(|| format!("resolving {target}"))?
         .next()
         .ok_or_else(|| anyhow!("{target} resolves to no address"))?;
-    connect(node, name, addr).await
+    match over {
+        PeerTransport::Quic => connect(node, name, addr).await,
+        PeerTransport::Tcp => connect_tcp(node, name, addr).await,
+    }
+}
+
+/// Connects to node `name` at `addr` over TLS/TCP.
+async fn connect_tcp(node: &Node, name: &str, addr: SocketAddr) -> Result<Link> {
+    let refusal = RefusalSlot::default();
+    let config = Arc::new(node.tls().client(refusal.clone()));
+    let link = tcp::connect(addr, name, config)
+        .await
+        .map_err(|e| match refusal.take() {
+            Some(r) => anyhow!(refusal::dial_error(&r, &node.trust())),
+            None => e,
+        })?;
+    Ok(Link::Tcp(link))
 }
 
 /// Connects to node `name` at `addr` (a real address or a relayed node's virtual one,

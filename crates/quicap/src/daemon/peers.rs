@@ -13,7 +13,7 @@ use std::time::Instant;
 use quicap_pki::cert::VerifiedCert;
 use quicap_wire::control::Modes;
 
-use crate::link::{CloseCode, Link, LinkId};
+use crate::link::{CloseCode, Link, LinkId, LinkKind};
 use crate::status::{LinkStatus, PeerStatus};
 
 /// A link that has not answered a probe for this long is not used for sending while
@@ -165,6 +165,9 @@ pub struct PeerLink {
     pub refused: Arc<AtomicU64>,
 }
 
+/// Where and how a link can be dialed again.
+pub type Dialable = (std::net::SocketAddr, LinkKind);
+
 /// A link as the data path sends on it: the link, and the liveness it tells of the
 /// traffic (an idle link goes back to probing at the full rate at once).
 #[derive(Debug, Clone)]
@@ -217,12 +220,22 @@ impl Peer {
         }
     }
 
-    /// The best link of one kind (direct or relayed), by the order of [`Self::preferred`].
+    /// The best link of one kind (direct or relayed), by the order of [`Self::preferred`]
+    /// (and a QUIC link before a TCP one among answering links).
     fn best(&self, now_ms: u64, relayed: bool) -> Option<&PeerLink> {
         self.links
             .iter()
             .filter(|l| l.relayed == relayed)
-            .max_by_key(|l| (l.liveness.alive(now_ms), l.kept, l.outgoing, l.since))
+            .max_by_key(|l| {
+                let alive = l.liveness.alive(now_ms);
+                (
+                    alive,
+                    std::cmp::Reverse(l.link.kind()),
+                    l.kept,
+                    l.outgoing,
+                    l.since,
+                )
+            })
     }
 }
 
@@ -413,12 +426,15 @@ impl PeerTable {
         out.extend(self.lock().values().filter(|p| p.modes.l2).map(|p| p.id));
     }
 
-    /// The preferred direct link of the peer with node id `id`.
-    pub fn preferred_by_id(&self, id: u64, now_ms: u64) -> Option<SendLink> {
+    /// The remote address of the preferred direct QUIC link of the peer with node id
+    /// `id`: where relay frames for it go.
+    pub fn relay_next_hop(&self, id: u64, now_ms: u64) -> Option<std::net::SocketAddr> {
         self.lock()
             .values()
             .find(|p| p.id == id)
-            .and_then(|p| p.preferred(now_ms).map(PeerLink::send_link))
+            .and_then(|p| p.preferred(now_ms))
+            .filter(|l| l.link.kind() == LinkKind::QuicDirect)
+            .map(|l| l.link.remote_address())
     }
 
     /// The link the traffic for the peer with node id `id` takes (see
@@ -527,18 +543,23 @@ impl PeerTable {
             .any(|l| l.link.id() != link && l.since >= since && !l.link.is_closed())
     }
 
-    /// Every peer by name and node id, with the remote address of a direct link to it
-    /// (an answering one first), or `None` for a peer reached over relayed links only.
-    pub fn redial_targets(&self, now_ms: u64) -> Vec<(String, u64, Option<std::net::SocketAddr>)> {
+    /// Every peer by name and node id, with the remote address and kind of a direct
+    /// link to it that can be dialed again (an answering one first: QUIC either way,
+    /// TCP if this node dialed it), or `None` for a peer reached otherwise.
+    pub fn redial_targets(&self, now_ms: u64) -> Vec<(String, u64, Option<Dialable>)> {
         self.lock()
             .iter()
             .map(|(name, p)| {
                 let direct = p
                     .links
                     .iter()
-                    .filter(|l| !l.relayed)
+                    .filter(|l| match l.link.kind() {
+                        LinkKind::QuicDirect => true,
+                        LinkKind::Tcp => l.outgoing,
+                        LinkKind::QuicRelayed => false,
+                    })
                     .max_by_key(|l| l.liveness.alive(now_ms))
-                    .map(|l| l.link.remote_address());
+                    .map(|l| (l.link.remote_address(), l.link.kind()));
                 (name.clone(), p.id, direct)
             })
             .collect()
@@ -589,11 +610,15 @@ impl PeerTable {
             .collect()
     }
 
-    /// Remote addresses of the direct links: where relay frames may come from.
+    /// Remote addresses of the direct QUIC links: where relay frames may come from.
     pub fn direct_remotes(&self) -> Vec<std::net::SocketAddr> {
         self.lock()
             .values()
-            .flat_map(|p| p.links.iter().filter(|l| !l.relayed))
+            .flat_map(|p| {
+                p.links
+                    .iter()
+                    .filter(|l| l.link.kind() == LinkKind::QuicDirect)
+            })
             .map(|l| l.link.remote_address())
             .collect()
     }

@@ -14,9 +14,11 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tracing::{debug, error, info};
 
-use super::{connect, dial_relayed, identity, session, FileWatch, Node, Own, WATCH_INTERVAL};
+use super::{
+    connect, connect_tcp, dial_relayed, identity, session, FileWatch, Node, Own, WATCH_INTERVAL,
+};
 use crate::config::Config;
-use crate::link::{CloseCode, Link};
+use crate::link::{CloseCode, Link, LinkKind};
 
 /// Watches the node's certificate and key files; see the module documentation.
 pub async fn watch(node: Arc<Node>, config: Config) {
@@ -86,11 +88,15 @@ fn redial_all(node: &Arc<Node>, config: &Config) {
             .iter()
             .any(|p| p.name == name && p.endpoint.is_some());
         tokio::spawn(async move {
-            let Some(addr) = direct else {
-                dial_relayed(node, id).await;
-                return;
+            let dialed = match direct {
+                None => {
+                    dial_relayed(node, id).await;
+                    return;
+                }
+                Some((addr, LinkKind::Tcp)) => connect_tcp(&node, &name, addr).await,
+                Some((addr, _)) => connect(&node, &name, addr).await,
             };
-            match connect(&node, &name, addr).await {
+            match dialed {
                 Ok(link) => {
                     if !dials_it {
                         tokio::spawn(close_once_replaced(

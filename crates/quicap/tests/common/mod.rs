@@ -484,18 +484,34 @@ impl Pair {
 
     /// Like [`Pair::start_with`], with `tun_extra` added to both nodes' [tun] sections.
     pub fn start_with_tun(a_dials: bool, b_dials: bool, tun_extra: &str) -> Pair {
+        let peer = |name: &str, endpoint: &str, dials: bool| {
+            let mut section = format!("\n[[peer]]\nname = \"{name}\"\n");
+            if dials {
+                section += &format!("endpoint = \"{endpoint}\"\n");
+            }
+            section
+        };
+        Self::start_with_peers(
+            tun_extra,
+            &peer("node-b", "192.0.2.2:4433", a_dials),
+            &peer("node-a", "192.0.2.1:4433", b_dials),
+        )
+    }
+
+    /// Two nodes with `tun_extra` in their [tun] sections, node-a's [[peer]] section
+    /// for node-b `a_peer` (at 192.0.2.2:4433) and node-b's for node-a `b_peer` (at
+    /// 192.0.2.1:4433).
+    pub fn start_with_peers(tun_extra: &str, a_peer: &str, b_peer: &str) -> Pair {
         require_root();
         let pki = Pki::new("testnet");
         let a = Netns::new();
         let b = Netns::new();
         link(&a, "192.0.2.1", &b, "192.0.2.2");
-        let peers_a = [("node-b", a_dials.then_some("192.0.2.2:4433"))];
-        let peers_b = [("node-a", b_dials.then_some("192.0.2.1:4433"))];
         let cfg_a = node_config(
             &pki,
             &[],
             &NodeSpec {
-                peers: &peers_a,
+                extra: a_peer,
                 tun_extra,
                 ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
             },
@@ -504,7 +520,7 @@ impl Pair {
             &pki,
             &[],
             &NodeSpec {
-                peers: &peers_b,
+                extra: b_peer,
                 tun_extra,
                 ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
             },

@@ -3,13 +3,22 @@
 //! The peer table, the sessions and the data path see only [`Link`], a closed enum
 //! matched in every method (no `dyn`, no boxed future, nothing allocated per packet).
 //! Each transport is one variant; [`LinkKind`] orders them by preference.
+//!
+//! A datagram is framed for the link it goes on: [`Link::datagram`] copies the overlay
+//! header and the packet into the uplink's arena behind the room the transport's
+//! framing needs ([`Link::headroom`]: none on QUIC, the record's length prefix on TCP)
+//! and writes that framing there, so the packet is copied once, as before.
+
+pub mod tcp;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use quicap_wire::Escaped;
+use bytes::{Bytes, BytesMut};
+use quicap_wire::{stream, Escaped, Header};
 use rustls::pki_types::CertificateDer;
+
+pub use tcp::TcpLink;
 
 /// The kinds of link, best first: a node prefers a link of a lower kind when it has
 /// several that answer.
@@ -20,6 +29,8 @@ pub enum LinkKind {
     /// A QUIC connection carried end to end in relay frames through other nodes (see
     /// [`crate::relay`]).
     QuicRelayed,
+    /// TLS 1.3 over TCP (see [`tcp`]), for paths that carry no UDP.
+    Tcp,
 }
 
 impl LinkKind {
@@ -28,6 +39,7 @@ impl LinkKind {
         match self {
             LinkKind::QuicDirect => "quic",
             LinkKind::QuicRelayed => "quic-relayed",
+            LinkKind::Tcp => "tcp",
         }
     }
 }
@@ -64,6 +76,13 @@ impl CloseCode {
         }
     }
 }
+
+/// Size of the arena chunks datagrams are cut from (see [`Link::datagram`]).
+pub const ARENA_CHUNK: usize = 256 * 1024;
+
+/// A datagram framed for one link (see [`Link::datagram`]).
+#[derive(Debug, Clone)]
+pub struct Framed(Bytes);
 
 /// Identifies a link among the live ones (two live links never share it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -112,6 +131,8 @@ pub enum Link {
         conn: quinn::Connection,
         relayed: bool,
     },
+    /// TLS 1.3 over TCP.
+    Tcp(TcpLink),
 }
 
 impl Link {
@@ -123,6 +144,7 @@ impl Link {
         match self {
             Link::Quic { relayed: false, .. } => LinkKind::QuicDirect,
             Link::Quic { relayed: true, .. } => LinkKind::QuicRelayed,
+            Link::Tcp(_) => LinkKind::Tcp,
         }
     }
 
@@ -134,6 +156,7 @@ impl Link {
     pub fn id(&self) -> LinkId {
         match self {
             Link::Quic { conn, .. } => LinkId(conn.stable_id()),
+            Link::Tcp(t) => LinkId(t.stable_id()),
         }
     }
 
@@ -141,6 +164,7 @@ impl Link {
     pub fn remote_address(&self) -> SocketAddr {
         match self {
             Link::Quic { conn, .. } => conn.remote_address(),
+            Link::Tcp(t) => t.remote_address(),
         }
     }
 
@@ -159,30 +183,107 @@ impl Link {
     pub fn max_datagram_size(&self) -> usize {
         match self {
             Link::Quic { conn, .. } => conn.max_datagram_size().unwrap_or(0),
+            Link::Tcp(t) => t.max_datagram_size(),
+        }
+    }
+
+    /// Bytes of framing the transport puts in front of each datagram.
+    pub fn headroom(&self) -> usize {
+        match self {
+            Link::Quic { .. } => 0,
+            Link::Tcp(_) => stream::LEN_PREFIX,
+        }
+    }
+
+    /// Copies `header` and `payload` into `arena` behind the link's framing and cuts
+    /// them off as one datagram for this link: the one copy of the packet.
+    ///
+    /// Datagrams are cut from arena chunks of [`ARENA_CHUNK`] bytes: one allocation per
+    /// few dozen packets instead of one per packet. A chunk is reused once the
+    /// transport has sent and dropped every datagram cut from it.
+    pub fn datagram(
+        &self,
+        arena: &mut BytesMut,
+        header: &Header,
+        payload: &[u8],
+    ) -> Option<Framed> {
+        arena.clear();
+        let need = self.headroom() + header.buffer_len() + payload.len();
+        if arena.capacity() < need {
+            arena.reserve(need.max(ARENA_CHUNK));
+        }
+        self.fill(arena, header, payload)?;
+        Some(Framed(arena.split().freeze()))
+    }
+
+    /// [`Link::datagram`] in an allocation of its own (fragments, rare paths).
+    pub fn datagram_alloc(&self, header: &Header, payload: &[u8]) -> Option<Framed> {
+        let need = self.headroom() + header.buffer_len() + payload.len();
+        let mut buf = BytesMut::with_capacity(need);
+        self.fill(&mut buf, header, payload)?;
+        Some(Framed(buf.freeze()))
+    }
+
+    /// Writes framing, header and payload into the empty `buf`.
+    fn fill(&self, buf: &mut BytesMut, header: &Header, payload: &[u8]) -> Option<()> {
+        let room = self.headroom();
+        let hlen = header.buffer_len();
+        buf.resize(room + hlen, 0);
+        header.emit(&mut buf[room..]).ok()?;
+        buf.extend_from_slice(payload);
+        self.write_framing(&mut buf[..], hlen + payload.len())
+    }
+
+    /// Frames an overlay datagram built elsewhere (a held packet, a fragment): as is on
+    /// QUIC, copied behind the framing on TCP.
+    pub fn frame(&self, datagram: Bytes) -> Option<Framed> {
+        let room = self.headroom();
+        if room == 0 {
+            return Some(Framed(datagram));
+        }
+        let mut buf = vec![0u8; room];
+        buf.extend_from_slice(&datagram);
+        self.write_framing(&mut buf, datagram.len())?;
+        Some(Framed(Bytes::from(buf)))
+    }
+
+    /// Writes the framing of a datagram of `len` bytes into the first
+    /// [`Link::headroom`] bytes of `buf`.
+    fn write_framing(&self, buf: &mut [u8], len: usize) -> Option<()> {
+        match self {
+            Link::Quic { .. } => Some(()),
+            Link::Tcp(_) => {
+                let room = buf.first_chunk_mut::<{ stream::LEN_PREFIX }>()?;
+                stream::frame_datagram(room, len).ok()
+            }
         }
     }
 
     /// Sends a datagram, or drops it when the transport's queue is full.
-    pub fn send_datagram(&self, datagram: Bytes) -> Result<(), SendError> {
+    pub fn send_datagram(&self, datagram: Framed) -> Result<(), SendError> {
         match self {
-            Link::Quic { conn, .. } => conn.send_datagram(datagram).map_err(quic_send_error),
+            Link::Quic { conn, .. } => conn.send_datagram(datagram.0).map_err(quic_send_error),
+            Link::Tcp(t) => t.send_datagram(datagram.0),
         }
     }
 
     /// Sends a datagram, waiting for room in the transport's queue.
-    pub async fn send_datagram_wait(&self, datagram: Bytes) -> Result<(), SendError> {
+    pub async fn send_datagram_wait(&self, datagram: Framed) -> Result<(), SendError> {
         match self {
             Link::Quic { conn, .. } => conn
-                .send_datagram_wait(datagram)
+                .send_datagram_wait(datagram.0)
                 .await
                 .map_err(quic_send_error),
+            Link::Tcp(t) => t.send_datagram_wait(datagram.0).await,
         }
     }
 
-    /// The next datagram received; `None` once the link is closed.
+    /// The next datagram received (the overlay datagram, framing removed); `None` once
+    /// the link is closed.
     pub async fn read_datagram(&self) -> Option<Bytes> {
         match self {
             Link::Quic { conn, .. } => conn.read_datagram().await.ok(),
+            Link::Tcp(t) => t.read_datagram().await,
         }
     }
 
@@ -190,6 +291,7 @@ impl Link {
     pub fn rtt(&self) -> Duration {
         match self {
             Link::Quic { conn, .. } => conn.rtt(),
+            Link::Tcp(t) => t.rtt(),
         }
     }
 
@@ -205,6 +307,7 @@ impl Link {
                     black_hole: s.path.black_holes_detected > 0 && s.path.current_mtu <= 1200,
                 }
             }
+            Link::Tcp(t) => t.stats(),
         }
     }
 
@@ -215,6 +318,7 @@ impl Link {
                 .peer_identity()
                 .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
                 .map(|chain| *chain),
+            Link::Tcp(t) => t.peer_certificates(),
         }
     }
 
@@ -222,6 +326,7 @@ impl Link {
     pub fn close(&self, code: CloseCode, reason: &str) {
         match self {
             Link::Quic { conn, .. } => conn.close(code.code().into(), reason.as_bytes()),
+            Link::Tcp(t) => t.close(code, reason),
         }
     }
 
@@ -229,6 +334,7 @@ impl Link {
     pub fn close_reason(&self) -> Option<String> {
         match self {
             Link::Quic { conn, .. } => conn.close_reason().map(|e| describe_quic_close(&e)),
+            Link::Tcp(t) => t.close_reason(),
         }
     }
 
@@ -236,6 +342,7 @@ impl Link {
     pub fn is_closed(&self) -> bool {
         match self {
             Link::Quic { conn, .. } => conn.close_reason().is_some(),
+            Link::Tcp(t) => t.is_closed(),
         }
     }
 
@@ -248,6 +355,7 @@ impl Link {
                     Some(quinn::ConnectionError::LocallyClosed)
                 )
             }
+            Link::Tcp(t) => t.closed_locally(),
         }
     }
 
@@ -255,6 +363,7 @@ impl Link {
     pub async fn closed(&self) -> String {
         match self {
             Link::Quic { conn, .. } => describe_quic_close(&conn.closed().await),
+            Link::Tcp(t) => t.closed().await,
         }
     }
 
@@ -265,6 +374,10 @@ impl Link {
                 let (send, recv) = conn.open_bi().await?;
                 Ok((ControlSend::Quic(send), ControlRecv::Quic(recv)))
             }
+            Link::Tcp(t) => {
+                let (send, recv) = t.control()?;
+                Ok((ControlSend::Tcp(send), ControlRecv::Tcp(recv)))
+            }
         }
     }
 
@@ -274,6 +387,10 @@ impl Link {
             Link::Quic { conn, .. } => {
                 let (send, recv) = conn.accept_bi().await?;
                 Ok((ControlSend::Quic(send), ControlRecv::Quic(recv)))
+            }
+            Link::Tcp(t) => {
+                let (send, recv) = t.control()?;
+                Ok((ControlSend::Tcp(send), ControlRecv::Tcp(recv)))
             }
         }
     }
@@ -317,11 +434,15 @@ fn describe_quic_close(e: &quinn::ConnectionError) -> String {
 #[derive(Debug)]
 pub enum ControlSend {
     Quic(quinn::SendStream),
+    Tcp(tcp::TcpControlSend),
 }
 
 impl ControlSend {
+    /// Writes `buf`, whole control frames as [`quicap_wire::Message::encode`] writes
+    /// them.
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
         match self {
+            ControlSend::Tcp(s) => s.write_frames(buf),
             ControlSend::Quic(s) => s.write_all(buf).await.map_err(|e| match e {
                 quinn::WriteError::Stopped(code) => WriteError::Stopped(code.into_inner()),
                 _ => WriteError::Lost,
@@ -335,6 +456,8 @@ impl ControlSend {
             ControlSend::Quic(s) => {
                 let _ = s.finish();
             }
+            // The stream ends with the link's close record.
+            ControlSend::Tcp(_) => {}
         }
     }
 }
@@ -343,4 +466,5 @@ impl ControlSend {
 #[derive(Debug)]
 pub enum ControlRecv {
     Quic(quinn::RecvStream),
+    Tcp(tcp::TcpControlRecv),
 }
