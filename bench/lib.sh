@@ -52,7 +52,8 @@ bench_veth() {
 # the addresses in OVERLAY (one or several, separated by spaces) and DIR/node.toml
 # (OVERLAY on the TUN, listening on port 4433, control socket in DIR, the lines of
 # $NODE_EXTRA added to [node]; with $TAP_ADDRESS also a TAP with that address, which the
-# certificate covers too), dialing node PEER at ENDPOINT if given.
+# certificate covers too), dialing node PEER at ENDPOINT if given (with PEER_EXTRA in
+# its [[peer]] section).
 quicap_node() {
   local d=$1 name=$2 ips=() tun=() a
   for a in $3 ${TAP_ADDRESS:-}; do ips+=(--ip "$a"); done
@@ -77,7 +78,7 @@ TOML
     printf '[tap]\nname = "quicaptap0"\naddresses = ["%s"]\n' "$TAP_ADDRESS" >>"$d/node.toml"
   fi
   if [ -n "${4:-}" ]; then
-    printf '[[peer]]\nname = "%s"\nendpoint = "%s"\n' "$4" "$5" >>"$d/node.toml"
+    printf '[[peer]]\nname = "%s"\nendpoint = "%s"\n%s\n' "$4" "$5" "${PEER_EXTRA:-}" >>"$d/node.toml"
   fi
 }
 

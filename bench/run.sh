@@ -15,7 +15,7 @@
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
 # median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
-# relay quincy wg" to measure, default all; the others print as n/a), BENCH_PGO (1, the
+# quicap-tcp relay quincy wg" to measure, default all; the others print as n/a), BENCH_PGO (1, the
 # default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
 # release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
 # `cargo install boringtun-cli` if missing).
@@ -28,7 +28,7 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
-ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never relay quincy wg}
+ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp relay quincy wg}
 PGO=${BENCH_PGO:-1}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 if [ "$WRITE" = 1 ] && { [ -n "${BENCH_ONLY:-}" ] || [ "$PGO" != 1 ]; }; then
@@ -181,6 +181,16 @@ if want quicap-never; then
   echo "==> QUICAP with node.realtime = \"never\" (normal scheduling throughout)"
   quicap_pair quicapnever 'realtime = "never"'
 fi
+if want quicap-tcp; then
+  echo "==> QUICAP over TLS/TCP (node-a dials with transport = \"tcp\", node-b takes the dial)"
+  PEER_EXTRA='transport = "tcp"' quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
+  quicap_node "$work/b" node-b 10.77.0.2/24
+  run_node "$A" "$work/a"
+  run_node "$B" "$work/b"
+  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure quicaptcp 10.77.0.2
+  stop_nodes
+fi
 
 if want relay; then
 echo "==> QUICAP through one intermediate node (A -> B -> C)"
@@ -288,23 +298,24 @@ val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
-  local raw quic qpl qnv wg relay qy
+  local raw quic qpl qnv qtcp wg relay qy
   raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k")
-  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s |\n' "$1" \
+  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
     "$qpl" "$(val "quicapplain_${k}_spread")" \
     "$qnv" "$(val "quicapnever_${k}_spread")" \
+    "$qtcp" "$(val "quicaptcp_${k}_spread")" \
     "$relay" "$(val "relay_${k}_spread")" \
     "$qy" "$(val "quincy_${k}_spread")" \
     "$wg" "$(val "wg_${k}_spread")" \
-    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")"
+    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct | TCP / QUIC |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -335,7 +346,8 @@ config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`; the binary built 
 trained on a run of its own in namespaces), the same code as a plain \`cargo build --release\`
 ("QUICAP without PGO"), QUICAP
 with \`node.realtime = "never"\` (normal scheduling throughout, to show what "auto"
-changes),
+changes), QUICAP over TLS/TCP (one node dials the other with \`transport = "tcp"\`:
+the fallback for paths without UDP),
 QUICAP through one intermediate node (a third namespace; the end nodes hold an
 end-to-end connection whose packets it forwards as relay frames, undecrypted),
 boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
