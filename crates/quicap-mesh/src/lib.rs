@@ -20,11 +20,16 @@
 //!  next_hop(dest), routes()                               (forwarding, status)
 //! ```
 //!
+//! [`links::PeerLinks`] decides about the links to one peer the same way: when to dial
+//! it and over which transport (QUIC, or TLS/TCP while QUIC fails), which link carries
+//! its traffic, and when a link is no longer needed.
+//!
 //! [`PrefixTable`] answers the other per-packet question: which node owns the longest
 //! prefix containing a destination address.
 //!
 //! Time is a [`Time`] in milliseconds on any monotonic clock the caller chooses.
 
+pub mod links;
 mod metric;
 mod prefixes;
 mod router;

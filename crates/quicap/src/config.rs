@@ -155,7 +155,9 @@ pub struct PeerConfig {
 /// How a node dials a peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerTransport {
-    /// QUIC over UDP.
+    /// QUIC, and TLS/TCP only while QUIC fails (see `quicap_mesh::links`).
+    Auto,
+    /// QUIC over UDP only.
     Quic,
     /// TLS 1.3 over TCP, to the same host and port number.
     Tcp,
@@ -451,12 +453,13 @@ impl Config {
                 validate_endpoint(ep).map_err(|m| invalid(format!("peer[{i}].endpoint"), m))?;
             }
             let transport = match p.transport.as_deref() {
-                None | Some("quic") => PeerTransport::Quic,
+                None | Some("auto") => PeerTransport::Auto,
+                Some("quic") => PeerTransport::Quic,
                 Some("tcp") => PeerTransport::Tcp,
                 Some(other) => {
                     return Err(invalid(
                         format!("peer[{i}].transport"),
-                        format!("{other:?} is not \"quic\" or \"tcp\""),
+                        format!("{other:?} is not \"auto\", \"quic\" or \"tcp\""),
                     ))
                 }
             };

@@ -110,13 +110,21 @@ pub struct PeerStatus {
     /// its certificate does not authorize their source, over its current links.
     #[serde(default)]
     pub refused: u64,
+    /// For a peer this node dials: the transport its traffic takes (`quic`, `tcp`,
+    /// `none`) and why (`QUIC answers`, `QUIC does not answer; on TCP`, ...); empty
+    /// otherwise.
+    #[serde(default)]
+    pub transport: String,
+    #[serde(default)]
+    pub transport_why: String,
     pub links: Vec<LinkStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LinkStatus {
     /// The transport: `quic` (a direct QUIC connection), `quic-relayed` (QUIC end to
-    /// end through other nodes); empty from nodes that do not report it.
+    /// end through other nodes), `tcp` (TLS over TCP); empty from nodes that do not
+    /// report it.
     #[serde(default)]
     pub kind: String,
     pub remote: String,
@@ -131,10 +139,11 @@ pub struct LinkStatus {
     pub idle: bool,
     pub rtt_ms: f64,
     /// Largest UDP payload this node sends on the link: where path MTU discovery
-    /// stands (0 from nodes that do not report it).
+    /// stands (on a TCP link, the connection's MSS; 0 from nodes that do not report it).
     #[serde(default)]
     pub path_mtu: u16,
-    /// UDP payload bytes received and sent on this connection, QUIC overhead included.
+    /// UDP payload bytes received and sent on this connection, QUIC overhead included
+    /// (on a TCP link, the bytes of its records, TLS overhead not included).
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     pub uptime_secs: u64,
@@ -205,6 +214,9 @@ impl Status {
             // The date is enough here; --json has the time.
             if let Some(day) = p.valid_until.split(' ').next().filter(|d| !d.is_empty()) {
                 let _ = write!(out, ", certificate until {day}");
+            }
+            if !p.transport.is_empty() {
+                let _ = write!(out, ", on {} ({})", p.transport, p.transport_why);
             }
             if p.refused > 0 {
                 let _ = write!(
@@ -297,6 +309,8 @@ mod tests {
                 subnets: vec!["192.168.5.0/24".into()],
                 valid_until: "2027-03-01 12:00:00 UTC".into(),
                 refused: 0,
+                transport: "quic".into(),
+                transport_why: "QUIC answers".into(),
                 links: vec![LinkStatus {
                     kind: "quic".into(),
                     remote: "192.0.2.2:4433".into(),

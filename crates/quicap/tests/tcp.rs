@@ -2,36 +2,63 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-/// Two nodes with UDP dropped between them; node-a dials node-b over TCP
-/// (`transport = "tcp"`), node-b only takes dials. `tun_extra` goes into both [tun]
-/// sections.
-fn tcp_pair(tun_extra: &str) -> Pair {
-    let pair = Pair::start_with_peers(
-        tun_extra,
-        "[[peer]]\nname = \"node-b\"\nendpoint = \"192.0.2.2:4433\"\ntransport = \"tcp\"\n",
-        "[[peer]]\nname = \"node-a\"\n",
+/// Drops UDP to and from port 4433 in `ns` (table `noudp`; `allow_udp` removes it).
+fn block_udp(ns: &Netns, how: &str) {
+    nft(
+        ns,
+        &[
+            "add table inet noudp",
+            "add chain inet noudp in { type filter hook input priority 0 ; }",
+            &format!("add rule inet noudp in udp dport 4433 {how}"),
+            &format!("add rule inet noudp in udp sport 4433 {how}"),
+        ],
     );
-    for ns in [&pair.a, &pair.b] {
-        nft(
-            ns,
-            &[
-                "add table inet noudp",
-                "add chain inet noudp in { type filter hook input priority 0 ; }",
-                "add rule inet noudp in udp dport 4433 drop",
-                "add rule inet noudp in udp sport 4433 drop",
-            ],
-        );
-    }
-    pair
+}
+
+fn allow_udp(ns: &Netns) {
+    nft(ns, &["delete table inet noudp"]);
+}
+
+const DIALS_B: &str = "[[peer]]\nname = \"node-b\"\nendpoint = \"192.0.2.2:4433\"\n";
+const DIALS_A: &str = "[[peer]]\nname = \"node-a\"\nendpoint = \"192.0.2.1:4433\"\n";
+const TAKES_A: &str = "[[peer]]\nname = \"node-a\"\n";
+
+/// Two nodes with UDP dropped between them; node-a dials node-b with `a_peer_extra`
+/// in its [[peer]] section, node-b only takes dials. `tun_extra` goes into both
+/// [tun] sections.
+fn tcp_pair(tun_extra: &str, a_peer_extra: &str) -> Pair {
+    Pair::start_prepared(
+        tun_extra,
+        &format!("{DIALS_B}{a_peer_extra}\n"),
+        TAKES_A,
+        |a, b| {
+            block_udp(a, "drop");
+            block_udp(b, "drop");
+        },
+    )
+}
+
+/// The peer's links' kinds, in the order status lists them.
+fn kinds(node: &Node, peer: &str) -> Vec<String> {
+    node.peer_status(peer)["links"]
+        .as_array()
+        .map(|links| {
+            links
+                .iter()
+                .map(|l| l["kind"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[test]
 fn a_tcp_link_carries_the_tunnel_where_udp_is_blocked() {
-    let pair = tcp_pair("");
+    let pair = tcp_pair("", "transport = \"tcp\"");
     pair.a
         .wait_ping("10.77.0.2", Duration::from_secs(10))
         .expect("tunnel over TCP up");
@@ -72,7 +99,7 @@ fn packets_too_big_for_a_tcp_link_are_answered_with_icmp() {
     // A TUN larger than the link: the link carries 1420-byte packets over IPv4 at most
     // (one packet and its framing fit one segment of a 1500-byte path, see
     // docs/protocol.md).
-    let pair = tcp_pair("mtu = 1500");
+    let pair = tcp_pair("mtu = 1500", "transport = \"tcp\"");
     pair.a
         .wait_ping("10.77.0.2", Duration::from_secs(10))
         .expect("tunnel over TCP up");
@@ -120,7 +147,8 @@ fn packets_too_big_for_a_tcp_link_are_answered_with_icmp() {
 
 #[test]
 fn a_reset_tcp_connection_is_dialed_again_at_once() {
-    let pair = tcp_pair("");
+    // transport = "auto": UDP is dropped, so the TCP link carries the traffic.
+    let pair = tcp_pair("", "");
     pair.a
         .wait_ping("10.77.0.2", Duration::from_secs(10))
         .expect("tunnel over TCP up");
@@ -144,8 +172,135 @@ fn a_reset_tcp_connection_is_dialed_again_at_once() {
         "traffic again within 2 s of the reset (longest gap {gap:?})"
     );
     assert!(
-        pair.node_a.log_count("peer connected") >= 2,
+        pair.node_a.log_count("kind=tcp") >= 2,
         "the link was dialed again:\n{}",
+        pair.node_a.log_text()
+    );
+}
+
+#[test]
+fn auto_falls_back_to_tcp_when_udp_is_dropped_from_the_start() {
+    let started = std::time::Instant::now();
+    let pair = tcp_pair("", "");
+    pair.a
+        .wait_ping("10.77.0.2", Duration::from_secs(10))
+        .expect("tunnel up");
+    let up = started.elapsed();
+    println!("UDP dropped from the start: tunnel up over TCP after {up:?}");
+    assert!(
+        up < Duration::from_secs(5),
+        "traffic within 5 s of start: {up:?}"
+    );
+    let peer = pair.node_a.peer_status("node-b");
+    assert_eq!(peer["transport"], "tcp", "{peer}");
+    assert_eq!(
+        peer["transport_why"], "QUIC does not answer; on TCP",
+        "{peer}"
+    );
+    assert!(kinds(&pair.node_a, "node-b").contains(&"tcp".to_owned()));
+    assert!(
+        pair.node_a
+            .wait_log(&["falling back to TCP"], Duration::from_secs(1))
+            || pair.node_a.log_text().contains("transport=tcp"),
+        "the log says why:\n{}",
+        pair.node_a.log_text()
+    );
+}
+
+/// A pair dialing each other in auto mode with UDP working; then UDP fails with `how`
+/// (nft `drop` or `reject`): returns the pair once its traffic flows over TCP, and how
+/// long that took.
+fn udp_fails_mid_session(how: &str) -> (Pair, Duration) {
+    let pair = Pair::start_with_peers("", DIALS_B, DIALS_A);
+    pair.a
+        .wait_ping("10.77.0.2", Duration::from_secs(10))
+        .expect("tunnel up");
+    assert_eq!(pair.node_a.peer_status("node-b")["transport"], "quic");
+    let ping = start_ping(&pair.a, "10.77.0.2", 12);
+    std::thread::sleep(Duration::from_secs(2));
+    let cut = std::time::Instant::now();
+    block_udp(&pair.a, how);
+    block_udp(&pair.b, how);
+    let (gap, answered) = longest_gap(ping);
+    println!("UDP {how} mid-session: longest gap {gap:?}, {answered} pings answered");
+    assert!(cut.elapsed() >= Duration::from_secs(9));
+    assert_eq!(pair.node_a.peer_status("node-b")["transport"], "tcp");
+    (pair, gap)
+}
+
+#[test]
+fn auto_moves_to_tcp_when_udp_is_dropped_and_back_when_it_returns() {
+    let (pair, gap) = udp_fails_mid_session("drop");
+    assert!(gap < Duration::from_secs(10), "on TCP within 10 s: {gap:?}");
+    // UDP back: on QUIC again within 60 s, with no gap over 1 s at the switch, and
+    // the TCP links closed.
+    let ping = start_ping(&pair.a, "10.77.0.2", 75);
+    let restored = std::time::Instant::now();
+    allow_udp(&pair.a);
+    allow_udp(&pair.b);
+    let back = wait_until(Duration::from_secs(70), || {
+        pair.node_a.peer_status("node-b")["transport"] == "quic"
+            && !kinds(&pair.node_a, "node-b").contains(&"tcp".to_owned())
+            && !kinds(&pair.node_b, "node-a").contains(&"tcp".to_owned())
+    });
+    let back_after = restored.elapsed();
+    let back = back.unwrap_or_else(|| {
+        panic!(
+            "not back on QUIC with the TCP links closed after {back_after:?}:\n{}",
+            pair.node_a.log_text()
+        )
+    });
+    println!("UDP back: on QUIC, TCP closed, after {back:?}");
+    assert!(back < Duration::from_secs(60), "{back:?}");
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGINT: ping prints what it has and stops.
+    run(Command::new("kill").args(["-INT", &ping.id().to_string()]));
+    let (gap, answered) = longest_gap(ping);
+    assert!(answered > 20, "{answered}");
+    assert!(
+        gap <= Duration::from_secs(1),
+        "no gap over 1 s at the switch back: {gap:?}"
+    );
+}
+
+#[test]
+fn auto_moves_to_tcp_within_2_s_when_udp_is_rejected() {
+    let (_pair, gap) = udp_fails_mid_session("reject");
+    assert!(gap < Duration::from_secs(2), "on TCP within 2 s: {gap:?}");
+}
+
+#[test]
+fn auto_rides_out_a_120_s_udp_cut_with_two_switches() {
+    let pair = Pair::start_with_peers("", DIALS_B, DIALS_A);
+    pair.a
+        .wait_ping("10.77.0.2", Duration::from_secs(10))
+        .expect("tunnel up");
+    let switches = || pair.node_a.log_count("traffic takes this transport");
+    let before = switches();
+    block_udp(&pair.a, "drop");
+    block_udp(&pair.b, "drop");
+    let ping = start_ping(&pair.a, "10.77.0.2", 120);
+    let (gap, answered) = longest_gap(ping);
+    println!("during the 120 s cut: longest gap {gap:?}, {answered} pings answered");
+    assert!(gap < Duration::from_secs(10), "{gap:?}");
+    assert_eq!(pair.node_a.peer_status("node-b")["transport"], "tcp");
+    allow_udp(&pair.a);
+    allow_udp(&pair.b);
+    let back = wait_until(Duration::from_secs(60), || {
+        pair.node_a.peer_status("node-b")["transport"] == "quic"
+    });
+    assert!(
+        back.is_some(),
+        "back on QUIC within 60 s:\n{}",
+        pair.node_a.log_text()
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let switched = switches() - before;
+    println!("UDP back after 120 s: on QUIC after {back:?}, {switched} switches");
+    assert_eq!(
+        switched,
+        2,
+        "to TCP and back, nothing else:\n{}",
         pair.node_a.log_text()
     );
 }

@@ -16,6 +16,7 @@
 mod admission;
 mod control;
 mod datapath;
+mod dialer;
 mod frames;
 mod held;
 pub mod identity;
@@ -35,6 +36,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use quicap_mesh::links::Transport;
 use quicap_mesh::RouteInfo;
 use quicap_pki::cert::CaCert;
 use quicap_pki::Crl;
@@ -43,7 +45,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, PeerConfig, PeerTransport};
+use crate::config::{Config, PeerTransport};
 use crate::device::{Interface, Kind, Netlink, Spec};
 use crate::relay::{RelayCounters, RelayTable};
 use crate::tls::{Identity, RefusalSlot, Tls, Trust};
@@ -53,13 +55,11 @@ use crate::link::{tcp, CloseCode, Link};
 use l2::MacTable;
 use peers::PeerTable;
 
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Least time between two attempts at a relayed connection to the same node; longer
 /// than a dial may take, so that attempts never overlap.
 const RELAY_RETRY_MS: u64 = 6_000;
 /// After a relayed dial failed, the next may start this much later.
 const RELAY_REDIAL_MS: u64 = 1_000;
-const BACKOFF_MAX: Duration = Duration::from_secs(4);
 const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 const MESH_TICK: Duration = Duration::from_millis(100);
@@ -155,6 +155,9 @@ pub struct Node {
     relay_wake: tokio::sync::Notify,
     /// Packets for nodes that are no neighbours, waiting for a link to them.
     pub held: held::Held,
+    /// The link cores of the peers this node dials, by name.
+    dialers: dialer::Dialers,
+    dial_errors: dialer::DialErrors,
     /// Set when the node cannot go on (its interface was removed): `run` then stops
     /// as on SIGTERM and exits with this error.
     fatal: watch::Sender<Option<String>>,
@@ -357,9 +360,16 @@ impl Node {
                     carrier,
                 })
                 .collect(),
-            peers: self
-                .peers
-                .snapshot(self.now_ms(), &self.routed_around(false)),
+            peers: {
+                let now = self.now_ms();
+                let mut peers = self.peers.snapshot(now, &self.routed_around(false));
+                for p in &mut peers {
+                    if let Some(d) = self.dialers.get(&p.name) {
+                        (p.transport, p.transport_why) = d.choice(now);
+                    }
+                }
+                peers
+            },
             routes: self
                 .mesh
                 .routes()
@@ -465,7 +475,15 @@ pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
         .peers
         .iter()
         .map(|p| match &p.endpoint {
-            Some(e) => format!("{} at {e}", p.name),
+            Some(e) => format!(
+                "{} at {e}{}",
+                p.name,
+                match p.transport {
+                    PeerTransport::Auto => "",
+                    PeerTransport::Quic => " over QUIC only",
+                    PeerTransport::Tcp => " over TCP",
+                }
+            ),
             None => format!("{} (dials in)", p.name),
         })
         .collect();
@@ -629,6 +647,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         relay_queue: Mutex::default(),
         relay_wake: tokio::sync::Notify::new(),
         held: held::Held::default(),
+        dialers: config
+            .peers
+            .iter()
+            .filter(|p| p.endpoint.is_some())
+            .map(|p| (p.name.clone(), dialer::Dialer::new(p, 0)))
+            .collect(),
+        dial_errors: dialer::DialErrors::default(),
         fatal: watch::channel(None).0,
     });
 
@@ -640,7 +665,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         tasks.spawn(accept_tcp_loop(node.clone(), listener));
     }
     for peer in config.peers.iter().filter(|p| p.endpoint.is_some()) {
-        tasks.spawn(dial_loop(node.clone(), peer.clone()));
+        if let Some(d) = node.dialers.get(&peer.name) {
+            tasks.spawn(dialer::drive(node.clone(), peer.clone(), d.clone()));
+        }
     }
     if node.tun.is_some() {
         tasks.spawn(datapath::tun_to_peers(node.clone()));
@@ -961,53 +988,15 @@ impl Drop for InFlight {
     }
 }
 
-async fn dial_loop(node: Arc<Node>, peer: PeerConfig) {
-    let Some(target) = peer.endpoint.clone() else {
-        return;
-    };
-    let mut backoff = BACKOFF_MIN;
-    let mut last_error = String::new();
-    loop {
-        if let Some(link) = node.peers.outgoing_direct(&peer.name) {
-            // Dialed with a renewed certificate (see `renew`) and driven by the task
-            // that dialed it: it stands in for this loop's own link while it lasts.
-            link.closed().await;
-            backoff = BACKOFF_MIN;
-            tokio::time::sleep(backoff).await;
-            continue;
-        }
-        match dial(&node, &peer.name, &target, peer.transport).await {
-            Ok(link) => {
-                last_error.clear();
-                if session::run(node.clone(), link, true, Some(&peer.name)).await {
-                    backoff = BACKOFF_MIN;
-                }
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                if msg != last_error {
-                    warn!(peer = %peer.name, endpoint = %target, error = %msg, "dial failed; retrying");
-                    last_error = msg;
-                } else {
-                    debug!(peer = %peer.name, error = %msg, "dial failed again");
-                }
-            }
-        }
-        let jitter = Duration::from_millis(rand::random_range(0..=backoff.as_millis() as u64 / 4));
-        tokio::time::sleep(backoff + jitter).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-async fn dial(node: &Node, name: &str, target: &str, over: PeerTransport) -> Result<Link> {
+async fn dial(node: &Node, name: &str, target: &str, over: Transport) -> Result<Link> {
     let addr = tokio::net::lookup_host(target)
         .await
         .with_context(|| format!("resolving {target}"))?
         .next()
         .ok_or_else(|| anyhow!("{target} resolves to no address"))?;
     match over {
-        PeerTransport::Quic => connect(node, name, addr).await,
-        PeerTransport::Tcp => connect_tcp(node, name, addr).await,
+        Transport::Quic => connect(node, name, addr).await,
+        Transport::Tcp => connect_tcp(node, name, addr).await,
     }
 }
 

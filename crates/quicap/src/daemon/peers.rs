@@ -602,6 +602,16 @@ impl PeerTable {
         }
     }
 
+    /// The link `id` of the peer called `name`.
+    pub fn link_by_id(&self, name: &str, id: LinkId) -> Option<Link> {
+        self.lock()
+            .get(name)?
+            .links
+            .iter()
+            .find(|l| l.link.id() == id)
+            .map(|l| l.link.clone())
+    }
+
     /// Every link, for shutdown.
     pub fn all_links(&self) -> Vec<Link> {
         self.lock()
@@ -645,6 +655,8 @@ impl PeerTable {
                         .iter()
                         .map(|l| l.refused.load(Ordering::Relaxed))
                         .sum(),
+                    transport: String::new(),
+                    transport_why: String::new(),
                     links: peer
                         .links
                         .iter()

@@ -22,6 +22,7 @@ use quicap_wire::{ip, negotiate_version, Escaped, Header, Message};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use super::dialer::Dialer;
 use super::frames::{read_message, ReadError};
 use super::mesh::{Accepted, Via, SIGNED_NODE_INFO_VERSION};
 use super::peers::{Liveness, PeerLink, IDLE_PROBE_INTERVAL_MS};
@@ -161,6 +162,10 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
         },
     );
     node.peers_changed(peers);
+    let dialer = node.dialers.get(&name).cloned();
+    if let Some(d) = &dialer {
+        d.link_up(&link, outgoing, node.now_ms());
+    }
     if !relayed {
         // The router learns of the new neighbour before this link's first routing
         // message is read: it ignores messages from nodes it does not know as
@@ -186,7 +191,7 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
     let datagrams = receive_datagrams(&node, &link, &name, &auth, (&liveness, &refused));
     let control = control_loop(
         &node,
-        &link,
+        (&link, dialer.as_deref()),
         control,
         (control_tx, control_rx),
         &name,
@@ -206,6 +211,9 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
         link.close(CloseCode::ProtocolViolation, &reason);
     }
     let reason = link.closed().await;
+    if let Some(d) = &dialer {
+        d.link_down(&link, node.now_ms());
+    }
     let (left, peers) = node.peers.remove(&name, link.id());
     if left == 0 {
         node.macs.forget_node(id);
@@ -344,7 +352,7 @@ const INSTANCE_CHECK_DELAY_MS: u64 = 2500;
 /// control stream ends, with how the peer broke the protocol if it did.
 async fn control_loop(
     node: &Node,
-    link: &Link,
+    (link, dialer): (&Link, Option<&Dialer>),
     (mut send, mut recv): Control,
     (tx, mut rx): (mpsc::Sender<Message>, mpsc::Receiver<Message>),
     peer: &str,
@@ -398,6 +406,9 @@ async fn control_loop(
             let busy = traffic.busy(node, link, now);
             if busy == liveness.is_idle() {
                 liveness.set_idle(!busy, now);
+                if let Some(d) = dialer {
+                    d.busy(link, busy, now);
+                }
             }
             // QUIC's idle timeout alone misses a path that still delivers the peer's
             // packets but loses ours; unanswered probes catch both directions.
@@ -433,7 +444,13 @@ async fn control_loop(
                 Ok(Message::Ping(v)) => {
                     let _ = tx.try_send(Message::Pong(v));
                 }
-                Ok(Message::Pong(_)) => liveness.answered(node.now_ms()),
+                Ok(Message::Pong(_)) => {
+                    let now = node.now_ms();
+                    liveness.answered(now);
+                    if let Some(d) = dialer {
+                        d.answered(link, now);
+                    }
+                }
                 Ok(Message::Goodbye(reason)) => {
                     info!(%peer, reason = %Escaped(&reason), "peer said goodbye");
                 }

@@ -502,11 +502,23 @@ impl Pair {
     /// for node-b `a_peer` (at 192.0.2.2:4433) and node-b's for node-a `b_peer` (at
     /// 192.0.2.1:4433).
     pub fn start_with_peers(tun_extra: &str, a_peer: &str, b_peer: &str) -> Pair {
+        Self::start_prepared(tun_extra, a_peer, b_peer, |_, _| {})
+    }
+
+    /// Like [`Pair::start_with_peers`], with `prepare` run on the two namespaces
+    /// (linked, nodes not started yet), e.g. to filter their traffic from the start.
+    pub fn start_prepared(
+        tun_extra: &str,
+        a_peer: &str,
+        b_peer: &str,
+        prepare: impl FnOnce(&Netns, &Netns),
+    ) -> Pair {
         require_root();
         let pki = Pki::new("testnet");
         let a = Netns::new();
         let b = Netns::new();
         link(&a, "192.0.2.1", &b, "192.0.2.2");
+        prepare(&a, &b);
         let cfg_a = node_config(
             &pki,
             &[],
