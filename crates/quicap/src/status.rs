@@ -215,15 +215,15 @@ impl Status {
             if let Some(day) = p.valid_until.split(' ').next().filter(|d| !d.is_empty()) {
                 let _ = write!(out, ", certificate until {day}");
             }
-            if !p.transport.is_empty() {
-                let _ = write!(out, ", on {} ({})", p.transport, p.transport_why);
-            }
             if p.refused > 0 {
                 let _ = write!(
                     out,
                     ", {} packets refused (source not authorized)",
                     p.refused
                 );
+            }
+            if !p.transport.is_empty() {
+                let _ = write!(out, "; on {} ({})", p.transport, p.transport_why);
             }
             out.push('\n');
             for l in &p.links {
@@ -348,7 +348,7 @@ mod tests {
         assert!(!s.render().contains("refused"));
         s.peers[0].refused = 3;
         assert!(s.render().contains(
-            "peer node-b (10.77.0.2/24 192.168.5.0/24), certificate until 2027-03-01, 3 packets refused (source not authorized)\n"
+            "peer node-b (10.77.0.2/24 192.168.5.0/24), certificate until 2027-03-01, 3 packets refused (source not authorized); on quic (QUIC answers)\n"
         ));
     }
 
@@ -398,7 +398,7 @@ mod tests {
         );
         assert!(
             text.contains(
-                "peer node-b (10.77.0.2/24 192.168.5.0/24), certificate until 2027-03-01\n"
+                "peer node-b (10.77.0.2/24 192.168.5.0/24), certificate until 2027-03-01; on quic (QUIC answers)\n"
             ),
             "{text}"
         );
