@@ -691,49 +691,9 @@ fn tap_carries_layer_2_to_a_bridged_host() {
     assert_eq!(kinds, ["tun", "tap"]);
 }
 
-/// node-a (10.99.0.1) and node-b (10.99.0.2), each with a TAP and no TUN, node-a
-/// dialing node-b; `tap_b_extra` goes into node-b's `[tap]` section. The nodes come
-/// last: bound in that order, they are dropped (stopped) before their namespaces and
-/// files.
-fn tap_only_pair(tap_b_extra: &str) -> (Pki, Netns, Netns, Node, Node) {
-    require_root();
-    let pki = Pki::new("testnet");
-    let a = Netns::new();
-    let b = Netns::new();
-    link(&a, "192.0.2.1", &b, "192.0.2.2");
-    let a_ips = ["10.99.0.1/24"];
-    let b_ips = ["10.99.0.2/24"];
-    let dir_a = pki.issue("node-a", &a_ips, &[]);
-    let peers_a = [("node-b", Some("192.0.2.2:4433"))];
-    let tap_a = "\n[tap]\naddresses = [\"10.99.0.1/24\"]\n";
-    let tap_b = format!("\n[tap]\naddresses = [\"10.99.0.2/24\"]\n{tap_b_extra}\n");
-    let cfg_a = write_config(
-        &pki,
-        &dir_a,
-        &NodeSpec {
-            peers: &peers_a,
-            extra: tap_a,
-            tun: false,
-            ..NodeSpec::new("node-a", &a_ips, "0.0.0.0:4433")
-        },
-    );
-    let cfg_b = node_config(
-        &pki,
-        &[],
-        &NodeSpec {
-            extra: &tap_b,
-            tun: false,
-            ..NodeSpec::new("node-b", &b_ips, "0.0.0.0:4433")
-        },
-    );
-    let node_a = Node::start(&a, "node-a", &cfg_a);
-    let node_b = Node::start(&b, "node-b", &cfg_b);
-    (pki, a, b, node_a, node_b)
-}
-
 #[test]
 fn tap_check_sources_drops_frames_from_addresses_outside_the_certificate() {
-    let (_pki, a, _b, _node_a, node_b) = tap_only_pair("check-sources = true");
+    let (_pki, a, _b, _node_a, node_b) = tap_only_pair("check-sources = true", "");
     assert!(
         a.wait_ping("10.99.0.2", CONNECT).is_some(),
         "no ping from the certificate's own address"
@@ -776,7 +736,7 @@ fn tap_check_sources_drops_frames_from_addresses_outside_the_certificate() {
 
 #[test]
 fn tap_only_nodes_carry_layer_2() {
-    let (_pki, a, _b, node_a, _node_b) = tap_only_pair("");
+    let (_pki, a, _b, node_a, _node_b) = tap_only_pair("", "");
     assert!(
         a.wait_ping("10.99.0.2", CONNECT).is_some(),
         "no ping over TAP-only nodes"

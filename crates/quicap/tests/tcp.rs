@@ -304,3 +304,16 @@ fn auto_rides_out_a_120_s_udp_cut_with_two_switches() {
         pair.node_a.log_text()
     );
 }
+
+#[test]
+fn layer_2_crosses_a_tcp_link() {
+    let (_pki, a, b, node_a, _node_b) = tap_only_pair("", "transport = \"tcp\"");
+    a.wait_ping("10.99.0.2", Duration::from_secs(10))
+        .expect("ping over TAP through a TCP link");
+    assert!(b.ping("10.99.0.1"), "and back");
+    assert_eq!(kinds(&node_a, "node-b"), ["tcp"]);
+    let frames = node_a.peer_status("node-b")["links"][0]["tx_bytes"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(frames > 0, "the frames went over the TCP link");
+}

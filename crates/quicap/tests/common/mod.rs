@@ -711,3 +711,44 @@ pub fn transfer_intact(from: &Netns, to: &Netns, dir: &Path, addr: &str, len: u6
     assert_eq!(std::fs::metadata(&received).expect("received").len(), len);
     assert_eq!(sum(&input), sum(&received));
 }
+
+/// node-a (10.99.0.1) and node-b (10.99.0.2), each with a TAP and no TUN, node-a
+/// dialing node-b (with `peer_extra` in that [[peer]] section); `tap_b_extra` goes into
+/// node-b's `[tap]` section. The nodes come
+/// last: bound in that order, they are dropped (stopped) before their namespaces and
+/// files.
+pub fn tap_only_pair(tap_b_extra: &str, peer_extra: &str) -> (Pki, Netns, Netns, Node, Node) {
+    require_root();
+    let pki = Pki::new("testnet");
+    let a = Netns::new();
+    let b = Netns::new();
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    let a_ips = ["10.99.0.1/24"];
+    let b_ips = ["10.99.0.2/24"];
+    let dir_a = pki.issue("node-a", &a_ips, &[]);
+    let tap_a = format!(
+        "\n[tap]\naddresses = [\"10.99.0.1/24\"]\n\n[[peer]]\nname = \"node-b\"\nendpoint = \"192.0.2.2:4433\"\n{peer_extra}\n"
+    );
+    let tap_b = format!("\n[tap]\naddresses = [\"10.99.0.2/24\"]\n{tap_b_extra}\n");
+    let cfg_a = write_config(
+        &pki,
+        &dir_a,
+        &NodeSpec {
+            extra: &tap_a,
+            tun: false,
+            ..NodeSpec::new("node-a", &a_ips, "0.0.0.0:4433")
+        },
+    );
+    let cfg_b = node_config(
+        &pki,
+        &[],
+        &NodeSpec {
+            extra: &tap_b,
+            tun: false,
+            ..NodeSpec::new("node-b", &b_ips, "0.0.0.0:4433")
+        },
+    );
+    let node_a = Node::start(&a, "node-a", &cfg_a);
+    let node_b = Node::start(&b, "node-b", &cfg_b);
+    (pki, a, b, node_a, node_b)
+}
