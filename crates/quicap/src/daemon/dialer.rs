@@ -12,7 +12,8 @@ use quicap_mesh::links::{Event, Mode, PeerLinks, Transport};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::{dial, session, Node};
+use super::dial::dial;
+use super::{session, Node};
 use crate::config::{PeerConfig, PeerTransport};
 use crate::link::{CloseCode, Link, LinkId, LinkKind};
 

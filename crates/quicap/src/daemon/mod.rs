@@ -1,21 +1,24 @@
-//! The node daemon (`quicap up`): a tokio shell that wires the interfaces, the QUIC
-//! endpoints and the peer table together.
+//! The node daemon (`quicap up`): a tokio shell that wires the interfaces, the
+//! listeners (QUIC and TLS/TCP) and the peer table together. Each file has one role:
 //!
 //! ```text
 //!            +------------------------- Node -------------------------+
-//!  TUN ----> | datapath::tun_to_peers -> PeerTable::route -------------| --> QUIC datagrams
-//!  TAP ----> | datapath::tap_to_peers -> MacTable / flood to L2 peers -| -->
-//!  TUN/TAP <-| session::receive_datagrams (IP source checked) <-------| <-- QUIC datagrams
-//!            | dial loops (one per peer with an endpoint)             |
-//!            | accept loops (one per listen address)                  |
-//!            | session control loops: hello, probes, goodbye          |
-//!            | carrier task, control socket, CRL and expiry watchers  |
+//!  TUN ----> | datapath::tun_to_peers -> route / PeerTable -----------| --> links (QUIC
+//!  TAP ----> | datapath::tap_to_peers -> MacTable / flood to L2 peers -| -->  datagrams,
+//!  TUN/TAP <-| session::receive_datagrams (IP source checked) <-------| <--  TCP records)
+//!            | dialer: one driver per dialed peer, around its link    |
+//!            |   core (quicap_mesh::links); dial: QUIC, TCP, relayed  |
+//!            | accept: one loop per QUIC endpoint and TCP listener    |
+//!            | session: hello, control loop, probes, goodbye          |
+//!            | routing: the routing core's driver, relay next hops    |
+//!            | watchers (expiry, CRL), renew, carrier task, control   |
 //!            +--------------------------------------------------------+
 //! ```
-
+mod accept;
 mod admission;
 mod control;
 mod datapath;
+mod dial;
 mod dialer;
 mod frames;
 mod held;
@@ -26,8 +29,10 @@ pub mod mesh;
 mod peers;
 mod refusal;
 mod renew;
+mod routing;
 mod scheduling;
 mod session;
+mod watchers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -36,14 +41,12 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
-use quicap_mesh::links::Transport;
-use quicap_mesh::RouteInfo;
 use quicap_pki::cert::CaCert;
 use quicap_pki::Crl;
 use quicap_wire::control::Modes;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, PeerTransport};
 use crate::device::{Interface, Kind, Netlink, Spec};
@@ -51,7 +54,7 @@ use crate::relay::{RelayCounters, RelayTable};
 use crate::tls::{Identity, RefusalSlot, Tls, Trust};
 use crate::transport;
 
-use crate::link::{tcp, CloseCode, Link};
+use crate::link::CloseCode;
 use l2::MacTable;
 use peers::PeerTable;
 
@@ -60,12 +63,7 @@ use peers::PeerTable;
 const RELAY_RETRY_MS: u64 = 6_000;
 /// After a relayed dial failed, the next may start this much later.
 const RELAY_REDIAL_MS: u64 = 1_000;
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
-const MESH_TICK: Duration = Duration::from_millis(100);
-/// The routing core's pace while every link is idle (probed once a second, see
-/// [`peers::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due sooner.
-const MESH_QUIET_TICK: Duration = Duration::from_millis(500);
 
 /// Knobs of `quicap up` that are not in the config file.
 #[derive(Debug, Clone)]
@@ -659,10 +657,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
 
     let mut tasks = JoinSet::new();
     for endpoint in &node.endpoints {
-        tasks.spawn(accept_loop(node.clone(), endpoint.clone()));
+        tasks.spawn(accept::accept_loop(node.clone(), endpoint.clone()));
     }
     for listener in tcp_listeners {
-        tasks.spawn(accept_tcp_loop(node.clone(), listener));
+        tasks.spawn(accept::accept_tcp_loop(node.clone(), listener));
     }
     for peer in config.peers.iter().filter(|p| p.endpoint.is_some()) {
         if let Some(d) = node.dialers.get(&peer.name) {
@@ -676,13 +674,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         tasks.spawn(datapath::tap_to_peers(node.clone()));
     }
     tasks.spawn(scheduling::govern(node.clone()));
-    tasks.spawn(watch_expiry(node.clone()));
-    tasks.spawn(mesh_task(node.clone()));
-    tasks.spawn(relay_dialer(node.clone()));
+    tasks.spawn(watchers::watch_expiry(node.clone()));
+    tasks.spawn(routing::mesh_task(node.clone()));
+    tasks.spawn(dial::relay_dialer(node.clone()));
     tasks.spawn(carrier_task(node.clone(), netlink, carrier_rx));
     tasks.spawn(control::serve(node.clone(), control));
     if let Some(path) = config.node.crl.clone() {
-        tasks.spawn(watch_crl(node.clone(), path));
+        tasks.spawn(watchers::watch_crl(node.clone(), path));
     }
     tasks.spawn(renew::watch(node.clone(), config.clone()));
 
@@ -713,126 +711,6 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         Some(reason) => Err(anyhow!(reason)),
         None => Ok(()),
     }
-}
-
-/// Drives the routing core: re-evaluates neighbors and timers every
-/// [`MESH_TICK`] ([`MESH_QUIET_TICK`] while all links are idle) or when a session
-/// signals a change, and sends what the router wants sent.
-async fn mesh_task(node: Arc<Node>) {
-    let mut pause = MESH_TICK;
-    // Next hop per destination, to log changes.
-    let mut hops: HashMap<u64, u64> = HashMap::new();
-    loop {
-        tokio::select! {
-            _ = node.mesh.notify.notified() => {}
-            _ = tokio::time::sleep(pause) => {}
-        }
-        let now = node.now_ms();
-        mesh_step(&node, now);
-        let routes = node.mesh.routes();
-        log_route_changes(&node, &routes, &mut hops);
-        update_relays(&node, &routes, now);
-        node.held.expire(now);
-        // A neighbor the mesh routes through another node keeps its relayed link: the
-        // data path sends on it rather than routed through that node.
-        let keep = node.routed_around(true);
-        let generation = node.generation.load(std::sync::atomic::Ordering::Relaxed);
-        let closed = node.peers.close_superseded_relays(now, &keep, generation);
-        if closed > 0 {
-            debug!(
-                closed,
-                "closed relayed links that a direct link or another relayed link supersedes"
-            );
-        }
-        let closed = node.peers.close_renewed(now);
-        if closed > 0 {
-            debug!(
-                closed,
-                "closed links made with a certificate its peer renewed"
-            );
-        }
-        pause = if node.peers.all_idle() {
-            let due = node.mesh.poll_timeout().saturating_sub(node.now_ms());
-            MESH_QUIET_TICK
-                .min(Duration::from_millis(due))
-                .max(MESH_TICK)
-        } else {
-            MESH_TICK
-        };
-    }
-}
-
-/// Brings the routing core up to date with the peer table, runs its timers and sends
-/// what it wants sent.
-fn mesh_step(node: &Node, now: u64) {
-    for (peer, message) in node.mesh.tick(&node.peers, now) {
-        if !node.peers.send_control(&peer, message, now) {
-            debug!(%peer, "routing message not queued");
-        }
-    }
-}
-
-/// Logs (at debug) each destination whose next hop changed since the last call.
-fn log_route_changes(node: &Node, routes: &[RouteInfo], hops: &mut HashMap<u64, u64>) {
-    let name = |id: u64| {
-        node.mesh
-            .name_of(id)
-            .unwrap_or_else(|| format!("{id:016x}"))
-    };
-    let now: HashMap<u64, u64> = routes.iter().map(|r| (r.dest, r.next_hop)).collect();
-    for r in routes {
-        if hops.get(&r.dest) != Some(&r.next_hop) {
-            debug!(dest = %name(r.dest), next_hop = %name(r.next_hop), metric = r.metric, "route changed");
-        }
-    }
-    for dest in hops.keys().filter(|d| !now.contains_key(d)) {
-        debug!(dest = %name(*dest), "route lost");
-    }
-    *hops = now;
-}
-
-/// Opens the end-to-end relayed connections the data path asks for.
-async fn relay_dialer(node: Arc<Node>) {
-    loop {
-        node.relay_wake.notified().await;
-        let wanted =
-            std::mem::take(&mut *node.relay_queue.lock().unwrap_or_else(|e| e.into_inner()));
-        for dest in wanted {
-            if !node.peers.has_relayed(dest) {
-                tokio::spawn(dial_relayed(node.clone(), dest));
-            }
-        }
-    }
-}
-
-/// Dials `dest` at its virtual address: the handshake and everything after it travel
-/// in relay frames along the mesh's routes, end to end encrypted.
-async fn dial_relayed(node: Arc<Node>, dest: u64) {
-    let Some(name) = node.mesh.name_of(dest) else {
-        return;
-    };
-    let addr = node.relays.virtual_addr(quicap_wire::NodeId(dest));
-    match connect(&node, &name, addr).await {
-        Ok(link) => {
-            session::run(node, link, true, Some(&name)).await;
-        }
-        Err(e) => {
-            debug!(peer = %name, error = %format!("{e:#}"), "relayed dial failed");
-            // Packets may be waiting for this link: the next one may ask again a
-            // second from now rather than a whole retry interval after the first ask.
-            node.retry_relayed_soon(dest);
-        }
-    }
-}
-
-/// Points relay frames at the mesh's current next hops, and accepts them from the
-/// direct peers only.
-fn update_relays(node: &Node, routes: &[RouteInfo], now_ms: u64) {
-    let next_hops = routes.iter().filter_map(|route| {
-        let hop = node.peers.relay_next_hop(route.next_hop, now_ms)?;
-        Some((quicap_wire::NodeId(route.dest), hop))
-    });
-    node.relays.update(next_hops, node.peers.direct_remotes());
 }
 
 /// Applies carrier changes to the interfaces, in order, latest state winning.
@@ -868,261 +746,5 @@ async fn wait_for_signal() -> Result<()> {
                 "SIGHUP: nothing to do; the certificate, key and CRL are re-read whenever their files change, other settings need a restart"
             ),
         }
-    }
-}
-
-async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
-    while let Some(incoming) = endpoint.accept().await {
-        let remote = incoming.remote_address();
-        // A relayed node's virtual address is reached only through authenticated
-        // peers: nothing to validate.
-        let validated =
-            incoming.remote_address_validated() || node.relays.node_at(remote).is_some();
-        let verdict = node
-            .admission()
-            .handle_incoming(remote.ip(), validated, Instant::now());
-        match verdict {
-            admission::Verdict::Accept => {}
-            admission::Verdict::Retry => {
-                if let Err(e) = incoming.retry() {
-                    e.into_incoming().ignore();
-                }
-                continue;
-            }
-            admission::Verdict::Ignore => {
-                debug!(%remote, "ignoring a handshake: too many in flight, or from this source");
-                incoming.ignore();
-                continue;
-            }
-        }
-        let node = node.clone();
-        tokio::spawn(async move {
-            let in_flight = InFlight(node.clone());
-            // Each connection gets a config of its own, whose verifier records why it
-            // refused the peer's certificate; an end-to-end connection through relays
-            // gets the relayed transport parameters.
-            let refusal = RefusalSlot::default();
-            let config = match node.server_config(remote, refusal.clone()) {
-                Ok(config) => config,
-                Err(e) => {
-                    warn!(%remote, error = %format!("{e:#}"), "cannot accept a connection");
-                    return;
-                }
-            };
-            let connecting = match incoming.accept_with(Arc::new(config)) {
-                Ok(c) => c,
-                Err(e) => {
-                    debug!(%remote, error = %e, "incoming connection not accepted");
-                    return;
-                }
-            };
-            let handshake = connecting.await;
-            drop(in_flight);
-            match handshake {
-                Ok(conn) => {
-                    let relayed = node.relays.node_at(remote).is_some();
-                    session::run(node, Link::quic(conn, relayed), false, None).await;
-                }
-                Err(e) => match refusal.take() {
-                    Some(r) => node.refusals.incoming(remote, &r, &node.trust()),
-                    None => debug!(%remote, error = %e, "incoming handshake failed"),
-                },
-            }
-        });
-    }
-}
-
-/// Accepts links over TLS/TCP: the same trust, the same admission budgets per source
-/// as QUIC (the TCP handshake has validated the address).
-async fn accept_tcp_loop(node: Arc<Node>, listener: tokio::net::TcpListener) {
-    let mut failures = 0u64;
-    loop {
-        let (stream, remote) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of descriptors, say: wait rather than spin.
-                failures += 1;
-                if failures.is_power_of_two() {
-                    warn!(error = %e, failures, "accepting a TCP connection failed");
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let remote = transport::unmapped(remote);
-        let verdict = node
-            .admission()
-            .handle_incoming(remote.ip(), true, Instant::now());
-        if verdict != admission::Verdict::Accept {
-            debug!(%remote, "refusing a TCP connection: too many handshakes in flight, or from this source");
-            continue;
-        }
-        let node = node.clone();
-        tokio::spawn(async move {
-            let in_flight = InFlight(node.clone());
-            let refusal = RefusalSlot::default();
-            let config = Arc::new(node.tls().server(refusal.clone()));
-            let handshake = tcp::accept(stream, remote, config).await;
-            drop(in_flight);
-            match handshake {
-                Ok(link) => {
-                    session::run(node, Link::Tcp(link), false, None).await;
-                }
-                Err(e) => match refusal.take() {
-                    Some(r) => node.refusals.incoming(remote, &r, &node.trust()),
-                    None => {
-                        debug!(%remote, error = %format!("{e:#}"), "incoming TLS/TCP handshake failed")
-                    }
-                },
-            }
-        });
-    }
-}
-
-/// An accepted handshake, counted in flight by the admission state until dropped.
-struct InFlight(Arc<Node>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.admission().handle_handshake_done();
-    }
-}
-
-async fn dial(node: &Node, name: &str, target: &str, over: Transport) -> Result<Link> {
-    let addr = tokio::net::lookup_host(target)
-        .await
-        .with_context(|| format!("resolving {target}"))?
-        .next()
-        .ok_or_else(|| anyhow!("{target} resolves to no address"))?;
-    match over {
-        Transport::Quic => connect(node, name, addr).await,
-        Transport::Tcp => connect_tcp(node, name, addr).await,
-    }
-}
-
-/// Connects to node `name` at `addr` over TLS/TCP.
-async fn connect_tcp(node: &Node, name: &str, addr: SocketAddr) -> Result<Link> {
-    let refusal = RefusalSlot::default();
-    let config = Arc::new(node.tls().client(refusal.clone()));
-    let link = tcp::connect(addr, name, config)
-        .await
-        .map_err(|e| match refusal.take() {
-            Some(r) => anyhow!(refusal::dial_error(&r, &node.trust())),
-            None => e,
-        })?;
-    Ok(Link::Tcp(link))
-}
-
-/// Connects to node `name` at `addr` (a real address or a relayed node's virtual one,
-/// which every endpoint can reach) from an endpoint of a fitting family.
-async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<Link> {
-    let endpoint = node
-        .endpoints
-        .iter()
-        .find(|e| {
-            e.local_addr()
-                .map(|l| l.is_ipv6() || addr.is_ipv4())
-                .unwrap_or(false)
-        })
-        .ok_or_else(|| anyhow!("no listen address of {addr}'s family to dial from"))?;
-    let refusal = RefusalSlot::default();
-    let connecting =
-        endpoint.connect_with(node.client_config(addr, refusal.clone())?, addr, name)?;
-    let conn = tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
-        .await
-        .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))?;
-    let conn = conn.map_err(|e| match refusal.take() {
-        Some(r) => anyhow!(refusal::dial_error(&r, &node.trust())),
-        None => anyhow::Error::from(e),
-    })?;
-    Ok(Link::quic(conn, node.relays.node_at(addr).is_some()))
-}
-
-/// Closes connections of peers whose certificate has expired since they connected.
-async fn watch_expiry(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    loop {
-        tick.tick().await;
-        let now = time::OffsetDateTime::now_utc();
-        node.peers
-            .close_where(CloseCode::CertificateInvalidated, |cert| {
-                (now > cert.cert().not_after).then(|| "certificate expired".to_owned())
-            });
-    }
-}
-
-/// Files watched for changes by their modification time, every [`WATCH_INTERVAL`].
-struct FileWatch {
-    paths: Vec<std::path::PathBuf>,
-    last: Vec<Option<std::time::SystemTime>>,
-    tick: tokio::time::Interval,
-}
-
-impl FileWatch {
-    fn new(paths: Vec<std::path::PathBuf>) -> FileWatch {
-        let mut watch = FileWatch {
-            last: Vec::new(),
-            paths,
-            tick: tokio::time::interval(WATCH_INTERVAL),
-        };
-        watch.last = watch.stamps();
-        watch
-    }
-
-    fn stamps(&self) -> Vec<Option<std::time::SystemTime>> {
-        self.paths
-            .iter()
-            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-            .collect()
-    }
-
-    /// Returns once any of the files changed (appeared, went or was written) since the
-    /// last time.
-    async fn changed(&mut self) {
-        loop {
-            self.tick.tick().await;
-            let now = self.stamps();
-            if now != self.last {
-                self.last = now;
-                return;
-            }
-        }
-    }
-}
-
-/// Re-reads the CRL when its file changes: new handshakes use it at once, and live
-/// connections of newly revoked peers are closed.
-async fn watch_crl(node: Arc<Node>, path: std::path::PathBuf) {
-    let mut files = FileWatch::new(vec![path.clone()]);
-    loop {
-        files.changed().await;
-        let ca = node.trust().ca;
-        let crl = match identity::load_crl(&path, &ca) {
-            Ok(crl) => crl,
-            Err(e) => {
-                error!(error = %format!("{e:#}"), "keeping the previous CRL");
-                continue;
-            }
-        };
-        let state = TrustState {
-            rustls: identity::trust_of(&ca, Some(&crl)),
-            ca,
-            crl: Some(crl.clone()),
-        };
-        if let Err(e) = node.set_tls(&state.rustls, &node.identity()) {
-            error!(error = %format!("{e:#}"), "keeping the previous CRL");
-            continue;
-        }
-        *node.trust.write().unwrap_or_else(|p| p.into_inner()) = state;
-        info!(
-            number = crl.number,
-            revoked = crl.revoked.len(),
-            "CRL reloaded"
-        );
-        node.peers
-            .close_where(CloseCode::CertificateInvalidated, |cert| {
-                crl.is_revoked(&cert.cert().serial)
-                    .then(|| "certificate revoked".to_owned())
-            });
     }
 }

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use tracing::{debug, error, info};
 
-use super::{
-    connect, connect_tcp, dial_relayed, identity, session, FileWatch, Node, Own, WATCH_INTERVAL,
-};
+use super::dial::{connect, connect_tcp, dial_relayed};
+use super::watchers::{FileWatch, WATCH_INTERVAL};
+use super::{identity, session, Node, Own};
 use crate::config::Config;
 use crate::link::{CloseCode, Link, LinkKind};
 

@@ -170,7 +170,7 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
         // The router learns of the new neighbour before this link's first routing
         // message is read: it ignores messages from nodes it does not know as
         // neighbours, and the peer sends its routes once, right after the hello.
-        super::mesh_step(&node, node.now_ms());
+        super::routing::mesh_step(&node, node.now_ms());
     }
     node.mesh.notify.notify_one();
     info!(peer = %name, %remote, kind = %link.kind(), outgoing, version, l2 = hello.modes.l2, "peer connected");

@@ -1,0 +1,102 @@
+//! The routing core's driver: feeds the router the peer table's state, sends what it
+//! wants sent, and points relay frames at its next hops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quicap_mesh::RouteInfo;
+use tracing::debug;
+
+use super::Node;
+
+const MESH_TICK: Duration = Duration::from_millis(100);
+/// The routing core's pace while every link is idle (probed once a second, see
+/// [`super::peers::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due sooner.
+const MESH_QUIET_TICK: Duration = Duration::from_millis(500);
+
+/// Drives the routing core: re-evaluates neighbors and timers every
+/// [`MESH_TICK`] ([`MESH_QUIET_TICK`] while all links are idle) or when a session
+/// signals a change, and sends what the router wants sent.
+pub(super) async fn mesh_task(node: Arc<Node>) {
+    let mut pause = MESH_TICK;
+    // Next hop per destination, to log changes.
+    let mut hops: HashMap<u64, u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = node.mesh.notify.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let now = node.now_ms();
+        mesh_step(&node, now);
+        let routes = node.mesh.routes();
+        log_route_changes(&node, &routes, &mut hops);
+        update_relays(&node, &routes, now);
+        node.held.expire(now);
+        // A neighbor the mesh routes through another node keeps its relayed link: the
+        // data path sends on it rather than routed through that node.
+        let keep = node.routed_around(true);
+        let generation = node.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let closed = node.peers.close_superseded_relays(now, &keep, generation);
+        if closed > 0 {
+            debug!(
+                closed,
+                "closed relayed links that a direct link or another relayed link supersedes"
+            );
+        }
+        let closed = node.peers.close_renewed(now);
+        if closed > 0 {
+            debug!(
+                closed,
+                "closed links made with a certificate its peer renewed"
+            );
+        }
+        pause = if node.peers.all_idle() {
+            let due = node.mesh.poll_timeout().saturating_sub(node.now_ms());
+            MESH_QUIET_TICK
+                .min(Duration::from_millis(due))
+                .max(MESH_TICK)
+        } else {
+            MESH_TICK
+        };
+    }
+}
+
+/// Brings the routing core up to date with the peer table, runs its timers and sends
+/// what it wants sent.
+pub(super) fn mesh_step(node: &Node, now: u64) {
+    for (peer, message) in node.mesh.tick(&node.peers, now) {
+        if !node.peers.send_control(&peer, message, now) {
+            debug!(%peer, "routing message not queued");
+        }
+    }
+}
+
+/// Logs (at debug) each destination whose next hop changed since the last call.
+pub(super) fn log_route_changes(node: &Node, routes: &[RouteInfo], hops: &mut HashMap<u64, u64>) {
+    let name = |id: u64| {
+        node.mesh
+            .name_of(id)
+            .unwrap_or_else(|| format!("{id:016x}"))
+    };
+    let now: HashMap<u64, u64> = routes.iter().map(|r| (r.dest, r.next_hop)).collect();
+    for r in routes {
+        if hops.get(&r.dest) != Some(&r.next_hop) {
+            debug!(dest = %name(r.dest), next_hop = %name(r.next_hop), metric = r.metric, "route changed");
+        }
+    }
+    for dest in hops.keys().filter(|d| !now.contains_key(d)) {
+        debug!(dest = %name(*dest), "route lost");
+    }
+    *hops = now;
+}
+
+/// Points relay frames at the mesh's current next hops, and accepts them from the
+/// direct peers only.
+pub(super) fn update_relays(node: &Node, routes: &[RouteInfo], now_ms: u64) {
+    let next_hops = routes.iter().filter_map(|route| {
+        let hop = node.peers.relay_next_hop(route.next_hop, now_ms)?;
+        Some((quicap_wire::NodeId(route.dest), hop))
+    });
+    node.relays.update(next_hops, node.peers.direct_remotes());
+}
