@@ -331,32 +331,22 @@ fn mid_session(udp: Udp) -> Vec<Time> {
     out
 }
 
+/// [`mid_session`], printed and held to `limit`.
+fn on_tcp_within(udp: Udp, what: &str, limit: Time) {
+    let times = mid_session(udp);
+    let shown: Vec<String> = times.iter().map(|&t| seconds(t)).collect();
+    println!("UDP {what} mid-session: on TCP after {}", shown.join(", "));
+    assert!(times.iter().all(|&t| t <= limit), "{times:?}");
+}
+
 #[test]
 fn udp_dropped_mid_session_flows_over_tcp_within_10_s() {
-    let times = mid_session(Udp::Dropped);
-    println!(
-        "UDP dropped mid-session: on TCP after {}",
-        times
-            .iter()
-            .map(|&t| seconds(t))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    assert!(times.iter().all(|&t| t <= 10_000), "{times:?}");
+    on_tcp_within(Udp::Dropped, "dropped", 10_000);
 }
 
 #[test]
 fn udp_rejected_mid_session_flows_over_tcp_within_2_s() {
-    let times = mid_session(Udp::Rejected);
-    println!(
-        "UDP rejected with ICMP mid-session: on TCP after {}",
-        times
-            .iter()
-            .map(|&t| seconds(t))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    assert!(times.iter().all(|&t| t <= 2_000), "{times:?}");
+    on_tcp_within(Udp::Rejected, "rejected with ICMP", 2_000);
 }
 
 #[test]
