@@ -70,16 +70,19 @@ impl Dialer {
         out
     }
 
-    /// A link to the peer finished its hello exchange.
+    /// A link to the peer finished its hello exchange. The driver is woken either way:
+    /// the transport the traffic takes may have changed, which it logs.
     pub fn link_up(&self, link: &Link, outgoing: bool, now_ms: u64) {
         if let Some(t) = transport_of(link) {
             self.with(|c| c.handle_link_up(core_id(link.id()), t, outgoing, now_ms));
+            self.wake.notify_one();
         }
     }
 
     pub fn link_down(&self, link: &Link, now_ms: u64) {
         if transport_of(link).is_some() {
             self.with(|c| c.handle_link_down(core_id(link.id()), now_ms));
+            self.wake.notify_one();
         }
     }
 
