@@ -171,9 +171,15 @@ fn a_reset_tcp_connection_is_dialed_again_at_once() {
         gap < Duration::from_secs(2),
         "traffic again within 2 s of the reset (longest gap {gap:?})"
     );
+    let tcp_links = pair
+        .node_a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("peer connected") && l.contains("kind=tcp"))
+        .count();
     assert!(
-        pair.node_a.log_count("kind=tcp") >= 2,
-        "the link was dialed again:\n{}",
+        tcp_links >= 2,
+        "the TCP link was dialed again:\n{}",
         pair.node_a.log_text()
     );
 }
@@ -198,13 +204,16 @@ fn auto_falls_back_to_tcp_when_udp_is_dropped_from_the_start() {
         "{peer}"
     );
     assert!(kinds(&pair.node_a, "node-b").contains(&"tcp".to_owned()));
-    assert!(
-        pair.node_a
-            .wait_log(&["falling back to TCP"], Duration::from_secs(1))
-            || pair.node_a.log_text().contains("transport=tcp"),
-        "the log says why:\n{}",
-        pair.node_a.log_text()
-    );
+    for why in [
+        "no answer over QUIC: falling back to TCP",
+        "QUIC does not answer; on TCP",
+    ] {
+        assert!(
+            pair.node_a.log_text().contains(why),
+            "the log says why ({why}):\n{}",
+            pair.node_a.log_text()
+        );
+    }
 }
 
 /// A pair dialing each other in auto mode with UDP working; then UDP fails with `how`
@@ -218,12 +227,10 @@ fn udp_fails_mid_session(how: &str) -> (Pair, Duration) {
     assert_eq!(pair.node_a.peer_status("node-b")["transport"], "quic");
     let ping = start_ping(&pair.a, "10.77.0.2", 12);
     std::thread::sleep(Duration::from_secs(2));
-    let cut = std::time::Instant::now();
     block_udp(&pair.a, how);
     block_udp(&pair.b, how);
     let (gap, answered) = longest_gap(ping);
     println!("UDP {how} mid-session: longest gap {gap:?}, {answered} pings answered");
-    assert!(cut.elapsed() >= Duration::from_secs(9));
     assert_eq!(pair.node_a.peer_status("node-b")["transport"], "tcp");
     (pair, gap)
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quicap_mesh::links::{Event, Mode, PeerLinks, Transport};
+use quicap_mesh::links::{Choice, Event, Mode, PeerLinks, Transport};
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -101,16 +101,11 @@ impl Dialer {
     }
 
     /// The transport the peer's traffic takes and why, for `quicap status`.
-    pub fn choice(&self, now_ms: u64) -> (String, String) {
-        let c = self
-            .core
+    pub fn choice(&self, now_ms: u64) -> Choice {
+        self.core
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .choice(now_ms);
-        (
-            c.transport.map(Transport::as_str).unwrap_or("none").into(),
-            c.why.into(),
-        )
+            .choice(now_ms)
     }
 }
 
@@ -119,7 +114,7 @@ pub async fn drive(node: Arc<Node>, peer: PeerConfig, dialer: Arc<Dialer>) {
     let Some(target) = peer.endpoint.clone() else {
         return;
     };
-    let mut last_choice = (String::new(), String::new());
+    let mut last_choice: Option<Choice> = None;
     loop {
         let now = node.now_ms();
         let (events, due) = {
@@ -134,7 +129,13 @@ pub async fn drive(node: Arc<Node>, peer: PeerConfig, dialer: Arc<Dialer>) {
         for event in events {
             match event {
                 Event::Dial { transport, why } => {
-                    debug!(peer = %peer.name, transport = transport.as_str(), why, "dialing");
+                    // A fallback to TCP is news; QUIC (re)dials and fixed transports
+                    // are routine.
+                    if transport == Transport::Tcp && peer.transport == PeerTransport::Auto {
+                        info!(peer = %peer.name, transport = transport.as_str(), why, "dialing");
+                    } else {
+                        debug!(peer = %peer.name, transport = transport.as_str(), why, "dialing");
+                    }
                     tokio::spawn(dial_once(
                         node.clone(),
                         peer.clone(),
@@ -152,9 +153,9 @@ pub async fn drive(node: Arc<Node>, peer: PeerConfig, dialer: Arc<Dialer>) {
             }
         }
         let choice = dialer.choice(node.now_ms());
-        if choice != last_choice && choice.0 != "none" {
-            info!(peer = %peer.name, transport = %choice.0, why = %choice.1, "traffic takes this transport");
-            last_choice = choice;
+        if let Some(t) = choice.transport.filter(|_| last_choice != Some(choice)) {
+            info!(peer = %peer.name, transport = t.as_str(), why = choice.why, "traffic takes this transport");
+            last_choice = Some(choice);
         }
         let pause = Duration::from_millis(due.saturating_sub(node.now_ms()));
         tokio::select! {

@@ -363,7 +363,9 @@ impl Node {
                 let mut peers = self.peers.snapshot(now, &self.routed_around(false));
                 for p in &mut peers {
                     if let Some(d) = self.dialers.get(&p.name) {
-                        (p.transport, p.transport_why) = d.choice(now);
+                        let c = d.choice(now);
+                        p.transport = c.transport.map_or("none", |t| t.as_str()).into();
+                        p.transport_why = c.why.into();
                     }
                 }
                 peers
