@@ -196,10 +196,6 @@ impl PeerLinks {
         links
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     fn wants(&self, t: Transport) -> bool {
         match self.mode {
             Mode::Auto => true,
@@ -352,7 +348,6 @@ impl PeerLinks {
             && !self.quic.dialing
             && now >= self.quic.next_at
         {
-            self.quic.dialing = true;
             let why = if self.has_link(Transport::Tcp) {
                 "trying QUIC again while TCP carries the traffic"
             } else if self.quic_failures > 0 {
@@ -360,10 +355,7 @@ impl PeerLinks {
             } else {
                 "dialing over QUIC"
             };
-            self.events.push_back(Event::Dial {
-                transport: Transport::Quic,
-                why,
-            });
+            self.dial(Transport::Quic, why);
         }
         // TCP: only (in auto) while QUIC fails.
         let tcp_needed = match self.mode {
@@ -376,7 +368,6 @@ impl PeerLinks {
             && !self.tcp.dialing
             && now >= self.tcp.next_at
         {
-            self.tcp.dialing = true;
             let why = if self.mode != Mode::Auto {
                 "dialing over TCP"
             } else if self.links.iter().any(|l| l.transport == Transport::Quic) {
@@ -384,10 +375,7 @@ impl PeerLinks {
             } else {
                 "no answer over QUIC: falling back to TCP"
             };
-            self.events.push_back(Event::Dial {
-                transport: Transport::Tcp,
-                why,
-            });
+            self.dial(Transport::Tcp, why);
         }
         // Back on QUIC: close this node's TCP links once a QUIC link has answered for a
         // while (the peer closes those it dialed by the same rule).
@@ -415,6 +403,11 @@ impl PeerLinks {
             }
         }
         self.why = self.explain(now);
+    }
+
+    fn dial(&mut self, transport: Transport, why: &'static str) {
+        self.track(transport).dialing = true;
+        self.events.push_back(Event::Dial { transport, why });
     }
 
     /// Marks the links that have been silent for longer than their limit.

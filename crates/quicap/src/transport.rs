@@ -200,23 +200,11 @@ pub fn endpoint(
     relays: Arc<RelayTable>,
     drops: &mut SocketDrops,
 ) -> Result<(quinn::Endpoint, Arc<RelayCounters>)> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .with_context(|| format!("creating a UDP socket for {addr}"))?;
-    if addr.is_ipv6() {
-        socket
-            .set_only_v6(false)
-            .with_context(|| format!("making {addr} dual-stack"))?;
-    }
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.bind(&addr.into()).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            " (is another quicap or service using this port? change node.listen)"
-        } else {
-            ""
-        };
-        anyhow!("listening on UDP {addr}: {e}{hint}")
+    let socket = bound_socket(addr, Protocol::UDP, "node.listen", |socket| {
+        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+        Ok(())
     })?;
     drops.add(&socket)?;
     let runtime = quinn::default_runtime().ok_or_else(|| anyhow!("no async runtime for QUIC"))?;
@@ -235,27 +223,46 @@ pub fn endpoint(
     Ok((endpoint, counters))
 }
 
-/// Binds a TCP listener on `addr` (dual-stack for `[::]`) for links over TLS/TCP.
-pub fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .with_context(|| format!("creating a TCP socket for {addr}"))?;
+/// A UDP or TCP socket bound to `addr` (dual-stack for `[::]`), with `setup` applied
+/// before the bind; a bind error names the config key `key` when the port is taken.
+fn bound_socket(
+    addr: SocketAddr,
+    protocol: Protocol,
+    key: &str,
+    setup: impl FnOnce(&Socket) -> Result<()>,
+) -> Result<Socket> {
+    let (kind, name) = if protocol == Protocol::TCP {
+        (Type::STREAM, "TCP")
+    } else {
+        (Type::DGRAM, "UDP")
+    };
+    let socket = Socket::new(Domain::for_address(addr), kind, Some(protocol))
+        .with_context(|| format!("creating a {name} socket for {addr}"))?;
     if addr.is_ipv6() {
         socket
             .set_only_v6(false)
             .with_context(|| format!("making {addr} dual-stack"))?;
     }
-    // A restarted node binds again at once, past connections in TIME_WAIT.
-    socket
-        .set_reuse_address(true)
-        .with_context(|| format!("setting SO_REUSEADDR on {addr}"))?;
-    socket.set_nonblocking(true)?;
+    setup(&socket)?;
     socket.bind(&addr.into()).map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
-            " (is another quicap or service using this port? change node.listen-tcp)"
+            format!(" (is another quicap or service using this port? change {key})")
         } else {
-            ""
+            String::new()
         };
-        anyhow!("listening on TCP {addr}: {e}{hint}")
+        anyhow!("listening on {name} {addr}: {e}{hint}")
+    })?;
+    Ok(socket)
+}
+
+/// Binds a TCP listener on `addr` (dual-stack for `[::]`) for links over TLS/TCP.
+pub fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let socket = bound_socket(addr, Protocol::TCP, "node.listen-tcp", |socket| {
+        // A restarted node binds again at once, past connections in TIME_WAIT.
+        socket
+            .set_reuse_address(true)
+            .with_context(|| format!("setting SO_REUSEADDR on {addr}"))?;
+        Ok(socket.set_nonblocking(true)?)
     })?;
     socket
         .listen(1024)

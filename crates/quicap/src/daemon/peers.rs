@@ -141,11 +141,6 @@ pub struct PeerLink {
     pub link: Link,
     /// True if this node dialed the connection.
     pub outgoing: bool,
-    /// True if the link runs end to end over relay frames (see [`crate::relay`])
-    /// rather than over a direct path (`link.relayed()`, kept here for the lookups).
-    /// Relayed links carry the peers' own traffic only: they are no neighbours to the
-    /// mesh and forward nothing.
-    pub relayed: bool,
     /// For a relayed link: the one both ends keep when there are two, dialed by the
     /// node with the lower id.
     pub kept: bool,
@@ -225,7 +220,7 @@ impl Peer {
     fn best(&self, now_ms: u64, relayed: bool) -> Option<&PeerLink> {
         self.links
             .iter()
-            .filter(|l| l.relayed == relayed)
+            .filter(|l| l.link.relayed() == relayed)
             .max_by_key(|l| {
                 let alive = l.liveness.alive(now_ms);
                 (
@@ -336,16 +331,18 @@ impl PeerTable {
 
     /// True if a relayed link carries tunnel traffic (is probed at the full rate).
     pub fn relayed_busy(&self) -> bool {
-        self.lock()
-            .values()
-            .any(|p| p.links.iter().any(|l| l.relayed && !l.liveness.is_idle()))
+        self.lock().values().any(|p| {
+            p.links
+                .iter()
+                .any(|l| l.link.relayed() && !l.liveness.is_idle())
+        })
     }
 
     /// Node ids of the peers, and of those with a relayed link.
     pub fn ids(&self, relayed_only: bool) -> Vec<u64> {
         self.lock()
             .values()
-            .filter(|p| !relayed_only || p.links.iter().any(|l| l.relayed))
+            .filter(|p| !relayed_only || p.links.iter().any(|l| l.link.relayed()))
             .map(|p| p.id)
             .collect()
     }
@@ -392,7 +389,7 @@ impl PeerTable {
         let peers = self.lock();
         let mut closed = 0;
         for peer in peers.values() {
-            let open = |l: &&PeerLink| l.relayed && !l.link.is_closed();
+            let open = |l: &&PeerLink| l.link.relayed() && !l.link.is_closed();
             if peer
                 .links
                 .iter()
@@ -409,7 +406,7 @@ impl PeerTable {
                 || !peer
                     .links
                     .iter()
-                    .any(|l| !l.relayed && l.liveness.proven(now_ms))
+                    .any(|l| !l.link.relayed() && l.liveness.proven(now_ms))
             {
                 continue;
             }
@@ -450,7 +447,7 @@ impl PeerTable {
     pub fn has_relayed(&self, id: u64) -> bool {
         self.lock()
             .values()
-            .any(|p| p.id == id && p.links.iter().any(|l| l.relayed))
+            .any(|p| p.id == id && p.links.iter().any(|l| l.link.relayed()))
     }
 
     /// The preferred direct link of the peer called `name`.
@@ -473,7 +470,7 @@ impl PeerTable {
                 let rtt = p
                     .links
                     .iter()
-                    .filter(|k| !k.relayed && k.liveness.alive(now_ms))
+                    .filter(|k| !k.link.relayed() && k.liveness.alive(now_ms))
                     .map(|k| k.link.rtt())
                     .min()
                     .unwrap_or_else(|| l.link.rtt());
@@ -508,7 +505,7 @@ impl PeerTable {
     pub fn names(&self) -> Vec<String> {
         self.lock()
             .iter()
-            .filter(|(_, p)| p.links.iter().any(|l| !l.relayed))
+            .filter(|(_, p)| p.links.iter().any(|l| !l.link.relayed()))
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -520,7 +517,7 @@ impl PeerTable {
             .get(name)?
             .links
             .iter()
-            .find(|l| l.outgoing && !l.relayed && !l.link.is_closed())
+            .find(|l| l.outgoing && !l.link.relayed() && !l.link.is_closed())
             .map(|l| l.link.clone())
     }
 

@@ -148,7 +148,6 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
         PeerLink {
             link: link.clone(),
             outgoing,
-            relayed,
             // Both ends usually dial a relayed link at once; they agree to keep the one
             // the node with the lower id dialed.
             kept: relayed && outgoing == (node.mesh.id < id),

@@ -91,7 +91,7 @@ struct Shared {
     fd: OwnedFd,
     max_datagram: usize,
     datagrams_out: mpsc::Sender<Bytes>,
-    control_out: mpsc::UnboundedSender<Vec<u8>>,
+    control_out: mpsc::UnboundedSender<Outgoing>,
     control_in: Mutex<Option<mpsc::Receiver<Bytes>>>,
     inbound: Mutex<VecDeque<Bytes>>,
     inbound_ready: Notify,
@@ -134,7 +134,7 @@ impl Shared {
         }
         let mut record = Vec::new();
         stream::push_close(code.code(), reason, &mut record);
-        let _ = self.control_out.send(record);
+        let _ = self.control_out.send(Outgoing::Close(record));
         true
     }
 
@@ -412,7 +412,7 @@ impl TcpLink {
 
 /// The sending half of a TCP link's control stream.
 pub struct TcpControlSend {
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::UnboundedSender<Outgoing>,
     shared: Arc<Shared>,
 }
 
@@ -439,7 +439,9 @@ impl TcpControlSend {
             };
             let mut record = Vec::with_capacity(frame.len() + 1);
             stream::push_control(frame, &mut record).map_err(|_| WriteError::Lost)?;
-            self.out.send(record).map_err(|_| WriteError::Lost)?;
+            self.out
+                .send(Outgoing::Control(record))
+                .map_err(|_| WriteError::Lost)?;
             frames = &frames[frame.len()..];
         }
         Ok(())
@@ -555,7 +557,7 @@ async fn write_loop(
     mut wr: WriteHalf<TlsStream<TcpStream>>,
     shared: Arc<Shared>,
     mut datagrams: mpsc::Receiver<Bytes>,
-    mut control: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut control: mpsc::UnboundedReceiver<Outgoing>,
 ) {
     let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH + 2048);
     let mut closed = shared.closed.subscribe();
@@ -566,10 +568,7 @@ async fn write_loop(
         tokio::select! {
             biased;
             record = control.recv() => match record {
-                Some(r) => {
-                    last = is_close(&r);
-                    buf.extend_from_slice(&r);
-                }
+                Some(r) => last = r.append_to(&mut buf),
                 None => return,
             },
             d = datagrams.recv() => match d {
@@ -584,8 +583,7 @@ async fn write_loop(
         }
         while !last && buf.len() < WRITE_BATCH {
             if let Ok(r) = control.try_recv() {
-                last = is_close(&r);
-                buf.extend_from_slice(&r);
+                last = r.append_to(&mut buf);
             } else if let Ok(d) = datagrams.try_recv() {
                 buf.extend_from_slice(&d);
             } else {
@@ -611,11 +609,28 @@ async fn write_loop(
     }
 }
 
-fn is_close(record: &[u8]) -> bool {
-    matches!(
-        record.get(stream::LEN_PREFIX..).map(stream::parse),
-        Some(Ok(Record::Close { .. }))
-    )
+/// A record for the writer's control queue.
+#[derive(Debug)]
+enum Outgoing {
+    Control(Vec<u8>),
+    /// The last record: the writer ends the stream after it.
+    Close(Vec<u8>),
+}
+
+impl Outgoing {
+    /// Appends the record to `buf`; true if it is the last.
+    fn append_to(self, buf: &mut Vec<u8>) -> bool {
+        match self {
+            Outgoing::Control(r) => {
+                buf.extend_from_slice(&r);
+                false
+            }
+            Outgoing::Close(r) => {
+                buf.extend_from_slice(&r);
+                true
+            }
+        }
+    }
 }
 
 #[cfg(test)]
