@@ -124,7 +124,7 @@ fn main() {
     let mut frame = vec![0u8; relay::LEN];
     RelayHeader::new(NodeId(2), NodeId(1)).write(&mut frame);
     frame.extend_from_slice(&[0xc0, 0, 0, 0, 1]);
-    write(root, "relay", &[frame]);
+    write(root, "relay", std::slice::from_ref(&frame));
 
     let mut ping = Vec::new();
     Message::Ping(1).encode(&mut ping).expect("ping");
@@ -136,6 +136,8 @@ fn main() {
         records.extend_from_slice(&room);
         records.extend_from_slice(datagram);
     }
+    records.extend_from_slice(&stream::relay_prefix(frame.len()).expect("relay record"));
+    records.extend_from_slice(&frame);
     stream::push_close(6, "direct link up", &mut records);
     write(root, "stream", &[records]);
 

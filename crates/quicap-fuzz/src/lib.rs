@@ -96,6 +96,10 @@ pub fn stream_records(data: &[u8]) {
             Ok(Record::Close { reason, .. }) => {
                 assert!(reason.len() <= stream::MAX_CLOSE_REASON);
             }
+            Ok(Record::Relay(frame)) => {
+                assert_eq!(frame, &body[1..]);
+                let _ = RelayHeader::read(frame);
+            }
             Err(_) => return,
         }
         rest = &rest[len..];

@@ -9,14 +9,16 @@
 //! body[0]   record        rest of the body
 //! 0x00      control       one control frame without its length: type, payload
 //! 0x01      close         close code (32 bits), reason (UTF-8, at most 256 bytes)
-//! 0x02-0x0f (reserved)    a receiver closes the link: protocol violation
+//! 0x02      relay         one relay frame (see [`crate::relay`]), as on UDP
+//! 0x03-0x0f (reserved)    a receiver closes the link: protocol violation
 //! 0x10-0xff datagram      the body is an overlay datagram (its header's version
 //!                         nibble is never 0); nothing else in front of it
 //! ```
 //!
 //! An overlay datagram is framed by the 2-byte big-endian length alone, as TunSafe
 //! frames WireGuard over TCP, so a sender writes that prefix into the room it leaves in
-//! front of the datagram and copies nothing more.
+//! front of the datagram and copies nothing more. A relay frame gets a type byte: on
+//! UDP its mark tells it from a QUIC packet, here nothing but the record type would.
 
 use thiserror::Error;
 
@@ -26,9 +28,12 @@ pub const LEN_PREFIX: usize = 2;
 pub const MAX_BODY: usize = u16::MAX as usize;
 /// The longest close reason a sender puts in a close record.
 pub const MAX_CLOSE_REASON: usize = 256;
+/// Bytes in front of the relay frame in a relay record: the length prefix and the type.
+pub const RELAY_PREFIX: usize = LEN_PREFIX + 1;
 
 const TYPE_CONTROL: u8 = 0x00;
 const TYPE_CLOSE: u8 = 0x01;
+const TYPE_RELAY: u8 = 0x02;
 /// Bodies starting below this (and above the types defined) are reserved.
 const FIRST_DATAGRAM_BYTE: u8 = 0x10;
 
@@ -41,6 +46,8 @@ pub enum Record<'a> {
     Control(&'a [u8]),
     /// The sender closes the link.
     Close { code: u32, reason: &'a [u8] },
+    /// A relay frame (relay header and the QUIC packet it carries), not yet checked.
+    Relay(&'a [u8]),
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -86,6 +93,7 @@ pub fn parse(body: &[u8]) -> Result<Record<'_>, RecordError> {
                 reason,
             })
         }
+        TYPE_RELAY => Ok(Record::Relay(rest)),
         t if t < FIRST_DATAGRAM_BYTE => Err(RecordError::Reserved(t)),
         _ => Ok(Record::Datagram(body)),
     }
@@ -97,6 +105,14 @@ pub fn frame_datagram(room: &mut [u8; LEN_PREFIX], datagram_len: usize) -> Resul
     let len = u16::try_from(datagram_len).map_err(|_| RecordError::TooLong(datagram_len))?;
     *room = len.to_be_bytes();
     Ok(())
+}
+
+/// The [`RELAY_PREFIX`] bytes in front of a relay frame of `frame_len` bytes.
+pub fn relay_prefix(frame_len: usize) -> Result<[u8; RELAY_PREFIX], RecordError> {
+    let body_len = frame_len + 1;
+    let len = u16::try_from(body_len).map_err(|_| RecordError::TooLong(body_len))?;
+    let [hi, lo] = len.to_be_bytes();
+    Ok([hi, lo, TYPE_RELAY])
 }
 
 /// Appends a control record carrying `frame`, one control frame as
@@ -167,8 +183,11 @@ mod tests {
         stream.extend_from_slice(&room);
         stream.extend_from_slice(&datagram);
         push_close(6, "direct link up", &mut stream);
+        let relay_frame = [0x3a, 1, 16, 0, 9, 9];
+        stream.extend_from_slice(&relay_prefix(relay_frame.len()).unwrap());
+        stream.extend_from_slice(&relay_frame);
         let got = records(&stream).unwrap();
-        assert_eq!(got.len(), 3);
+        assert_eq!(got.len(), 4);
         let Record::Control(body) = got[0] else {
             panic!("{:?}", got[0]);
         };
@@ -181,13 +200,15 @@ mod tests {
                 reason: b"direct link up"
             }
         );
+        assert_eq!(got[3], Record::Relay(&relay_frame));
     }
 
     #[test]
     fn malformed_records_are_named() {
         assert_eq!(record_len(&[0, 0]), Some(Err(RecordError::Empty)));
         assert_eq!(record_len(&[0]), None);
-        assert_eq!(parse(&[0x05, 1]), Err(RecordError::Reserved(5)));
+        assert_eq!(parse(&[0x03, 1]), Err(RecordError::Reserved(3)));
+        assert_eq!(parse(&[0x0f]), Err(RecordError::Reserved(0x0f)));
         assert_eq!(parse(&[0x01, 0, 0]), Err(RecordError::ShortClose(3)));
         let mut long = vec![0x01, 0, 0, 0, 1];
         long.extend(std::iter::repeat_n(b'x', MAX_CLOSE_REASON + 1));
@@ -198,6 +219,10 @@ mod tests {
         let mut room = [0u8; LEN_PREFIX];
         assert_eq!(
             frame_datagram(&mut room, MAX_BODY + 1),
+            Err(RecordError::TooLong(MAX_BODY + 1))
+        );
+        assert_eq!(
+            relay_prefix(MAX_BODY),
             Err(RecordError::TooLong(MAX_BODY + 1))
         );
     }

@@ -10,9 +10,15 @@
 //! state and no keys of the connections it carries, and its work per packet is one
 //! receive and one send (batched by GRO and GSO like any other traffic).
 //!
+//! A next hop is a [`Hop`]: a direct QUIC peer's UDP address, or a peer reached over
+//! TLS/TCP, where frames travel in relay records on that link. Frames that arrive over
+//! TCP come in through [`RelayTable::from_stream`] and take the same decisions; those
+//! for this node go to the table's first socket, the one relayed dials leave from.
+//!
 //! Relay frames are taken only from the addresses of this node's direct peers, whose
-//! certificates the mesh has verified; anything else is dropped, so a node is no open
-//! relay for strangers and answers nothing to a probe.
+//! certificates the mesh has verified, and from TLS/TCP links, whose handshake verified
+//! them; anything else is dropped, so a node is no open relay for strangers and answers
+//! nothing to a probe.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -20,18 +26,44 @@ use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::task::{Context, Poll, Waker};
 
+use bytes::{Bytes, BytesMut};
 use quicap_wire::relay::{self, RelayHeader};
+use quicap_wire::stream::RELAY_PREFIX;
 use quicap_wire::NodeId;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
+
+use crate::link::tcp::FrameSender;
 
 /// First octet of virtual addresses: 240.0.0.0/4 is reserved and never routed.
 const VIRTUAL_FIRST_OCTET: u8 = 240;
 /// Port of every virtual address (quinn refuses port 0).
 const VIRTUAL_PORT: u16 = 1;
+/// Frames from TCP links waiting for quinn to take them; more are dropped, as a full
+/// socket buffer drops them.
+const STREAM_INBOX: usize = 4096;
+
+/// Where relay frames for a node go next.
+#[derive(Debug, Clone)]
+pub enum Hop {
+    /// A direct QUIC peer: on the UDP socket to its address.
+    Udp(SocketAddr),
+    /// A peer reached over TLS/TCP: in relay records on that link.
+    Stream(FrameSender),
+}
+
+impl PartialEq for Hop {
+    fn eq(&self, other: &Hop) -> bool {
+        match (self, other) {
+            (Hop::Udp(a), Hop::Udp(b)) => a == b,
+            (Hop::Stream(a), Hop::Stream(b)) => a.id() == b.id(),
+            _ => false,
+        }
+    }
+}
 
 /// Where relay frames go: the mesh's next hop for each node, and which addresses are
 /// direct peers. Shared by the node's sockets and updated by the daemon.
@@ -39,11 +71,14 @@ const VIRTUAL_PORT: u16 = 1;
 pub struct RelayTable {
     local: NodeId,
     state: RwLock<TableState>,
+    /// The first socket made on this table: frames for this node that arrive over
+    /// TCP are handed to quinn there, and frames that go on over UDP leave from it.
+    stream_socket: OnceLock<Weak<SocketState>>,
 }
 
 #[derive(Debug, Default)]
 struct TableState {
-    next_hop: HashMap<NodeId, SocketAddr>,
+    next_hop: HashMap<NodeId, Hop>,
     neighbours: HashSet<SocketAddr>,
     virtual_of: HashMap<NodeId, SocketAddr>,
     node_at: HashMap<SocketAddr, NodeId>,
@@ -54,20 +89,24 @@ impl RelayTable {
         Arc::new(RelayTable {
             local,
             state: RwLock::default(),
+            stream_socket: OnceLock::new(),
         })
     }
 
-    /// Replaces the routing state: the next hop's UDP address for each node reachable
-    /// through the mesh, and the addresses of the direct peers.
+    /// Replaces the routing state: the next hop for each node reachable through the
+    /// mesh, and the UDP addresses of the direct peers.
     pub fn update(
         &self,
-        next_hops: impl IntoIterator<Item = (NodeId, SocketAddr)>,
+        next_hops: impl IntoIterator<Item = (NodeId, Hop)>,
         neighbours: impl IntoIterator<Item = SocketAddr>,
     ) {
         let mut state = self.write();
         state.next_hop = next_hops
             .into_iter()
-            .map(|(node, addr)| (node, canonical(addr)))
+            .map(|(node, hop)| match hop {
+                Hop::Udp(addr) => (node, Hop::Udp(canonical(addr))),
+                stream => (node, stream),
+            })
             .collect();
         state.neighbours = neighbours.into_iter().map(canonical).collect();
     }
@@ -100,8 +139,62 @@ impl RelayTable {
         self.read().node_at.get(&addr).copied()
     }
 
-    fn next_hop(&self, node: NodeId) -> Option<SocketAddr> {
-        self.read().next_hop.get(&node).copied()
+    /// Takes one relay record (prefix included) that arrived on a TLS/TCP link: hands
+    /// a frame for this node to quinn, forwards one for another node, drops the rest.
+    pub fn from_stream(&self, mut record: BytesMut) {
+        let Some(socket) = self.stream_socket.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let frame = &mut record[RELAY_PREFIX..];
+        let action = self.action(&self.read(), frame, true);
+        match action {
+            Action::Deliver(source) => {
+                let addr = socket.shown(self.virtual_addr(source));
+                let data = record.freeze().slice(RELAY_PREFIX + relay::LEN..);
+                socket.inject(addr, data);
+            }
+            Action::Forward(hop) => {
+                // Checked by `action`: the frame has a hop to spend.
+                let _ = relay::forward_hop(frame);
+                let sent = match hop {
+                    Hop::Udp(next) => socket.send_udp(next, None, frame, frame.len(), 1),
+                    // The record goes on as it came, hop limit spent.
+                    Hop::Stream(link) => link.send_record(record.freeze()),
+                };
+                socket.counters.count_sent(sent, 1);
+            }
+            // A relay record holds a relay frame, never a QUIC packet.
+            Action::Quic | Action::Drop => {
+                RelayCounters::add(&socket.counters.dropped, 1);
+            }
+        }
+    }
+
+    /// What to do with `datagram`, with the table read once by the caller.
+    fn action(&self, table: &TableState, datagram: &[u8], trusted: bool) -> Action {
+        if !datagram.first().is_some_and(|b| relay::is_relay_frame(*b)) {
+            return Action::Quic;
+        }
+        if !trusted {
+            return Action::Drop;
+        }
+        let Ok(header) = RelayHeader::read(datagram) else {
+            return Action::Drop;
+        };
+        if datagram.len() <= relay::LEN {
+            return Action::Drop;
+        }
+        if header.destination == self.local {
+            return Action::Deliver(header.source);
+        }
+        match table.next_hop.get(&header.destination) {
+            Some(next) if header.hop_limit > 1 => Action::Forward(next.clone()),
+            _ => Action::Drop,
+        }
+    }
+
+    fn next_hop(&self, node: NodeId) -> Option<Hop> {
+        self.read().next_hop.get(&node).cloned()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, TableState> {
@@ -138,7 +231,7 @@ pub struct RelayCounters {
     /// Frames sent for this node's own relayed connections.
     pub originated: AtomicU64,
     /// Frames dropped: from a stranger, malformed, out of hops, no route, or a full
-    /// socket.
+    /// socket or send queue.
     pub dropped: AtomicU64,
 }
 
@@ -146,65 +239,70 @@ impl RelayCounters {
     fn add(counter: &AtomicU64, n: usize) {
         counter.fetch_add(n as u64, Ordering::Relaxed);
     }
+
+    /// Counts `n` frames passed on, or dropped if the next hop did not take them.
+    fn count_sent(&self, sent: bool, n: usize) {
+        Self::add(if sent { &self.forwarded } else { &self.dropped }, n);
+    }
 }
 
 /// A UDP socket for quinn that also carries relay frames; see the module docs.
 pub struct RelaySocket {
-    inner: Arc<dyn AsyncUdpSocket>,
+    state: Arc<SocketState>,
     table: Arc<RelayTable>,
+    /// Frames under construction for sending.
+    scratch: Mutex<Vec<u8>>,
+}
+
+/// The part of a [`RelaySocket`] its table also reaches, for frames from TCP links.
+struct SocketState {
+    inner: Arc<dyn AsyncUdpSocket>,
     /// Whether the socket is IPv6 (dual-stack): addresses are then shown to quinn in
     /// their IPv4-mapped form, as quinn uses them.
     ipv6: bool,
-    /// Datagrams sorted out of a mixed receive batch, delivered by the next receive.
+    /// Datagrams sorted out of a mixed receive batch or handed over from TCP links,
+    /// delivered by the next receive.
     pending: Mutex<VecDeque<Pending>>,
     has_pending: AtomicBool,
-    /// Frames under construction for sending.
-    scratch: Mutex<Vec<u8>>,
+    /// The receiving task while it waits, for datagrams handed over from TCP links.
+    waker: Mutex<Option<Waker>>,
+    takes_streams: bool,
     counters: Arc<RelayCounters>,
+}
+
+impl fmt::Debug for SocketState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketState")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Pending {
     meta: RecvMeta,
-    data: Vec<u8>,
+    data: Bytes,
 }
 
 impl fmt::Debug for RelaySocket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RelaySocket")
-            .field("inner", &self.inner)
+            .field("inner", &self.state.inner)
             .field("local", &self.table.local)
             .finish_non_exhaustive()
     }
 }
 
 /// What to do with one datagram of a receive batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum Action {
     Quic,
     /// To another node, through this next hop.
-    Forward(SocketAddr),
+    Forward(Hop),
     Deliver(NodeId),
     Drop,
 }
 
-impl RelaySocket {
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>, table: Arc<RelayTable>) -> io::Result<Self> {
-        let ipv6 = inner.local_addr()?.is_ipv6();
-        Ok(RelaySocket {
-            inner,
-            table,
-            ipv6,
-            pending: Mutex::default(),
-            has_pending: AtomicBool::new(false),
-            scratch: Mutex::default(),
-            counters: Arc::default(),
-        })
-    }
-
-    pub fn counters(&self) -> Arc<RelayCounters> {
-        self.counters.clone()
-    }
-
+impl SocketState {
     /// A virtual address in the form quinn uses on this socket.
     fn shown(&self, addr: SocketAddr) -> SocketAddr {
         match addr {
@@ -215,148 +313,83 @@ impl RelaySocket {
         }
     }
 
-    /// What to do with `datagram`, with the table read once by the caller.
-    fn action(&self, table: &TableState, datagram: &[u8], trusted: bool) -> Action {
-        if !datagram.first().is_some_and(|b| relay::is_relay_frame(*b)) {
-            return Action::Quic;
-        }
-        if !trusted {
-            return Action::Drop;
-        }
-        let Ok(header) = RelayHeader::read(datagram) else {
-            return Action::Drop;
-        };
-        if datagram.len() <= relay::LEN {
-            return Action::Drop;
-        }
-        if header.destination == self.table.local {
-            return Action::Deliver(header.source);
-        }
-        match table.next_hop.get(&header.destination) {
-            Some(next) if header.hop_limit > 1 => Action::Forward(*next),
-            _ => Action::Drop,
-        }
+    fn pending(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sorts one received buffer (one datagram, or several of `meta.stride` bytes from
-    /// GRO): forwards relay frames for other nodes, unwraps those for this node, and
-    /// leaves QUIC packets in place. A buffer quinn should not see gets length 0.
-    fn sort(&self, buf: &mut [u8], meta: &mut RecvMeta) {
-        let len = meta.len.min(buf.len());
-        let stride = if meta.stride == 0 { len } else { meta.stride };
-        let data = &mut buf[..len];
-        if len == 0 || !data.chunks(stride).any(|d| relay::is_relay_frame(d[0])) {
-            return;
-        }
-        // One look at the table for the whole batch.
-        let (trusted, first, uniform) = {
-            let table = self.table.read();
-            let trusted = table.neighbours.contains(&canonical(meta.addr));
-            let first = self.action(&table, &data[..stride.min(len)], trusted);
-            let uniform = data
-                .chunks(stride)
-                .skip(1)
-                .all(|d| self.action(&table, d, trusted) == first);
-            (trusted, first, uniform)
-        };
-        let count = len.div_ceil(stride);
-        match first {
-            Action::Forward(next) if uniform => {
-                for d in data.chunks_mut(stride) {
-                    // Checked by `action`: every frame has a hop to spend.
-                    let _ = relay::forward_hop(d);
-                }
-                self.send_frames(next, meta, data, stride, count);
-                meta.len = 0;
+    /// Queues a datagram from a TCP link for quinn, as if from `addr`, and wakes the
+    /// receiving task.
+    fn inject(&self, addr: SocketAddr, data: Bytes) {
+        {
+            let mut pending = self.pending();
+            if pending.len() >= STREAM_INBOX {
+                RelayCounters::add(&self.counters.dropped, 1);
+                return;
             }
-            Action::Deliver(source) if uniform => {
-                let inner = stride - relay::LEN;
-                let mut out = 0;
-                for at in (0..len).step_by(stride) {
-                    let end = (at + stride).min(len);
-                    data.copy_within(at + relay::LEN..end, out);
-                    out += end - at - relay::LEN;
-                }
-                meta.len = out;
-                meta.stride = inner;
-                meta.addr = self.shown(self.table.virtual_addr(source));
-                RelayCounters::add(&self.counters.delivered, count);
-            }
-            Action::Drop if uniform => {
-                RelayCounters::add(&self.counters.dropped, count);
-                meta.len = 0;
-            }
-            _ => {
-                self.sort_each(data, stride, trusted, meta);
-                meta.len = 0;
-            }
-        }
-    }
-
-    /// The slow path for a batch that mixes kinds: one datagram at a time, the ones for
-    /// quinn queued for the next receive.
-    fn sort_each(&self, data: &mut [u8], stride: usize, trusted: bool, meta: &RecvMeta) {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for d in data.chunks_mut(stride) {
-            let action = self.action(&self.table.read(), d, trusted);
-            let (addr, payload) = match action {
-                Action::Quic => (meta.addr, &d[..]),
-                Action::Deliver(source) => {
-                    RelayCounters::add(&self.counters.delivered, 1);
-                    (
-                        self.shown(self.table.virtual_addr(source)),
-                        &d[relay::LEN..],
-                    )
-                }
-                Action::Forward(next) => {
-                    let _ = relay::forward_hop(d);
-                    self.send_frames(next, meta, d, d.len(), 1);
-                    continue;
-                }
-                Action::Drop => {
-                    RelayCounters::add(&self.counters.dropped, 1);
-                    continue;
-                }
+            let meta = RecvMeta {
+                addr,
+                len: data.len(),
+                stride: data.len(),
+                ecn: None,
+                dst_ip: None,
             };
-            let mut m = *meta;
-            m.addr = addr;
-            m.len = payload.len();
-            m.stride = payload.len();
-            pending.push_back(Pending {
-                meta: m,
-                data: payload.to_vec(),
-            });
+            pending.push_back(Pending { meta, data });
+            self.has_pending.store(true, Ordering::Release);
         }
-        self.has_pending
-            .store(!pending.is_empty(), Ordering::Release);
+        RelayCounters::add(&self.counters.delivered, 1);
+        if let Some(waker) = &*self.waker.lock().unwrap_or_else(|e| e.into_inner()) {
+            waker.wake_by_ref();
+        }
     }
 
-    fn send_frames(
+    /// Sends `count` frames of `stride` bytes (the last may be shorter) in `frames` to
+    /// `next` over UDP; false if the socket did not take them.
+    fn send_udp(
         &self,
         next: SocketAddr,
-        meta: &RecvMeta,
+        ecn: Option<quinn::udp::EcnCodepoint>,
         frames: &[u8],
         stride: usize,
         count: usize,
-    ) {
+    ) -> bool {
         let transmit = Transmit {
             destination: next,
-            ecn: meta.ecn,
+            ecn,
             contents: frames,
             segment_size: (count > 1).then_some(stride),
             src_ip: None,
         };
-        match self.inner.try_send(&transmit) {
-            Ok(()) => RelayCounters::add(&self.counters.forwarded, count),
-            // A full socket or an unreachable hop loses the frames, as a congested
-            // router would; the end-to-end connection recovers.
-            Err(_) => RelayCounters::add(&self.counters.dropped, count),
+        // A full socket or an unreachable hop loses the frames, as a congested router
+        // would; the end-to-end connection recovers.
+        self.inner.try_send(&transmit).is_ok()
+    }
+
+    /// Sends frames to `next`, one relay record each on a TCP link or in one send on
+    /// UDP, and counts them as forwarded or dropped.
+    fn forward(
+        &self,
+        next: &Hop,
+        ecn: Option<quinn::udp::EcnCodepoint>,
+        frames: &[u8],
+        stride: usize,
+    ) {
+        let count = frames.len().div_ceil(stride);
+        match next {
+            Hop::Udp(addr) => {
+                let sent = self.send_udp(*addr, ecn, frames, stride, count);
+                self.counters.count_sent(sent, count);
+            }
+            Hop::Stream(link) => {
+                for frame in frames.chunks(stride) {
+                    self.counters.count_sent(link.send_relay(&[frame]), 1);
+                }
+            }
         }
     }
 
-    /// Hands out datagrams left over from a mixed batch.
+    /// Hands out datagrams left over from a mixed batch or handed over from TCP links.
     fn drain_pending(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta]) -> usize {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.pending();
         let mut n = 0;
         while n < bufs.len().min(meta.len()) {
             let Some(p) = pending.pop_front() else { break };
@@ -373,27 +406,184 @@ impl RelaySocket {
     }
 }
 
+impl RelaySocket {
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, table: Arc<RelayTable>) -> io::Result<Self> {
+        let ipv6 = inner.local_addr()?.is_ipv6();
+        let first = table.stream_socket.get().is_none();
+        let state = Arc::new(SocketState {
+            inner,
+            ipv6,
+            pending: Mutex::default(),
+            has_pending: AtomicBool::new(false),
+            waker: Mutex::default(),
+            takes_streams: first,
+            counters: Arc::default(),
+        });
+        if first {
+            let _ = table.stream_socket.set(Arc::downgrade(&state));
+        }
+        Ok(RelaySocket {
+            state,
+            table,
+            scratch: Mutex::default(),
+        })
+    }
+
+    pub fn counters(&self) -> Arc<RelayCounters> {
+        self.state.counters.clone()
+    }
+
+    /// Sorts one received buffer (one datagram, or several of `meta.stride` bytes from
+    /// GRO): forwards relay frames for other nodes, unwraps those for this node, and
+    /// leaves QUIC packets in place. A buffer quinn should not see gets length 0.
+    fn sort(&self, buf: &mut [u8], meta: &mut RecvMeta) {
+        let len = meta.len.min(buf.len());
+        let stride = if meta.stride == 0 { len } else { meta.stride };
+        let data = &mut buf[..len];
+        if len == 0 || !data.chunks(stride).any(|d| relay::is_relay_frame(d[0])) {
+            return;
+        }
+        // One look at the table for the whole batch.
+        let (trusted, first, uniform) = {
+            let table = self.table.read();
+            let trusted = table.neighbours.contains(&canonical(meta.addr));
+            let first = self.table.action(&table, &data[..stride.min(len)], trusted);
+            let uniform = data
+                .chunks(stride)
+                .skip(1)
+                .all(|d| self.table.action(&table, d, trusted) == first);
+            (trusted, first, uniform)
+        };
+        let count = len.div_ceil(stride);
+        let counters = &self.state.counters;
+        match first {
+            Action::Forward(next) if uniform => {
+                for d in data.chunks_mut(stride) {
+                    // Checked by `action`: every frame has a hop to spend.
+                    let _ = relay::forward_hop(d);
+                }
+                self.state.forward(&next, meta.ecn, data, stride);
+                meta.len = 0;
+            }
+            Action::Deliver(source) if uniform => {
+                let inner = stride - relay::LEN;
+                let mut out = 0;
+                for at in (0..len).step_by(stride) {
+                    let end = (at + stride).min(len);
+                    data.copy_within(at + relay::LEN..end, out);
+                    out += end - at - relay::LEN;
+                }
+                meta.len = out;
+                meta.stride = inner;
+                meta.addr = self.state.shown(self.table.virtual_addr(source));
+                RelayCounters::add(&counters.delivered, count);
+            }
+            Action::Drop if uniform => {
+                RelayCounters::add(&counters.dropped, count);
+                meta.len = 0;
+            }
+            _ => {
+                self.sort_each(data, stride, trusted, meta);
+                meta.len = 0;
+            }
+        }
+    }
+
+    /// The slow path for a batch that mixes kinds: one datagram at a time, the ones for
+    /// quinn queued for the next receive.
+    fn sort_each(&self, data: &mut [u8], stride: usize, trusted: bool, meta: &RecvMeta) {
+        let counters = &self.state.counters;
+        let mut pending = self.state.pending();
+        for d in data.chunks_mut(stride) {
+            let action = self.table.action(&self.table.read(), d, trusted);
+            let (addr, payload) = match action {
+                Action::Quic => (meta.addr, &d[..]),
+                Action::Deliver(source) => {
+                    RelayCounters::add(&counters.delivered, 1);
+                    (
+                        self.state.shown(self.table.virtual_addr(source)),
+                        &d[relay::LEN..],
+                    )
+                }
+                Action::Forward(next) => {
+                    let _ = relay::forward_hop(d);
+                    self.state.forward(&next, meta.ecn, d, d.len());
+                    continue;
+                }
+                Action::Drop => {
+                    RelayCounters::add(&counters.dropped, 1);
+                    continue;
+                }
+            };
+            let mut m = *meta;
+            m.addr = addr;
+            m.len = payload.len();
+            m.stride = payload.len();
+            pending.push_back(Pending {
+                meta: m,
+                data: Bytes::copy_from_slice(payload),
+            });
+        }
+        self.state
+            .has_pending
+            .store(!pending.is_empty(), Ordering::Release);
+    }
+
+    /// Sends quinn's datagrams for `node` in relay frames on a TCP link, one record
+    /// each.
+    fn originate_on_stream(
+        &self,
+        link: &FrameSender,
+        header: RelayHeader,
+        transmit: &Transmit,
+        segment: usize,
+    ) {
+        let mut room = [0u8; relay::LEN];
+        header.write(&mut room);
+        let counters = &self.state.counters;
+        for datagram in transmit.contents.chunks(segment) {
+            let sent = link.send_relay(&[&room, datagram]);
+            RelayCounters::add(
+                if sent {
+                    &counters.originated
+                } else {
+                    &counters.dropped
+                },
+                1,
+            );
+        }
+    }
+}
+
 impl AsyncUdpSocket for RelaySocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
-        self.inner.clone().create_io_poller()
+        self.state.inner.clone().create_io_poller()
     }
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         let Some(node) = self.table.node_at(transmit.destination) else {
-            return self.inner.try_send(transmit);
+            return self.state.inner.try_send(transmit);
         };
         let segment = transmit
             .segment_size
             .unwrap_or(transmit.contents.len())
             .max(1);
-        let Some(next) = self.table.next_hop(node) else {
-            // No route right now: lost like any packet, and the connection's loss
-            // recovery and idle timeout take it from there.
-            let count = transmit.contents.len().div_ceil(segment);
-            RelayCounters::add(&self.counters.dropped, count);
-            return Ok(());
-        };
+        let counters = &self.state.counters;
         let header = RelayHeader::new(node, self.table.local);
+        let next = match self.table.next_hop(node) {
+            Some(Hop::Udp(next)) => next,
+            Some(Hop::Stream(link)) => {
+                self.originate_on_stream(&link, header, transmit, segment);
+                return Ok(());
+            }
+            None => {
+                // No route right now: lost like any packet, and the connection's loss
+                // recovery and idle timeout take it from there.
+                let count = transmit.contents.len().div_ceil(segment);
+                RelayCounters::add(&counters.dropped, count);
+                return Ok(());
+            }
+        };
         let mut frames = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         frames.clear();
         let mut count = 0;
@@ -404,14 +594,14 @@ impl AsyncUdpSocket for RelaySocket {
             frames.extend_from_slice(datagram);
             count += 1;
         }
-        self.inner.try_send(&Transmit {
+        self.state.inner.try_send(&Transmit {
             destination: next,
             ecn: transmit.ecn,
             contents: &frames,
             segment_size: transmit.segment_size.map(|s| s + relay::LEN),
             src_ip: None,
         })?;
-        RelayCounters::add(&self.counters.originated, count);
+        RelayCounters::add(&counters.originated, count);
         Ok(())
     }
 
@@ -421,42 +611,56 @@ impl AsyncUdpSocket for RelaySocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        if self.has_pending.load(Ordering::Acquire) {
-            let n = self.drain_pending(bufs, meta);
+        let state = &self.state;
+        if state.has_pending.load(Ordering::Acquire) {
+            let n = state.drain_pending(bufs, meta);
             if n > 0 {
-                if self.has_pending.load(Ordering::Acquire) {
+                if state.has_pending.load(Ordering::Acquire) {
                     cx.waker().wake_by_ref();
                 }
                 return Poll::Ready(Ok(n));
             }
         }
-        let n = match self.inner.poll_recv(cx, bufs, meta) {
+        let n = match state.inner.poll_recv(cx, bufs, meta) {
             Poll::Ready(Ok(n)) => n,
+            Poll::Pending if state.takes_streams => {
+                let mut waker = state.waker.lock().unwrap_or_else(|e| e.into_inner());
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                drop(waker);
+                // A datagram handed over between the check above and the waker's
+                // registration would otherwise wait for the next UDP datagram.
+                if state.has_pending.load(Ordering::Acquire) {
+                    cx.waker().wake_by_ref();
+                }
+                return Poll::Pending;
+            }
             other => return other,
         };
         for (buf, m) in bufs.iter_mut().zip(meta.iter_mut()).take(n) {
             self.sort(buf, m);
         }
-        if self.has_pending.load(Ordering::Acquire) {
+        if state.has_pending.load(Ordering::Acquire) {
             cx.waker().wake_by_ref();
         }
         Poll::Ready(Ok(n))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.inner.local_addr()
+        self.state.inner.local_addr()
     }
 
     fn max_transmit_segments(&self) -> usize {
-        self.inner.max_transmit_segments()
+        self.state.inner.max_transmit_segments()
     }
 
     fn max_receive_segments(&self) -> usize {
-        self.inner.max_receive_segments()
+        self.state.inner.max_receive_segments()
     }
 
     fn may_fragment(&self) -> bool {
-        self.inner.may_fragment()
+        self.state.inner.may_fragment()
     }
 }
 
@@ -562,9 +766,14 @@ mod tests {
             node(&pki, "node-b", B, bind),
             node(&pki, "node-c", C, bind),
         );
-        a.table.update([(B, b.addr), (C, b.addr)], [b.addr]);
-        b.table.update([(A, a.addr), (C, c.addr)], [a.addr, c.addr]);
-        c.table.update([(B, b.addr), (A, b.addr)], [b.addr]);
+        a.table
+            .update([(B, Hop::Udp(b.addr)), (C, Hop::Udp(b.addr))], [b.addr]);
+        b.table.update(
+            [(A, Hop::Udp(a.addr)), (C, Hop::Udp(c.addr))],
+            [a.addr, c.addr],
+        );
+        c.table
+            .update([(B, Hop::Udp(b.addr)), (A, Hop::Udp(b.addr))], [b.addr]);
         (a, b, c)
     }
 
@@ -664,7 +873,10 @@ mod tests {
         hop.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
         let table = RelayTable::new(C);
-        table.update([(A, hop.local_addr().expect("bound"))], [neighbour]);
+        table.update(
+            [(A, Hop::Udp(hop.local_addr().expect("bound")))],
+            [neighbour],
+        );
         let runtime = quinn::default_runtime().expect("runtime");
         let inner = runtime
             .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").expect("socket"))
@@ -706,7 +918,7 @@ mod tests {
         assert!(data[..80].iter().all(|b| *b == 1));
         assert!(data[80..160].iter().all(|b| *b == 2));
         assert!(data[160..200].iter().all(|b| *b == 3));
-        assert_eq!(count(&sock.counters.delivered), 3);
+        assert_eq!(count(&sock.state.counters.delivered), 3);
     }
 
     #[tokio::test]
@@ -725,7 +937,7 @@ mod tests {
             assert_eq!(header.hop_limit, relay::DEFAULT_HOP_LIMIT - 1);
             assert!(buf[relay::LEN..n].iter().all(|b| *b == fill));
         }
-        assert_eq!(count(&sock.counters.forwarded), 2);
+        assert_eq!(count(&sock.state.counters.forwarded), 2);
     }
 
     #[tokio::test]
@@ -751,7 +963,7 @@ mod tests {
         let mut storage = vec![0u8; 4 * 200];
         let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(200).map(IoSliceMut::new).collect();
         let mut metas = [RecvMeta::default(); 4];
-        assert_eq!(sock.drain_pending(&mut bufs, &mut metas), 3);
+        assert_eq!(sock.state.drain_pending(&mut bufs, &mut metas), 3);
         assert_eq!((metas[0].addr, metas[0].len), (neighbour, 100));
         assert_eq!(&bufs[0][..100], &quic[..]);
         assert_eq!(
@@ -767,10 +979,80 @@ mod tests {
         let (n, _) = hop.recv_from(&mut buf).expect("forwarded frame");
         assert_eq!(n, 100);
         assert!(buf[relay::LEN..n].iter().all(|b| *b == 2));
-        assert_eq!(count(&sock.counters.forwarded), 1);
-        assert_eq!(count(&sock.counters.delivered), 2);
-        assert_eq!(count(&sock.counters.dropped), 1, "the frame out of hops");
-        assert!(!sock.has_pending.load(Ordering::Acquire));
+        assert_eq!(count(&sock.state.counters.forwarded), 1);
+        assert_eq!(count(&sock.state.counters.delivered), 2);
+        assert_eq!(
+            count(&sock.state.counters.dropped),
+            1,
+            "the frame out of hops"
+        );
+        assert!(!sock.state.has_pending.load(Ordering::Acquire));
+    }
+
+    /// A relay record as a TCP link delivers it, prefix included.
+    fn record(frame: &[u8]) -> BytesMut {
+        let mut r = BytesMut::new();
+        r.extend_from_slice(&quicap_wire::stream::relay_prefix(frame.len()).expect("fits"));
+        r.extend_from_slice(frame);
+        r
+    }
+
+    #[tokio::test]
+    async fn frames_from_a_tcp_link_reach_quinn_or_go_on_over_udp() {
+        let (sock, hop) = sorter("127.0.0.1:9".parse().expect("address")).await;
+        let table = sock.table.clone();
+        table.from_stream(record(&frame(C, B, 100, 4)));
+        table.from_stream(record(&frame(A, B, 90, 5)));
+        table.from_stream(record(&frame(NodeId(42), B, 90, 6)));
+        let mut quic = vec![5u8; 100];
+        quic[0] = 0x40;
+        table.from_stream(record(&quic));
+
+        let mut storage = vec![0u8; 2 * 200];
+        let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(200).map(IoSliceMut::new).collect();
+        let mut metas = [RecvMeta::default(); 2];
+        assert_eq!(sock.state.drain_pending(&mut bufs, &mut metas), 1);
+        assert_eq!(
+            (metas[0].addr, metas[0].len),
+            (sock.table.virtual_addr(B), 80)
+        );
+        assert!(bufs[0][..80].iter().all(|b| *b == 4));
+        let mut buf = [0u8; 200];
+        let (n, _) = hop.recv_from(&mut buf).expect("forwarded frame");
+        assert_eq!(n, 90);
+        let header = RelayHeader::read(&buf[..n]).expect("relay header");
+        assert_eq!((header.destination, header.source), (A, B));
+        assert_eq!(header.hop_limit, relay::DEFAULT_HOP_LIMIT - 1);
+        assert!(buf[relay::LEN..n].iter().all(|b| *b == 5));
+        let counters = &sock.state.counters;
+        assert_eq!(count(&counters.delivered), 1);
+        assert_eq!(count(&counters.forwarded), 1);
+        assert_eq!(count(&counters.dropped), 2, "no route, and a QUIC packet");
+    }
+
+    /// quinn's receive task, waiting on the UDP socket, wakes for a frame that came
+    /// over TCP.
+    #[tokio::test]
+    async fn a_frame_from_a_tcp_link_wakes_the_waiting_receiver() {
+        let (sock, _hop) = sorter("127.0.0.1:9".parse().expect("address")).await;
+        let sock = Arc::new(sock);
+        let receiver = sock.clone();
+        let received = tokio::spawn(async move {
+            let mut storage = [0u8; 200];
+            let mut meta = [RecvMeta::default()];
+            std::future::poll_fn(|cx| {
+                let mut bufs = [IoSliceMut::new(&mut storage)];
+                receiver.poll_recv(cx, &mut bufs, &mut meta)
+            })
+            .await
+            .expect("receive");
+            (meta[0].addr, storage[..meta[0].len].to_vec())
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        sock.table.from_stream(record(&frame(C, B, 60, 9)));
+        let (addr, data) = within("wake", received).await.expect("task");
+        assert_eq!(addr, sock.table.virtual_addr(B));
+        assert_eq!(data, vec![9u8; 40]);
     }
 
     #[tokio::test]
@@ -784,10 +1066,10 @@ mod tests {
         let mut storage = vec![0u8; 2 * 200];
         let mut bufs: Vec<IoSliceMut<'_>> = storage.chunks_mut(200).map(IoSliceMut::new).collect();
         let mut metas = [RecvMeta::default(); 2];
-        assert_eq!(sock.drain_pending(&mut bufs, &mut metas), 1);
+        assert_eq!(sock.state.drain_pending(&mut bufs, &mut metas), 1);
         assert_eq!(metas[0].addr, stranger);
-        assert_eq!(count(&sock.counters.dropped), 1);
-        assert_eq!(count(&sock.counters.delivered), 0);
+        assert_eq!(count(&sock.state.counters.dropped), 1);
+        assert_eq!(count(&sock.state.counters.delivered), 0);
     }
 
     #[test]

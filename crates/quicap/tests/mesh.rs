@@ -72,7 +72,7 @@ fn line_a_b_c_reaches_c_only_through_b() {
     require_root();
     let pki = Pki::new("testnet");
     let line = Line::start(&pki, V4_LINE);
-    let (a, c) = (&line.a, &line.c);
+    let c = &line.c;
     let (node_a, node_b, node_c) = (&line.node_a, &line.node_b, &line.node_c);
     assert!(relayed_link_in_use(node_c, "node-a"));
     assert!(
@@ -94,15 +94,58 @@ fn line_a_b_c_reaches_c_only_through_b() {
         serde_json::json!(["node-a", "node-b", "node-c"])
     );
     assert!(route["metric"].as_u64() > Some(0));
-    // A 20 MB TCP transfer through the intermediate node arrives intact, and the
-    // intermediate node carried it as relay frames: forwarded, never decrypted.
-    let before = relay_forwarded(node_b);
-    transfer_intact(a, c, pki.dir.path(), "10.77.0.3", 20_971_520);
-    let forwarded = relay_forwarded(node_b) - before;
+    // The intermediate node carries the end-to-end connection as relay frames:
+    // forwarded, never decrypted.
+    relays_20_mb(&pki, &line);
+}
+
+/// A three-node line whose middle node takes no UDP at all: both its links are TLS/TCP,
+/// and the end-to-end relayed connection between node-a and node-c crosses it in relay
+/// records, from one TCP link to the other.
+#[test]
+fn a_relayed_connection_crosses_a_middle_node_reached_only_over_tcp() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::routed_prepared(&pki, V4_LINE, &[], "", |_, b, _| block_udp(b, "drop"));
+    line.wait_relayed();
+    for (node, peer) in [(&line.node_a, "node-b"), (&line.node_c, "node-b")] {
+        assert_eq!(tcp_links_in_use(node, peer), 1, "{:?}", links(node, peer));
+    }
+    relays_20_mb(&pki, &line);
+}
+
+/// node-c takes no UDP: node-b forwards relay frames between node-a's QUIC link and
+/// node-c's TLS/TCP link, in both directions.
+#[test]
+fn a_relayed_connection_crosses_from_quic_to_tcp_and_back() {
+    require_root();
+    let pki = Pki::new("testnet");
+    let line = Line::routed_prepared(&pki, V4_LINE, &[], "", |_, _, c| block_udp(c, "drop"));
+    line.wait_relayed();
+    assert_eq!(tcp_links_in_use(&line.node_a, "node-b"), 0);
+    assert_eq!(tcp_links_in_use(&line.node_c, "node-b"), 1);
+    relays_20_mb(&pki, &line);
+}
+
+/// A 20 MB TCP transfer from a to c arrives intact, carried by node-b as relay frames
+/// on node-a's end-to-end relayed link.
+fn relays_20_mb(pki: &Pki, line: &Line) {
+    let before = relay_forwarded(&line.node_b);
+    transfer_intact(&line.a, &line.c, pki.dir.path(), "10.77.0.3", 20_971_520);
+    let forwarded = relay_forwarded(&line.node_b) - before;
     assert!(
         forwarded > 20_971_520 / 1500,
         "node-b forwarded only {forwarded} relay frames for 20 MB"
     );
+    assert!(relayed_link_in_use(&line.node_a, "node-c"));
+}
+
+/// How many of `node`'s links to `peer` are TLS/TCP links in use.
+fn tcp_links_in_use(node: &Node, peer: &str) -> usize {
+    links(node, peer)
+        .iter()
+        .filter(|l| l["kind"] == "tcp" && l["in_use"] == true)
+        .count()
 }
 
 /// A relay frame adds 20 bytes to the QUIC packet it carries. Over an IPv6 underlay
@@ -182,9 +225,22 @@ impl Line {
         more_for_a: &[(&str, Option<&str>)],
         tun_extra: &str,
     ) -> Line {
+        Line::routed_prepared(pki, addrs, more_for_a, tun_extra, |_, _, _| {})
+    }
+
+    /// Like [`Line::routed_with`], calling `prepare` with the namespaces of a, b and c
+    /// before any node starts.
+    fn routed_prepared(
+        pki: &Pki,
+        addrs: [&str; 4],
+        more_for_a: &[(&str, Option<&str>)],
+        tun_extra: &str,
+        prepare: impl FnOnce(&Netns, &Netns, &Netns),
+    ) -> Line {
         let (a, b, c) = (Netns::new(), Netns::new(), Netns::new());
         link(&a, addrs[0], &b, addrs[1]);
         link(&b, addrs[2], &c, addrs[3]);
+        prepare(&a, &b, &c);
         let v6 = addrs[0].contains(':');
         let listen = if v6 { "[::]:4433" } else { "0.0.0.0:4433" };
         let endpoint = |addr: &str| {

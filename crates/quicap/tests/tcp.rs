@@ -7,23 +7,6 @@ use std::time::Duration;
 
 use common::*;
 
-/// Drops UDP to and from port 4433 in `ns` (table `noudp`; `allow_udp` removes it).
-fn block_udp(ns: &Netns, how: &str) {
-    nft(
-        ns,
-        &[
-            "add table inet noudp",
-            "add chain inet noudp in { type filter hook input priority 0 ; }",
-            &format!("add rule inet noudp in udp dport 4433 {how}"),
-            &format!("add rule inet noudp in udp sport 4433 {how}"),
-        ],
-    );
-}
-
-fn allow_udp(ns: &Netns) {
-    nft(ns, &["delete table inet noudp"]);
-}
-
 const DIALS_B: &str = "[[peer]]\nname = \"node-b\"\nendpoint = \"192.0.2.2:4433\"\n";
 const DIALS_A: &str = "[[peer]]\nname = \"node-a\"\nendpoint = \"192.0.2.1:4433\"\n";
 const TAKES_A: &str = "[[peer]]\nname = \"node-a\"\n";

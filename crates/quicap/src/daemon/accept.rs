@@ -102,7 +102,7 @@ pub(super) async fn accept_tcp_loop(node: Arc<Node>, listener: tokio::net::TcpLi
             let in_flight = InFlight(node.clone());
             let refusal = RefusalSlot::default();
             let config = Arc::new(node.tls().server(refusal.clone()));
-            let handshake = tcp::accept(stream, remote, config).await;
+            let handshake = tcp::accept(stream, remote, config, node.relays.clone()).await;
             drop(in_flight);
             match handshake {
                 Ok(link) => {

@@ -63,7 +63,7 @@ pub(super) async fn dial(node: &Node, name: &str, target: &str, over: Transport)
 pub(super) async fn connect_tcp(node: &Node, name: &str, addr: SocketAddr) -> Result<Link> {
     let refusal = RefusalSlot::default();
     let config = Arc::new(node.tls().client(refusal.clone()));
-    let link = tcp::connect(addr, name, config)
+    let link = tcp::connect(addr, name, config, node.relays.clone())
         .await
         .map_err(|e| match refusal.take() {
             Some(r) => anyhow!(refusal::dial_error(&r, &node.trust())),

@@ -14,6 +14,7 @@ use quicap_pki::cert::VerifiedCert;
 use quicap_wire::control::Modes;
 
 use crate::link::{CloseCode, Link, LinkId, LinkKind};
+use crate::relay::Hop;
 use crate::status::{LinkStatus, PeerStatus};
 
 /// A link that has not answered a probe for this long is not used for sending while
@@ -423,15 +424,16 @@ impl PeerTable {
         out.extend(self.lock().values().filter(|p| p.modes.l2).map(|p| p.id));
     }
 
-    /// The remote address of the preferred direct QUIC link of the peer with node id
-    /// `id`: where relay frames for it go.
-    pub fn relay_next_hop(&self, id: u64, now_ms: u64) -> Option<std::net::SocketAddr> {
-        self.lock()
-            .values()
-            .find(|p| p.id == id)
-            .and_then(|p| p.preferred(now_ms))
-            .filter(|l| l.link.kind() == LinkKind::QuicDirect)
-            .map(|l| l.link.remote_address())
+    /// Where relay frames for the peer with node id `id` go: on its preferred direct
+    /// link, to its UDP address on QUIC or in relay records on TLS/TCP.
+    pub fn relay_next_hop(&self, id: u64, now_ms: u64) -> Option<Hop> {
+        let peers = self.lock();
+        let link = &peers.values().find(|p| p.id == id)?.preferred(now_ms)?.link;
+        match link {
+            Link::Quic { relayed: false, .. } => Some(Hop::Udp(link.remote_address())),
+            Link::Tcp(tcp) => Some(Hop::Stream(tcp.frame_sender())),
+            Link::Quic { relayed: true, .. } => None,
+        }
     }
 
     /// The link the traffic for the peer with node id `id` takes (see

@@ -13,6 +13,8 @@
 //! The writer batches whatever is queued into one write (one TLS record and one
 //! syscall for many datagrams); the reader waits when the inbound queue is full, so a
 //! slow receiver slows the sender through TCP's own flow control instead of dropping.
+//! Relay records go from the reader straight to the node's [`RelayTable`], and relay
+//! frames to send join the datagram queue through a [`FrameSender`].
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ use tokio_rustls::TlsStream;
 use tracing::{debug, warn};
 
 use super::{CloseCode, LinkStats, SendError, WriteError};
+use crate::relay::RelayTable;
 
 /// Bytes TLS 1.3 adds to a record: a 5-byte header, the inner content type and a
 /// 16-byte AEAD tag.
@@ -102,6 +105,8 @@ struct Shared {
     rx_bytes: AtomicU64,
     tx_bytes: AtomicU64,
     datagrams: AtomicU64,
+    /// Where relay records received go.
+    relays: Arc<RelayTable>,
 }
 
 impl Shared {
@@ -193,6 +198,7 @@ pub async fn connect(
     addr: SocketAddr,
     name: &str,
     config: Arc<rustls::ClientConfig>,
+    relays: Arc<RelayTable>,
 ) -> Result<TcpLink> {
     let server_name =
         ServerName::try_from(name.to_owned()).map_err(|_| anyhow!("{name:?} is no server name"))?;
@@ -205,7 +211,7 @@ pub async fn connect(
             .connect(server_name, tcp)
             .await
             .context("TLS handshake over TCP")?;
-        TcpLink::start(TlsStream::Client(tls), addr)
+        TcpLink::start(TlsStream::Client(tls), addr, relays)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
@@ -219,6 +225,7 @@ pub async fn accept(
     tcp: TcpStream,
     remote: SocketAddr,
     config: Arc<rustls::ServerConfig>,
+    relays: Arc<RelayTable>,
 ) -> Result<TcpLink> {
     set_socket_options(&tcp)?;
     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
@@ -226,12 +233,16 @@ pub async fn accept(
         .await
         .map_err(|_| anyhow!("no TLS handshake within {HANDSHAKE_TIMEOUT:?}"))?
         .context("TLS handshake over TCP")?;
-    TcpLink::start(TlsStream::Server(tls), remote)
+    TcpLink::start(TlsStream::Server(tls), remote, relays)
 }
 
 impl TcpLink {
     /// Starts the reader and writer of an established TLS stream.
-    fn start(tls: TlsStream<TcpStream>, remote: SocketAddr) -> Result<TcpLink> {
+    fn start(
+        tls: TlsStream<TcpStream>,
+        remote: SocketAddr,
+        relays: Arc<RelayTable>,
+    ) -> Result<TcpLink> {
         let (tcp, conn) = tls.get_ref();
         let fd = tcp
             .as_fd()
@@ -260,6 +271,7 @@ impl TcpLink {
             rx_bytes: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             datagrams: AtomicU64::new(0),
+            relays,
         };
         let mss = shared
             .tcp_info()
@@ -288,6 +300,11 @@ impl TcpLink {
 
     pub fn max_datagram_size(&self) -> usize {
         self.shared.max_datagram
+    }
+
+    /// A handle that sends relay frames on this link without keeping it open.
+    pub fn frame_sender(&self) -> FrameSender {
+        FrameSender(self.shared.clone())
     }
 
     fn check_size(&self, framed: &Bytes) -> Result<(), SendError> {
@@ -410,6 +427,44 @@ impl TcpLink {
     }
 }
 
+/// Sends relay frames on a TCP link, for the relay table's next hops. Unlike a
+/// [`TcpLink`] it does not keep the link open.
+#[derive(Clone)]
+pub struct FrameSender(Arc<Shared>);
+
+impl std::fmt::Debug for FrameSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("FrameSender").field(&self.0.remote).finish()
+    }
+}
+
+impl FrameSender {
+    /// Identifies the link, as [`TcpLink::stable_id`] does.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    /// Queues one relay frame, made of `parts`, as a relay record; false if the link
+    /// is closed or its queue full (the frame is lost, as on a full UDP socket).
+    pub fn send_relay(&self, parts: &[&[u8]]) -> bool {
+        let len = parts.iter().map(|p| p.len()).sum();
+        let Ok(prefix) = stream::relay_prefix(len) else {
+            return false;
+        };
+        let mut record = BytesMut::with_capacity(stream::RELAY_PREFIX + len);
+        record.extend_from_slice(&prefix);
+        for p in parts {
+            record.extend_from_slice(p);
+        }
+        self.send_record(record.freeze())
+    }
+
+    /// Queues a whole relay record, prefix included, as it arrived on another link.
+    pub fn send_record(&self, record: Bytes) -> bool {
+        !self.0.is_closed() && self.0.datagrams_out.try_send(record).is_ok()
+    }
+}
+
 /// The sending half of a TCP link's control stream.
 pub struct TcpControlSend {
     out: mpsc::UnboundedSender<Outgoing>,
@@ -478,7 +533,15 @@ async fn read_loop(
             if buf.len() < len {
                 break;
             }
-            let record = buf.split_to(len).freeze().slice(stream::LEN_PREFIX..);
+            let record = buf.split_to(len);
+            if matches!(
+                stream::parse(&record[stream::LEN_PREFIX..]),
+                Ok(Record::Relay(_))
+            ) {
+                shared.relays.from_stream(record);
+                continue;
+            }
+            let record = record.freeze().slice(stream::LEN_PREFIX..);
             match stream::parse(&record) {
                 Ok(Record::Datagram(_)) => {
                     shared.datagrams.fetch_add(1, Ordering::Relaxed);
@@ -493,6 +556,8 @@ async fn read_loop(
                         return;
                     }
                 }
+                // Taken above.
+                Ok(Record::Relay(_)) => {}
                 Ok(Record::Close { code, reason }) => {
                     let reason = String::from_utf8_lossy(reason);
                     break 'read if reason.is_empty() {

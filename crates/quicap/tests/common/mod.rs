@@ -660,6 +660,23 @@ pub fn nft(ns: &Netns, rules: &[&str]) {
     }
 }
 
+/// Drops UDP to and from port 4433 in `ns` (table `noudp`; `allow_udp` removes it).
+pub fn block_udp(ns: &Netns, how: &str) {
+    nft(
+        ns,
+        &[
+            "add table inet noudp",
+            "add chain inet noudp in { type filter hook input priority 0 ; }",
+            &format!("add rule inet noudp in udp dport 4433 {how}"),
+            &format!("add rule inet noudp in udp sport 4433 {how}"),
+        ],
+    );
+}
+
+pub fn allow_udp(ns: &Netns) {
+    nft(ns, &["delete table inet noudp"]);
+}
+
 /// Sends `len` random bytes over TCP from namespace `from` to `addr` in namespace `to`
 /// (files in `dir`) and checks they arrive whole.
 pub fn transfer_intact(from: &Netns, to: &Netns, dir: &Path, addr: &str, len: u64) {
