@@ -38,7 +38,7 @@ fn main() {
 
     let key = NodeKey::from_pem(&req.key_pem).expect("key");
     let mut info = NodeInfo {
-        origin: 0x3c5e_1a2b_0000_0001,
+        origin: NodeId(0x3c5e_1a2b_0000_0001),
         version: 1_790_000_000,
         modes: Modes { l3: true, l2: true },
         certificate: cert.der.clone(),
@@ -72,13 +72,13 @@ fn main() {
         Message::Pong(7),
         Message::Goodbye("peer shutting down".into()),
         Message::Routes(vec![RouteEntry {
-            dest: 9,
+            dest: NodeId(9),
             seqno: 3,
             metric: 120,
-            path: vec![4, 9],
+            path: vec![NodeId(4), NodeId(9)],
         }]),
         Message::Request {
-            dest: 9,
+            dest: NodeId(9),
             seqno: 4,
             hops: 16,
         },

@@ -30,17 +30,19 @@
 //! Time is a [`Time`] in milliseconds on any monotonic clock the caller chooses.
 
 pub mod links;
+pub mod liveness;
 mod metric;
 mod prefixes;
+pub mod relayed;
 mod router;
 
 pub use metric::{link_cost, Metric, WindowedMin, INFINITY};
 pub use prefixes::PrefixTable;
 pub use router::{Config, Message, RouteInfo, RouteUpdate, Router};
 
-/// A node identifier: the first 8 bytes of the SHA-256 of the node name, as carried in
-/// the overlay header's routing extension.
-pub type NodeId = u64;
+/// A node identifier: the first 8 bytes of the SHA-256 of the node name; the one type
+/// the wire formats, the routing core and the daemon share.
+pub use quicap_wire::NodeId;
 
 /// Milliseconds on the caller's monotonic clock.
 pub type Time = u64;

@@ -20,9 +20,10 @@
 //! preferred as soon as it answers) and the TCP link is closed. A reset TCP link is
 //! dialed again at once while QUIC still fails. Every dial and close says why.
 
+use std::cmp::Reverse;
 use std::collections::VecDeque;
 
-use crate::Time;
+use crate::{liveness, Time};
 
 /// A transport a link runs over, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -78,10 +79,7 @@ pub const QUIC_RETRY_MIN_MS: Time = 2_000;
 pub const QUIC_RETRY_MAX_MS: Time = 30_000;
 /// How long a QUIC link must answer before the TCP link beside it is closed.
 pub const RETURN_HOLD_MS: Time = 3_000;
-/// Silence after which a link carrying traffic counts as dead for sending.
-pub const SILENT_BUSY_MS: Time = 600;
-/// The same for an idle link, probed once a second.
-pub const SILENT_IDLE_MS: Time = 1_600;
+pub use crate::liveness::{SILENT_BUSY_MS, SILENT_IDLE_MS};
 
 #[derive(Debug, Clone)]
 struct Link {
@@ -113,7 +111,18 @@ impl Link {
 
     /// Answered recently enough for its probe rate.
     fn alive(&self, now: Time) -> bool {
-        !self.silent && now.saturating_sub(self.last_heard()) <= self.silent_limit()
+        !self.silent
+            && liveness::answering(self.last_answer, self.busy.then_some(self.busy_since), now)
+    }
+
+    fn candidate(&self, now: Time) -> Candidate {
+        Candidate {
+            alive: self.alive(now),
+            transport: self.transport,
+            kept: false,
+            outgoing: self.outgoing,
+            up_since: self.up_since,
+        }
     }
 
     /// The last answer, or the start of the busy period if later.
@@ -151,6 +160,38 @@ impl Track {
         self.backoff = 0;
         self.next_at = now;
     }
+}
+
+/// What the choice of the link a peer's traffic takes looks at. The same rule picks
+/// among the links of every peer, dialed or not: [`PeerLinks::traffic_link`] here, the
+/// daemon's peer table for each packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// Answers probes (see [`liveness::answering`]).
+    pub alive: bool,
+    pub transport: Transport,
+    /// Of two relayed links to one node (each end dialed one), the one both keep.
+    pub kept: bool,
+    /// Dialed by this node.
+    pub outgoing: bool,
+    pub up_since: Time,
+}
+
+/// The link to send on among `links`: answering before silent, then QUIC before TCP,
+/// the kept one, the one this node dialed, and the newest among equals.
+pub fn best<T>(links: impl IntoIterator<Item = (T, Candidate)>) -> Option<T> {
+    links
+        .into_iter()
+        .max_by_key(|(_, c)| {
+            (
+                c.alive,
+                Reverse(c.transport),
+                c.kept,
+                c.outgoing,
+                c.up_since,
+            )
+        })
+        .map(|(link, _)| link)
 }
 
 /// Why the traffic takes the transport it takes, for the log and `quicap status`.
@@ -477,20 +518,9 @@ impl PeerLinks {
         next
     }
 
-    /// The link the peer's traffic takes: an answering QUIC link, else an answering
-    /// TCP link, else any (newest first within a kind; outgoing first).
+    /// The link the peer's traffic takes (see [`best`]).
     pub fn traffic_link(&self, now: Time) -> Option<LinkId> {
-        self.links
-            .iter()
-            .max_by_key(|l| {
-                (
-                    l.alive(now),
-                    std::cmp::Reverse(l.transport),
-                    l.outgoing,
-                    l.up_since,
-                )
-            })
-            .map(|l| l.id)
+        best(self.links.iter().map(|l| (l.id, l.candidate(now))))
     }
 
     fn traffic_transport(&self, now: Time) -> Option<Transport> {

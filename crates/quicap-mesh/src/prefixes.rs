@@ -99,34 +99,40 @@ mod tests {
     #[test]
     fn the_longest_prefix_wins() {
         let t = PrefixTable::new([
-            (ip("10.77.0.0"), 24, 1),
-            (ip("10.77.0.5"), 32, 2),
-            (ip("10.0.0.0"), 8, 3),
-            (ip("fd77::"), 64, 4),
-            (ip("fd77::9"), 128, 5),
+            (ip("10.77.0.0"), 24, NodeId(1)),
+            (ip("10.77.0.5"), 32, NodeId(2)),
+            (ip("10.0.0.0"), 8, NodeId(3)),
+            (ip("fd77::"), 64, NodeId(4)),
+            (ip("fd77::9"), 128, NodeId(5)),
         ]);
-        assert_eq!(t.lookup(ip("10.77.0.5")), Some(2));
-        assert_eq!(t.lookup(ip("10.77.0.6")), Some(1));
-        assert_eq!(t.lookup(ip("10.9.9.9")), Some(3));
+        assert_eq!(t.lookup(ip("10.77.0.5")), Some(NodeId(2)));
+        assert_eq!(t.lookup(ip("10.77.0.6")), Some(NodeId(1)));
+        assert_eq!(t.lookup(ip("10.9.9.9")), Some(NodeId(3)));
         assert_eq!(t.lookup(ip("192.0.2.1")), None);
-        assert_eq!(t.lookup(ip("fd77::9")), Some(5));
-        assert_eq!(t.lookup(ip("fd77::1")), Some(4));
+        assert_eq!(t.lookup(ip("fd77::9")), Some(NodeId(5)));
+        assert_eq!(t.lookup(ip("fd77::1")), Some(NodeId(4)));
         assert_eq!(t.lookup(ip("fd78::1")), None);
         assert_eq!(t.len(), 5);
     }
 
     #[test]
     fn families_do_not_mix_and_host_bits_do_not_count() {
-        let t = PrefixTable::new([(ip("0.0.0.0"), 0, 1), (ip("10.1.2.3"), 24, 2)]);
+        let t = PrefixTable::new([
+            (ip("0.0.0.0"), 0, NodeId(1)),
+            (ip("10.1.2.3"), 24, NodeId(2)),
+        ]);
         assert_eq!(t.lookup(ip("::1")), None);
-        assert_eq!(t.lookup(ip("10.1.2.200")), Some(2));
-        assert_eq!(t.lookup(ip("198.51.100.1")), Some(1));
+        assert_eq!(t.lookup(ip("10.1.2.200")), Some(NodeId(2)));
+        assert_eq!(t.lookup(ip("198.51.100.1")), Some(NodeId(1)));
     }
 
     #[test]
     fn a_prefix_claimed_twice_goes_to_the_higher_id() {
-        let t = PrefixTable::new([(ip("10.0.0.0"), 16, 7), (ip("10.0.0.0"), 16, 3)]);
-        assert_eq!(t.lookup(ip("10.0.1.1")), Some(7));
+        let t = PrefixTable::new([
+            (ip("10.0.0.0"), 16, NodeId(7)),
+            (ip("10.0.0.0"), 16, NodeId(3)),
+        ]);
+        assert_eq!(t.lookup(ip("10.0.1.1")), Some(NodeId(7)));
     }
 
     fn naive(entries: &[(IpAddr, u8, NodeId)], addr: IpAddr) -> Option<NodeId> {
@@ -166,7 +172,7 @@ mod tests {
             };
             let entries: Vec<(IpAddr, u8, NodeId)> = entries
                 .into_iter()
-                .map(|(x, len, id, v6)| (addr(x, v6), if v6 { len * 4 } else { len }, id))
+                .map(|(x, len, id, v6)| (addr(x, v6), if v6 { len * 4 } else { len }, NodeId(id)))
                 .collect();
             let table = PrefixTable::new(entries.clone());
             for (x, v6) in probes {

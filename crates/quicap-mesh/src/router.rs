@@ -644,26 +644,26 @@ mod tests {
 
     #[test]
     fn learns_a_neighbor_and_a_node_behind_it() {
-        let mut r = Router::new(1, Config::default(), 0);
-        r.handle_link_up(2, 10, 0);
+        let mut r = Router::new(NodeId(1), Config::default(), 0);
+        r.handle_link_up(NodeId(2), 10, 0);
         let out = drain(&mut r);
-        assert!(updates_to(&out, 2).contains(&RouteUpdate {
-            dest: 1,
+        assert!(updates_to(&out, NodeId(2)).contains(&RouteUpdate {
+            dest: NodeId(1),
             seqno: 0,
             metric: 0,
             path: vec![],
         }));
         r.handle_message(
-            2,
+            NodeId(2),
             Message::Updates(vec![
                 RouteUpdate {
-                    dest: 2,
+                    dest: NodeId(2),
                     seqno: 0,
                     metric: 0,
                     path: vec![],
                 },
                 RouteUpdate {
-                    dest: 3,
+                    dest: NodeId(3),
                     seqno: 0,
                     metric: 10,
                     path: vec![],
@@ -671,24 +671,24 @@ mod tests {
             ]),
             1,
         );
-        assert_eq!(r.next_hop(2), Some(2));
-        assert_eq!(r.next_hop(3), Some(2));
+        assert_eq!(r.next_hop(NodeId(2)), Some(NodeId(2)));
+        assert_eq!(r.next_hop(NodeId(3)), Some(NodeId(2)));
         let routes = r.routes();
         assert_eq!(
             routes[1],
             RouteInfo {
-                dest: 3,
-                next_hop: 2,
+                dest: NodeId(3),
+                next_hop: NodeId(2),
                 metric: 20,
                 seqno: 0,
-                path: vec![2, 3],
+                path: vec![NodeId(2), NodeId(3)],
             }
         );
         // The new routes are announced to the neighbors.
         let out = drain(&mut r);
-        assert!(updates_to(&out, 2)
+        assert!(updates_to(&out, NodeId(2))
             .iter()
-            .any(|u| u.dest == 3 && u.metric == 20));
+            .any(|u| u.dest == NodeId(3) && u.metric == 20));
     }
 
     /// A hub with ten neighbors whose link costs swing back and forth every 100 ms
@@ -696,8 +696,8 @@ mod tests {
     /// second; a neighbor that goes away is announced at once.
     #[test]
     fn metric_changes_are_batched_and_retractions_are_not() {
-        let mut r = Router::new(1, Config::default(), 0);
-        let neighbors: Vec<NodeId> = (2..12).collect();
+        let mut r = Router::new(NodeId(1), Config::default(), 0);
+        let neighbors: Vec<NodeId> = (2..12).map(NodeId).collect();
         for &n in &neighbors {
             r.handle_link_up(n, 10, 0);
             r.handle_message(
@@ -734,38 +734,38 @@ mod tests {
         );
         // A retraction goes out at once.
         now += 10;
-        r.handle_link_down(5, now);
+        r.handle_link_down(NodeId(5), now);
         let out = drain(&mut r);
-        assert!(updates_to(&out, 2)
+        assert!(updates_to(&out, NodeId(2))
             .iter()
-            .any(|u| u.dest == 5 && u.metric == INFINITY));
+            .any(|u| u.dest == NodeId(5) && u.metric == INFINITY));
     }
 
     #[test]
     fn ignores_messages_from_non_neighbors() {
-        let mut r = Router::new(1, Config::default(), 0);
+        let mut r = Router::new(NodeId(1), Config::default(), 0);
         r.handle_message(
-            9,
+            NodeId(9),
             Message::Updates(vec![RouteUpdate {
-                dest: 9,
+                dest: NodeId(9),
                 seqno: 0,
                 metric: 0,
                 path: vec![],
             }]),
             0,
         );
-        assert_eq!(r.next_hop(9), None);
+        assert_eq!(r.next_hop(NodeId(9)), None);
     }
 
     #[test]
     fn unfeasible_route_is_not_used_and_triggers_a_request() {
-        let mut r = Router::new(1, Config::default(), 0);
-        r.handle_link_up(2, 10, 0);
-        r.handle_link_up(3, 10, 0);
+        let mut r = Router::new(NodeId(1), Config::default(), 0);
+        r.handle_link_up(NodeId(2), 10, 0);
+        r.handle_link_up(NodeId(3), 10, 0);
         r.handle_message(
-            2,
+            NodeId(2),
             Message::Updates(vec![RouteUpdate {
-                dest: 9,
+                dest: NodeId(9),
                 seqno: 5,
                 metric: 10,
                 path: vec![],
@@ -774,24 +774,24 @@ mod tests {
         );
         drain(&mut r); // advertises 9 at metric 20: FD = (5, 20)
         r.handle_message(
-            3,
+            NodeId(3),
             Message::Updates(vec![RouteUpdate {
-                dest: 9,
+                dest: NodeId(9),
                 seqno: 5,
                 metric: 30,
                 path: vec![],
             }]),
             1,
         );
-        r.handle_link_down(2, 2);
+        r.handle_link_down(NodeId(2), 2);
         // Via 3 the reported metric 30 is not below FD 20: could be a loop through us.
-        assert_eq!(r.next_hop(9), None);
+        assert_eq!(r.next_hop(NodeId(9)), None);
         let out = drain(&mut r);
         assert!(
             out.contains(&(
-                3,
+                NodeId(3),
                 Message::Request {
-                    dest: 9,
+                    dest: NodeId(9),
                     seqno: 6,
                     hops: 16
                 }
@@ -800,95 +800,99 @@ mod tests {
         );
         // The newer seqno makes it feasible.
         r.handle_message(
-            3,
+            NodeId(3),
             Message::Updates(vec![RouteUpdate {
-                dest: 9,
+                dest: NodeId(9),
                 seqno: 6,
                 metric: 30,
                 path: vec![],
             }]),
             3,
         );
-        assert_eq!(r.next_hop(9), Some(3));
+        assert_eq!(r.next_hop(NodeId(9)), Some(NodeId(3)));
     }
 
     #[test]
     fn hysteresis_keeps_a_route_against_small_improvements() {
-        let mut r = Router::new(1, Config::default(), 0);
-        r.handle_link_up(2, 10, 0);
-        r.handle_link_up(3, 10, 0);
+        let mut r = Router::new(NodeId(1), Config::default(), 0);
+        r.handle_link_up(NodeId(2), 10, 0);
+        r.handle_link_up(NodeId(3), 10, 0);
         r.handle_message(
-            2,
+            NodeId(2),
             Message::Updates(vec![RouteUpdate {
-                dest: 9,
+                dest: NodeId(9),
                 seqno: 1,
                 metric: 100,
                 path: vec![],
             }]),
             0,
         );
-        assert_eq!(r.next_hop(9), Some(2));
+        assert_eq!(r.next_hop(NodeId(9)), Some(NodeId(2)));
         r.handle_message(
-            3,
+            NodeId(3),
             Message::Updates(vec![RouteUpdate {
-                dest: 9,
+                dest: NodeId(9),
                 seqno: 2,
                 metric: 95,
                 path: vec![],
             }]),
             1,
         );
-        assert_eq!(r.next_hop(9), Some(2), "5 % better is not worth a switch");
+        assert_eq!(
+            r.next_hop(NodeId(9)),
+            Some(NodeId(2)),
+            "5 % better is not worth a switch"
+        );
         r.handle_message(
-            3,
+            NodeId(3),
             Message::Updates(vec![RouteUpdate {
-                dest: 9,
+                dest: NodeId(9),
                 seqno: 2,
                 metric: 50,
                 path: vec![],
             }]),
             2,
         );
-        assert_eq!(r.next_hop(9), Some(3));
+        assert_eq!(r.next_hop(NodeId(9)), Some(NodeId(3)));
     }
 
     #[test]
     fn small_cost_changes_are_ignored() {
-        let mut r = Router::new(1, Config::default(), 0);
-        r.handle_link_up(2, 100, 0);
+        let mut r = Router::new(NodeId(1), Config::default(), 0);
+        r.handle_link_up(NodeId(2), 100, 0);
         r.handle_message(
-            2,
+            NodeId(2),
             Message::Updates(vec![RouteUpdate {
-                dest: 2,
+                dest: NodeId(2),
                 seqno: 0,
                 metric: 0,
                 path: vec![],
             }]),
             0,
         );
-        r.handle_link_cost(2, 110, 1);
+        r.handle_link_cost(NodeId(2), 110, 1);
         assert_eq!(r.routes()[0].metric, 100);
-        r.handle_link_cost(2, 200, 2);
+        r.handle_link_cost(NodeId(2), 200, 2);
         assert_eq!(r.routes()[0].metric, 200);
     }
 
     #[test]
     fn owner_answers_a_request_with_a_newer_seqno() {
-        let mut r = Router::new(1, Config::default(), 0);
-        r.handle_link_up(2, 10, 0);
+        let mut r = Router::new(NodeId(1), Config::default(), 0);
+        r.handle_link_up(NodeId(2), 10, 0);
         drain(&mut r);
         r.handle_message(
-            2,
+            NodeId(2),
             Message::Request {
-                dest: 1,
+                dest: NodeId(1),
                 seqno: 7,
                 hops: 3,
             },
             1,
         );
         let out = drain(&mut r);
-        assert!(updates_to(&out, 2).contains(&RouteUpdate {
-            dest: 1,
+        assert!(updates_to(&out, NodeId(2)).contains(&RouteUpdate {
+            dest: NodeId(1),
             seqno: 7,
             metric: 0,
             path: vec![],
@@ -899,20 +903,20 @@ mod tests {
     fn routes_expire_without_refresh() {
         let config = Config::default();
         let hold = config.route_hold;
-        let mut r = Router::new(1, config, 0);
-        r.handle_link_up(2, 10, 0);
+        let mut r = Router::new(NodeId(1), config, 0);
+        r.handle_link_up(NodeId(2), 10, 0);
         r.handle_message(
-            2,
+            NodeId(2),
             Message::Updates(vec![RouteUpdate {
-                dest: 3,
+                dest: NodeId(3),
                 seqno: 0,
                 metric: 10,
                 path: vec![],
             }]),
             0,
         );
-        assert_eq!(r.next_hop(3), Some(2));
+        assert_eq!(r.next_hop(NodeId(3)), Some(NodeId(2)));
         r.handle_timeout(hold + 1);
-        assert_eq!(r.next_hop(3), None);
+        assert_eq!(r.next_hop(NodeId(3)), None);
     }
 }

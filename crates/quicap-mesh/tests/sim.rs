@@ -33,7 +33,7 @@ struct Sim {
 
 fn id(i: usize) -> NodeId {
     // Spread ids out so that ordering by id differs from ordering by index.
-    (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1
+    NodeId((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
 }
 
 impl Sim {

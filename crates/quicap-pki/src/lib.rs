@@ -33,6 +33,7 @@ pub use crl::Crl;
 pub use csr::{NodeRequest, ParsedCsr};
 pub use signature::NodeKey;
 
+pub use quicap_wire::NodeId;
 use thiserror::Error;
 use time::OffsetDateTime;
 
@@ -160,6 +161,15 @@ pub(crate) fn to_pem(label: &str, der: &[u8]) -> String {
     )
 }
 
+/// The node id of a node name (the name its certificate carries): the first 8 bytes of
+/// the name's SHA-256, big-endian.
+pub fn node_id(name: &str) -> NodeId {
+    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest.as_ref()[..8]);
+    NodeId::from_be_bytes(id)
+}
+
 pub(crate) fn asn1_time(t: x509_parser::time::ASN1Time) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp(t.timestamp()).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
@@ -167,6 +177,13 @@ pub(crate) fn asn1_time(t: x509_parser::time::ASN1Time) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_id_is_the_sha256_prefix_of_the_name() {
+        // SHA-256("node-a") = 66570ff05a207404...
+        assert_eq!(node_id("node-a"), NodeId(0x6657_0ff0_5a20_7404));
+        assert_ne!(node_id("node-a"), node_id("node-b"));
+    }
 
     #[test]
     fn node_names_follow_hostname_rules() {

@@ -15,6 +15,8 @@
 
 use thiserror::Error;
 
+use crate::NodeId;
+
 /// Bytes in front of every frame: the length field.
 pub const FRAME_HEADER_LEN: usize = 2;
 /// Largest value of the length field a node accepts.
@@ -46,12 +48,12 @@ pub const MAX_ROUTE_PATH: usize = 16;
 /// One route of a [`Message::Routes`] frame (see `docs/routing.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteEntry {
-    pub dest: u64,
+    pub dest: NodeId,
     pub seqno: u16,
     /// `0xffff` retracts the route.
     pub metric: u16,
     /// Node ids after the sender on its path to `dest` (informational).
-    pub path: Vec<u64>,
+    pub path: Vec<NodeId>,
 }
 
 impl RouteEntry {
@@ -92,7 +94,7 @@ pub struct Prefix {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
     /// Node id of the origin (first 8 bytes of SHA-256 of its name).
-    pub origin: u64,
+    pub origin: NodeId,
     /// Increases with every change; the newest version wins.
     pub version: u32,
     pub modes: Modes,
@@ -140,7 +142,7 @@ impl NodeInfo {
 
     fn read_fields(r: &mut Reader<'_>) -> Result<NodeInfo, ControlError> {
         let kind = r.kind;
-        let origin = u64::from_be_bytes(r.array()?);
+        let origin = NodeId::from_be_bytes(r.array()?);
         let version = u32::from_be_bytes(r.array()?);
         let modes = Modes::from_bits(r.u8()?);
         let certificate = r.bytes16()?.to_vec();
@@ -219,7 +221,7 @@ pub enum Message {
     Routes(Vec<RouteEntry>),
     /// A seqno request for `dest`, forwarded at most `hops` more times.
     Request {
-        dest: u64,
+        dest: NodeId,
         seqno: u16,
         hops: u8,
     },
@@ -395,7 +397,7 @@ impl Message {
                 let n = usize::from(u16::from_be_bytes(r.array()?));
                 let mut routes = Vec::with_capacity(n.min(MAX_FRAME_LEN / ROUTE_ENTRY_LEN));
                 for _ in 0..n {
-                    let dest = u64::from_be_bytes(r.array()?);
+                    let dest = NodeId::from_be_bytes(r.array()?);
                     let seqno = u16::from_be_bytes(r.array()?);
                     let metric = u16::from_be_bytes(r.array()?);
                     let hops = usize::from(r.u8()?);
@@ -404,7 +406,7 @@ impl Message {
                     }
                     let mut path = Vec::with_capacity(hops);
                     for _ in 0..hops {
-                        path.push(u64::from_be_bytes(r.array()?));
+                        path.push(NodeId::from_be_bytes(r.array()?));
                     }
                     routes.push(RouteEntry {
                         dest,
@@ -416,7 +418,7 @@ impl Message {
                 Message::Routes(routes)
             }
             TYPE_REQUEST => Message::Request {
-                dest: u64::from_be_bytes(r.array()?),
+                dest: NodeId::from_be_bytes(r.array()?),
                 seqno: u16::from_be_bytes(r.array()?),
                 hops: r.u8()?,
             },
@@ -633,10 +635,10 @@ mod tests {
     fn route_frames_have_documented_layout() {
         let mut out = Vec::new();
         let entry = RouteEntry {
-            dest: 1,
+            dest: NodeId(1),
             seqno: 2,
             metric: 3,
-            path: vec![9],
+            path: vec![NodeId(9)],
         };
         Message::Routes(vec![entry]).encode(&mut out).unwrap();
         assert_eq!(
@@ -676,10 +678,10 @@ mod tests {
     fn route_frames_split_to_fit_and_round_trip() {
         let entries: Vec<RouteEntry> = (0..500)
             .map(|i| RouteEntry {
-                dest: i,
+                dest: NodeId(i),
                 seqno: 1,
                 metric: 10,
-                path: (0..(i % 5)).collect(),
+                path: (0..(i % 5)).map(NodeId).collect(),
             })
             .collect();
         let frames = route_frames(entries.clone());
@@ -723,7 +725,7 @@ mod tests {
 
     fn node_info() -> NodeInfo {
         NodeInfo {
-            origin: 0x0102_0304_0506_0708,
+            origin: NodeId(0x0102_0304_0506_0708),
             version: 0x0a0b_0c0d,
             modes: Modes { l3: true, l2: true },
             certificate: vec![0xc0, 0xc1],
@@ -783,7 +785,7 @@ mod tests {
     fn signed_payload_changes_with_every_field() {
         let base = node_info().signed_payload().unwrap();
         let changed: [fn(&mut NodeInfo); 5] = [
-            |i| i.origin ^= 1,
+            |i| i.origin.0 ^= 1,
             |i| i.version += 1,
             |i| i.modes.l2 = false,
             |i| i.certificate.push(0),
@@ -906,20 +908,20 @@ mod tests {
             Message::Goodbye(name),
             Message::Routes(vec![
                 RouteEntry {
-                    dest: seq,
+                    dest: NodeId(seq),
                     seqno: mtu,
                     metric: 0xffff,
-                    path: vec![seq; usize::from(max % 17)]
+                    path: vec![NodeId(seq); usize::from(max % 17)]
                 };
                 usize::from(min % 16)
             ]),
             Message::Request {
-                dest: seq,
+                dest: NodeId(seq),
                 seqno: mtu,
                 hops: max,
             },
             Message::NodeInfo(NodeInfo {
-                origin: seq,
+                origin: NodeId(seq),
                 version: u32::from(mtu),
                 modes: Modes { l3: true, l2 },
                 certificate: vec![min; usize::from(max) * 3],
@@ -936,7 +938,7 @@ mod tests {
                 signature: vec![max; usize::from(min % 80)],
             }),
             Message::LegacyNodeInfo(NodeInfo {
-                origin: seq,
+                origin: NodeId(seq),
                 version: u32::from(mtu),
                 modes: Modes { l3: l2, l2 },
                 certificate: vec![max; usize::from(min) * 2],

@@ -59,10 +59,29 @@ impl PayloadKind {
     }
 }
 
-/// A node identifier used by the routing extension: the first 8 bytes of the SHA-256 of
-/// the node's name, computed by the caller (this crate does no hashing).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A node's identifier, everywhere in the mesh (overlay routing extension, relay frames,
+/// routing messages, node information): the first 8 bytes of the SHA-256 of the node's
+/// name, computed by the caller (this crate does no hashing; see `quicap_pki::node_id`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct NodeId(pub u64);
+
+impl NodeId {
+    /// The 8 bytes on the wire, big-endian.
+    pub fn to_be_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+
+    pub fn from_be_bytes(bytes: [u8; 8]) -> NodeId {
+        NodeId(u64::from_be_bytes(bytes))
+    }
+}
+
+/// 16 hex digits: how logs and `quicap status` name a node whose name is unknown.
+impl std::fmt::Display for NodeId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
 
 /// Source and destination of a datagram forwarded through intermediate nodes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use quicap_wire::control::{Hello, Message, Modes, FRAME_HEADER_LEN};
-use quicap_wire::overlay::{NodeId, PayloadKind, Route};
+use quicap_wire::overlay::{PayloadKind, Route};
 use quicap_wire::Header;
 
 const CONNECT: Duration = Duration::from_secs(15);
@@ -217,8 +217,8 @@ fn a_member_cannot_send_packets_in_another_nodes_name() {
     let b_tun = [10, 77, 0, 2];
     let forged = Header {
         route: Some(Route {
-            source: NodeId(quicap::daemon::mesh::node_id("node-a")),
-            destination: NodeId(quicap::daemon::mesh::node_id("node-b")),
+            source: quicap_pki::node_id("node-a"),
+            destination: quicap_pki::node_id("node-b"),
         }),
         ..Header::direct(PayloadKind::Ip)
     };
@@ -367,7 +367,7 @@ fn a_member_cannot_change_another_nodes_information() {
         "node-b did not learn node-a's subnet"
     );
 
-    let node_a_id = quicap::daemon::mesh::node_id("node-a");
+    let node_a_id = quicap_pki::node_id("node-a");
     let recorded = visit(&a, &member_config, Visit::new(Vec::new(), Vec::new()))
         .received
         .into_iter()
@@ -449,7 +449,7 @@ fn protocol_violations_are_named() {
         },
     }));
     let unsigned = frame(Message::LegacyNodeInfo(quicap_wire::NodeInfo {
-        origin: quicap::daemon::mesh::node_id("node-m"),
+        origin: quicap_pki::node_id("node-m"),
         version: 1,
         modes: Modes::default(),
         certificate: Vec::new(),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quicap_wire::overlay::PayloadKind;
-use quicap_wire::{ip, Header};
+use quicap_wire::{ip, Header, NodeId};
 use tracing::{debug, warn};
 
 use super::l2;
@@ -34,7 +34,7 @@ const BUF_LEN: usize = 65536;
 enum Next {
     Send(SendLink),
     /// No link to this node yet: one is being dialed (see [`super::held`]).
-    Hold(u64),
+    Hold(NodeId),
 }
 
 /// Why a packet has nowhere to go.
@@ -315,7 +315,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
 /// gets its own allocation: a slice of the uplink's arena would keep the whole arena
 /// chunk (256 KiB) alive while it waits, and the held queues' byte bound would not
 /// bound memory.
-fn hold(node: &Node, dest: u64, header: &Header, payload: &[u8], now: u64) {
+fn hold(node: &Node, dest: NodeId, header: &Header, payload: &[u8], now: u64) {
     let mut buf = vec![0u8; header.buffer_len()];
     if header.emit(&mut buf).is_err() {
         return;
@@ -324,14 +324,14 @@ fn hold(node: &Node, dest: u64, header: &Header, payload: &[u8], now: u64) {
     let dropped = node.held.push(dest, Bytes::from(buf), now);
     if dropped > 0 {
         debug!(
-            node = dest,
+            node = %dest,
             dropped, "dropped held packets: no link to the node yet"
         );
     }
 }
 
 /// Sends the packets held for the peer `id` on `link`, a link to it that just came up.
-pub fn release_held(node: &Node, id: u64, link: &Link) {
+pub fn release_held(node: &Node, id: NodeId, link: &Link) {
     let held = node.held.take(id, node.now_ms());
     if held.is_empty() {
         return;
@@ -371,7 +371,7 @@ pub fn release_held(node: &Node, id: u64, link: &Link) {
         }
     }
     debug!(
-        node = id,
+        node = %id,
         count, unsent, "sent packets held until the link was up"
     );
 }
@@ -380,7 +380,7 @@ pub fn release_held(node: &Node, id: u64, link: &Link) {
 /// `dest` is the next hop; otherwise the end-to-end relayed one (the nodes between
 /// forward its packets without decrypting them), asked for if it is not up yet, and
 /// meanwhile a direct link that still answers, or the packet waits.
-fn route_to_node(node: &Node, dest: u64, now: u64) -> Option<Next> {
+fn route_to_node(node: &Node, dest: NodeId, now: u64) -> Option<Next> {
     let around = node.mesh.next_hop(dest).is_some_and(|hop| hop != dest);
     let link = node.peers.traffic_link(dest, now, around);
     if around && !link.as_ref().is_some_and(|l| l.link.relayed()) {
@@ -404,7 +404,7 @@ pub async fn tap_to_peers(node: Arc<Node>) {
     let mut buf = vec![0u8; BUF_LEN];
     let mut arena = BytesMut::new();
     // Nodes a frame goes to; reused, so a frame allocates nothing.
-    let mut targets: Vec<u64> = Vec::new();
+    let mut targets: Vec<NodeId> = Vec::new();
     let mut oversized: u64 = 0;
     let mut failures = 0u64;
     loop {

@@ -1,24 +1,34 @@
-//! Dialing: a peer's endpoint over QUIC or TLS/TCP (for the link cores' drivers, see
-//! [`super::dialer`]), and the end-to-end relayed connections the data path asks for.
+//! Dialing: the driver of each dialed peer's link core (see [`super::dialer`]), which
+//! dials the peer's endpoint over QUIC or TLS/TCP when the core says so, and the
+//! end-to-end relayed connections the relayed-dial core asks for.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use quicap_mesh::links::Transport;
-use tracing::debug;
+use quicap_mesh::links::{Choice, Event, Transport};
+use quicap_mesh::NodeId;
+use tracing::{debug, info, warn};
 
+use super::dialer::Dialer;
 use super::{refusal, session, Node};
-use crate::link::{tcp, Link};
+use crate::config::{PeerConfig, PeerTransport};
+use crate::link::{tcp, CloseCode, Link, LinkId};
 use crate::tls::RefusalSlot;
 use crate::transport;
 
-/// Opens the end-to-end relayed connections the data path asks for.
+/// Opens the end-to-end relayed connections the relayed-dial core asks for.
 pub(super) async fn relay_dialer(node: Arc<Node>) {
     loop {
         node.relay_wake.notified().await;
-        let wanted =
-            std::mem::take(&mut *node.relay_queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let wanted: Vec<NodeId> = {
+            let mut core = node.relayed_dials();
+            core.handle_timeout(node.now_ms());
+            std::iter::from_fn(|| core.poll_dial()).collect()
+        };
         for dest in wanted {
             if !node.peers.has_relayed(dest) {
                 tokio::spawn(dial_relayed(node.clone(), dest));
@@ -29,21 +39,131 @@ pub(super) async fn relay_dialer(node: Arc<Node>) {
 
 /// Dials `dest` at its virtual address: the handshake and everything after it travel
 /// in relay frames along the mesh's routes, end to end encrypted.
-pub(super) async fn dial_relayed(node: Arc<Node>, dest: u64) {
+pub(super) async fn dial_relayed(node: Arc<Node>, dest: NodeId) {
     let Some(name) = node.mesh.name_of(dest) else {
         return;
     };
-    let addr = node.relays.virtual_addr(quicap_wire::NodeId(dest));
+    let addr = node.relays.virtual_addr(dest);
     match connect(&node, &name, addr).await {
         Ok(link) => {
+            node.relayed_dials().handle_link_up(dest);
             session::run(node, link, true, Some(&name)).await;
         }
         Err(e) => {
             debug!(peer = %name, error = %format!("{e:#}"), "relayed dial failed");
-            // Packets may be waiting for this link: the next one may ask again a
-            // second from now rather than a whole retry interval after the first ask.
-            node.retry_relayed_soon(dest);
+            node.relayed_dials().handle_dial_failed(dest, node.now_ms());
         }
+    }
+}
+
+/// Runs the core of `peer`: dials when it says so, closes what it no longer needs.
+pub async fn drive(node: Arc<Node>, peer: PeerConfig, dialer: Arc<Dialer>) {
+    let Some(target) = peer.endpoint.clone() else {
+        return;
+    };
+    let mut last_choice: Option<Choice> = None;
+    loop {
+        let now = node.now_ms();
+        let (events, due) = {
+            let mut core = dialer.core.lock().unwrap_or_else(|p| p.into_inner());
+            core.handle_timeout(now);
+            let events: Vec<Event> = std::iter::from_fn(|| core.poll_event()).collect();
+            // Stored under the lock: a session's event after it sees the new deadline.
+            let due = core.poll_timeout().unwrap_or(now + 60_000);
+            dialer.deadline.store(due, Ordering::Relaxed);
+            (events, due)
+        };
+        for event in events {
+            match event {
+                Event::Dial { transport, why } => {
+                    // A fallback to TCP is news; QUIC (re)dials and fixed transports
+                    // are routine.
+                    if transport == Transport::Tcp && peer.transport == PeerTransport::Auto {
+                        info!(peer = %peer.name, transport = transport.as_str(), why, "dialing");
+                    } else {
+                        debug!(peer = %peer.name, transport = transport.as_str(), why, "dialing");
+                    }
+                    tokio::spawn(dial_once(
+                        node.clone(),
+                        peer.clone(),
+                        target.clone(),
+                        transport,
+                        dialer.clone(),
+                    ));
+                }
+                Event::Close { link, why } => {
+                    if let Some(l) = node.peers.link_by_id(&peer.name, LinkId(link as usize)) {
+                        info!(peer = %peer.name, kind = %l.kind(), why, "closing link");
+                        l.close(CloseCode::Superseded, why);
+                    }
+                }
+            }
+        }
+        let choice = dialer.choice(node.now_ms());
+        if let Some(t) = choice.transport.filter(|_| last_choice != Some(choice)) {
+            info!(peer = %peer.name, transport = t.as_str(), why = choice.why, "traffic takes this transport");
+            last_choice = Some(choice);
+        }
+        let pause = Duration::from_millis(due.saturating_sub(node.now_ms()));
+        tokio::select! {
+            _ = dialer.wake.notified() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Carries out one dial of `peer` over `transport` and runs the link it brings up;
+/// tells the core if it failed. The last error of each peer is logged as a warning
+/// when it changes, at debug when it repeats.
+async fn dial_once(
+    node: Arc<Node>,
+    peer: PeerConfig,
+    target: String,
+    transport: Transport,
+    dialer: Arc<Dialer>,
+) {
+    match dial(&node, &peer.name, &target, transport).await {
+        Ok(link) => {
+            node.dial_errors.clear(&peer.name, transport);
+            if !session::run(node.clone(), link, true, Some(&peer.name)).await {
+                dialer.with(|c| c.handle_dial_failed(transport, node.now_ms()));
+            }
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if node.dial_errors.changed(&peer.name, transport, &msg) {
+                warn!(peer = %peer.name, endpoint = %target, transport = transport.as_str(), error = %msg, "dial failed; retrying");
+            } else {
+                debug!(peer = %peer.name, transport = transport.as_str(), error = %msg, "dial failed again");
+            }
+            dialer.with(|c| c.handle_dial_failed(transport, node.now_ms()));
+        }
+    }
+}
+
+/// The last dial error per peer and transport, so that a repeated one is not logged
+/// at every attempt.
+#[derive(Debug, Default)]
+pub struct DialErrors(Mutex<HashMap<(String, Transport), String>>);
+
+impl DialErrors {
+    /// Records `error`; true if it differs from the last one of `peer` over `transport`.
+    pub fn changed(&self, peer: &str, transport: Transport, error: &str) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (peer.to_owned(), transport);
+        if last.get(&key).is_some_and(|e| e == error) {
+            return false;
+        }
+        last.insert(key, error.to_owned());
+        true
+    }
+
+    /// A link over `transport` came up: the next error is news again.
+    pub fn clear(&self, peer: &str, transport: Transport) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(peer.to_owned(), transport));
     }
 }
 

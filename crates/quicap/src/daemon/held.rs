@@ -13,9 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bytes::Bytes;
-
-/// A mesh node id (see `super::mesh::node_id`).
-type NodeId = u64;
+use quicap_mesh::NodeId;
 
 /// Packets held per node at most; a new one beyond it pushes out the oldest.
 pub const HELD_PACKETS: usize = 128;
@@ -154,12 +152,12 @@ mod tests {
     fn packets_come_back_in_order_once() {
         let held = Held::default();
         for tag in 0..3 {
-            assert_eq!(held.push(7, packet(tag, 100), 10), 0);
+            assert_eq!(held.push(NodeId(7), packet(tag, 100), 10), 0);
         }
-        assert_eq!(held.push(8, packet(9, 100), 10), 0);
-        let out = held.take(7, 20);
+        assert_eq!(held.push(NodeId(8), packet(9, 100), 10), 0);
+        let out = held.take(NodeId(7), 20);
         assert_eq!(out.iter().map(|p| p[0]).collect::<Vec<_>>(), [0, 1, 2]);
-        assert!(held.take(7, 20).is_empty());
+        assert!(held.take(NodeId(7), 20).is_empty());
         assert_eq!(held.status().packets, 1);
     }
 
@@ -167,30 +165,30 @@ mod tests {
     fn a_full_queue_drops_its_oldest_packets() {
         let held = Held::default();
         for i in 0..HELD_PACKETS + 5 {
-            let dropped = held.push(1, packet((i % 256) as u8, 10), 0);
+            let dropped = held.push(NodeId(1), packet((i % 256) as u8, 10), 0);
             assert_eq!(dropped, u64::from(i >= HELD_PACKETS));
         }
-        let out = held.take(1, 0);
+        let out = held.take(NodeId(1), 0);
         assert_eq!(out.len(), HELD_PACKETS);
         assert_eq!(out[0][0], 5);
         // The byte bound holds too.
         for _ in 0..HELD_BYTES / 60_000 + 2 {
-            held.push(2, packet(0, 60_000), 0);
+            held.push(NodeId(2), packet(0, 60_000), 0);
         }
-        let total: usize = held.take(2, 0).iter().map(|p| p.len()).sum();
+        let total: usize = held.take(NodeId(2), 0).iter().map(|p| p.len()).sum();
         assert!(total <= HELD_BYTES, "{total}");
-        assert_eq!(held.push(3, packet(0, HELD_BYTES + 1), 0), 1);
+        assert_eq!(held.push(NodeId(3), packet(0, HELD_BYTES + 1), 0), 1);
         assert_eq!(held.status().packets, 0);
     }
 
     #[test]
     fn stale_packets_are_dropped_not_sent() {
         let held = Held::default();
-        held.push(1, packet(1, 10), 0);
-        held.push(1, packet(2, 10), 4_000);
-        let out = held.take(1, HELD_MS + 1);
+        held.push(NodeId(1), packet(1, 10), 0);
+        held.push(NodeId(1), packet(2, 10), 4_000);
+        let out = held.take(NodeId(1), HELD_MS + 1);
         assert_eq!(out.iter().map(|p| p[0]).collect::<Vec<_>>(), [2]);
-        held.push(2, packet(1, 10), 0);
+        held.push(NodeId(2), packet(1, 10), 0);
         held.expire(HELD_MS + 1);
         assert_eq!(held.status().packets, 0);
         assert_eq!(held.status().dropped, 2);
@@ -200,11 +198,11 @@ mod tests {
     fn the_number_of_nodes_is_bounded() {
         let held = Held::default();
         for node in 0..HELD_NODES as u64 {
-            assert_eq!(held.push(node, packet(0, 10), 0), 0);
+            assert_eq!(held.push(NodeId(node), packet(0, 10), 0), 0);
         }
-        assert_eq!(held.push(u64::MAX, packet(0, 10), 0), 1);
+        assert_eq!(held.push(NodeId(u64::MAX), packet(0, 10), 0), 1);
         // Room again once the others have gone stale (dropped, and counted).
-        held.push(u64::MAX, packet(0, 10), HELD_MS + 1);
+        held.push(NodeId(u64::MAX), packet(0, 10), HELD_MS + 1);
         assert_eq!(held.status().packets, 1);
         let status = held.status();
         assert_eq!((status.packets, status.nodes), (1, 1));

@@ -9,8 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-/// A mesh node id (see `super::mesh::node_id`).
-type NodeId = u64;
+use quicap_mesh::NodeId;
 
 /// An Ethernet address.
 pub type Mac = [u8; 6];
@@ -205,21 +204,21 @@ mod tests {
     fn learns_moves_and_ages_out() {
         let t = MacTable::default();
         assert_eq!(t.lookup(&A, 0), None);
-        t.learn(A, 2, 10);
-        assert_eq!(t.lookup(&A, 20), Some(2));
-        t.learn(A, 3, 30);
-        assert_eq!(t.lookup(&A, 40), Some(3));
+        t.learn(A, NodeId(2), 10);
+        assert_eq!(t.lookup(&A, 20), Some(NodeId(2)));
+        t.learn(A, NodeId(3), 30);
+        assert_eq!(t.lookup(&A, 40), Some(NodeId(3)));
         assert_eq!(t.lookup(&A, 30 + MAC_AGE_MS + 1), None);
     }
 
     #[test]
     fn forgets_a_disconnected_node() {
         let t = MacTable::default();
-        t.learn(A, 2, 0);
-        t.learn(B, 3, 0);
-        t.forget_node(2);
+        t.learn(A, NodeId(2), 0);
+        t.learn(B, NodeId(3), 0);
+        t.forget_node(NodeId(2));
         assert_eq!(t.lookup(&A, 1), None);
-        assert_eq!(t.lookup(&B, 1), Some(3));
+        assert_eq!(t.lookup(&B, 1), Some(NodeId(3)));
     }
 
     #[test]
@@ -227,7 +226,7 @@ mod tests {
         let t = MacTable::default();
         for i in 0..(MAC_CAPACITY as u64 + 10) {
             let b = i.to_be_bytes();
-            t.learn([2, 0, b[4], b[5], b[6], b[7]], 9, i);
+            t.learn([2, 0, b[4], b[5], b[6], b[7]], NodeId(9), i);
         }
         assert_eq!(t.lock().len(), MAC_CAPACITY);
         assert_eq!(

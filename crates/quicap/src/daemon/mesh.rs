@@ -31,14 +31,13 @@ use quicap_mesh::{
     WindowedMin,
 };
 use quicap_pki::cert::VerifiedCert;
-use quicap_pki::{NodeCert, NodeKey, PkiError};
+use quicap_pki::{node_id, NodeCert, NodeKey, PkiError};
 use quicap_wire::control::{route_frames, Modes, NodeInfo, Prefix, RouteEntry};
 use quicap_wire::{Message, Quoted};
 use thiserror::Error;
 use tracing::{info, warn};
 
 use super::limit::LogLimit;
-use super::peers::PeerTable;
 use super::TrustState;
 
 /// How far ahead of this node's clock (seconds since the epoch) a node info's version
@@ -49,13 +48,10 @@ pub const MAX_VERSION_AHEAD_SECS: u32 = 86_400;
 /// The first protocol version whose node information is signed.
 pub const SIGNED_NODE_INFO_VERSION: u8 = 2;
 
-/// The node id of a node name: the first 8 bytes of its SHA-256, big-endian.
-pub fn node_id(name: &str) -> NodeId {
-    let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest.as_ref()[..8]);
-    u64::from_be_bytes(id)
-}
+/// A direct peer as the routing core sees it: its name, whether its preferred link
+/// answers probes, the RTT to it and that link's probe loss in permille (see
+/// `PeerTable::neighbor_state`).
+pub type NeighborState = (String, bool, std::time::Duration, u16);
 
 /// A node of the mesh whose information was verified.
 #[derive(Debug, Clone)]
@@ -300,7 +296,7 @@ impl Mesh {
                     let claimed = NodeCert::from_der(&info.certificate).map(|c| c.name);
                     warn!(
                         via = %via.peer,
-                        origin = format_args!("{:016x}", info.origin),
+                        origin = %info.origin,
                         claimed_name_unverified = %Quoted(claimed.as_deref().unwrap_or("?")),
                         version = info.version,
                         reason = %refusal,
@@ -462,13 +458,12 @@ impl Mesh {
         self.notify.notify_one();
     }
 
-    /// Brings the router up to date with the peer table (which neighbors answer, at what
-    /// RTT), runs its timers, and returns the messages to send, by peer name.
-    pub fn tick(&self, peers: &PeerTable, now_ms: u64) -> Vec<(String, Message)> {
-        let state = peers.neighbor_state(now_ms);
+    /// Brings the router up to date with the direct peers' `state` (which answer, at
+    /// what RTT), runs its timers, and returns the messages to send, by peer name.
+    pub fn tick(&self, state: &[NeighborState], now_ms: u64) -> Vec<(String, Message)> {
         let mut inner = self.lock();
         let mut names: BTreeMap<NodeId, String> = BTreeMap::new();
-        for (name, alive, rtt, loss) in &state {
+        for (name, alive, rtt, loss) in state {
             let id = node_id(name);
             names.insert(id, name.clone());
             let rtt_us = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX);
@@ -794,14 +789,5 @@ mod tests {
             mesh.accept_node_info(&copy, &net.trust, FROM_M),
             Accepted::Ignored
         ));
-    }
-
-    #[test]
-    fn node_id_is_sha256_prefix() {
-        // SHA-256("node-a") = 3c5e...; the id is its first 8 bytes.
-        let digest = ring::digest::digest(&ring::digest::SHA256, b"node-a");
-        let expected = u64::from_be_bytes(digest.as_ref()[..8].try_into().unwrap());
-        assert_eq!(node_id("node-a"), expected);
-        assert_ne!(node_id("node-a"), node_id("node-b"));
     }
 }

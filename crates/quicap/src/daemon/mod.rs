@@ -6,14 +6,19 @@
 //!  TUN ----> | datapath::tun_to_peers -> route / PeerTable -----------| --> links (QUIC
 //!  TAP ----> | datapath::tap_to_peers -> MacTable / flood to L2 peers -| -->  datagrams,
 //!  TUN/TAP <-| session::receive_datagrams (IP source checked) <-------| <--  TCP records)
-//!            | dialer: one driver per dialed peer, around its link    |
-//!            |   core (quicap_mesh::links); dial: QUIC, TCP, relayed  |
+//!            | dialer: each dialed peer's link core, fed by sessions  |
+//!            | dial: the cores' drivers; QUIC, TCP and relayed dials  |
 //!            | accept: one loop per QUIC endpoint and TCP listener    |
 //!            | session: hello, control loop, probes, goodbye          |
 //!            | routing: the routing core's driver, relay next hops    |
 //!            | watchers (expiry, CRL), renew, carrier task, control   |
 //!            +--------------------------------------------------------+
 //! ```
+//!
+//! The files depend on each other in one direction: session on datapath, dialer, mesh
+//! and peers; datapath on peers; dial on session; none of those back. Every decision
+//! about links with no IO in it (dialing, transport choice, liveness, relayed dials,
+//! routes) is in `quicap_mesh`; `Node` only holds the state they all share.
 mod accept;
 mod admission;
 mod control;
@@ -34,16 +39,17 @@ mod scheduling;
 mod session;
 mod watchers;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
+use quicap_mesh::relayed::RelayedDials;
 use quicap_pki::cert::CaCert;
 use quicap_pki::Crl;
 use quicap_wire::control::Modes;
+use quicap_wire::NodeId;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
@@ -58,11 +64,6 @@ use crate::link::CloseCode;
 use l2::MacTable;
 use peers::PeerTable;
 
-/// Least time between two attempts at a relayed connection to the same node; longer
-/// than a dial may take, so that attempts never overlap.
-const RELAY_RETRY_MS: u64 = 6_000;
-/// After a relayed dial failed, the next may start this much later.
-const RELAY_REDIAL_MS: u64 = 1_000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Knobs of `quicap up` that are not in the config file.
@@ -146,16 +147,14 @@ pub struct Node {
     no_carrier: bool,
     carrier: watch::Sender<bool>,
     scheduling: scheduling::Scheduling,
-    /// When a relayed connection to each node may be asked for again.
-    relay_next_ask: Mutex<HashMap<u64, u64>>,
-    /// Nodes waiting for the relay dialer.
-    relay_queue: Mutex<Vec<u64>>,
+    /// When to dial end-to-end relayed links; the relay dialer carries them out.
+    relayed: Mutex<RelayedDials>,
     relay_wake: tokio::sync::Notify,
     /// Packets for nodes that are no neighbours, waiting for a link to them.
     pub held: held::Held,
     /// The link cores of the peers this node dials, by name.
     dialers: dialer::Dialers,
-    dial_errors: dialer::DialErrors,
+    dial_errors: dial::DialErrors,
     /// Set when the node cannot go on (its interface was removed): `run` then stops
     /// as on SIGTERM and exits with this error.
     fatal: watch::Sender<Option<String>>,
@@ -193,33 +192,15 @@ impl Node {
     }
 
     /// Asks for an end-to-end relayed connection to `dest`, a node reached through
-    /// others; at most once per `RELAY_RETRY_MS` per node.
-    pub fn want_relayed(&self, dest: u64, now_ms: u64) {
-        let mut next_ask = self
-            .relay_next_ask
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if next_ask.get(&dest).is_some_and(|&t| now_ms < t) {
-            return;
+    /// others; the relayed-dial core ([`RelayedDials`]) paces the dials.
+    pub fn want_relayed(&self, dest: NodeId, now_ms: u64) {
+        if self.relayed_dials().handle_wanted(dest, now_ms) {
+            self.relay_wake.notify_one();
         }
-        next_ask.insert(dest, now_ms + RELAY_RETRY_MS);
-        drop(next_ask);
-        self.relay_queue
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(dest);
-        self.relay_wake.notify_one();
     }
 
-    /// Lets the next [`Node::want_relayed`] for `dest` through `RELAY_REDIAL_MS`
-    /// from now: a dial that failed (routes were converging, say) is tried again
-    /// while packets for `dest` keep coming.
-    pub fn retry_relayed_soon(&self, dest: u64) {
-        let earliest = self.now_ms() + RELAY_REDIAL_MS;
-        self.relay_next_ask
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(dest, earliest);
+    fn relayed_dials(&self) -> std::sync::MutexGuard<'_, RelayedDials> {
+        self.relayed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Milliseconds since the node started: the clock of liveness and MAC ageing.
@@ -332,7 +313,7 @@ impl Node {
 
     /// Peers (with `relayed_only`, those with a relayed link) that the mesh routes
     /// through another node rather than over a direct link.
-    pub fn routed_around(&self, relayed_only: bool) -> Vec<u64> {
+    pub fn routed_around(&self, relayed_only: bool) -> Vec<NodeId> {
         self.peers
             .ids(relayed_only)
             .into_iter()
@@ -375,11 +356,7 @@ impl Node {
                 .routes()
                 .into_iter()
                 .map(|r| {
-                    let name = |id| {
-                        self.mesh
-                            .name_of(id)
-                            .unwrap_or_else(|| format!("{id:016x}"))
-                    };
+                    let name = |id| self.mesh.name_of(id).unwrap_or_else(|| id.to_string());
                     let (dest, hop) = (name(r.dest), name(r.next_hop));
                     let path = std::iter::once(self.name.clone())
                         .chain(r.path.iter().map(|id| name(*id)))
@@ -522,7 +499,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         transport_config.clone(),
         token_key.clone(),
     )?;
-    let relays = RelayTable::new(quicap_wire::NodeId(mesh::node_id(&loaded.cert.name)));
+    let relays = RelayTable::new(quicap_pki::node_id(&loaded.cert.name));
     let mut socket_drops = transport::SocketDrops::default();
     let (endpoints, relay_counters): (Vec<_>, Vec<_>) = config
         .node
@@ -605,7 +582,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         l3: tun.is_some(),
         l2: tap.is_some(),
     };
-    let id = mesh::node_id(&loaded.cert.name);
+    let id = quicap_pki::node_id(&loaded.cert.name);
     let own_info = mesh::own_info(id, &loaded.cert.der, modes, &config.node.advertise);
     let node = Arc::new(Node {
         name: loaded.cert.name.clone(),
@@ -643,8 +620,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         no_carrier: config.node.no_carrier,
         carrier,
         scheduling,
-        relay_next_ask: Mutex::default(),
-        relay_queue: Mutex::default(),
+        relayed: Mutex::default(),
         relay_wake: tokio::sync::Notify::new(),
         held: held::Held::default(),
         dialers: config
@@ -653,7 +629,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
             .filter(|p| p.endpoint.is_some())
             .map(|p| (p.name.clone(), dialer::Dialer::new(p, 0)))
             .collect(),
-        dial_errors: dialer::DialErrors::default(),
+        dial_errors: dial::DialErrors::default(),
         fatal: watch::channel(None).0,
     });
 
@@ -666,7 +642,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     }
     for peer in config.peers.iter().filter(|p| p.endpoint.is_some()) {
         if let Some(d) = node.dialers.get(&peer.name) {
-            tasks.spawn(dialer::drive(node.clone(), peer.clone(), d.clone()));
+            tasks.spawn(dial::drive(node.clone(), peer.clone(), d.clone()));
         }
     }
     if node.tun.is_some() {

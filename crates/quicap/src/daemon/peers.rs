@@ -8,26 +8,21 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
+use quicap_mesh::links::{self, Candidate, Transport};
+use quicap_mesh::liveness::{self, IDLE_PROBE_INTERVAL_MS};
 use quicap_pki::cert::VerifiedCert;
 use quicap_wire::control::Modes;
+use quicap_wire::NodeId;
 
 use crate::link::{CloseCode, Link, LinkId, LinkKind};
 use crate::relay::Hop;
 use crate::status::{LinkStatus, PeerStatus};
 
-/// A link that has not answered a probe for this long is not used for sending while
-/// another link to the same peer is answering.
-pub const LINK_TIMEOUT_MS: u64 = 600;
-
-/// Probe interval of a link that carries no tunnel traffic (see
-/// [`super::session::PROBE_INTERVAL`] for one that does). Probes are ack-eliciting, so
-/// they also stand in for QUIC keepalives.
-pub const IDLE_PROBE_INTERVAL_MS: u64 = 1000;
-
 /// Liveness of a link: the time of the last probe answer, in milliseconds since the
-/// node's epoch (see [`crate::daemon::Node::now_ms`]).
+/// node's epoch (see [`crate::daemon::Node::now_ms`]), and the probe counters, in
+/// atomics that the data path reads for every packet. What they mean (when a link
+/// answers, how often it is probed) is decided by [`quicap_mesh::liveness`].
 #[derive(Debug, Default)]
 pub struct Liveness {
     last_answer_ms: AtomicU64,
@@ -37,7 +32,7 @@ pub struct Liveness {
     window_sent: AtomicU64,
     window_answers: AtomicU64,
     loss_permille: AtomicU64,
-    /// Probed every [`IDLE_PROBE_INTERVAL_MS`] rather than every probe interval.
+    /// Probed at the idle rate (see [`quicap_mesh::liveness`]).
     idle: AtomicBool,
     /// When the link last went back to probing at the full rate.
     busy_since_ms: AtomicU64,
@@ -96,17 +91,12 @@ impl Liveness {
         self.answers.load(Ordering::Relaxed) >= PROVEN_ANSWERS && self.alive(now_ms)
     }
 
-    /// Answered recently enough for its probe rate. An idle link is expected to answer
-    /// once per [`IDLE_PROBE_INTERVAL_MS`]; one that just became busy is given
-    /// [`LINK_TIMEOUT_MS`] from then to answer the faster probes.
+    /// Answered recently enough for its probe rate ([`liveness::answering`]).
     pub fn alive(&self, now_ms: u64) -> bool {
         let last = self.last_answer_ms.load(Ordering::Relaxed);
-        if self.idle.load(Ordering::Relaxed) {
-            now_ms.saturating_sub(last) <= IDLE_PROBE_INTERVAL_MS + LINK_TIMEOUT_MS
-        } else {
-            let since = last.max(self.busy_since_ms.load(Ordering::Relaxed));
-            now_ms.saturating_sub(since) <= LINK_TIMEOUT_MS
-        }
+        let busy_since = (!self.idle.load(Ordering::Relaxed))
+            .then(|| self.busy_since_ms.load(Ordering::Relaxed));
+        liveness::answering(last, busy_since, now_ms)
     }
 
     pub fn is_idle(&self) -> bool {
@@ -145,7 +135,8 @@ pub struct PeerLink {
     /// For a relayed link: the one both ends keep when there are two, dialed by the
     /// node with the lower id.
     pub kept: bool,
-    pub since: Instant,
+    /// When it came up, on the node's clock ([`crate::daemon::Node::now_ms`]).
+    pub since_ms: u64,
     pub liveness: Arc<Liveness>,
     /// Queue of control messages to send on this link.
     pub control: tokio::sync::mpsc::Sender<quicap_wire::Message>,
@@ -173,6 +164,19 @@ pub struct SendLink {
 }
 
 impl PeerLink {
+    fn candidate(&self, now_ms: u64) -> Candidate {
+        Candidate {
+            alive: self.liveness.alive(now_ms),
+            transport: match self.link.kind() {
+                LinkKind::QuicDirect | LinkKind::QuicRelayed => Transport::Quic,
+                LinkKind::Tcp => Transport::Tcp,
+            },
+            kept: self.kept,
+            outgoing: self.outgoing,
+            up_since: self.since_ms,
+        }
+    }
+
     fn send_link(&self) -> SendLink {
         SendLink {
             link: self.link.clone(),
@@ -184,7 +188,7 @@ impl PeerLink {
 #[derive(Debug)]
 struct Peer {
     /// Mesh node id of the peer (hash of its name).
-    id: u64,
+    id: NodeId,
     cert: VerifiedCert,
     /// What the peer announced in its hello.
     modes: Modes,
@@ -216,22 +220,15 @@ impl Peer {
         }
     }
 
-    /// The best link of one kind (direct or relayed), by the order of [`Self::preferred`]
-    /// (and a QUIC link before a TCP one among answering links).
+    /// The best link of one kind (direct or relayed), by the link core's rule
+    /// ([`links::best`]).
     fn best(&self, now_ms: u64, relayed: bool) -> Option<&PeerLink> {
-        self.links
-            .iter()
-            .filter(|l| l.link.relayed() == relayed)
-            .max_by_key(|l| {
-                let alive = l.liveness.alive(now_ms);
-                (
-                    alive,
-                    std::cmp::Reverse(l.link.kind()),
-                    l.kept,
-                    l.outgoing,
-                    l.since,
-                )
-            })
+        links::best(
+            self.links
+                .iter()
+                .filter(|l| l.link.relayed() == relayed)
+                .map(|l| (l, l.candidate(now_ms))),
+        )
     }
 }
 
@@ -258,7 +255,7 @@ impl PeerTable {
     pub fn add(&self, cert: VerifiedCert, modes: Modes, link: PeerLink) -> usize {
         let mut peers = self.lock();
         let peer = peers.entry(cert.name().to_owned()).or_insert_with(|| Peer {
-            id: super::mesh::node_id(cert.name()),
+            id: quicap_pki::node_id(cert.name()),
             cert: cert.clone(),
             modes,
             links: Vec::new(),
@@ -340,7 +337,7 @@ impl PeerTable {
     }
 
     /// Node ids of the peers, and of those with a relayed link.
-    pub fn ids(&self, relayed_only: bool) -> Vec<u64> {
+    pub fn ids(&self, relayed_only: bool) -> Vec<NodeId> {
         self.lock()
             .values()
             .filter(|p| !relayed_only || p.links.iter().any(|l| l.link.relayed()))
@@ -386,7 +383,7 @@ impl PeerTable {
     /// one: after a renewal the peer closes the links made with the old certificate,
     /// and the new one must not have been closed for one of them. Returns how many
     /// links it closed; a closed link leaves the table when its session ends.
-    pub fn close_superseded_relays(&self, now_ms: u64, keep: &[u64], generation: u64) -> usize {
+    pub fn close_superseded_relays(&self, now_ms: u64, keep: &[NodeId], generation: u64) -> usize {
         let peers = self.lock();
         let mut closed = 0;
         for peer in peers.values() {
@@ -420,13 +417,13 @@ impl PeerTable {
     }
 
     /// Adds to `out` the node ids of the connected peers that carry Layer 2.
-    pub fn extend_l2_ids(&self, out: &mut Vec<u64>) {
+    pub fn extend_l2_ids(&self, out: &mut Vec<NodeId>) {
         out.extend(self.lock().values().filter(|p| p.modes.l2).map(|p| p.id));
     }
 
     /// Where relay frames for the peer with node id `id` go: on its preferred direct
     /// link, to its UDP address on QUIC or in relay records on TLS/TCP.
-    pub fn relay_next_hop(&self, id: u64, now_ms: u64) -> Option<Hop> {
+    pub fn relay_next_hop(&self, id: NodeId, now_ms: u64) -> Option<Hop> {
         let peers = self.lock();
         let link = &peers.values().find(|p| p.id == id)?.preferred(now_ms)?.link;
         match link {
@@ -438,7 +435,7 @@ impl PeerTable {
 
     /// The link the traffic for the peer with node id `id` takes (see
     /// [`Peer::traffic_link`]); the per-packet lookup, which allocates nothing.
-    pub fn traffic_link(&self, id: u64, now_ms: u64, around: bool) -> Option<SendLink> {
+    pub fn traffic_link(&self, id: NodeId, now_ms: u64, around: bool) -> Option<SendLink> {
         self.lock()
             .values()
             .find(|p| p.id == id)
@@ -446,7 +443,7 @@ impl PeerTable {
     }
 
     /// Whether the peer with node id `id` has a relayed link, answering or not.
-    pub fn has_relayed(&self, id: u64) -> bool {
+    pub fn has_relayed(&self, id: NodeId) -> bool {
         self.lock()
             .values()
             .any(|p| p.id == id && p.links.iter().any(|l| l.link.relayed()))
@@ -533,19 +530,19 @@ impl PeerTable {
             .links
             .iter()
             .find(|l| l.link.id() == link)
-            .map(|l| l.since)
+            .map(|l| l.since_ms)
         else {
             return false;
         };
         peer.links
             .iter()
-            .any(|l| l.link.id() != link && l.since >= since && !l.link.is_closed())
+            .any(|l| l.link.id() != link && l.since_ms >= since && !l.link.is_closed())
     }
 
     /// Every peer by name and node id, with the remote address and kind of a direct
     /// link to it that can be dialed again (an answering one first: QUIC either way,
     /// TCP if this node dialed it), or `None` for a peer reached otherwise.
-    pub fn redial_targets(&self, now_ms: u64) -> Vec<(String, u64, Option<Dialable>)> {
+    pub fn redial_targets(&self, now_ms: u64) -> Vec<(String, NodeId, Option<Dialable>)> {
         self.lock()
             .iter()
             .map(|(name, p)| {
@@ -635,7 +632,7 @@ impl PeerTable {
     /// The peers as `quicap status` reports them, each with the link its traffic takes
     /// (as the data path picks it) marked in use. `around`: the peers the mesh routes
     /// through another node.
-    pub fn snapshot(&self, now_ms: u64, around: &[u64]) -> Vec<PeerStatus> {
+    pub fn snapshot(&self, now_ms: u64, around: &[NodeId]) -> Vec<PeerStatus> {
         let peers = self.lock();
         peers
             .iter()
@@ -672,7 +669,7 @@ impl PeerTable {
                                 path_mtu: stats.path_mtu,
                                 rx_bytes: stats.rx_bytes,
                                 tx_bytes: stats.tx_bytes,
-                                uptime_secs: l.since.elapsed().as_secs(),
+                                uptime_secs: now_ms.saturating_sub(l.since_ms) / 1000,
                             }
                         })
                         .collect(),
@@ -685,6 +682,7 @@ impl PeerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use quicap_mesh::liveness::{SILENT_BUSY_MS, SILENT_IDLE_MS};
 
     #[test]
     fn loss_is_measured_per_window_of_probes() {
@@ -708,10 +706,10 @@ mod tests {
     #[test]
     fn liveness_follows_answers() {
         let l = Liveness::new(0);
-        assert!(l.alive(LINK_TIMEOUT_MS));
-        assert!(!l.alive(LINK_TIMEOUT_MS + 1));
+        assert!(l.alive(SILENT_BUSY_MS));
+        assert!(!l.alive(SILENT_BUSY_MS + 1));
         l.answered(1000);
-        assert!(l.alive(1000 + LINK_TIMEOUT_MS));
+        assert!(l.alive(1000 + SILENT_BUSY_MS));
         assert_eq!(l.silent_for(1500), 500);
     }
 
@@ -719,16 +717,16 @@ mod tests {
     fn idle_links_answer_less_often_and_get_a_fresh_start_when_busy_again() {
         let l = Liveness::new(0);
         l.set_idle(true, 0);
-        let limit = IDLE_PROBE_INTERVAL_MS + LINK_TIMEOUT_MS;
+        let limit = SILENT_IDLE_MS;
         assert!(l.alive(limit));
         assert!(!l.alive(limit + 1));
         // Busy again a second after the last answer: alive while the faster probes
         // have had time to be answered, not a moment longer.
         l.set_idle(false, 1000);
         assert!(!l.is_idle());
-        assert!(l.alive(1000 + LINK_TIMEOUT_MS));
-        assert!(!l.alive(1001 + LINK_TIMEOUT_MS));
+        assert!(l.alive(1000 + SILENT_BUSY_MS));
+        assert!(!l.alive(1001 + SILENT_BUSY_MS));
         l.answered(1400);
-        assert!(l.alive(1400 + LINK_TIMEOUT_MS));
+        assert!(l.alive(1400 + SILENT_BUSY_MS));
     }
 }

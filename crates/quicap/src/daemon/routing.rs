@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quicap_mesh::RouteInfo;
+use quicap_mesh::{NodeId, RouteInfo};
 use tracing::debug;
 
 use super::Node;
 
 const MESH_TICK: Duration = Duration::from_millis(100);
 /// The routing core's pace while every link is idle (probed once a second, see
-/// [`super::peers::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due sooner.
+/// [`quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due sooner.
 const MESH_QUIET_TICK: Duration = Duration::from_millis(500);
 
 /// Drives the routing core: re-evaluates neighbors and timers every
@@ -21,7 +21,7 @@ const MESH_QUIET_TICK: Duration = Duration::from_millis(500);
 pub(super) async fn mesh_task(node: Arc<Node>) {
     let mut pause = MESH_TICK;
     // Next hop per destination, to log changes.
-    let mut hops: HashMap<u64, u64> = HashMap::new();
+    let mut hops: HashMap<NodeId, NodeId> = HashMap::new();
     loop {
         tokio::select! {
             _ = node.mesh.notify.notified() => {}
@@ -65,7 +65,8 @@ pub(super) async fn mesh_task(node: Arc<Node>) {
 /// Brings the routing core up to date with the peer table, runs its timers and sends
 /// what it wants sent.
 pub(super) fn mesh_step(node: &Node, now: u64) {
-    for (peer, message) in node.mesh.tick(&node.peers, now) {
+    let neighbors = node.peers.neighbor_state(now);
+    for (peer, message) in node.mesh.tick(&neighbors, now) {
         if !node.peers.send_control(&peer, message, now) {
             debug!(%peer, "routing message not queued");
         }
@@ -73,13 +74,13 @@ pub(super) fn mesh_step(node: &Node, now: u64) {
 }
 
 /// Logs (at debug) each destination whose next hop changed since the last call.
-pub(super) fn log_route_changes(node: &Node, routes: &[RouteInfo], hops: &mut HashMap<u64, u64>) {
-    let name = |id: u64| {
-        node.mesh
-            .name_of(id)
-            .unwrap_or_else(|| format!("{id:016x}"))
-    };
-    let now: HashMap<u64, u64> = routes.iter().map(|r| (r.dest, r.next_hop)).collect();
+pub(super) fn log_route_changes(
+    node: &Node,
+    routes: &[RouteInfo],
+    hops: &mut HashMap<NodeId, NodeId>,
+) {
+    let name = |id: NodeId| node.mesh.name_of(id).unwrap_or_else(|| id.to_string());
+    let now: HashMap<NodeId, NodeId> = routes.iter().map(|r| (r.dest, r.next_hop)).collect();
     for r in routes {
         if hops.get(&r.dest) != Some(&r.next_hop) {
             debug!(dest = %name(r.dest), next_hop = %name(r.next_hop), metric = r.metric, "route changed");
@@ -96,7 +97,7 @@ pub(super) fn log_route_changes(node: &Node, routes: &[RouteInfo], hops: &mut Ha
 pub(super) fn update_relays(node: &Node, routes: &[RouteInfo], now_ms: u64) {
     let next_hops = routes.iter().filter_map(|route| {
         let hop = node.peers.relay_next_hop(route.next_hop, now_ms)?;
-        Some((quicap_wire::NodeId(route.dest), hop))
+        Some((route.dest, hop))
     });
     node.relays.update(next_hops, node.peers.direct_remotes());
 }

@@ -1,15 +1,15 @@
 //! One authenticated connection to a peer: identity check, hello exchange, then the
 //! datagram receive loop and the control loop until the connection ends.
 //!
-//! The control loop also probes the link: a Ping every [`PROBE_INTERVAL`] while the link
-//! carries tunnel traffic and every [`IDLE_PROBE_INTERVAL_MS`] while it does not,
-//! answered by a Pong, keeps the link's [`Liveness`] fresh. The peer table stops sending
-//! on a link that has not answered for [`super::peers::LINK_TIMEOUT_MS`] (more when
-//! idle) when another link to the same peer is answering.
+//! The control loop also probes the link at the pace [`quicap_mesh::liveness`] sets
+//! (every 250 ms while the link carries tunnel traffic, every second while it does
+//! not); each answering Pong keeps the link's [`Liveness`] fresh. The peer table stops
+//! sending on a link that no longer counts as answering when another link to the same
+//! peer does, and the prober closes a link that stays silent past the dead limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::dialer::Dialer;
 use super::frames::{read_message, ReadError};
 use super::mesh::{Accepted, Via, SIGNED_NODE_INFO_VERSION};
-use super::peers::{Liveness, PeerLink, IDLE_PROBE_INTERVAL_MS};
+use super::peers::{Liveness, PeerLink};
 use super::Node;
 use crate::link::{CloseCode, ControlRecv, ControlSend, Link, WriteError};
 
@@ -34,25 +34,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const CONTROL_QUEUE: usize = 256;
 /// Datagrams handled per batch on the receive side at most.
 const READ_BATCH: usize = 64;
-/// Interval of liveness probes on a link that carries tunnel traffic; an idle one is
-/// probed every [`IDLE_PROBE_INTERVAL_MS`].
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
 /// A link counts as idle once it has carried no tunnel traffic (datagrams either way)
 /// for this long.
 const BUSY_HOLD_MS: u64 = 5000;
-
-/// The wait before the next probe: [`IDLE_PROBE_INTERVAL_MS`] on an idle link that
-/// answered its last probe, [`PROBE_INTERVAL`] otherwise. An idle link whose answer is
-/// late is probed at the full rate again, so that a few lost packets on a lossy path
-/// do not add up to the silence that closes a link.
-fn probe_pause(idle: bool, silent_ms: u64) -> Duration {
-    let answered = silent_ms < IDLE_PROBE_INTERVAL_MS + PROBE_INTERVAL.as_millis() as u64;
-    if idle && answered {
-        Duration::from_millis(IDLE_PROBE_INTERVAL_MS)
-    } else {
-        PROBE_INTERVAL
-    }
-}
 
 /// Relay frames a second forwarded for other nodes above which every direct link
 /// counts as busy. Measured at the middle node of a line, a relayed link with no
@@ -127,7 +111,7 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
         }
     };
     let name = cert.name().to_owned();
-    let id = super::mesh::node_id(&name);
+    let id = quicap_pki::node_id(&name);
     let auth = cert.authorization().clone();
     let liveness = Liveness::new(node.now_ms());
     let (control_tx, control_rx) = mpsc::channel::<Message>(CONTROL_QUEUE);
@@ -151,7 +135,7 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
             // Both ends usually dial a relayed link at once; they agree to keep the one
             // the node with the lower id dialed.
             kept: relayed && outgoing == (node.mesh.id < id),
-            since: Instant::now(),
+            since_ms: node.now_ms(),
             liveness: liveness.clone(),
             control: control_tx.clone(),
             peer_serial: serial.clone(),
@@ -360,7 +344,7 @@ async fn control_loop(
 ) -> Option<String> {
     // One writer owns the send stream; the reader, the prober and the mesh queue
     // messages for it.
-    let peer_id = super::mesh::node_id(peer);
+    let peer_id = quicap_pki::node_id(peer);
     let writer = async move {
         let mut buf = Vec::new();
         while let Some(mut msg) = rx.recv().await {
@@ -392,7 +376,9 @@ async fn control_loop(
         // A new link probes at the full rate at first, so that it proves itself quickly.
         let mut traffic = TrafficWatch::new(node, link, node.now_ms());
         loop {
-            let pause = probe_pause(liveness.is_idle(), liveness.silent_for(node.now_ms()));
+            let silent = liveness.silent_for(node.now_ms());
+            let pause = quicap_mesh::liveness::probe_pause(liveness.is_idle(), silent);
+            let pause = Duration::from_millis(pause);
             let woken = tokio::select! {
                 _ = tokio::time::sleep(pause) => false,
                 _ = liveness.traffic_on_idle_link() => true,
@@ -409,10 +395,8 @@ async fn control_loop(
                     d.busy(link, busy, now);
                 }
             }
-            // QUIC's idle timeout alone misses a path that still delivers the peer's
-            // packets but loses ours; unanswered probes catch both directions.
             let silent = liveness.silent_for(now);
-            if silent > node.dead_after_ms {
+            if quicap_mesh::liveness::dead(silent, node.dead_after_ms) {
                 let reason = format!("no answer to probes for {silent} ms");
                 link.close(CloseCode::Unresponsive, &reason);
                 warn!(%peer, %reason, "closing dead link");
@@ -522,7 +506,7 @@ async fn receive_datagrams(
     auth: &quicap_pki::Authorization,
     (liveness, refused): (&Liveness, &AtomicU64),
 ) {
-    let peer_id = super::mesh::node_id(peer);
+    let peer_id = quicap_pki::node_id(peer);
     let mut routed: u64 = 0;
     let mut batch: Vec<Bytes> = Vec::with_capacity(READ_BATCH);
     loop {
@@ -604,20 +588,5 @@ async fn receive_datagrams(
         for interface in node.interfaces() {
             interface.flush();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idle_links_are_probed_slowly_while_they_answer() {
-        let idle = Duration::from_millis(IDLE_PROBE_INTERVAL_MS);
-        assert_eq!(probe_pause(false, 0), PROBE_INTERVAL);
-        assert_eq!(probe_pause(true, 0), idle);
-        assert_eq!(probe_pause(true, 1100), idle, "answer still on its way");
-        assert_eq!(probe_pause(true, 1300), PROBE_INTERVAL, "answer late");
-        assert_eq!(probe_pause(false, 1300), PROBE_INTERVAL);
     }
 }
