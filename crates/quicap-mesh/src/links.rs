@@ -101,18 +101,14 @@ struct Link {
 }
 
 impl Link {
-    fn silent_limit(&self) -> Time {
-        if self.busy {
-            SILENT_BUSY_MS
-        } else {
-            SILENT_IDLE_MS
-        }
+    /// When it stops counting as answering, by its probe rate.
+    fn answering_until(&self) -> Time {
+        liveness::answering_until(self.last_answer, self.busy.then_some(self.busy_since))
     }
 
     /// Answered recently enough for its probe rate.
     fn alive(&self, now: Time) -> bool {
-        !self.silent
-            && liveness::answering(self.last_answer, self.busy.then_some(self.busy_since), now)
+        !self.silent && now <= self.answering_until()
     }
 
     fn candidate(&self, now: Time) -> Candidate {
@@ -122,15 +118,6 @@ impl Link {
             kept: false,
             outgoing: self.outgoing,
             up_since: self.up_since,
-        }
-    }
-
-    /// The last answer, or the start of the busy period if later.
-    fn last_heard(&self) -> Time {
-        if self.busy {
-            self.last_answer.max(self.busy_since)
-        } else {
-            self.last_answer
         }
     }
 }
@@ -378,7 +365,7 @@ impl PeerLinks {
                 .links
                 .iter()
                 .filter(|l| l.transport == Transport::Quic)
-                .map(|l| l.last_heard() + l.silent_limit())
+                .map(|l| l.answering_until())
                 .max()
                 .unwrap_or(now);
             self.quic_failing_since = Some(since.min(now));
@@ -510,7 +497,7 @@ impl PeerLinks {
         }
         for l in &self.links {
             // When it would fall silent, and when a QUIC link is proven.
-            at(l.last_heard() + l.silent_limit() + 1);
+            at(l.answering_until() + 1);
             if l.transport == Transport::Quic && self.has_link(Transport::Tcp) {
                 at(l.answering_since + RETURN_HOLD_MS);
             }

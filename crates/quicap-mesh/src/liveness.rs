@@ -23,13 +23,18 @@ pub const SILENT_BUSY_MS: Time = 600;
 /// The same for an idle link: one idle probe interval more.
 pub const SILENT_IDLE_MS: Time = IDLE_PROBE_INTERVAL_MS + SILENT_BUSY_MS;
 
-/// Whether a link that last answered at `last_answer` counts as answering at `now`.
-/// `busy_since`: when it last went busy, if it carries traffic now.
-pub fn answering(last_answer: Time, busy_since: Option<Time>, now: Time) -> bool {
+/// The last moment a link that last answered at `last_answer` still counts as
+/// answering. `busy_since`: when it last went busy, if it carries traffic now.
+pub fn answering_until(last_answer: Time, busy_since: Option<Time>) -> Time {
     match busy_since {
-        Some(since) => now.saturating_sub(last_answer.max(since)) <= SILENT_BUSY_MS,
-        None => now.saturating_sub(last_answer) <= SILENT_IDLE_MS,
+        Some(since) => last_answer.max(since) + SILENT_BUSY_MS,
+        None => last_answer + SILENT_IDLE_MS,
     }
+}
+
+/// Whether such a link counts as answering at `now` (see [`answering_until`]).
+pub fn answering(last_answer: Time, busy_since: Option<Time>, now: Time) -> bool {
+    now <= answering_until(last_answer, busy_since)
 }
 
 /// The wait before the next probe of a link silent for `silent` ms:

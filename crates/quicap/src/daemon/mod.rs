@@ -16,9 +16,10 @@
 //! ```
 //!
 //! The files depend on each other in one direction: session on datapath, dialer, mesh
-//! and peers; datapath on peers; dial on session; none of those back. Every decision
-//! about links with no IO in it (dialing, transport choice, liveness, relayed dials,
-//! routes) is in `quicap_mesh`; `Node` only holds the state they all share.
+//! and peers; datapath on peers; dial on session; none of those back. Dialing and the
+//! transport choice, the link ranking, liveness, relayed dials and routes are decided
+//! in `quicap_mesh`; the peer table still closes superseded relayed links and links of
+//! a renewed certificate itself. `Node` holds the state they all share.
 mod accept;
 mod admission;
 mod control;

@@ -534,30 +534,24 @@ async fn read_loop(
                 break;
             }
             let record = buf.split_to(len);
-            if matches!(
-                stream::parse(&record[stream::LEN_PREFIX..]),
-                Ok(Record::Relay(_))
-            ) {
-                shared.relays.from_stream(record);
-                continue;
-            }
-            let record = record.freeze().slice(stream::LEN_PREFIX..);
-            match stream::parse(&record) {
+            match stream::parse(&record[stream::LEN_PREFIX..]) {
                 Ok(Record::Datagram(_)) => {
                     shared.datagrams.fetch_add(1, Ordering::Relaxed);
-                    if !push_inbound(&shared, record).await {
+                    let datagram = record.freeze().slice(stream::LEN_PREFIX..);
+                    if !push_inbound(&shared, datagram).await {
                         return;
                     }
                 }
+                // Taken as it came, prefix and all: forwarded on a TCP link unchanged.
+                Ok(Record::Relay(_)) => shared.relays.from_stream(record),
                 Ok(Record::Control(_)) => {
-                    if control.send(record.slice(1..)).await.is_err() {
+                    let body = record.freeze().slice(stream::LEN_PREFIX + 1..);
+                    if control.send(body).await.is_err() {
                         // Nobody reads the control stream any more: the session ended.
                         shared.close(CloseCode::Shutdown, "control stream not read");
                         return;
                     }
                 }
-                // Taken above.
-                Ok(Record::Relay(_)) => {}
                 Ok(Record::Close { code, reason }) => {
                     let reason = String::from_utf8_lossy(reason);
                     break 'read if reason.is_empty() {
