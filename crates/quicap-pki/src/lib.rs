@@ -21,6 +21,7 @@
 pub mod authorization;
 pub mod ca;
 pub mod cert;
+pub mod concealed;
 pub mod crl;
 pub mod csr;
 pub mod show;

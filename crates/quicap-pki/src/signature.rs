@@ -62,9 +62,25 @@ pub fn verify(spki_der: &[u8], message: &[u8], signature: &[u8]) -> Result<(), P
         .map_err(|_| PkiError::BadSignature)
 }
 
-fn algorithm(
-    spki: &SubjectPublicKeyInfo<'_>,
-) -> Result<&'static dyn VerificationAlgorithm, PkiError> {
+/// The kinds of node key a signature can be checked with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    EcdsaP256,
+    EcdsaP384,
+    Ed25519,
+    Rsa,
+}
+
+/// The kind of the key in a DER SubjectPublicKeyInfo.
+pub fn key_kind(spki_der: &[u8]) -> Result<KeyKind, PkiError> {
+    let (_, spki) = SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| PkiError::Malformed {
+        what: "public key",
+        detail: e.to_string(),
+    })?;
+    kind(&spki)
+}
+
+fn kind(spki: &SubjectPublicKeyInfo<'_>) -> Result<KeyKind, PkiError> {
     let oid = &spki.algorithm.algorithm;
     let unsupported = || PkiError::Malformed {
         what: "public key",
@@ -78,19 +94,30 @@ fn algorithm(
             .and_then(|p| p.as_oid().ok())
             .ok_or_else(unsupported)?;
         if curve == OID_EC_P256 {
-            Ok(&ring_sig::ECDSA_P256_SHA256_ASN1)
+            Ok(KeyKind::EcdsaP256)
         } else if curve == OID_NIST_EC_P384 {
-            Ok(&ring_sig::ECDSA_P384_SHA384_ASN1)
+            Ok(KeyKind::EcdsaP384)
         } else {
             Err(unsupported())
         }
     } else if *oid == OID_SIG_ED25519 {
-        Ok(&ring_sig::ED25519)
+        Ok(KeyKind::Ed25519)
     } else if *oid == OID_PKCS1_RSAENCRYPTION {
-        Ok(&ring_sig::RSA_PKCS1_2048_8192_SHA256)
+        Ok(KeyKind::Rsa)
     } else {
         Err(unsupported())
     }
+}
+
+fn algorithm(
+    spki: &SubjectPublicKeyInfo<'_>,
+) -> Result<&'static dyn VerificationAlgorithm, PkiError> {
+    Ok(match kind(spki)? {
+        KeyKind::EcdsaP256 => &ring_sig::ECDSA_P256_SHA256_ASN1,
+        KeyKind::EcdsaP384 => &ring_sig::ECDSA_P384_SHA384_ASN1,
+        KeyKind::Ed25519 => &ring_sig::ED25519,
+        KeyKind::Rsa => &ring_sig::RSA_PKCS1_2048_8192_SHA256,
+    })
 }
 
 #[cfg(test)]
