@@ -14,6 +14,10 @@ command -v sha256sum >/dev/null || need+=(coreutils)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v pkill >/dev/null || need+=(procps)
 command -v ethtool >/dev/null || need+=(ethtool)
+# Clients and a reference server nobody here wrote, for the camouflage tests.
+command -v curl >/dev/null || need+=(curl)
+command -v gtlsclient >/dev/null || need+=(ngtcp2-client)
+command -v caddy >/dev/null || need+=(caddy)
 if [ "${1:-}" = "--bench" ]; then
   command -v wg >/dev/null || need+=(wireguard-tools)
 fi

@@ -1,10 +1,12 @@
 //! Writes the seed corpus of every fuzz target into `fuzz/corpus/<target>/`: valid
 //! inputs of each kind, which the fuzzer mutates from. Run from the repository root:
 //! `cargo run -p quicap-fuzz --example seeds`. The seeds are committed; the test suite
-//! replays them (and whatever the fuzzer added) through the same checks.
+//! replays them (and whatever the fuzzer added) through the same checks. With target
+//! names as arguments (`-- concealed`), only those targets' seeds are rewritten.
 
 use std::path::Path;
 
+use quicap_pki::concealed::{Prover, EXPORTER_LEN};
 use quicap_pki::{Authorization, Ca, NodeCert, NodeKey, NodeRequest, ParsedCsr, SignRequest};
 use quicap_wire::control::{Hello, Message, Modes, NodeInfo, Prefix, RouteEntry};
 use quicap_wire::overlay::{Header, NodeId, PayloadKind, Route};
@@ -171,6 +173,31 @@ fn main() {
     ];
     write(root, "pki", &pki_inputs);
 
+    let prover = Prover::new(&key, &cert).expect("prover");
+    let mut exported = [0u8; EXPORTER_LEN];
+    exported[..8].copy_from_slice(b"exported");
+    let credentials = prover.prove(&exported).expect("proof");
+    write(
+        root,
+        "concealed",
+        &[
+            credentials.to_header().into_bytes(),
+            b"Concealed k=AAAA, a=AAAA, p=AAAA, s=1027, v=AAAAAAAAAAAAAAAAAAAAAA".to_vec(),
+            b"Basic dXNlcjpwYXNz".to_vec(),
+        ],
+    );
+
+    write(
+        root,
+        "site",
+        &[
+            b"/\nbytes=0-8".to_vec(),
+            b"/index.html\nbytes=-5\n\"1a2b\"".to_vec(),
+            b"/docs/%61.txt?x=1\n\n\nMon, 01 Jan 2001 00:00:00 GMT".to_vec(),
+            b"/../etc/passwd\nbytes=5-2,7-".to_vec(),
+        ],
+    );
+
     let example = std::fs::read("examples/node.toml").expect("examples/node.toml");
     let minimal = b"[node]\ncert = \"a.crt\"\nkey = \"a.key\"\nca = \"ca.crt\"\nlisten = [\"0.0.0.0:4433\"]\n\n[tun]\naddresses = [\"10.77.0.1/24\"]\n".to_vec();
     write(root, "config", &[example, minimal]);
@@ -186,8 +213,13 @@ fn main() {
     );
 }
 
-/// Writes `inputs` as `seed-N` files of `root/target`, replacing earlier seeds.
+/// Writes `inputs` as `seed-N` files of `root/target`, replacing earlier seeds, unless
+/// the command line names other targets only.
 fn write(root: &Path, target: &str, inputs: &[Vec<u8>]) {
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    if !only.is_empty() && !only.iter().any(|t| t == target) {
+        return;
+    }
     let dir = root.join(target);
     std::fs::create_dir_all(&dir).expect("corpus folder");
     for (i, input) in inputs.iter().enumerate() {

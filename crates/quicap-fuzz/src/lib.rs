@@ -30,6 +30,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("stream", stream_records),
     ("ip", ip_packet),
     ("pki", pki),
+    ("concealed", concealed),
+    ("site", site),
     ("config", config),
     ("text", text),
 ];
@@ -180,6 +182,68 @@ pub fn pki(data: &[u8]) {
             let _ = quicap_pki::NodeCert::from_pem(&text);
             let _ = quicap_pki::Crl::from_pem(&text);
             let _ = quicap_pki::ParsedCsr::from_pem(&text);
+        }
+    }
+}
+
+/// An `Authorization` header from a client that may claim to be a node (camouflage
+/// mode): what parses must write back to the same credentials, and checking it against
+/// any exported bytes must end in a verdict.
+pub fn concealed(data: &[u8]) {
+    use quicap_pki::concealed::{Credentials, Origin, EXPORTER_LEN};
+    let Ok(Some(credentials)) = Credentials::parse(data) else {
+        return;
+    };
+    let again = Credentials::parse(credentials.to_header().as_bytes());
+    assert_eq!(again.ok().flatten().as_ref(), Some(&credentials));
+    let origin = Origin {
+        scheme: "https",
+        host: "www.example.org",
+        port: 443,
+        realm: "",
+    };
+    let context = credentials.exporter_context(&origin);
+    let mut exported = [0u8; EXPORTER_LEN];
+    for (i, b) in exported.iter_mut().enumerate() {
+        *b = context.get(i).copied().unwrap_or(0);
+    }
+    // Forged verification values that happen to match reach the certificate parser
+    // and the signature check.
+    exported[32..].copy_from_slice(&credentials.verification);
+    let _ = credentials.verify(&exported);
+}
+
+/// A request to the camouflage site: path and headers are the client's. Input: lines
+/// of path, Range, If-None-Match and If-Modified-Since; the built-in page serves ranges,
+/// a missing directory takes every path through the path decoder.
+pub fn site(data: &[u8]) {
+    use quicap::camouflage::site::{Body, Site};
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let path = lines.next().unwrap_or("/");
+    let mut headers = http::HeaderMap::new();
+    for name in ["range", "if-none-match", "if-modified-since"] {
+        if let Some(v) = lines
+            .next()
+            .and_then(|l| http::HeaderValue::from_str(l).ok())
+        {
+            headers.insert(name, v);
+        }
+    }
+    for site in [
+        Site::new(None, Some("web"), Some(443)),
+        Site::new(Some("/nonexistent-quicap-fuzz".into()), None, None),
+    ] {
+        for method in [http::Method::GET, http::Method::HEAD, http::Method::POST] {
+            let reply = site.answer(&method, path, &headers, true);
+            if let Body::Bytes(b) = &reply.body {
+                let len: usize = reply.headers[http::header::CONTENT_LENGTH]
+                    .to_str()
+                    .ok()
+                    .and_then(|l| l.parse().ok())
+                    .expect("a body has its length");
+                assert_eq!(b.len(), len);
+            }
         }
     }
 }

@@ -72,6 +72,35 @@ fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
     Ok(cert)
 }
 
+/// The DNS names a certificate of any issuer (a web site's, say) is valid for: its
+/// DNS subject alternative names, lowercase, wildcards as written (`*.example.org`);
+/// the subject common name if it has none.
+pub fn dns_names(der: &[u8]) -> Result<Vec<String>, PkiError> {
+    use x509_parser::extensions::GeneralName;
+    let cert = parse_x509(der)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| PkiError::Malformed {
+            what: "certificate",
+            detail: e.to_string(),
+        })?;
+    let mut names: Vec<String> = san
+        .iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_ascii_lowercase()),
+            _ => None,
+        })
+        .collect();
+    if names.is_empty() {
+        let cn = common_name(cert.subject());
+        if !cn.is_empty() {
+            names.push(cn.to_ascii_lowercase());
+        }
+    }
+    Ok(names)
+}
+
 pub(crate) fn common_name(name: &x509_parser::x509::X509Name<'_>) -> String {
     name.iter_common_name()
         .next()

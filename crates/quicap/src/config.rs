@@ -53,6 +53,8 @@ pub struct Config {
     pub tap: Option<TapSection>,
     pub transport: TransportSection,
     pub peers: Vec<PeerConfig>,
+    /// The web site of camouflage mode; present exactly when `node.mode` is camouflage.
+    pub web: Option<WebSection>,
 }
 
 impl Config {
@@ -97,6 +99,29 @@ pub struct NodeSection {
     /// Subnets this node announces to the mesh as reachable through it; peers accept
     /// only those inside the certificate's subnets.
     pub advertise: Vec<IpNet>,
+    /// How the node shows itself to the network.
+    pub mode: Mode,
+}
+
+/// How a node's listeners show themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Mutual TLS with node certificates: only nodes of the network get an answer.
+    Private,
+    /// An ordinary web site (HTTP/3 and HTTPS) to everyone else; nodes prove their
+    /// identity inside the connection.
+    Camouflage,
+}
+
+/// The web site of camouflage mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSection {
+    /// Web certificates, chosen by SNI; the first also answers unknown names.
+    pub certs: Vec<crate::camouflage::WebCertFiles>,
+    /// Directory of files served; `None`: a built-in page.
+    pub root: Option<PathBuf>,
+    /// `Server` header of every answer; `None`: none sent.
+    pub server_header: Option<String>,
 }
 
 /// When the packet thread runs with real-time scheduling.
@@ -173,6 +198,22 @@ struct RawConfig {
     transport: RawTransport,
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
+    web: Option<RawWeb>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawWeb {
+    certs: Vec<RawWebCert>,
+    root: Option<PathBuf>,
+    server_header: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawWebCert {
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 /// `realtime = "auto" | "always" | "never"`; `true` and `false` mean always and never.
@@ -217,6 +258,7 @@ struct RawNode {
     control_socket: Option<PathBuf>,
     #[serde(default)]
     advertise: Vec<String>,
+    mode: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -355,6 +397,16 @@ impl Config {
                 .into_iter()
                 .map(|n| n.trunc())
                 .collect(),
+            mode: match raw.node.mode.as_deref() {
+                None | Some("private") => Mode::Private,
+                Some("camouflage") => Mode::Camouflage,
+                Some(other) => {
+                    return Err(invalid(
+                        "node.mode",
+                        format!("{other:?} is not \"private\" or \"camouflage\""),
+                    ))
+                }
+            },
         };
 
         if raw.tun.is_none() && raw.tap.is_none() {
@@ -470,12 +522,57 @@ impl Config {
             });
         }
 
+        let web = match (node.mode, raw.web) {
+            (Mode::Private, None) => None,
+            (Mode::Private, Some(_)) => {
+                return Err(invalid(
+                    "web",
+                    "a [web] site is only served with node.mode = \"camouflage\"",
+                ))
+            }
+            (Mode::Camouflage, None) => {
+                return Err(invalid(
+                    "web",
+                    "node.mode = \"camouflage\" needs a [web] section with the web certificates (web.certs)",
+                ))
+            }
+            (Mode::Camouflage, Some(web)) => {
+                if web.certs.is_empty() {
+                    return Err(invalid("web.certs", "needs at least one certificate"));
+                }
+                if let Some(value) = &web.server_header {
+                    if value.is_empty()
+                        || value.len() > 100
+                        || !value.bytes().all(|b| (0x20..0x7f).contains(&b))
+                    {
+                        return Err(invalid(
+                            "web.server-header",
+                            "must be 1-100 printable ASCII characters",
+                        ));
+                    }
+                }
+                Some(WebSection {
+                    certs: web
+                        .certs
+                        .into_iter()
+                        .map(|c| crate::camouflage::WebCertFiles {
+                            cert: resolve(c.cert),
+                            key: resolve(c.key),
+                        })
+                        .collect(),
+                    root: web.root.map(resolve),
+                    server_header: web.server_header,
+                })
+            }
+        };
+
         Ok(Config {
             node,
             tun,
             tap,
             transport,
             peers,
+            web,
         })
     }
 }
@@ -713,6 +810,33 @@ addresses = ["10.10.0.1/24"]
             let c = parse(&example()).unwrap();
             assert!(c.tap.is_some());
         }
+    }
+
+    #[test]
+    fn camouflage_needs_a_web_site_and_a_site_needs_camouflage() {
+        let web = "\n[web]\ncerts = [{ cert = \"w.crt\", key = \"w.key\" }]\nroot = \"/srv/www\"\n";
+        let camouflage = MINIMAL.replace("[tun]", "mode = \"camouflage\"\n[tun]");
+        let c = parse(&format!("{camouflage}{web}")).unwrap();
+        assert_eq!(c.node.mode, Mode::Camouflage);
+        let site = c.web.unwrap();
+        assert_eq!(site.certs[0].key, PathBuf::from("/etc/quicap/w.key"));
+        assert_eq!(site.root, Some(PathBuf::from("/srv/www")));
+        assert_eq!(parse(MINIMAL).unwrap().node.mode, Mode::Private);
+        let e = parse(&camouflage).unwrap_err().to_string();
+        assert!(e.starts_with("web:") && e.contains("web.certs"), "{e}");
+        let e = parse(&format!("{MINIMAL}{web}")).unwrap_err().to_string();
+        assert!(e.contains("camouflage"), "{e}");
+        let e = parse(&format!("{camouflage}\n[web]\ncerts = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("web.certs:"), "{e}");
+        let e = parse(&MINIMAL.replace("[tun]", "mode = \"stealth\"\n[tun]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("node.mode:"), "{e}");
+        let bad_header = format!("{camouflage}{web}server-header = \"a\\u0001b\"\n");
+        let e = parse(&bad_header).unwrap_err().to_string();
+        assert!(e.starts_with("web.server-header:"), "{e}");
     }
 
     #[test]

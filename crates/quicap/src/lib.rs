@@ -4,6 +4,7 @@
 //! the daemon and the PKI commands. Protocol logic without IO lives in `quicap-wire`
 //! and `quicap-pki`.
 
+pub mod camouflage;
 pub mod config;
 pub mod daemon;
 pub mod device;

@@ -60,8 +60,40 @@ pub fn transport_config(
             .try_into()
             .map_err(|_| anyhow!("transport.idle-timeout-ms is too large"))?,
     ));
-    // Start at the size the tunnel needs; path MTU discovery moves it up, and black-hole
-    // detection down to 1200 if the path cannot carry it.
+    datagram_path(&mut tc, t, tunnel_mtu, relayed);
+    if relayed {
+        // Tunnel packets wait for this handshake (see `daemon::held`), and its first
+        // packets are often lost while routes converge (a failed link's traffic
+        // moving to another path): retransmit after about 300 ms, not QUIC's
+        // default second.
+        tc.initial_rtt(RELAYED_INITIAL_RTT);
+    }
+    tc.max_concurrent_uni_streams(0u32.into());
+    tc.max_concurrent_bidi_streams(4u32.into());
+    Ok(Arc::new(tc))
+}
+
+/// QUIC transport parameters of connections to the web fronts of camouflage mode:
+/// quinn's defaults, which are those of a common HTTP/3 server (30 s idle timeout,
+/// 100 streams each way, no keep-alives from the server), since every client that
+/// completes a handshake sees them; datagrams, buffers, MTU and GSO as on node links.
+/// Nodes linked through a front find a dead link by their own probes, not by the idle
+/// timeout.
+pub fn web_transport_config(t: &TransportSection, tunnel_mtu: u16) -> Arc<quinn::TransportConfig> {
+    let mut tc = quinn::TransportConfig::default();
+    datagram_path(&mut tc, t, tunnel_mtu, false);
+    Arc::new(tc)
+}
+
+/// What every connection that may carry tunnel packets needs: a start at the size the
+/// tunnel needs (path MTU discovery moves it up, and black-hole detection down to 1200
+/// if the path cannot carry it), bounded datagram queues, and GSO as configured.
+fn datagram_path(
+    tc: &mut quinn::TransportConfig,
+    t: &TransportSection,
+    tunnel_mtu: u16,
+    relayed: bool,
+) {
     let wanted = tunnel_mtu
         .saturating_add(quicap_wire::overlay::BASE_LEN as u16)
         .saturating_add(QUIC_DATAGRAM_OVERHEAD);
@@ -71,23 +103,13 @@ pub fn transport_config(
         MAX_INITIAL_MTU
     };
     tc.initial_mtu(wanted.clamp(1200, ceiling));
-    if relayed {
-        // Tunnel packets wait for this handshake (see `daemon::held`), and its first
-        // packets are often lost while routes converge (a failed link's traffic
-        // moving to another path): retransmit after about 300 ms, not QUIC's
-        // default second.
-        tc.initial_rtt(RELAYED_INITIAL_RTT);
-    }
     let mut mtud = quinn::MtuDiscoveryConfig::default();
     mtud.black_hole_cooldown(BLACK_HOLE_COOLDOWN);
     mtud.upper_bound(MAX_DISCOVERED_MTU);
     tc.mtu_discovery_config(Some(mtud));
     tc.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     tc.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
-    tc.max_concurrent_uni_streams(0u32.into());
-    tc.max_concurrent_bidi_streams(4u32.into());
     tc.enable_segmentation_offload(t.gso);
-    Ok(Arc::new(tc))
 }
 
 pub fn server_config(
@@ -120,11 +142,12 @@ pub fn token_key() -> TokenKey {
 
 /// A QUIC server config around `tls`, sealing Retry tokens with `token_key`.
 pub fn quic_server(
-    tls: rustls::ServerConfig,
+    tls: impl Into<Arc<rustls::ServerConfig>>,
     transport: Arc<quinn::TransportConfig>,
     token_key: TokenKey,
 ) -> Result<quinn::ServerConfig> {
-    let quic = QuicServerConfig::try_from(tls).map_err(|e| anyhow!("QUIC server TLS: {e}"))?;
+    let quic =
+        QuicServerConfig::try_from(tls.into()).map_err(|e| anyhow!("QUIC server TLS: {e}"))?;
     let mut config = quinn::ServerConfig::new(Arc::new(quic), token_key);
     config.transport_config(transport);
     config.migration(true);

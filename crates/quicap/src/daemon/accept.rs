@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use super::{admission, session, Node};
+use crate::camouflage;
 use crate::link::{tcp, Link};
 use crate::tls::RefusalSlot;
 use crate::transport;
@@ -59,10 +60,13 @@ pub(super) async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
             let handshake = connecting.await;
             drop(in_flight);
             match handshake {
-                Ok(conn) => {
-                    let relayed = node.relays.node_at(remote).is_some();
-                    session::run(node, Link::quic(conn, relayed), false, None).await;
-                }
+                Ok(conn) => match node.front_for(remote) {
+                    Some(front) => camouflage::h3::serve(conn, front.site.clone()).await,
+                    None => {
+                        let relayed = node.relays.node_at(remote).is_some();
+                        session::run(node, Link::quic(conn, relayed), false, None).await;
+                    }
+                },
                 Err(e) => match refusal.take() {
                     Some(r) => node.refusals.incoming(remote, &r, &node.trust()),
                     None => debug!(%remote, error = %e, "incoming handshake failed"),
@@ -100,6 +104,14 @@ pub(super) async fn accept_tcp_loop(node: Arc<Node>, listener: tokio::net::TcpLi
         let node = node.clone();
         tokio::spawn(async move {
             let in_flight = InFlight(node.clone());
+            if let Some(front) = node.front.clone() {
+                let tls = front.accept_tcp(stream, remote).await;
+                drop(in_flight);
+                if let Some(tls) = tls {
+                    camouflage::https::serve(tls, front.site.clone(), remote.to_string()).await;
+                }
+                return;
+            }
             let refusal = RefusalSlot::default();
             let config = Arc::new(node.tls().server(refusal.clone()));
             let handshake = tcp::accept(stream, remote, config, node.relays.clone()).await;

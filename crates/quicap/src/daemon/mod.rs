@@ -55,6 +55,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
+use crate::camouflage;
 use crate::config::{Config, PeerTransport};
 use crate::device::{Interface, Kind, Netlink, Spec};
 use crate::relay::{RelayCounters, RelayTable};
@@ -129,6 +130,10 @@ pub struct Node {
     transport: Arc<quinn::TransportConfig>,
     /// Transport parameters of end-to-end connections carried in relay frames.
     transport_relayed: Arc<quinn::TransportConfig>,
+    /// Camouflage mode: the web fronts every direct connection meets, and their
+    /// transport parameters.
+    front: Option<Arc<camouflage::Front>>,
+    transport_web: Arc<quinn::TransportConfig>,
     pub peers: PeerTable,
     pub mesh: mesh::Mesh,
     pub macs: MacTable,
@@ -244,11 +249,44 @@ impl Node {
         remote: SocketAddr,
         refusal: RefusalSlot,
     ) -> Result<quinn::ServerConfig> {
+        if let Some(front) = self.front_for(remote) {
+            return transport::quic_server(
+                front.quic_tls(),
+                self.transport_web.clone(),
+                self.token_key.clone(),
+            );
+        }
         transport::quic_server(
             self.tls().server(refusal),
             self.transport_for(remote),
             self.token_key.clone(),
         )
+    }
+
+    /// The web front a connection from `remote` meets: in camouflage mode, every one
+    /// but the end-to-end connections carried in relay frames, which only nodes of the
+    /// mesh can reach.
+    fn front_for(&self, remote: SocketAddr) -> Option<&Arc<camouflage::Front>> {
+        self.front
+            .as_ref()
+            .filter(|_| self.relays.node_at(remote).is_none())
+    }
+
+    /// The server config endpoints start handshakes with unless the accept path picks
+    /// another.
+    fn default_server_config(&self, tls: &Tls) -> Result<quinn::ServerConfig> {
+        match &self.front {
+            Some(front) => transport::quic_server(
+                front.quic_tls(),
+                self.transport_web.clone(),
+                self.token_key.clone(),
+            ),
+            None => transport::quic_server(
+                tls.server(RefusalSlot::default()),
+                self.transport.clone(),
+                self.token_key.clone(),
+            ),
+        }
     }
 
     /// Stops the node with `reason` as its error (see the `fatal` field); the first reason
@@ -267,11 +305,7 @@ impl Node {
     /// Makes new handshakes, both ways, use `identity` and trust `trust`.
     fn set_tls(&self, trust: &Trust, identity: &Identity) -> Result<()> {
         let tls = Tls::new(trust, identity)?;
-        let server = transport::quic_server(
-            tls.server(RefusalSlot::default()),
-            self.transport.clone(),
-            self.token_key.clone(),
-        )?;
+        let server = self.default_server_config(&tls)?;
         for endpoint in &self.endpoints {
             endpoint.set_server_config(Some(server.clone()));
         }
@@ -475,6 +509,18 @@ pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
             peers.join(", ")
         }
     );
+    if let Some(web) = &config.web {
+        let front = camouflage::Front::load(web, &config.node)?;
+        let _ = writeln!(
+            out,
+            "camouflage: a web site for {} ({})",
+            front.certs.names().join(" "),
+            match &web.root {
+                Some(root) => format!("files of {}", root.display()),
+                None => "the built-in page".to_owned(),
+            }
+        );
+    }
     for warning in startup_warnings(config, cert) {
         let _ = writeln!(out, "warning: {warning}");
     }
@@ -493,13 +539,23 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     };
     let transport_config = transport::transport_config(&config.transport, config.mtu(), false)?;
     let transport_relayed = transport::transport_config(&config.transport, config.mtu(), true)?;
+    let transport_web = transport::web_transport_config(&config.transport, config.mtu());
     let tls = Tls::new(&trust.rustls, &loaded.identity)?;
     let token_key = transport::token_key();
-    let server = transport::quic_server(
-        tls.server(RefusalSlot::default()),
-        transport_config.clone(),
-        token_key.clone(),
-    )?;
+    let front = match &config.web {
+        Some(web) => Some(Arc::new(camouflage::Front::load(web, &config.node)?)),
+        None => None,
+    };
+    let server = match &front {
+        Some(front) => {
+            transport::quic_server(front.quic_tls(), transport_web.clone(), token_key.clone())?
+        }
+        None => transport::quic_server(
+            tls.server(RefusalSlot::default()),
+            transport_config.clone(),
+            token_key.clone(),
+        )?,
+    };
     let relays = RelayTable::new(quicap_pki::node_id(&loaded.cert.name));
     let mut socket_drops = transport::SocketDrops::default();
     let (endpoints, relay_counters): (Vec<_>, Vec<_>) = config
@@ -607,6 +663,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         token_key,
         transport: transport_config,
         transport_relayed,
+        front,
+        transport_web,
         peers: PeerTable::default(),
         mesh: mesh::Mesh::new(id, loaded.cert.name.clone(), own_info, loaded.key, 0)?,
         macs: MacTable::default(),
@@ -660,6 +718,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     tasks.spawn(control::serve(node.clone(), control));
     if let Some(path) = config.node.crl.clone() {
         tasks.spawn(watchers::watch_crl(node.clone(), path));
+    }
+    if let Some(front) = node.front.clone() {
+        tasks.spawn(watchers::watch_web_certs(front.certs.clone()));
     }
     tasks.spawn(renew::watch(node.clone(), config.clone()));
 

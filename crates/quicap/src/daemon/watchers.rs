@@ -98,3 +98,16 @@ pub(super) async fn watch_crl(node: Arc<Node>, path: std::path::PathBuf) {
             });
     }
 }
+
+/// Re-reads the web certificates of camouflage mode when their files change (certbot
+/// renewing them, say): new handshakes use them at once.
+pub(super) async fn watch_web_certs(certs: Arc<crate::camouflage::WebCerts>) {
+    let mut files = FileWatch::new(certs.paths());
+    loop {
+        files.changed().await;
+        match certs.reload() {
+            Ok(()) => info!(names = ?certs.names(), "web certificates reloaded"),
+            Err(e) => error!(error = %format!("{e:#}"), "keeping the previous web certificates"),
+        }
+    }
+}

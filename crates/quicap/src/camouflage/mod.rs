@@ -1,0 +1,154 @@
+//! Camouflage mode: to anyone without a node identity, a node is an ordinary web
+//! server, HTTP/3 on its UDP port and HTTPS (HTTP/1.1, HTTP/2) on its TCP port, with
+//! the operator's web certificate for the name asked for.
+//!
+//! ```text
+//!  QUIC Initial ──> web TLS config (certs by SNI, ALPN h3, no client auth) ──> h3::serve
+//!  TCP ──> plaintext HTTP? ── yes ──> 400, as web servers answer it
+//!            │ no
+//!            └──> web TLS config (ALPN h2, http/1.1) ──> https::serve
+//!  every request ──> Site::answer (files of a directory, or the built-in page)
+//! ```
+//!
+//! Nothing a client sees before it has proven a node identity names the network CA
+//! or QUICAP: no CertificateRequest, no `quicap` ALPN, no node certificate.
+
+pub mod certs;
+pub mod h3;
+pub mod https;
+pub mod site;
+
+use std::io::SeekFrom;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use bytes::Bytes;
+use rustls::crypto::CryptoProvider;
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tracing::debug;
+
+pub use certs::{WebCertFiles, WebCerts};
+
+use crate::config::{NodeSection, WebSection};
+pub use site::Site;
+
+/// ALPN of the QUIC front.
+pub const ALPN_H3: &[u8] = b"h3";
+/// ALPN of the TCP front, server preference first.
+pub const ALPN_TCP: [&[u8]; 2] = [b"h2", b"http/1.1"];
+/// How long a TCP client may take to start, and to finish, its TLS handshake.
+const FIRST_BYTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Request body bytes taken in (and dropped) before an answer.
+const REQUEST_BODY_LIMIT: usize = 1 << 20;
+/// How long a request body may pause before the answer goes without the rest.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// Bytes a file body is read and sent in.
+const CHUNK: u64 = 64 * 1024;
+
+/// What the web fronts share: the site and the TLS configs around the certificates.
+#[derive(Debug)]
+pub struct Front {
+    pub site: Arc<Site>,
+    pub certs: Arc<WebCerts>,
+    quic: Arc<rustls::ServerConfig>,
+    tcp: Arc<rustls::ServerConfig>,
+}
+
+impl Front {
+    /// The fronts of a node's `[web]` section: its certificates loaded and checked,
+    /// HTTP/3 advertised on the first UDP port the node listens on.
+    pub fn load(web: &WebSection, node: &NodeSection) -> Result<Front> {
+        let provider = crate::tls::provider();
+        let certs = Arc::new(WebCerts::load(web.certs.clone(), provider.clone())?);
+        if let Some(root) = &web.root {
+            if !root.is_dir() {
+                anyhow::bail!("web.root {}: not a directory", root.display());
+            }
+        }
+        let site = Site::new(
+            web.root.clone(),
+            web.server_header.as_deref(),
+            node.listen.first().map(|a| a.port()),
+        );
+        Front::new(site, certs, provider)
+    }
+
+    pub fn new(site: Site, certs: Arc<WebCerts>, provider: Arc<CryptoProvider>) -> Result<Front> {
+        let config = |alpn: &[&[u8]], versions: &[&'static rustls::SupportedProtocolVersion]| {
+            let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(versions)?
+                .with_no_client_auth()
+                .with_cert_resolver(certs.clone());
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            // 0-RTT data could be replayed: none is taken.
+            config.max_early_data_size = 0;
+            anyhow::Ok(config)
+        };
+        Ok(Front {
+            site: Arc::new(site),
+            quic: Arc::new(config(&[ALPN_H3], &[&rustls::version::TLS13])?),
+            tcp: Arc::new(config(
+                &ALPN_TCP,
+                &[&rustls::version::TLS13, &rustls::version::TLS12],
+            )?),
+            certs,
+        })
+    }
+
+    /// The TLS config of the QUIC front, for quinn.
+    pub fn quic_tls(&self) -> Arc<rustls::ServerConfig> {
+        self.quic.clone()
+    }
+
+    /// Takes an accepted TCP connection to the point where HTTPS can be served: the
+    /// TLS handshake with the web certificate. A plaintext HTTP request gets the
+    /// answer web servers give it on a TLS port; that, a silent client and a failed
+    /// handshake end in `None`.
+    pub async fn accept_tcp(
+        &self,
+        mut stream: tokio::net::TcpStream,
+        remote: SocketAddr,
+    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1))) {
+            return None;
+        }
+        if first[0].is_ascii_uppercase() {
+            let _ = stream.write_all(https::PLAINTEXT_ANSWER).await;
+            let _ = stream.shutdown().await;
+            return None;
+        }
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.tcp.clone());
+        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => Some(tls),
+            Ok(Err(e)) => {
+                debug!(%remote, error = %e, "HTTPS handshake failed");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Reads up to [`CHUNK`] bytes of `file` from `offset`, at most `left`.
+pub(crate) async fn read_chunk(
+    file: &mut tokio::fs::File,
+    offset: u64,
+    left: u64,
+) -> std::io::Result<Bytes> {
+    file.seek(SeekFrom::Start(offset)).await?;
+    let want = left.min(CHUNK) as usize;
+    let mut buf = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        let n = file.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            // The file shrank since its length was read.
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        filled += n;
+    }
+    Ok(Bytes::from(buf))
+}

@@ -1,0 +1,586 @@
+//! The web site a node in camouflage mode shows to everyone without a node identity:
+//! files from a directory, answered the way a common static file server answers
+//! (conditional and range requests, index files, canonical directory paths), or a
+//! built-in page when no directory is configured.
+//!
+//! No IO beyond reading the site's files; the HTTP/3 and HTTPS fronts turn a
+//! [`Reply`] into frames. Whatever a request holds (path, ranges, dates) is parsed here
+//! and is untrusted.
+
+use std::path::{Component, Path, PathBuf};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode};
+
+/// What the site serves.
+#[derive(Debug, Clone)]
+pub struct Site {
+    root: Option<PathBuf>,
+    /// The `Server` header sent, if any.
+    server: Option<HeaderValue>,
+    /// The `Alt-Svc` header sent on HTTPS over TCP (`h3=":443"; ma=2592000`).
+    alt_svc: Option<HeaderValue>,
+}
+
+/// A response, its body still to be read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Body,
+}
+
+/// A response body.
+#[derive(Debug)]
+pub enum Body {
+    Empty,
+    Bytes(Bytes),
+    /// `len` bytes of a file from `offset`.
+    File {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+    },
+}
+
+/// The built-in page, served when no directory is configured: a page that names no
+/// software.
+const DEFAULT_PAGE: &str = "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>Welcome</title></head>\n<body>\n<h1>Welcome</h1>\n<p>This site is under construction.</p>\n</body>\n</html>\n";
+
+const INDEX: &str = "index.html";
+
+impl Site {
+    /// `root`: the directory served (`None`: the built-in page); `server`: the `Server`
+    /// header's value; `h3_port`: the UDP port advertised with `Alt-Svc` on HTTPS.
+    pub fn new(root: Option<PathBuf>, server: Option<&str>, h3_port: Option<u16>) -> Site {
+        Site {
+            root,
+            server: server.and_then(|s| HeaderValue::from_str(s).ok()),
+            alt_svc: h3_port
+                .and_then(|p| HeaderValue::from_str(&format!("h3=\":{p}\"; ma=2592000")).ok()),
+        }
+    }
+
+    /// The answer to a request; `tcp` says whether it came over HTTPS on TCP (which
+    /// advertises HTTP/3).
+    pub fn answer(&self, method: &Method, path: &str, headers: &HeaderMap, tcp: bool) -> Reply {
+        let mut reply = match &self.root {
+            None => self.builtin(method, path, headers),
+            Some(root) => files(root, method, path, headers),
+        };
+        if let Some(server) = &self.server {
+            reply.headers.insert(header::SERVER, server.clone());
+        }
+        if tcp {
+            if let Some(alt) = &self.alt_svc {
+                reply.headers.insert(header::ALT_SVC, alt.clone());
+            }
+        }
+        reply
+    }
+
+    fn builtin(&self, method: &Method, path: &str, headers: &HeaderMap) -> Reply {
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            return not_allowed();
+        }
+        if path != "/" && path != "/index.html" {
+            return status(StatusCode::NOT_FOUND);
+        }
+        let len = DEFAULT_PAGE.len() as u64;
+        // A fixed page: a fixed validator.
+        let etag = format!("\"{:x}\"", len);
+        let mut reply = content(
+            method,
+            headers,
+            len,
+            &etag,
+            None,
+            "text/html; charset=utf-8",
+        );
+        if let Body::File { offset, len, .. } = reply.body {
+            let start = offset as usize;
+            reply.body = Body::Bytes(Bytes::from_static(
+                &DEFAULT_PAGE.as_bytes()[start..start + len as usize],
+            ));
+        }
+        reply
+    }
+}
+
+fn status(code: StatusCode) -> Reply {
+    Reply {
+        status: code,
+        headers: HeaderMap::new(),
+        body: Body::Empty,
+    }
+}
+
+fn not_allowed() -> Reply {
+    let mut reply = status(StatusCode::METHOD_NOT_ALLOWED);
+    reply
+        .headers
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    reply
+}
+
+fn redirect(to: &str) -> Reply {
+    let mut reply = status(StatusCode::PERMANENT_REDIRECT);
+    if let Ok(value) = HeaderValue::from_str(to) {
+        reply.headers.insert(header::LOCATION, value);
+    }
+    reply
+}
+
+/// Serves a file of the directory.
+fn files(root: &Path, method: &Method, raw_path: &str, headers: &HeaderMap) -> Reply {
+    let (path, query) = raw_path.split_once('?').unwrap_or((raw_path, ""));
+    let Some(relative) = decode_path(path) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    let full = root.join(&relative);
+    let Ok(meta) = std::fs::metadata(&full) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    // Stay inside the root, whatever a symbolic link says.
+    let inside = match (full.canonicalize(), root.canonicalize()) {
+        (Ok(f), Ok(r)) => f.starts_with(r),
+        _ => false,
+    };
+    if !inside {
+        return status(StatusCode::NOT_FOUND);
+    }
+    let with_query = |p: &str| {
+        if query.is_empty() {
+            p.to_owned()
+        } else {
+            format!("{p}?{query}")
+        }
+    };
+    let (file, meta) = if meta.is_dir() {
+        if !path.ends_with('/') {
+            return redirect(&with_query(&format!("{path}/")));
+        }
+        let index = full.join(INDEX);
+        match std::fs::metadata(&index) {
+            Ok(m) if m.is_file() => (index, m),
+            _ => return status(StatusCode::NOT_FOUND),
+        }
+    } else {
+        if path.ends_with('/') {
+            return status(StatusCode::NOT_FOUND);
+        }
+        if let Some(dir) = path.strip_suffix(INDEX) {
+            if dir.ends_with('/') {
+                return redirect(&with_query(dir));
+            }
+        }
+        (full, meta)
+    };
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return not_allowed();
+    }
+    let modified = meta.modified().ok();
+    let etag = etag(modified, meta.len());
+    let kind = content_type(&file);
+    let mut reply = content(method, headers, meta.len(), &etag, modified, kind);
+    if let Body::File { path, .. } = &mut reply.body {
+        *path = file;
+    }
+    reply
+}
+
+/// The answer for content of `len` bytes: conditional requests, ranges, HEAD. A body
+/// comes back as a [`Body::File`] range with an empty path for the caller to fill.
+fn content(
+    method: &Method,
+    headers: &HeaderMap,
+    len: u64,
+    etag: &str,
+    modified: Option<SystemTime>,
+    kind: &'static str,
+) -> Reply {
+    let mut reply = status(StatusCode::OK);
+    let h = &mut reply.headers;
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(m) = modified {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(m)) {
+            h.insert(header::LAST_MODIFIED, v);
+        }
+    }
+    if not_modified(headers, etag, modified) {
+        reply.status = StatusCode::NOT_MODIFIED;
+        reply.headers.remove(header::CONTENT_TYPE);
+        return reply;
+    }
+    let mut offset = 0;
+    let mut body_len = len;
+    if let Some(range) = headers.get(header::RANGE) {
+        match single_range(range.as_bytes(), len) {
+            RangeAsk::Whole => {}
+            RangeAsk::Part(start, end) => {
+                reply.status = StatusCode::PARTIAL_CONTENT;
+                offset = start;
+                body_len = end - start + 1;
+                set(
+                    &mut reply.headers,
+                    header::CONTENT_RANGE,
+                    &format!("bytes {start}-{end}/{len}"),
+                );
+            }
+            RangeAsk::Unsatisfiable => {
+                let mut reply = status(StatusCode::RANGE_NOT_SATISFIABLE);
+                set(
+                    &mut reply.headers,
+                    header::CONTENT_RANGE,
+                    &format!("bytes */{len}"),
+                );
+                return reply;
+            }
+        }
+    }
+    set(
+        &mut reply.headers,
+        header::CONTENT_LENGTH,
+        &body_len.to_string(),
+    );
+    reply.body = if *method == Method::HEAD || body_len == 0 {
+        Body::Empty
+    } else {
+        Body::File {
+            path: PathBuf::new(),
+            offset,
+            len: body_len,
+        }
+    };
+    reply
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// `If-None-Match` decides when present; `If-Modified-Since` otherwise.
+fn not_modified(headers: &HeaderMap, etag: &str, modified: Option<SystemTime>) -> bool {
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+        let Ok(list) = inm.to_str() else {
+            return false;
+        };
+        return list.split(',').map(str::trim).any(|t| {
+            t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag.strip_prefix("W/").unwrap_or(etag)
+        });
+    }
+    let (Some(ims), Some(modified)) = (headers.get(header::IF_MODIFIED_SINCE), modified) else {
+        return false;
+    };
+    let Some(since) = ims
+        .to_str()
+        .ok()
+        .and_then(|s| httpdate::parse_http_date(s).ok())
+    else {
+        return false;
+    };
+    // HTTP dates have whole seconds.
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    secs(modified) <= secs(since)
+}
+
+/// What a `Range` header asks of content of `len` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    /// Not a range this server serves in part (several ranges, another unit,
+    /// malformed): the whole content.
+    Whole,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+fn single_range(value: &[u8], len: u64) -> RangeAsk {
+    let Some(spec) = std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return RangeAsk::Whole;
+    };
+    if spec.contains(',') {
+        return RangeAsk::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeAsk::Whole;
+    };
+    let number = |s: &str| {
+        (!s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match number(suffix) {
+            None => RangeAsk::Whole,
+            Some(0) => RangeAsk::Unsatisfiable,
+            Some(_) if len == 0 => RangeAsk::Unsatisfiable,
+            Some(n) => RangeAsk::Part(len.saturating_sub(n), len - 1),
+        },
+        (start, end) => {
+            let Some(start) = number(start) else {
+                return RangeAsk::Whole;
+            };
+            let end = if end.is_empty() {
+                None
+            } else {
+                match number(end) {
+                    Some(end) if end >= start => Some(end),
+                    _ => return RangeAsk::Whole,
+                }
+            };
+            if start >= len {
+                return RangeAsk::Unsatisfiable;
+            }
+            RangeAsk::Part(start, end.unwrap_or(len - 1).min(len - 1))
+        }
+    }
+}
+
+/// A weak validator from the modification time and size, as common file servers make
+/// it.
+fn etag(modified: Option<SystemTime>, len: u64) -> String {
+    let nanos = modified
+        .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("\"{}{}\"", radix36(nanos), radix36(u128::from(len)))
+}
+
+fn radix36(mut n: u128) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The request path, percent-decoded, as a path relative to the root; `None` for one
+/// that leaves the root or is not a path (NUL, a `..` segment, not UTF-8).
+fn decode_path(path: &str) -> Option<PathBuf> {
+    let mut bytes = Vec::with_capacity(path.len());
+    let mut input = path.bytes();
+    while let Some(b) = input.next() {
+        if b == b'%' {
+            let hi = (input.next()? as char).to_digit(16)?;
+            let lo = (input.next()? as char).to_digit(16)?;
+            bytes.push((hi * 16 + lo) as u8);
+        } else {
+            bytes.push(b);
+        }
+    }
+    let decoded = String::from_utf8(bytes).ok()?;
+    if !decoded.starts_with('/') || decoded.contains('\0') || decoded.contains('\\') {
+        return None;
+    }
+    let relative = Path::new(decoded.trim_start_matches('/'));
+    relative
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        .then(|| relative.to_path_buf())
+}
+
+fn content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("json") => "application/json",
+        Some("txt") => "text/plain; charset=utf-8",
+        Some("xml") => "text/xml; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("gif") => "image/gif",
+        Some("webp") => "image/webp",
+        Some("ico") => "image/vnd.microsoft.icon",
+        Some("woff2") => "font/woff2",
+        Some("woff") => "font/woff",
+        Some("pdf") => "application/pdf",
+        Some("wasm") => "application/wasm",
+        Some("mp4") => "video/mp4",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site() -> (tempfile::TempDir, Site) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("index.html"), "<h1>hello</h1>\n").unwrap();
+        std::fs::create_dir(dir.path().join("docs")).unwrap();
+        std::fs::write(dir.path().join("docs/a.txt"), "0123456789").unwrap();
+        std::fs::create_dir(dir.path().join("empty")).unwrap();
+        let site = Site::new(Some(dir.path().to_owned()), Some("web"), Some(443));
+        (dir, site)
+    }
+
+    fn get(site: &Site, path: &str, headers: &[(&'static str, &str)]) -> Reply {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        site.answer(&Method::GET, path, &map, true)
+    }
+
+    fn range(reply: &Reply) -> (u64, u64) {
+        match reply.body {
+            Body::File { offset, len, .. } => (offset, len),
+            ref other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn files_index_and_canonical_paths() {
+        let (_dir, site) = site();
+        let index = get(&site, "/", &[]);
+        assert_eq!(index.status, StatusCode::OK);
+        assert_eq!(index.headers[header::CONTENT_LENGTH], "15");
+        assert_eq!(
+            index.headers[header::CONTENT_TYPE],
+            "text/html; charset=utf-8"
+        );
+        assert_eq!(index.headers[header::SERVER], "web");
+        assert_eq!(index.headers[header::ALT_SVC], "h3=\":443\"; ma=2592000");
+        assert!(matches!(&index.body, Body::File { path, .. } if path.ends_with("index.html")));
+        assert_eq!(get(&site, "/docs/a.txt", &[]).status, StatusCode::OK);
+        assert_eq!(get(&site, "/docs/%61.txt", &[]).status, StatusCode::OK);
+        let dir = get(&site, "/docs?x=1", &[]);
+        assert_eq!(dir.status, StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(dir.headers[header::LOCATION], "/docs/?x=1");
+        assert_eq!(
+            get(&site, "/index.html", &[]).headers[header::LOCATION],
+            "/"
+        );
+        for missing in [
+            "/nope",
+            "/empty/",
+            "/docs/a.txt/",
+            "/../etc/passwd",
+            "/%2e%2e/x",
+            "/a%00",
+            "/%zz",
+        ] {
+            assert_eq!(
+                get(&site, missing, &[]).status,
+                StatusCode::NOT_FOUND,
+                "{missing}"
+            );
+        }
+        let post = site.answer(&Method::POST, "/", &HeaderMap::new(), false);
+        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(post.headers[header::ALLOW], "GET, HEAD");
+        assert!(post.headers.get(header::ALT_SVC).is_none());
+        let head = site.answer(&Method::HEAD, "/", &HeaderMap::new(), true);
+        assert_eq!(head.headers[header::CONTENT_LENGTH], "15");
+        assert!(matches!(head.body, Body::Empty));
+    }
+
+    #[test]
+    fn ranges_and_conditional_requests() {
+        let (_dir, site) = site();
+        let part = get(&site, "/docs/a.txt", &[("range", "bytes=2-4")]);
+        assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(part.headers[header::CONTENT_RANGE], "bytes 2-4/10");
+        assert_eq!(range(&part), (2, 3));
+        assert_eq!(
+            range(&get(&site, "/docs/a.txt", &[("range", "bytes=-3")])),
+            (7, 3)
+        );
+        assert_eq!(
+            range(&get(&site, "/docs/a.txt", &[("range", "bytes=8-")])),
+            (8, 2)
+        );
+        assert_eq!(
+            range(&get(&site, "/docs/a.txt", &[("range", "bytes=5-99")])),
+            (5, 5)
+        );
+        let beyond = get(&site, "/docs/a.txt", &[("range", "bytes=10-")]);
+        assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(beyond.headers[header::CONTENT_RANGE], "bytes */10");
+        for whole in [
+            "bytes=4-2",
+            "items=1-2",
+            "bytes=0-1,3-4",
+            "bytes=x-1",
+            "bytes=",
+        ] {
+            assert_eq!(
+                get(&site, "/docs/a.txt", &[("range", whole)]).status,
+                StatusCode::OK,
+                "{whole}"
+            );
+        }
+        let first = get(&site, "/docs/a.txt", &[]);
+        let tag = first.headers[header::ETAG].to_str().unwrap().to_owned();
+        let date = first.headers[header::LAST_MODIFIED]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            get(&site, "/docs/a.txt", &[("if-none-match", &tag)]).status,
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            get(&site, "/docs/a.txt", &[("if-none-match", "\"other\"")]).status,
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&site, "/docs/a.txt", &[("if-modified-since", &date)]).status,
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            get(
+                &site,
+                "/docs/a.txt",
+                &[("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")]
+            )
+            .status,
+            StatusCode::OK
+        );
+    }
+
+    #[test]
+    fn the_builtin_page_names_no_software() {
+        let site = Site::new(None, None, None);
+        let page = get(&site, "/", &[]);
+        assert_eq!(page.status, StatusCode::OK);
+        assert!(page.headers.get(header::SERVER).is_none());
+        let Body::Bytes(body) = &page.body else {
+            panic!("{:?}", page.body)
+        };
+        assert_eq!(body.len(), DEFAULT_PAGE.len());
+        let lower = DEFAULT_PAGE.to_ascii_lowercase();
+        assert!(!lower.contains("quicap") && !lower.contains("rust"));
+        assert_eq!(get(&site, "/x", &[]).status, StatusCode::NOT_FOUND);
+        let part = get(&site, "/", &[("range", "bytes=0-8")]);
+        assert!(matches!(&part.body, Body::Bytes(b) if &b[..] == b"<!DOCTYPE"));
+    }
+}

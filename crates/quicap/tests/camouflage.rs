@@ -1,0 +1,481 @@
+//! Camouflage mode, seen from outside: a real `quicap` node in a namespace, probed from
+//! another with real clients (curl, openssl s_client) and with rustls clients that
+//! record whether the server ever asked for a client certificate.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+const SITE: &str = "www.example.test";
+const NODE_ADDR: &str = "10.231.0.2";
+const CLIENT_ADDR: &str = "10.231.0.1";
+const INDEX: &str =
+    "<!DOCTYPE html>\n<title>example</title>\n<p>Hello from the example site.</p>\n";
+
+/// A camouflaged node `b` with a web root and a self-signed web certificate for
+/// [`SITE`], and a client namespace `a` that reaches it.
+struct Camouflaged {
+    a: Netns,
+    _b: Netns,
+    node: Node,
+    _pki: Pki,
+    root: PathBuf,
+}
+
+fn web_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("test setup");
+    let mut params = rcgen::CertificateParams::new(vec![SITE.to_owned()]).expect("test setup");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, SITE);
+    let cert = params.self_signed(&key).expect("test setup");
+    let (c, k) = (dir.join("web.crt"), dir.join("web.key"));
+    std::fs::write(&c, cert.pem()).expect("test setup");
+    std::fs::write(&k, key.serialize_pem()).expect("test setup");
+    (c, k)
+}
+
+fn camouflaged() -> Camouflaged {
+    require_root();
+    let pki = Pki::new("camonet");
+    let (a, b) = (Netns::new(), Netns::new());
+    link(&a, CLIENT_ADDR, &b, NODE_ADDR);
+    let dir = pki.issue("node-b", &["10.77.0.2/24"], &[]);
+    let (cert, key) = web_cert(&dir);
+    let root = dir.join("www");
+    std::fs::create_dir_all(root.join("docs")).expect("test setup");
+    std::fs::write(root.join("index.html"), INDEX).expect("test setup");
+    std::fs::write(root.join("docs/data.txt"), "0123456789abcdef").expect("test setup");
+    let listen = format!("{NODE_ADDR}:4433");
+    let web = format!(
+        "\n[web]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\nroot = \"{}\"\n",
+        cert.display(),
+        key.display(),
+        root.display()
+    );
+    let spec = NodeSpec {
+        node_extra: "mode = \"camouflage\"",
+        extra: &web,
+        ..NodeSpec::new("node-b", &["10.77.0.2/24"], &listen)
+    };
+    let config = write_config(&pki, &dir, &spec);
+    let node = Node::start(&b, "node-b", &config);
+    assert!(
+        node.wait_log(&["node up"], Duration::from_secs(10)),
+        "node did not start"
+    );
+    Camouflaged {
+        a,
+        _b: b,
+        node,
+        _pki: pki,
+        root,
+    }
+}
+
+/// curl from the client namespace: (status, header names, body).
+fn curl(ns: &Netns, args: &[&str], path: &str) -> (u16, Vec<String>, Vec<u8>) {
+    let resolve = format!("{SITE}:4433:{NODE_ADDR}");
+    let url = format!("https://{SITE}:4433{path}");
+    let mut all = vec![
+        "curl",
+        "-sk",
+        "--max-time",
+        "10",
+        "--resolve",
+        &resolve,
+        "-D",
+        "-",
+        "-o",
+        "/dev/stdout",
+    ];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = ns.cmd(&all).output().expect("curl");
+    parse_http(&out.stdout)
+}
+
+/// Splits what `curl -D - -o /dev/stdout` printed into status, header names and body
+/// (the last response, after any 1xx).
+fn parse_http(raw: &[u8]) -> (u16, Vec<String>, Vec<u8>) {
+    let mut rest = raw;
+    loop {
+        let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return (0, Vec::new(), rest.to_vec());
+        };
+        let head = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = &rest[end + 4..];
+        let mut lines = head.lines();
+        let status: u16 = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if (100..200).contains(&status) {
+            continue;
+        }
+        let mut names: Vec<String> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, _)| n.trim().to_ascii_lowercase())
+            .collect();
+        names.sort();
+        return (status, names, rest.to_vec());
+    }
+}
+
+#[test]
+fn a_camouflaged_node_serves_its_site_over_https_with_http1_and_http2() {
+    let c = camouflaged();
+    for version in ["--http1.1", "--http2"] {
+        let (status, names, body) = curl(&c.a, &[version], "/");
+        assert_eq!(status, 200, "{version}");
+        assert_eq!(body, INDEX.as_bytes(), "{version}");
+        for name in [
+            "content-length",
+            "content-type",
+            "etag",
+            "last-modified",
+            "alt-svc",
+        ] {
+            assert!(
+                names.iter().any(|n| n == name),
+                "{version}: {name} in {names:?}"
+            );
+        }
+        let (status, _, body) = curl(&c.a, &[version, "-r", "2-5"], "/docs/data.txt");
+        assert_eq!((status, &body[..]), (206, &b"2345"[..]), "{version}");
+        assert_eq!(curl(&c.a, &[version], "/missing.html").0, 404, "{version}");
+        assert_eq!(curl(&c.a, &[version], "/docs").0, 308, "{version}");
+        assert_eq!(
+            curl(&c.a, &[version, "-X", "POST", "-d", "x=1"], "/").0,
+            405
+        );
+        // HEAD: with -I curl writes the headers where the body would go.
+        let (status, names, rest) = curl(&c.a, &[version, "-I"], "/docs/data.txt");
+        assert_eq!(status, 200);
+        assert!(names.iter().any(|n| n == "content-length"));
+        assert!(
+            !String::from_utf8_lossy(&rest).contains("0123"),
+            "a body on HEAD"
+        );
+    }
+    // The site is read at each request.
+    std::fs::write(c.root.join("new.txt"), "fresh").unwrap();
+    assert_eq!(curl(&c.a, &[], "/new.txt").2, b"fresh");
+    // Alt-Svc names the UDP port, as web servers that speak HTTP/3 do.
+    let out =
+        c.a.cmd(&[
+            "curl",
+            "-skI",
+            "--resolve",
+            &format!("{SITE}:4433:{NODE_ADDR}"),
+            &format!("https://{SITE}:4433/"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("alt-svc: h3=\":4433\""),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(c.node);
+}
+
+#[test]
+fn plaintext_http_on_the_tls_port_gets_the_answer_web_servers_give() {
+    let c = camouflaged();
+    let out =
+        c.a.cmd(&[
+            "curl",
+            "-s",
+            "--max-time",
+            "5",
+            "-D",
+            "-",
+            &format!("http://{NODE_ADDR}:4433/"),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("HTTP/1.0 400 Bad Request"), "{text}");
+    assert!(
+        text.contains("Client sent an HTTP request to an HTTPS server."),
+        "{text}"
+    );
+}
+
+#[test]
+fn openssl_sees_the_web_certificate_no_certificate_request_and_web_alpn() {
+    let c = camouflaged();
+    for (alpn, expect) in [("h2", "h2"), ("http/1.1", "http/1.1")] {
+        let out = c
+            .a
+            .cmd(&[
+                "sh",
+                "-c",
+                &format!(
+                    "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:4433 -servername {SITE} -alpn {alpn} -msg 2>&1"
+                ),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("CN = {SITE}")) || text.contains(&format!("CN={SITE}")),
+            "{text}"
+        );
+        assert!(!text.contains("CertificateRequest"), "{text}");
+        assert!(text.contains(&format!("ALPN protocol: {expect}")), "{text}");
+        assert!(!text.to_ascii_lowercase().contains("quicap"), "{text}");
+        assert!(!text.contains("camonet"), "the CA is named: {text}");
+    }
+    // A client that offers only QUICAP's private ALPN gets no protocol.
+    let out = c
+        .a
+        .cmd(&[
+            "sh",
+            "-c",
+            &format!(
+                "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:4433 -servername {SITE} -alpn quicap/1 2>&1"
+            ),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("ALPN protocol: quicap/1"), "{text}");
+}
+
+/// Accepts any server certificate, as a prober does, and remembers nothing.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client certificate resolver that records whether the server asked for one.
+#[derive(Debug, Default)]
+struct Asked(AtomicBool);
+
+impl ResolvesClientCert for Asked {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::SeqCst);
+        None
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+fn probe_config(alpn: &[&[u8]], asked: Arc<Asked>) -> rustls::ClientConfig {
+    let provider = quicap::tls::provider();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServer(provider)))
+        .with_client_cert_resolver(asked);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+#[test]
+fn neither_listener_ever_asks_a_client_for_a_certificate() {
+    let c = camouflaged();
+    let addr: std::net::SocketAddr = format!("{NODE_ADDR}:4433").parse().unwrap();
+    // TCP: with each web ALPN and with none.
+    for alpn in [&[b"h2".as_slice()][..], &[b"http/1.1"], &[]] {
+        let asked = Arc::new(Asked::default());
+        let config = Arc::new(probe_config(alpn, asked.clone()));
+        let negotiated = block_on_in(&c.a, move || async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(ServerName::try_from(SITE).unwrap(), tcp)
+                .await
+                .expect("TLS handshake with the web front");
+            tls.get_ref().1.alpn_protocol().map(|p| p.to_vec())
+        });
+        assert!(!asked.0.load(Ordering::SeqCst), "CertificateRequest on TCP");
+        assert_eq!(negotiated.as_deref(), alpn.first().copied());
+    }
+    // QUIC: h3 completes a handshake, without a request for a certificate; QUICAP's
+    // private ALPN gets none.
+    for (alpn, completes) in [(b"h3".as_slice(), true), (b"quicap/1", false)] {
+        let asked = Arc::new(Asked::default());
+        let config = probe_config(&[alpn], asked.clone());
+        let done = block_on_in(&c.a, move || async move {
+            let quic = quinn::crypto::rustls::QuicClientConfig::try_from(config).unwrap();
+            let mut endpoint = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+            endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+            let connecting = endpoint.connect(addr, SITE).unwrap();
+            let result = tokio::time::timeout(Duration::from_secs(5), connecting).await;
+            matches!(result, Ok(Ok(_)))
+        });
+        assert!(
+            !asked.0.load(Ordering::SeqCst),
+            "CertificateRequest on QUIC"
+        );
+        assert_eq!(done, completes, "{}", String::from_utf8_lossy(alpn));
+    }
+    assert_eq!(c.node.log_count("panicked"), 0);
+}
+
+#[test]
+fn a_web_certificate_written_over_its_file_is_served_without_a_restart() {
+    let c = camouflaged();
+    let dir = c.root.parent().unwrap().to_owned();
+    let fingerprint = |ns: &Netns| {
+        let out = ns
+            .cmd(&[
+                "sh",
+                "-c",
+                &format!(
+                    "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:4433 -servername {SITE} 2>/dev/null | openssl x509 -noout -fingerprint -sha256"
+                ),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let before = fingerprint(&c.a);
+    assert!(before.contains("Fingerprint"), "{before}");
+    // A renewal as certbot makes it: new files in place of the old.
+    let staging = tempfile::tempdir().unwrap();
+    let (cert, key) = web_cert(staging.path());
+    std::fs::rename(key, dir.join("web.key")).unwrap();
+    std::fs::rename(cert, dir.join("web.crt")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || fingerprint(&c.a) != before).is_some(),
+        "the new certificate was not served"
+    );
+    assert!(c
+        .node
+        .wait_log(&["web certificates reloaded"], Duration::from_secs(2)));
+}
+
+/// ngtcp2's HTTP/3 client (Debian's ngtcp2-client): (its debug output, downloaded body).
+fn h3_get(ns: &Netns, path: &str, extra: &[&str]) -> (String, Vec<u8>) {
+    let download = tempfile::tempdir().expect("download dir");
+    let sni = format!("--sni={SITE}");
+    let url = format!("https://{SITE}:4433{path}");
+    let dl = format!("--download={}", download.path().display());
+    let mut args = vec![
+        "timeout",
+        "10",
+        "gtlsclient",
+        "--no-quic-dump",
+        "--exit-on-all-streams-close",
+        &sni,
+        &dl,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[NODE_ADDR, "4433", &url]);
+    let out = ns.cmd(&args).output().expect("gtlsclient");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = path
+        .rsplit('/')
+        .next()
+        .filter(|n| !n.is_empty())
+        .unwrap_or("index.html");
+    let body = std::fs::read(download.path().join(name)).unwrap_or_default();
+    (text, body)
+}
+
+#[test]
+fn a_camouflaged_node_serves_its_site_over_http3() {
+    let c = camouflaged();
+    let (text, body) = h3_get(&c.a, "/", &[]);
+    println!("{text}");
+    assert_eq!(body, INDEX.as_bytes(), "{text}");
+}
+
+#[test]
+fn check_names_the_site_and_a_broken_web_key_is_one_clear_line() {
+    require_root();
+    let pki = Pki::new("camonet");
+    let dir = pki.issue("node-b", &["10.77.0.2/24"], &[]);
+    let (cert, key) = web_cert(&dir);
+    let web = format!(
+        "\n[web]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        cert.display(),
+        key.display()
+    );
+    let spec = NodeSpec {
+        node_extra: "mode = \"camouflage\"",
+        extra: &web,
+        ..NodeSpec::new("node-b", &["10.77.0.2/24"], "127.0.0.1:4433")
+    };
+    let config = write_config(&pki, &dir, &spec);
+    let check = || {
+        std::process::Command::new(quicap())
+            .args(["up", "--check", "--config"])
+            .arg(&config)
+            .output()
+            .expect("quicap up --check")
+    };
+    let out = check();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "camouflage: a web site for {SITE} (the built-in page)"
+        )),
+        "{text}"
+    );
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
+    let out = check();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("web.key") || err.contains("web key"), "{err}");
+}
