@@ -18,6 +18,7 @@ command -v ethtool >/dev/null || need+=(ethtool)
 command -v curl >/dev/null || need+=(curl)
 command -v gtlsclient >/dev/null || need+=(ngtcp2-client)
 command -v caddy >/dev/null || need+=(caddy)
+python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = "--bench" ]; then
   command -v wg >/dev/null || need+=(wireguard-tools)
 fi
@@ -30,4 +31,12 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# HTTP/3 clients from PyPI for the camouflage tests (crates/quicap/tests/tools/), in a
+# virtual environment of the checkout's own.
+venv="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
+if ! "$venv/bin/python" -c 'import curl_cffi, aioquic' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check curl_cffi==0.17.0 aioquic==1.7.2
 fi

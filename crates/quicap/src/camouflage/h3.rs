@@ -4,13 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::FutureExt;
+use bytes::{Buf, Bytes};
 use h3::server::RequestStream;
 use tracing::debug;
 
-use super::read_chunk;
 use super::site::{Body, Reply, Site};
+use super::{read_chunk, BODY_TIMEOUT, REQUEST_BODY_LIMIT};
 
 /// How long a request may take to send its headers.
 const HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,11 +62,27 @@ async fn answer(site: &Site, request: http::Request<()>, mut stream: Stream) {
         .map(|p| p.as_str())
         .unwrap_or("/");
     let reply = site.answer(&parts.method, path, &parts.headers, false);
-    // The site reads no request body: the response may come first, and then the rest
-    // of the request is not wanted (RFC 9114 section 4.1.2).
+    take_body(&mut stream).await;
     let _ = send(&mut stream, reply).await;
-    if !matches!(stream.recv_data().now_or_never(), Some(Ok(None))) {
-        stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+}
+
+/// Takes in a small request body before the answer, as the HTTPS front does; a larger
+/// one is stopped with H3_NO_ERROR (RFC 9114 section 4.1.2), a stalled one left to the
+/// stream's end. (h3-quinn's `stop_sending` must not follow a read that did not
+/// finish: its stream is inside the read then.)
+async fn take_body(stream: &mut Stream) {
+    let mut taken = 0usize;
+    loop {
+        match tokio::time::timeout(BODY_TIMEOUT, stream.recv_data()).await {
+            Ok(Ok(Some(chunk))) => {
+                taken += chunk.remaining();
+                if taken > REQUEST_BODY_LIMIT {
+                    stream.stop_sending(h3::error::Code::H3_NO_ERROR);
+                    return;
+                }
+            }
+            Ok(Ok(None) | Err(_)) | Err(_) => return,
+        }
     }
 }
 

@@ -110,15 +110,16 @@ impl Front {
         mut stream: tokio::net::TcpStream,
         remote: SocketAddr,
     ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
-        let mut first = [0u8; 1];
-        let peeked = tokio::time::timeout(FIRST_BYTE_TIMEOUT, stream.peek(&mut first)).await;
-        if !matches!(peeked, Ok(Ok(1))) {
-            return None;
-        }
-        if first[0].is_ascii_uppercase() {
-            let _ = stream.write_all(https::PLAINTEXT_ANSWER).await;
-            let _ = stream.shutdown().await;
-            return None;
+        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, first_bytes(&stream)).await {
+            Ok(Some(Opening::Tls)) => {}
+            Ok(Some(Opening::Http)) => {
+                let _ = stream.write_all(https::PLAINTEXT_ANSWER).await;
+                let _ = stream.shutdown().await;
+                return None;
+            }
+            // Not TLS, not HTTP, or nothing: closed without a word, as the reference
+            // server does.
+            Ok(Some(Opening::Other) | None) | Err(_) => return None,
         }
         let acceptor = tokio_rustls::TlsAcceptor::from(self.tcp.clone());
         match tokio::time::timeout(FIRST_BYTE_TIMEOUT, acceptor.accept(stream)).await {
@@ -129,6 +130,47 @@ impl Front {
             }
             Err(_) => None,
         }
+    }
+}
+
+/// What a TCP client's first bytes look like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// A TLS handshake record.
+    Tls,
+    /// A plaintext HTTP request.
+    Http,
+    Other,
+}
+
+/// Request openings Go's TLS server recognizes as plaintext HTTP (the reference server
+/// answers those with [`https::PLAINTEXT_ANSWER`]).
+const HTTP_OPENINGS: [&[u8; 5]; 5] = [b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO"];
+
+/// Peeks at a connection's first five bytes (fewer if the client sends fewer and
+/// stops); `None` if it closes first.
+async fn first_bytes(stream: &tokio::net::TcpStream) -> Option<Opening> {
+    let mut head = [0u8; 5];
+    loop {
+        let n = stream.peek(&mut head).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if head[0] == 0x16 {
+            return Some(Opening::Tls);
+        }
+        if n == head.len() {
+            return Some(if HTTP_OPENINGS.iter().any(|o| **o == head) {
+                Opening::Http
+            } else {
+                Opening::Other
+            });
+        }
+        if !HTTP_OPENINGS.iter().any(|o| o.starts_with(&head[..n])) {
+            return Some(Opening::Other);
+        }
+        // A prefix of a request line: wait for the rest.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
 }
 

@@ -1,7 +1,13 @@
 //! The web site a node in camouflage mode shows to everyone without a node identity:
-//! files from a directory, answered the way a common static file server answers
-//! (conditional and range requests, index files, canonical directory paths), or a
+//! files from a directory, answered the way a common static file server answers, or a
 //! built-in page when no directory is configured.
+//!
+//! The reference is Caddy's `file_server` (2.6, as Debian ships it), which
+//! `tests/camouflage.rs` runs beside a node: every method gets the file, a directory
+//! with an index file is redirected (308) to its path with a slash and one without is
+//! not found, ranges and conditional requests as Go's `http.ServeContent` answers them,
+//! `ETag` from the modification time and size, a `Date` on every answer. Differences
+//! that remain are listed in `docs/camouflage.md`.
 //!
 //! No IO beyond reading the site's files; the HTTP/3 and HTTPS fronts turn a
 //! [`Reply`] into frames. Whatever a request holds (path, ranges, dates) is parsed here
@@ -74,6 +80,24 @@ impl Site {
             reply.headers.insert(header::SERVER, server.clone());
         }
         if tcp {
+            // As the reference's Go servers do: HTTP/1.1 and HTTP/2 put a Date on
+            // every answer and the length on the short ones made up on the spot (not
+            // found, redirects, range errors), its HTTP/3 server does neither.
+            if reply.status != StatusCode::NOT_MODIFIED
+                && !reply.headers.contains_key(header::CONTENT_LENGTH)
+            {
+                let len = match &reply.body {
+                    Body::Bytes(b) => b.len() as u64,
+                    Body::Empty => 0,
+                    Body::File { len, .. } => *len,
+                };
+                set(&mut reply.headers, header::CONTENT_LENGTH, &len.to_string());
+            }
+            set(
+                &mut reply.headers,
+                header::DATE,
+                &httpdate::fmt_http_date(SystemTime::now()),
+            );
             if let Some(alt) = &self.alt_svc {
                 reply.headers.insert(header::ALT_SVC, alt.clone());
             }
@@ -82,15 +106,13 @@ impl Site {
     }
 
     fn builtin(&self, method: &Method, path: &str, headers: &HeaderMap) -> Reply {
-        if !matches!(*method, Method::GET | Method::HEAD) {
-            return not_allowed();
-        }
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
         if path != "/" && path != "/index.html" {
             return status(StatusCode::NOT_FOUND);
         }
         let len = DEFAULT_PAGE.len() as u64;
         // A fixed page: a fixed validator.
-        let etag = format!("\"{:x}\"", len);
+        let etag = format!("\"{}\"", radix36(u128::from(len)));
         let mut reply = content(
             method,
             headers,
@@ -109,6 +131,7 @@ impl Site {
     }
 }
 
+/// An answer without a body.
 fn status(code: StatusCode) -> Reply {
     Reply {
         status: code,
@@ -117,25 +140,48 @@ fn status(code: StatusCode) -> Reply {
     }
 }
 
-fn not_allowed() -> Reply {
-    let mut reply = status(StatusCode::METHOD_NOT_ALLOWED);
-    reply
-        .headers
-        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-    reply
-}
-
-fn redirect(to: &str) -> Reply {
+/// To the canonical path of a directory, with the short page Go's `http.Redirect`
+/// writes.
+fn redirect(method: &Method, to: &str) -> Reply {
     let mut reply = status(StatusCode::PERMANENT_REDIRECT);
-    if let Ok(value) = HeaderValue::from_str(to) {
-        reply.headers.insert(header::LOCATION, value);
+    let Ok(location) = HeaderValue::from_str(to) else {
+        return status(StatusCode::NOT_FOUND);
+    };
+    reply.headers.insert(header::LOCATION, location);
+    if matches!(*method, Method::GET | Method::HEAD) {
+        let page = format!(
+            "<a href=\"{}\">Permanent Redirect</a>.\n\n",
+            html_escape(to)
+        );
+        reply.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        if *method == Method::GET {
+            reply.body = Body::Bytes(Bytes::from(page));
+        }
     }
     reply
 }
 
+fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Serves a file of the directory.
 fn files(root: &Path, method: &Method, raw_path: &str, headers: &HeaderMap) -> Reply {
-    let (path, query) = raw_path.split_once('?').unwrap_or((raw_path, ""));
+    let path = raw_path.split_once('?').map_or(raw_path, |(p, _)| p);
     let Some(relative) = decode_path(path) else {
         return status(StatusCode::NOT_FOUND);
     };
@@ -151,36 +197,23 @@ fn files(root: &Path, method: &Method, raw_path: &str, headers: &HeaderMap) -> R
     if !inside {
         return status(StatusCode::NOT_FOUND);
     }
-    let with_query = |p: &str| {
-        if query.is_empty() {
-            p.to_owned()
-        } else {
-            format!("{p}?{query}")
-        }
-    };
     let (file, meta) = if meta.is_dir() {
-        if !path.ends_with('/') {
-            return redirect(&with_query(&format!("{path}/")));
-        }
         let index = full.join(INDEX);
         match std::fs::metadata(&index) {
-            Ok(m) if m.is_file() => (index, m),
+            Ok(m) if m.is_file() => {
+                if !path.ends_with('/') {
+                    return redirect(method, &format!("{path}/"));
+                }
+                (index, m)
+            }
             _ => return status(StatusCode::NOT_FOUND),
         }
     } else {
         if path.ends_with('/') {
             return status(StatusCode::NOT_FOUND);
         }
-        if let Some(dir) = path.strip_suffix(INDEX) {
-            if dir.ends_with('/') {
-                return redirect(&with_query(dir));
-            }
-        }
         (full, meta)
     };
-    if !matches!(*method, Method::GET | Method::HEAD) {
-        return not_allowed();
-    }
     let modified = meta.modified().ok();
     let etag = etag(modified, meta.len());
     let kind = content_type(&file);
@@ -214,8 +247,11 @@ fn content(
         }
     }
     if not_modified(headers, etag, modified) {
-        reply.status = StatusCode::NOT_MODIFIED;
-        reply.headers.remove(header::CONTENT_TYPE);
+        // As Go's writeNotModified: the validator only.
+        let mut reply = status(StatusCode::NOT_MODIFIED);
+        if let Ok(v) = HeaderValue::from_str(etag) {
+            reply.headers.insert(header::ETAG, v);
+        }
         return reply;
     }
     let mut offset = 0;
@@ -234,12 +270,26 @@ fn content(
                 );
             }
             RangeAsk::Unsatisfiable => {
-                let mut reply = status(StatusCode::RANGE_NOT_SATISFIABLE);
+                // As Go's http.ServeContent: the validators stay, a short text says why.
+                const WHY: &str = "invalid range: failed to overlap\n";
+                reply.status = StatusCode::RANGE_NOT_SATISFIABLE;
+                reply.headers.remove(header::ACCEPT_RANGES);
+                reply.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                reply.headers.insert(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                );
                 set(
                     &mut reply.headers,
                     header::CONTENT_RANGE,
                     &format!("bytes */{len}"),
                 );
+                if *method == Method::GET {
+                    reply.body = Body::Bytes(Bytes::from_static(WHY.as_bytes()));
+                }
                 return reply;
             }
         }
@@ -352,14 +402,18 @@ fn single_range(value: &[u8], len: u64) -> RangeAsk {
     }
 }
 
-/// A weak validator from the modification time and size, as common file servers make
-/// it.
+/// A validator from the modification time (seconds) and the size, both in base 36,
+/// as the reference server makes it.
 fn etag(modified: Option<SystemTime>, len: u64) -> String {
-    let nanos = modified
+    let secs = modified
         .and_then(|m| m.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
+        .map(|d| d.as_secs())
         .unwrap_or(0);
-    format!("\"{}{}\"", radix36(nanos), radix36(u128::from(len)))
+    format!(
+        "\"{}{}\"",
+        radix36(u128::from(secs)),
+        radix36(u128::from(len))
+    )
 }
 
 fn radix36(mut n: u128) -> String {
@@ -438,6 +492,8 @@ mod tests {
         std::fs::create_dir(dir.path().join("docs")).unwrap();
         std::fs::write(dir.path().join("docs/a.txt"), "0123456789").unwrap();
         std::fs::create_dir(dir.path().join("empty")).unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/index.html"), "sub\n").unwrap();
         let site = Site::new(Some(dir.path().to_owned()), Some("web"), Some(443));
         (dir, site)
     }
@@ -469,18 +525,23 @@ mod tests {
         );
         assert_eq!(index.headers[header::SERVER], "web");
         assert_eq!(index.headers[header::ALT_SVC], "h3=\":443\"; ma=2592000");
+        assert!(index.headers.contains_key(header::DATE));
+        assert!(!site
+            .answer(&Method::GET, "/", &HeaderMap::new(), false)
+            .headers
+            .contains_key(header::DATE));
         assert!(matches!(&index.body, Body::File { path, .. } if path.ends_with("index.html")));
+        assert_eq!(get(&site, "/index.html", &[]).status, StatusCode::OK);
         assert_eq!(get(&site, "/docs/a.txt", &[]).status, StatusCode::OK);
         assert_eq!(get(&site, "/docs/%61.txt", &[]).status, StatusCode::OK);
-        let dir = get(&site, "/docs?x=1", &[]);
+        let dir = get(&site, "/sub?x=1", &[]);
         assert_eq!(dir.status, StatusCode::PERMANENT_REDIRECT);
-        assert_eq!(dir.headers[header::LOCATION], "/docs/?x=1");
-        assert_eq!(
-            get(&site, "/index.html", &[]).headers[header::LOCATION],
-            "/"
-        );
+        assert_eq!(dir.headers[header::LOCATION], "/sub/");
+        assert!(matches!(&dir.body, Body::Bytes(b) if b.len() == 41));
         for missing in [
             "/nope",
+            "/docs",
+            "/docs/",
             "/empty/",
             "/docs/a.txt/",
             "/../etc/passwd",
@@ -488,15 +549,13 @@ mod tests {
             "/a%00",
             "/%zz",
         ] {
-            assert_eq!(
-                get(&site, missing, &[]).status,
-                StatusCode::NOT_FOUND,
-                "{missing}"
-            );
+            let reply = get(&site, missing, &[]);
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{missing}");
+            assert_eq!(reply.headers[header::CONTENT_LENGTH], "0", "{missing}");
         }
+        // Every method gets the file, as from the reference server.
         let post = site.answer(&Method::POST, "/", &HeaderMap::new(), false);
-        assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(post.headers[header::ALLOW], "GET, HEAD");
+        assert_eq!(post.status, StatusCode::OK);
         assert!(post.headers.get(header::ALT_SVC).is_none());
         let head = site.answer(&Method::HEAD, "/", &HeaderMap::new(), true);
         assert_eq!(head.headers[header::CONTENT_LENGTH], "15");
@@ -525,6 +584,8 @@ mod tests {
         let beyond = get(&site, "/docs/a.txt", &[("range", "bytes=10-")]);
         assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
         assert_eq!(beyond.headers[header::CONTENT_RANGE], "bytes */10");
+        assert!(matches!(&beyond.body, Body::Bytes(b) if b.starts_with(b"invalid range")));
+        assert!(beyond.headers.contains_key(header::ETAG));
         for whole in [
             "bytes=4-2",
             "items=1-2",
