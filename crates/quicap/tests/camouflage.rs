@@ -252,6 +252,24 @@ fn openssl_sees_the_web_certificate_no_certificate_request_and_web_alpn() {
         assert!(!text.to_ascii_lowercase().contains("quicap"), "{text}");
         assert!(!text.contains("camonet"), "the CA is named: {text}");
     }
+    // TLS 1.2, which web servers still speak.
+    let out = c
+        .a
+        .cmd(&[
+            "sh",
+            "-c",
+            &format!(
+                "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:4433 -servername {SITE} -tls1_2 -msg 2>&1"
+            ),
+        ])
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Protocol  : TLSv1.2") || text.contains("TLSv1.2, Cipher is"),
+        "{text}"
+    );
+    assert!(!text.contains("CertificateRequest"), "{text}");
     // A client that offers only QUICAP's private ALPN gets no protocol.
     let out = c
         .a

@@ -13,6 +13,7 @@
 //! Nothing a client sees before it has proven a node identity names the network CA
 //! or QUICAP: no CertificateRequest, no `quicap` ALPN, no node certificate.
 
+pub mod auth;
 pub mod certs;
 pub mod h3;
 pub mod https;
@@ -59,7 +60,7 @@ impl Front {
     /// The fronts of a node's `[web]` section: its certificates loaded and checked,
     /// HTTP/3 advertised on the first UDP port the node listens on.
     pub fn load(web: &WebSection, node: &NodeSection) -> Result<Front> {
-        let provider = crate::tls::provider();
+        let provider = crate::tls::web_provider();
         let certs = Arc::new(WebCerts::load(web.certs.clone(), provider.clone())?);
         if let Some(root) = &web.root {
             if !root.is_dir() {
