@@ -563,21 +563,35 @@ fn test_python() -> String {
     })
 }
 
-/// One HTTP/3 request from `ns` with curl_cffi (`tests/tools/h3.py`).
-fn h3_request(ns: &Netns, port: u16, method: &str, path: &str, headers: &[&str]) -> Answer {
+/// Runs one of the Python tools of `tests/tools/` in `ns` with `args`: the JSON it
+/// prints.
+fn run_tool(ns: &Netns, tool: &str, args: &[&str]) -> serde_json::Value {
     let python = test_python();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/tools/h3.py");
-    let url = format!("https://{SITE}:{port}{path}");
-    let resolve = format!("{SITE}:{port}:{NODE_ADDR}");
-    let mut args = vec![python.as_str(), script, &url, &resolve, method];
-    args.extend_from_slice(headers);
-    let out = ns.cmd(&args).output().expect("python");
+    let script = format!("{}/tests/tools/{tool}", env!("CARGO_MANIFEST_DIR"));
+    let mut all = vec![python.as_str(), script.as_str()];
+    all.extend_from_slice(args);
+    let out = ns.cmd(&all).output().expect("python");
     assert!(
         out.status.success(),
         "{python} {script} failed (run scripts/deps.sh): {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("h3.py prints JSON");
+    serde_json::from_slice(&out.stdout).expect("the tool prints JSON")
+}
+
+/// One HTTP/3 request from `ns` with curl_cffi (`tests/tools/h3.py`).
+fn h3_request(ns: &Netns, port: u16, method: &str, path: &str, headers: &[&str]) -> Answer {
+    let url = format!("https://{SITE}:{port}{path}");
+    let resolve = format!("{SITE}:{port}:{NODE_ADDR}");
+    let mut args = vec![url.as_str(), &resolve, method];
+    args.extend_from_slice(headers);
+    let v = run_tool(ns, "h3.py", &args);
+    let body = base64_decode(v["body"].as_str().unwrap_or(""));
+    json_answer(&v, body)
+}
+
+/// Status and header names of a JSON answer from one of the Python tools.
+fn json_answer(v: &serde_json::Value, body: Vec<u8>) -> Answer {
     let names = v["headers"]
         .as_array()
         .map(|a| {
@@ -586,8 +600,22 @@ fn h3_request(ns: &Netns, port: u16, method: &str, path: &str, headers: &[&str])
                 .collect()
         })
         .unwrap_or_default();
-    let body = base64_decode(v["body"].as_str().unwrap_or(""));
     (v["status"].as_u64().unwrap_or(0) as u16, names, body)
+}
+
+/// An extended CONNECT over HTTP/3 from `ns` with aioquic (`tests/tools/connect.py`):
+/// its JSON answer (status, header names, and the server's SETTINGS).
+fn extended_connect(
+    ns: &Netns,
+    port: u16,
+    protocol: &str,
+    path: &str,
+    auth: Option<&str>,
+) -> serde_json::Value {
+    let port = port.to_string();
+    let mut args = vec![NODE_ADDR, &port, SITE, protocol, path];
+    args.extend(auth);
+    run_tool(ns, "connect.py", &args)
 }
 
 fn base64_decode(text: &str) -> Vec<u8> {
@@ -741,6 +769,50 @@ fn a_camouflaged_node_answers_requests_as_a_reference_web_server_does() {
             reference.0, 0,
             "{what}: the reference gave no HTTP/3 answer"
         );
+        compared += 1;
+        record(
+            &format!("{what:32} HTTP/3   "),
+            &ours,
+            &reference,
+            &mut differ,
+        );
+    }
+    // Extended CONNECT, as a node or a MASQUE client would send it, without
+    // credentials and with wrong ones (aioquic, tests/tools/connect.py).
+    for (what, protocol, path, auth) in [
+        (
+            "CONNECT-IP, anonymous",
+            "connect-ip",
+            "/.well-known/masque/ip/*/*/",
+            None,
+        ),
+        (
+            "CONNECT-UDP, anonymous",
+            "connect-udp",
+            "/.well-known/masque/udp/10.0.0.1/53/",
+            None,
+        ),
+        (
+            "CONNECT-IP, Basic",
+            "connect-ip",
+            "/.well-known/masque/ip/*/*/",
+            Some("Basic dXNlcjpwYXNz"),
+        ),
+        (
+            "CONNECT-IP, forged Concealed",
+            "connect-ip",
+            "/.well-known/masque/ip/*/*/",
+            Some("Concealed k=AAAA, a=AAAA, p=AAAA, s=1027, v=AAAAAAAAAAAAAAAAAAAAAA"),
+        ),
+    ] {
+        let ask = |port: u16| {
+            json_answer(
+                &extended_connect(&c.a, port, protocol, path, auth),
+                Vec::new(),
+            )
+        };
+        let (ours, reference) = (ask(4433), ask(8443));
+        assert_ne!(reference.0, 0, "{what}: the reference gave no answer");
         compared += 1;
         record(
             &format!("{what:32} HTTP/3   "),
