@@ -198,6 +198,18 @@ fn main() {
         ],
     );
 
+    let mut datagram = vec![0u8];
+    datagram.extend(quicap_wire::masque::datagram_prefix(4).expect("prefix"));
+    datagram.extend_from_slice(&udp_v4(64, false));
+    let mut capsules = vec![1u8];
+    quicap_wire::masque::put_capsule(0, b"datagram", &mut capsules).expect("capsule");
+    quicap_wire::masque::put_capsule(0x2028d7ee, &[0; 70], &mut capsules).expect("capsule");
+    write(
+        root,
+        "masque",
+        &[datagram, capsules, vec![1, 0x80, 0, 0, 1, 0xc0]],
+    );
+
     let example = std::fs::read("examples/node.toml").expect("examples/node.toml");
     let minimal = b"[node]\ncert = \"a.crt\"\nkey = \"a.key\"\nca = \"ca.crt\"\nlisten = [\"0.0.0.0:4433\"]\n\n[tun]\naddresses = [\"10.77.0.1/24\"]\n".to_vec();
     write(root, "config", &[example, minimal]);

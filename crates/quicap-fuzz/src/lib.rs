@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("pki", pki),
     ("concealed", concealed),
     ("site", site),
+    ("masque", masque),
     ("config", config),
     ("text", text),
 ];
@@ -245,6 +246,41 @@ pub fn site(data: &[u8]) {
                 assert_eq!(b.len(), len);
             }
         }
+    }
+}
+
+/// What a camouflaged link or a MASQUE client sends after its extended CONNECT: the
+/// first byte picks an HTTP Datagram (the rest is a QUIC DATAGRAM frame's payload) or
+/// the request stream's bytes, read as capsules back to back.
+pub fn masque(data: &[u8]) {
+    use quicap_wire::masque::{self, MAX_CAPSULE};
+    let Some((&which, data)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        if let Ok(d) = masque::parse_datagram(data) {
+            assert!(d.payload.len() <= data.len());
+            // The shortest encoding of what was read fits in what was read.
+            if let Ok(prefix) = masque::datagram_prefix(d.stream_id) {
+                if d.context_id == 0 {
+                    assert!(prefix.len() + d.payload.len() <= data.len());
+                }
+            }
+        }
+        return;
+    }
+    let mut rest = data;
+    while let Ok(Some(capsule)) = masque::parse_capsule(rest) {
+        assert!(capsule.len <= rest.len() && capsule.value.len() as u64 <= MAX_CAPSULE);
+        let mut again = Vec::new();
+        masque::put_capsule(capsule.kind, capsule.value, &mut again)
+            .expect("a parsed capsule encodes");
+        let reread = masque::parse_capsule(&again).ok().flatten();
+        assert_eq!(
+            reread.map(|c| (c.kind, c.value, c.len)),
+            Some((capsule.kind, capsule.value, again.len()))
+        );
+        rest = &rest[capsule.len..];
     }
 }
 

@@ -17,6 +17,8 @@
 //!   other nodes, undecrypted.
 //! * [`stream`]: the records of a link over TLS/TCP, which carries datagrams, control
 //!   frames and its close on one byte stream.
+//! * [`masque`]: HTTP Datagrams and capsules (RFC 9297) of the extended CONNECT that
+//!   camouflaged links and the MASQUE front use.
 //! * [`text`]: strings from peers, certificates and CSRs, escaped for logs and
 //!   terminals.
 //!
@@ -25,6 +27,7 @@
 
 pub mod control;
 pub mod ip;
+pub mod masque;
 pub mod overlay;
 pub mod relay;
 pub mod stream;
