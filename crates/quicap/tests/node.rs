@@ -212,10 +212,18 @@ fn data_path_runs_with_realtime_scheduling_when_always() {
     );
 }
 
+/// The tests of [`contended_realtime_pair`] run one at a time: each pins a CPU hog to
+/// CPU 0 and floods pings, which would promote and keep busy the nodes of another
+/// such test that is still waiting for its own nodes to fall idle.
+static CONTENDED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Starts node-a and node-b (realtime = "auto") and waits until node-a runs real-time:
 /// it shares CPU 0 with a CPU hog while pings flood through the tunnel. Returns the
-/// pair and the background programs that keep it so.
-fn contended_realtime_pair() -> (Pair, [Background; 2]) {
+/// turn of this test among those that contend for CPU 0 (keep it to the end, bound
+/// first so that it is dropped last), the pair and the background programs that keep
+/// it so.
+fn contended_realtime_pair() -> (std::sync::MutexGuard<'static, ()>, Pair, [Background; 2]) {
+    let turn = CONTENDED.lock().unwrap_or_else(|e| e.into_inner());
     let pair = Pair::start();
     assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
     let node = &pair.node_a;
@@ -239,7 +247,7 @@ fn contended_realtime_pair() -> (Pair, [Background; 2]) {
     );
     let s = json(&node.status(true));
     assert_eq!(s["scheduling"], "real-time (realtime = auto)", "{s}");
-    (pair, [hog, load])
+    (turn, pair, [hog, load])
 }
 
 /// Makes the kernel drop packets in `ns` (a UDP socket whose program stopped reading
@@ -273,14 +281,14 @@ fn yields_to_drops_in(pair: &Pair, ns: &Netns) -> serde_json::Value {
 
 #[test]
 fn auto_realtime_follows_cpu_contention_and_yields_to_drops() {
-    let (pair, _load) = contended_realtime_pair();
+    let (_turn, pair, _load) = contended_realtime_pair();
     // Drops in the node's own namespace.
     yields_to_drops_in(&pair, &pair.a);
 }
 
 #[test]
 fn auto_realtime_yields_to_drops_of_a_node_on_the_same_machine() {
-    let (pair, _load) = contended_realtime_pair();
+    let (_turn, pair, _load) = contended_realtime_pair();
     // Drops in node-b's namespace, which node-a's counters do not cover: node-b
     // reports them and node-a, on the same machine, counts them as its own.
     let s = yields_to_drops_in(&pair, &pair.b);
@@ -309,7 +317,7 @@ fn socket_drops(ns: &Netns, port: u16) -> u64 {
 
 #[test]
 fn auto_realtime_keeps_priority_when_its_own_socket_overflows() {
-    let (pair, _load) = contended_realtime_pair();
+    let (_turn, pair, _load) = contended_realtime_pair();
     let node = &pair.node_a;
     let pid = node.pid().expect("node running").to_string();
     let rr = || policy(node).contains("SCHED_RR");
