@@ -137,15 +137,8 @@ fn signed_message(exported: &[u8; EXPORTER_LEN]) -> Vec<u8> {
 }
 
 fn put_prefixed(out: &mut Vec<u8>, field: &[u8]) {
-    // Fields here are far below 2^30 bytes: at most a 4-byte length.
-    let len = field.len() as u64;
-    if len < 1 << 6 {
-        out.push(len as u8);
-    } else if len < 1 << 14 {
-        out.extend_from_slice(&((len as u16) | 0x4000).to_be_bytes());
-    } else {
-        out.extend_from_slice(&((len as u32 & 0x3fff_ffff) | 0x8000_0000).to_be_bytes());
-    }
+    // Fields here are certificates, keys and names: far below the varint limit.
+    let _ = quicap_wire::masque::put_varint(field.len() as u64, out);
     out.extend_from_slice(field);
 }
 

@@ -231,18 +231,7 @@ fn plaintext_http_on_the_tls_port_gets_the_answer_web_servers_give() {
 fn openssl_sees_the_web_certificate_no_certificate_request_and_web_alpn() {
     let c = camouflaged();
     for (alpn, expect) in [("h2", "h2"), ("http/1.1", "http/1.1")] {
-        let out = c
-            .a
-            .cmd(&[
-                "sh",
-                "-c",
-                &format!(
-                    "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:4433 -servername {SITE} -alpn {alpn} -msg 2>&1"
-                ),
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = s_client(&c.a, 4433, &format!("-alpn {alpn} -msg"));
         assert!(
             text.contains(&format!("CN = {SITE}")) || text.contains(&format!("CN={SITE}")),
             "{text}"
@@ -253,37 +242,31 @@ fn openssl_sees_the_web_certificate_no_certificate_request_and_web_alpn() {
         assert!(!text.contains("camonet"), "the CA is named: {text}");
     }
     // TLS 1.2, which web servers still speak.
-    let out = c
-        .a
-        .cmd(&[
-            "sh",
-            "-c",
-            &format!(
-                "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:4433 -servername {SITE} -tls1_2 -msg 2>&1"
-            ),
-        ])
-        .output()
-        .expect("openssl");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = s_client(&c.a, 4433, "-tls1_2 -msg");
     assert!(
         text.contains("Protocol  : TLSv1.2") || text.contains("TLSv1.2, Cipher is"),
         "{text}"
     );
     assert!(!text.contains("CertificateRequest"), "{text}");
     // A client that offers only QUICAP's private ALPN gets no protocol.
-    let out = c
-        .a
+    let text = s_client(&c.a, 4433, "-alpn quicap/1");
+    assert!(!text.contains("ALPN protocol: quicap/1"), "{text}");
+}
+
+/// `openssl s_client` from `ns` to the node's address on `port` with SNI and `args`:
+/// everything it printed.
+fn s_client(ns: &Netns, port: u16, args: &str) -> String {
+    let out = ns
         .cmd(&[
             "sh",
             "-c",
             &format!(
-                "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:4433 -servername {SITE} -alpn quicap/1 2>&1"
+                "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:{port} -servername {SITE} {args} 2>&1"
             ),
         ])
         .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(!text.contains("ALPN protocol: quicap/1"), "{text}");
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Accepts any server certificate, as a prober does, and remembers nothing.
@@ -885,18 +868,7 @@ fn a_camouflaged_node_answers_requests_as_a_reference_web_server_does() {
     }
     // A TLS client that offers only another application protocol: the same alert.
     let alert = |port: u16| {
-        let out = c
-            .a
-            .cmd(&[
-                "sh",
-                "-c",
-                &format!(
-                    "echo | timeout 10 openssl s_client -connect {NODE_ADDR}:{port} -servername {SITE} -alpn quicap/1 2>&1"
-                ),
-            ])
-            .output()
-            .expect("openssl");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = s_client(&c.a, port, "-alpn quicap/1");
         text.split("SSL alert number ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
