@@ -58,6 +58,16 @@ impl VerifiedCert {
     }
 }
 
+/// SHA-256 of any X.509 certificate's SubjectPublicKeyInfo: the public key pin of a
+/// web certificate (as curl's `--pinnedpubkey sha256//...` and HPKP compute it).
+pub fn spki_sha256(der: &[u8]) -> Result<[u8; 32], PkiError> {
+    let cert = parse_x509(der)?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    Ok(out)
+}
+
 fn parse_x509(der: &[u8]) -> Result<X509Certificate<'_>, PkiError> {
     let (rest, cert) = X509Certificate::from_der(der).map_err(|e| PkiError::Malformed {
         what: "certificate",

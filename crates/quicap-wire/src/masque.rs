@@ -22,6 +22,12 @@ pub const VARINT_MAX: u64 = (1 << 62) - 1;
 pub const IP_PACKET_CONTEXT: u64 = 0;
 /// Capsule type of DATAGRAM capsules (RFC 9297 section 3.5).
 pub const DATAGRAM_CAPSULE: u64 = 0x00;
+/// Capsule type of a node link's control frames (a private type: RFC 9297 section 3.2
+/// has receivers skip capsule types they do not know).
+pub const CONTROL_CAPSULE: u64 = 0x5143_4150;
+/// Context ID of a node link's relay frames (never registered with a standard peer;
+/// RFC 9484 has receivers drop datagrams of unknown contexts).
+pub const RELAY_CONTEXT: u64 = 0x5143;
 /// Largest capsule value accepted, so that a peer cannot make a reader buffer without
 /// bound (a control frame or a datagram is far smaller).
 pub const MAX_CAPSULE: u64 = 1 << 16;
@@ -77,12 +83,17 @@ pub fn read_varint(data: &[u8]) -> Result<(u64, usize), MasqueError> {
 /// The prefix of every HTTP Datagram of the request on `stream_id` carrying an IP
 /// packet: its quarter stream ID and context ID 0.
 pub fn datagram_prefix(stream_id: u64) -> Result<Vec<u8>, MasqueError> {
+    context_prefix(stream_id, IP_PACKET_CONTEXT)
+}
+
+/// The prefix of the HTTP Datagrams of the request on `stream_id` in `context`.
+pub fn context_prefix(stream_id: u64, context: u64) -> Result<Vec<u8>, MasqueError> {
     if !stream_id.is_multiple_of(4) {
         return Err(MasqueError::NotARequestStream(stream_id));
     }
-    let mut out = Vec::with_capacity(9);
+    let mut out = Vec::with_capacity(16);
     put_varint(stream_id / 4, &mut out)?;
-    put_varint(IP_PACKET_CONTEXT, &mut out)?;
+    put_varint(context, &mut out)?;
     Ok(out)
 }
 

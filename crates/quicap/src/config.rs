@@ -175,6 +175,25 @@ pub struct PeerConfig {
     pub endpoint: Option<String>,
     /// The transport this node dials the peer over.
     pub transport: PeerTransport,
+    /// How the peer's listeners show themselves: this node dials a camouflaged peer as
+    /// a web client and proves its identity inside the connection.
+    pub mode: Mode,
+    /// How a camouflaged peer's web certificate is checked.
+    pub web: PeerWeb,
+}
+
+/// The web side of a camouflaged peer, as its dialer sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerWeb {
+    /// The name asked for (SNI) and checked in the web certificate; `None`: the
+    /// endpoint's host.
+    pub server_name: Option<String>,
+    /// SHA-256 of the web certificate's public key (SubjectPublicKeyInfo), as
+    /// `curl --pinnedpubkey` takes it: the certificate is trusted for its key alone.
+    pub pin: Option<[u8; 32]>,
+    /// PEM file of the roots that must issue the web certificate; `None` (and no pin):
+    /// the system's roots.
+    pub roots: Option<PathBuf>,
 }
 
 /// How a node dials a peer.
@@ -319,6 +338,37 @@ struct RawPeer {
     name: String,
     endpoint: Option<String>,
     transport: Option<String>,
+    mode: Option<String>,
+    server_name: Option<String>,
+    web_pin: Option<String>,
+    web_roots: Option<PathBuf>,
+}
+
+/// `node.mode` or a peer's `mode`: `None` if not given.
+fn parse_mode(key: &str, value: Option<&str>) -> Result<Option<Mode>, ConfigError> {
+    match value {
+        None => Ok(None),
+        Some("private") => Ok(Some(Mode::Private)),
+        Some("camouflage") => Ok(Some(Mode::Camouflage)),
+        Some(other) => Err(invalid(
+            key,
+            format!("{other:?} is not \"private\" or \"camouflage\""),
+        )),
+    }
+}
+
+/// A public key pin as curl takes it: `sha256//` and the base64 of the SHA-256 of the
+/// SubjectPublicKeyInfo.
+fn parse_pin(value: &str) -> Result<[u8; 32], String> {
+    use base64::Engine;
+    let encoded = value.strip_prefix("sha256//").ok_or_else(|| {
+        format!("{value:?} does not start with \"sha256//\" (the form curl's --pinnedpubkey takes)")
+    })?;
+    let hash = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("not base64 after \"sha256//\": {e}"))?;
+    hash.try_into()
+        .map_err(|h: Vec<u8>| format!("a SHA-256 hash has 32 bytes, this one {}", h.len()))
 }
 
 fn default_tun_name() -> String {
@@ -397,16 +447,7 @@ impl Config {
                 .into_iter()
                 .map(|n| n.trunc())
                 .collect(),
-            mode: match raw.node.mode.as_deref() {
-                None | Some("private") => Mode::Private,
-                Some("camouflage") => Mode::Camouflage,
-                Some(other) => {
-                    return Err(invalid(
-                        "node.mode",
-                        format!("{other:?} is not \"private\" or \"camouflage\""),
-                    ))
-                }
-            },
+            mode: parse_mode("node.mode", raw.node.mode.as_deref())?.unwrap_or(Mode::Private),
         };
 
         if raw.tun.is_none() && raw.tap.is_none() {
@@ -515,10 +556,44 @@ impl Config {
                     ))
                 }
             };
+            let mode =
+                parse_mode(&format!("peer[{i}].mode"), p.mode.as_deref())?.unwrap_or(node.mode);
+            let web = PeerWeb {
+                server_name: p.server_name,
+                pin: p
+                    .web_pin
+                    .as_deref()
+                    .map(parse_pin)
+                    .transpose()
+                    .map_err(|m| invalid(format!("peer[{i}].web-pin"), m))?,
+                roots: p.web_roots.map(resolve),
+            };
+            if mode == Mode::Private && web != PeerWeb::default() {
+                return Err(invalid(
+                    format!("peer[{i}]"),
+                    "server-name, web-pin and web-roots are for a peer in camouflage mode (mode = \"camouflage\")",
+                ));
+            }
+            if web.pin.is_some() && web.roots.is_some() {
+                return Err(invalid(
+                    format!("peer[{i}].web-pin"),
+                    "give web-pin or web-roots, not both",
+                ));
+            }
+            if let Some(name) = &web.server_name {
+                if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                    return Err(invalid(
+                        format!("peer[{i}].server-name"),
+                        format!("{name:?} is not a DNS name or an IP address"),
+                    ));
+                }
+            }
             peers.push(PeerConfig {
                 name: p.name,
                 endpoint: p.endpoint,
                 transport,
+                mode,
+                web,
             });
         }
 

@@ -36,7 +36,7 @@ use quicap_wire::NodeId;
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
 
-use crate::link::tcp::FrameSender;
+use crate::link::RelaySender;
 
 /// First octet of virtual addresses: 240.0.0.0/4 is reserved and never routed.
 const VIRTUAL_FIRST_OCTET: u8 = 240;
@@ -51,15 +51,16 @@ const STREAM_INBOX: usize = 4096;
 pub enum Hop {
     /// A direct QUIC peer: on the UDP socket to its address.
     Udp(SocketAddr),
-    /// A peer reached over TLS/TCP: in relay records on that link.
-    Stream(FrameSender),
+    /// A peer whose link carries relay frames itself: in relay records on a TLS/TCP
+    /// link, in datagrams of their own context on an HTTP/3 link (camouflage mode).
+    Link(RelaySender),
 }
 
 impl PartialEq for Hop {
     fn eq(&self, other: &Hop) -> bool {
         match (self, other) {
             (Hop::Udp(a), Hop::Udp(b)) => a == b,
-            (Hop::Stream(a), Hop::Stream(b)) => a.id() == b.id(),
+            (Hop::Link(a), Hop::Link(b)) => a.id() == b.id(),
             _ => false,
         }
     }
@@ -159,7 +160,7 @@ impl RelayTable {
                 let sent = match hop {
                     Hop::Udp(next) => socket.send_udp(next, None, frame, frame.len(), 1),
                     // The record goes on as it came, hop limit spent.
-                    Hop::Stream(link) => link.send_record(record.freeze()),
+                    Hop::Link(link) => link.send_record(record.freeze()),
                 };
                 socket.counters.count_sent(sent, 1);
             }
@@ -379,7 +380,7 @@ impl SocketState {
                 let sent = self.send_udp(*addr, ecn, frames, stride, count);
                 self.counters.count_sent(sent, count);
             }
-            Hop::Stream(link) => {
+            Hop::Link(link) => {
                 for frame in frames.chunks(stride) {
                     self.counters.count_sent(link.send_relay(&[frame]), 1);
                 }
@@ -533,7 +534,7 @@ impl RelaySocket {
     /// each.
     fn originate_on_stream(
         &self,
-        link: &FrameSender,
+        link: &RelaySender,
         header: RelayHeader,
         transmit: &Transmit,
         segment: usize,
@@ -572,7 +573,7 @@ impl AsyncUdpSocket for RelaySocket {
         let header = RelayHeader::new(node, self.table.local);
         let next = match self.table.next_hop(node) {
             Some(Hop::Udp(next)) => next,
-            Some(Hop::Stream(link)) => {
+            Some(Hop::Link(link)) => {
                 self.originate_on_stream(&link, header, transmit, segment);
                 return Ok(());
             }

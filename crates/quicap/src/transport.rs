@@ -159,6 +159,14 @@ pub fn quic_client(
     tls: rustls::ClientConfig,
     transport: Arc<quinn::TransportConfig>,
 ) -> Result<quinn::ClientConfig> {
+    quic_client_arc(Arc::new(tls), transport)
+}
+
+/// [`quic_client`] of a shared TLS config.
+pub fn quic_client_arc(
+    tls: Arc<rustls::ClientConfig>,
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig> {
     let quic = QuicClientConfig::try_from(tls).map_err(|e| anyhow!("QUIC client TLS: {e}"))?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport);

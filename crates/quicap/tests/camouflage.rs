@@ -15,7 +15,7 @@ use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-const SITE: &str = "www.example.test";
+const SITE: &str = WEB_SITE;
 const NODE_ADDR: &str = "10.231.0.2";
 const CLIENT_ADDR: &str = "10.231.0.1";
 const INDEX: &str =
@@ -31,20 +31,6 @@ struct Camouflaged {
     root: PathBuf,
 }
 
-fn web_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let key = rcgen::KeyPair::generate().expect("test setup");
-    let mut params = rcgen::CertificateParams::new(vec![SITE.to_owned()]).expect("test setup");
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, SITE);
-    let cert = params.self_signed(&key).expect("test setup");
-    let (c, k) = (dir.join("web.crt"), dir.join("web.key"));
-    std::fs::write(&c, cert.pem()).expect("test setup");
-    std::fs::write(&k, key.serialize_pem()).expect("test setup");
-    (c, k)
-}
-
 fn camouflaged() -> Camouflaged {
     camouflaged_with("")
 }
@@ -56,7 +42,7 @@ fn camouflaged_with(web_extra: &str) -> Camouflaged {
     let (a, b) = (Netns::new(), Netns::new());
     link(&a, CLIENT_ADDR, &b, NODE_ADDR);
     let dir = pki.issue("node-b", &["10.77.0.2/24"], &[]);
-    let (cert, key) = web_cert(&dir);
+    let (cert, key, _) = web_cert(&dir);
     let root = dir.join("www");
     std::fs::create_dir_all(root.join("docs")).expect("test setup");
     std::fs::write(root.join("index.html"), INDEX).expect("test setup");
@@ -397,7 +383,7 @@ fn a_web_certificate_written_over_its_file_is_served_without_a_restart() {
     assert!(before.contains("Fingerprint"), "{before}");
     // A renewal as certbot makes it: new files in place of the old.
     let staging = tempfile::tempdir().unwrap();
-    let (cert, key) = web_cert(staging.path());
+    let (cert, key, _) = web_cert(staging.path());
     std::fs::rename(key, dir.join("web.key")).unwrap();
     std::fs::rename(cert, dir.join("web.crt")).unwrap();
     assert!(
@@ -459,7 +445,7 @@ fn check_names_the_site_and_a_broken_web_key_is_one_clear_line() {
     require_root();
     let pki = Pki::new("camonet");
     let dir = pki.issue("node-b", &["10.77.0.2/24"], &[]);
-    let (cert, key) = web_cert(&dir);
+    let (cert, key, _) = web_cert(&dir);
     let web = format!(
         "\n[web]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n",
         cert.display(),
@@ -893,4 +879,45 @@ fn a_camouflaged_node_answers_requests_as_a_reference_web_server_does() {
         "answers differ from the reference:\n{}",
         differ.join("\n")
     );
+}
+
+#[test]
+fn two_camouflaged_nodes_form_a_tunnel_inside_http3() {
+    let pair = Pair::start_camouflaged("", "");
+    assert!(
+        pair.a
+            .wait_ping("10.77.0.2", Duration::from_secs(15))
+            .is_some(),
+        "no ping through the camouflaged link"
+    );
+    assert!(
+        pair.b.ping("fd77::1"),
+        "no IPv6 ping through the camouflaged link"
+    );
+    let peer = pair.node_a.peer_status("node-b");
+    assert_eq!(peer["links"][0]["kind"], "quic", "{peer}");
+    // The port that carries the tunnel is still a web site to anyone else.
+    let out = run(&mut pair.a.cmd(&[
+        "curl",
+        "-sk",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--resolve",
+        &format!("{WEB_SITE}:4433:192.0.2.2"),
+        &format!("https://{WEB_SITE}:4433/"),
+    ]));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    for node in [&pair.node_a, &pair.node_b] {
+        assert_eq!(
+            node.log_count("refused"),
+            0,
+            "{}: {}",
+            node.name,
+            node.log_text()
+        );
+    }
 }

@@ -84,7 +84,7 @@ pub fn origin<'a>(authority: &'a str, realm: &'a str) -> Origin<'a> {
 
 /// The header value that proves this node's identity on `session` to `origin`.
 pub fn prove(
-    session: &impl Exporter,
+    session: &(impl Exporter + ?Sized),
     key: &NodeKey,
     cert: &NodeCert,
     origin: &Origin<'_>,
@@ -99,7 +99,7 @@ pub fn prove(
 /// Checks a proof sent on `session` to `origin`: the credentials hold for this session
 /// and the certificate is the network's, valid at `now` and not revoked.
 pub fn check(
-    session: &impl Exporter,
+    session: &(impl Exporter + ?Sized),
     header: &[u8],
     origin: &Origin<'_>,
     (ca, crl): (&CaCert, Option<&Crl>),

@@ -1,28 +1,56 @@
 //! The HTTP/3 front: every QUIC connection accepted in camouflage mode is an HTTP/3
-//! connection (h3 over quinn), and each of its requests is answered by the site.
+//! connection (h3 over quinn), and each of its requests is answered by the site,
+//! except a node's: an extended CONNECT (CONNECT-IP) to [`NODE_PATH`] whose
+//! `Authorization` proves a node identity bound to this connection opens a link
+//! ([`H3Link`]). The dialing side of that exchange is [`dial`].
+//!
+//! ```text
+//!  dialer                                         server
+//!  CONNECT :protocol=connect-ip NODE_PATH
+//!    Authorization: Concealed <proof, realm "">  ──>  check: CA, CRL, expiry, this
+//!                                                     connection's exporter
+//!                                          <──  200, capsule-protocol: ?1,
+//!  check: the same, realm "server"              Authentication-Info: <proof, "server">
+//! ```
+//!
+//! A refused proof gets the answer an anonymous request to the path gets (the site's),
+//! and only the server's log says why.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, Bytes};
+use h3::ext::Protocol;
 use h3::server::RequestStream;
+use http::{header, HeaderValue, Method, StatusCode};
+use rustls::pki_types::CertificateDer;
 use tracing::debug;
 
+use super::auth::{DIALER_REALM, SERVER_REALM};
 use super::site::{Body, Reply, Site};
-use super::{read_chunk, BODY_TIMEOUT, REQUEST_BODY_LIMIT};
+use super::{read_chunk, Members, BODY_TIMEOUT, NODE_PATH, REQUEST_BODY_LIMIT};
+use crate::link::{H3Link, Link};
+
+/// The header of the server's proof (RFC 9729 section 5).
+const AUTHENTICATION_INFO: &str = "authentication-info";
+/// How long the server may take to answer a node's CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a request may take to send its headers.
 const HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Stream = RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
-/// Serves HTTP/3 on `conn` until the client goes away.
-pub async fn serve(conn: quinn::Connection, site: Arc<Site>) {
+/// Serves HTTP/3 on `conn` until the client goes away; `members` takes node links
+/// (`None`: a site only).
+pub async fn serve(conn: quinn::Connection, site: Arc<Site>, members: Option<Arc<dyn Members>>) {
     let remote = conn.remote_address();
     let mut h3 = match h3::server::builder()
         .enable_extended_connect(true)
         .enable_datagram(true)
-        .build::<_, Bytes>(h3_quinn::Connection::new(conn))
+        .build::<_, Bytes>(h3_quinn::Connection::new(conn.clone()))
         .await
     {
         Ok(h3) => h3,
@@ -31,15 +59,24 @@ pub async fn serve(conn: quinn::Connection, site: Arc<Site>) {
             return;
         }
     };
+    // One node link per connection: a second CONNECT gets the site's answer.
+    let linked = Arc::new(AtomicBool::new(false));
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
                 let site = site.clone();
+                let gate = members.clone().map(|m| Gate {
+                    members: m,
+                    conn: conn.clone(),
+                    linked: linked.clone(),
+                });
                 tokio::spawn(async move {
                     let resolved =
                         tokio::time::timeout(HEADERS_TIMEOUT, resolver.resolve_request()).await;
                     match resolved {
-                        Ok(Ok((request, stream))) => answer(&site, request, stream).await,
+                        Ok(Ok((request, stream))) => {
+                            answer(&site, gate.as_ref(), request, stream).await
+                        }
                         Ok(Err(e)) => debug!(%remote, error = %e, "HTTP/3 request refused"),
                         Err(_) => debug!(%remote, "HTTP/3 request headers too slow"),
                     }
@@ -54,8 +91,95 @@ pub async fn serve(conn: quinn::Connection, site: Arc<Site>) {
     }
 }
 
-async fn answer(site: &Site, request: http::Request<()>, mut stream: Stream) {
+/// What a request needs to open a node link: the connection it came on.
+struct Gate {
+    members: Arc<dyn Members>,
+    conn: quinn::Connection,
+    linked: Arc<AtomicBool>,
+}
+
+impl Gate {
+    /// Opens a link if `parts` is a node's CONNECT with a valid proof; gives the stream
+    /// back otherwise, for the site's answer.
+    async fn try_link(
+        &self,
+        site: &Site,
+        parts: &http::request::Parts,
+        mut stream: Stream,
+    ) -> Option<Stream> {
+        let remote = self.conn.remote_address();
+        let Some(authority) = node_request(parts) else {
+            return Some(stream);
+        };
+        let Some(proof) = parts.headers.get(header::AUTHORIZATION) else {
+            return Some(stream);
+        };
+        let peer = match self
+            .members
+            .check(&self.conn, authority, DIALER_REALM, proof.as_bytes())
+        {
+            Ok(peer) => peer,
+            Err(why) => {
+                self.members.refused(remote, &why);
+                return Some(stream);
+            }
+        };
+        if self.linked.swap(true, Ordering::AcqRel) {
+            debug!(%remote, "a second node link on one connection: answered as the site");
+            return Some(stream);
+        }
+        let ours = match self
+            .members
+            .prove(&self.conn, authority, SERVER_REALM)
+            .and_then(|p| HeaderValue::from_str(&p).map_err(anyhow::Error::from))
+        {
+            Ok(ours) => ours,
+            Err(e) => {
+                tracing::warn!(%remote, error = %format!("{e:#}"), "cannot prove this node's identity");
+                return Some(stream);
+            }
+        };
+        let mut response = http::Response::new(());
+        if let Some(server) = site.server_header() {
+            response
+                .headers_mut()
+                .insert(header::SERVER, server.clone());
+        }
+        response
+            .headers_mut()
+            .insert("capsule-protocol", HeaderValue::from_static("?1"));
+        response.headers_mut().insert(AUTHENTICATION_INFO, ours);
+        if let Err(e) = stream.send_response(response).await {
+            debug!(%remote, error = %e, "node link lost before its answer");
+            return None;
+        }
+        let der = CertificateDer::from(peer.cert().der.clone());
+        match H3Link::server(self.conn.clone(), stream, der, self.members.relays()) {
+            Ok(link) => self.members.open(Link::H3(link)),
+            Err(e) => debug!(%remote, error = %format!("{e:#}"), "node link not opened"),
+        }
+        None
+    }
+}
+
+/// The authority of a request that asks for a node link: an extended CONNECT with
+/// `:protocol` connect-ip to [`NODE_PATH`].
+fn node_request(parts: &http::request::Parts) -> Option<&str> {
+    let connect_ip = parts.method == Method::CONNECT
+        && parts.extensions.get::<Protocol>() == Some(&Protocol::CONNECT_IP)
+        && parts.uri.path() == NODE_PATH;
+    connect_ip.then(|| parts.uri.authority().map(|a| a.as_str()))?
+}
+
+async fn answer(site: &Site, gate: Option<&Gate>, request: http::Request<()>, stream: Stream) {
     let (parts, ()) = request.into_parts();
+    let mut stream = match gate {
+        Some(gate) => match gate.try_link(site, &parts, stream).await {
+            Some(stream) => stream,
+            None => return,
+        },
+        None => stream,
+    };
     let path = parts
         .uri
         .path_and_query()
@@ -108,4 +232,55 @@ async fn send(stream: &mut Stream, reply: Reply) -> anyhow::Result<()> {
     }
     stream.finish().await?;
     Ok(())
+}
+
+/// Opens a node link on `conn`, a QUIC connection to a camouflaged peer at `authority`
+/// whose web certificate the handshake checked: this node proves its identity, then
+/// checks the peer's proof in the answer.
+pub async fn dial(
+    conn: quinn::Connection,
+    authority: &str,
+    members: &dyn Members,
+) -> Result<H3Link> {
+    let (mut driver, mut sender) = h3::client::builder()
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .build::<_, _, Bytes>(h3_quinn::Connection::new(conn.clone()))
+        .await
+        .context("HTTP/3 connection not set up")?;
+    // The driver reads the server's control stream; it ends with the connection.
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    let proof = members.prove(&conn, authority, DIALER_REALM)?;
+    let request = http::Request::builder()
+        .method(Method::CONNECT)
+        .uri(format!("https://{authority}{NODE_PATH}"))
+        .header(header::AUTHORIZATION, proof)
+        .header("capsule-protocol", "?1")
+        .extension(Protocol::CONNECT_IP)
+        .body(())?;
+    let exchange = async {
+        let mut stream = sender.send_request(request).await?;
+        let response = stream.recv_response().await?;
+        anyhow::Ok((stream, response))
+    };
+    let (stream, response) = tokio::time::timeout(CONNECT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| anyhow!("no answer to this node's CONNECT within {CONNECT_TIMEOUT:?}"))??;
+    if response.status() != StatusCode::OK {
+        bail!(
+            "the web server answered {} to this node's proof: not a node of this network, or it refused this node (its log says why)",
+            response.status()
+        );
+    }
+    let theirs = response
+        .headers()
+        .get(AUTHENTICATION_INFO)
+        .ok_or_else(|| anyhow!("the server took this node's proof but sent none of its own"))?;
+    let peer = members
+        .check(&conn, authority, SERVER_REALM, theirs.as_bytes())
+        .map_err(|why| anyhow!("refused the server's proof: {why}"))?;
+    let der = CertificateDer::from(peer.cert().der.clone());
+    H3Link::client(conn, stream, sender, der, members.relays())
 }

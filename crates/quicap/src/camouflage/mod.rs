@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod client;
 pub mod h3;
 pub mod https;
 pub mod site;
@@ -46,6 +47,36 @@ const REQUEST_BODY_LIMIT: usize = 1 << 20;
 const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bytes a file body is read and sent in.
 const CHUNK: u64 = 64 * 1024;
+
+/// Path of the extended CONNECT that opens a node link (CONNECT-IP's default URI
+/// template of RFC 9484, any target and any IP protocol).
+pub const NODE_PATH: &str = "/.well-known/masque/ip/*/*/";
+
+/// What the web fronts and dials ask of the node behind them: proofs of its identity,
+/// checks of its peers', and a home for the links that come of them.
+pub trait Members: Send + Sync {
+    /// This node's proof on `session` to `authority` in `realm` (see [`auth`]).
+    fn prove(&self, session: &dyn auth::Exporter, authority: &str, realm: &str) -> Result<String>;
+
+    /// Checks a peer's proof `header` sent on `session` to `authority` in `realm`.
+    fn check(
+        &self,
+        session: &dyn auth::Exporter,
+        authority: &str,
+        realm: &str,
+        header: &[u8],
+    ) -> Result<quicap_pki::cert::VerifiedCert, auth::Refused>;
+
+    /// A proof sent from `remote` was refused: the node's log says why (rate-limited
+    /// per source); the client got the anonymous answer.
+    fn refused(&self, remote: SocketAddr, why: &auth::Refused);
+
+    /// Runs a link whose peer proved its identity (an accepted request).
+    fn open(&self, link: crate::link::Link);
+
+    /// Where relay frames arriving on the links go.
+    fn relays(&self) -> Arc<crate::relay::RelayTable>;
+}
 
 /// What the web fronts share: the site and the TLS configs around the certificates.
 #[derive(Debug)]

@@ -69,6 +69,11 @@ impl Site {
         }
     }
 
+    /// The `Server` header every answer carries, if any.
+    pub fn server_header(&self) -> Option<&HeaderValue> {
+        self.server.as_ref()
+    }
+
     /// The answer to a request; `tcp` says whether it came over HTTPS on TCP (which
     /// advertises HTTP/3).
     pub fn answer(&self, method: &Method, path: &str, headers: &HeaderMap, tcp: bool) -> Reply {

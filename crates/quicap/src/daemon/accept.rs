@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 
+use super::members::NodeMembers;
 use super::{admission, session, Node};
 use crate::camouflage;
 use crate::link::{tcp, Link};
@@ -61,7 +62,10 @@ pub(super) async fn accept_loop(node: Arc<Node>, endpoint: quinn::Endpoint) {
             drop(in_flight);
             match handshake {
                 Ok(conn) => match node.front_for(remote) {
-                    Some(front) => camouflage::h3::serve(conn, front.site.clone()).await,
+                    Some(front) => {
+                        let members = Arc::new(NodeMembers(node.clone()));
+                        camouflage::h3::serve(conn, front.site.clone(), Some(members)).await
+                    }
                     None => {
                         let relayed = node.relays.node_at(remote).is_some();
                         session::run(node, Link::quic(conn, relayed), false, None).await;

@@ -6,7 +6,7 @@
 //!        │ not validated, and the load has passed `retry_above` ──> Retry
 //!        │ (a few dozen bytes back; the address must answer from where it claims)
 //!        │ more than MAX_IN_FLIGHT handshakes running, or the source's
-//!        │ budget (SOURCE_PER_SEC, bursts of SOURCE_BURST) spent ──> Ignore
+//!        │ budget (a SourceBudget: PRIVATE or WEB) spent ──> Ignore
 //!        └──> Accept ... handle_handshake_done() when it ends, either way
 //! ```
 //!
@@ -27,10 +27,29 @@ use super::limit::address_source;
 
 /// Handshakes in flight above which new ones are ignored, validated or not.
 pub const MAX_IN_FLIGHT: usize = 256;
-/// Handshakes a second one source may start, on average ...
-pub const SOURCE_PER_SEC: f64 = 10.0;
-/// ... and at once (a site whose nodes share one public address, all restarting).
-pub const SOURCE_BURST: f64 = 20.0;
+/// How many handshakes one source may start.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceBudget {
+    /// A second, on average ...
+    pub per_sec: f64,
+    /// ... and at once.
+    pub burst: f64,
+}
+
+/// Private mode: only nodes connect, and a site whose nodes share one public address,
+/// all restarting, stays within the burst.
+pub const PRIVATE: SourceBudget = SourceBudget {
+    per_sec: 10.0,
+    burst: 20.0,
+};
+
+/// Camouflage mode: a web server takes the bursts of browsers (several connections
+/// each) and of offices behind one address; a prober that sees connections cut after
+/// a few dozen has found something no common web server does.
+pub const WEB: SourceBudget = SourceBudget {
+    per_sec: 100.0,
+    burst: 400.0,
+};
 /// Sources remembered at most; beyond, the oldest budgets are forgotten.
 const MAX_SOURCES: usize = 4096;
 
@@ -55,6 +74,7 @@ struct Budget {
 #[derive(Debug)]
 pub struct Admission {
     retry_above: usize,
+    budget: SourceBudget,
     in_flight: usize,
     second: Instant,
     started_this_second: usize,
@@ -66,10 +86,12 @@ pub struct Admission {
 
 impl Admission {
     /// `retry_above`: the load (handshakes in flight, or started this second) from
-    /// which unvalidated addresses get a Retry; 0 for always.
-    pub fn new(retry_above: usize, now: Instant) -> Admission {
+    /// which unvalidated addresses get a Retry; 0 for always. `budget`: what each
+    /// validated source may start.
+    pub fn new(retry_above: usize, budget: SourceBudget, now: Instant) -> Admission {
         Admission {
             retry_above,
+            budget,
             in_flight: 0,
             second: now,
             started_this_second: 0,
@@ -121,18 +143,20 @@ impl Admission {
         }
         let key = address_source(source);
         if self.sources.len() >= MAX_SOURCES && !self.sources.contains_key(&key) {
-            let cutoff = now.checked_sub(Duration::from_secs_f64(SOURCE_BURST / SOURCE_PER_SEC));
+            let full = self.budget.burst / self.budget.per_sec;
+            let cutoff = now.checked_sub(Duration::from_secs_f64(full));
             self.sources.retain(|_, b| cutoff.is_some_and(|c| b.at > c));
             if self.sources.len() >= MAX_SOURCES {
                 self.sources.clear();
             }
         }
         let budget = self.sources.entry(key).or_insert(Budget {
-            tokens: SOURCE_BURST,
+            tokens: self.budget.burst,
             at: now,
         });
         let elapsed = now.saturating_duration_since(budget.at).as_secs_f64();
-        budget.tokens = (budget.tokens + elapsed * SOURCE_PER_SEC).min(SOURCE_BURST);
+        budget.tokens =
+            (budget.tokens + elapsed * self.budget.per_sec).min(self.budget.burst);
         budget.at = now;
         if budget.tokens < 1.0 {
             return false;
@@ -153,7 +177,7 @@ mod tests {
     #[test]
     fn unvalidated_addresses_get_a_retry_by_default() {
         let now = Instant::now();
-        let mut a = Admission::new(0, now);
+        let mut a = Admission::new(0, PRIVATE, now);
         assert_eq!(
             a.handle_incoming(ip("192.0.2.1"), false, now),
             Verdict::Retry
@@ -168,7 +192,7 @@ mod tests {
     #[test]
     fn retry_starts_at_the_threshold_of_load() {
         let now = Instant::now();
-        let mut a = Admission::new(3, now);
+        let mut a = Admission::new(3, PRIVATE, now);
         for i in 0..3 {
             let src = ip(&format!("192.0.2.{i}"));
             assert_eq!(a.handle_incoming(src, false, now), Verdict::Accept);
@@ -195,7 +219,7 @@ mod tests {
     #[test]
     fn a_validated_source_has_a_budget_of_its_own() {
         let now = Instant::now();
-        let mut a = Admission::new(0, now);
+        let mut a = Admission::new(0, PRIVATE, now);
         let mut accepted = 0;
         for _ in 0..50 {
             if a.handle_incoming(ip("2001:db8::1"), true, now) == Verdict::Accept {
@@ -203,7 +227,7 @@ mod tests {
                 a.handle_handshake_done();
             }
         }
-        assert_eq!(accepted as f64, SOURCE_BURST);
+        assert_eq!(accepted as f64, PRIVATE.burst);
         // The same /64 shares it; another source does not.
         assert_eq!(
             a.handle_incoming(ip("2001:db8::2"), true, now),
@@ -224,7 +248,7 @@ mod tests {
     #[test]
     fn forged_sources_cannot_spend_a_budget() {
         let now = Instant::now();
-        let mut a = Admission::new(1000, now);
+        let mut a = Admission::new(1000, PRIVATE, now);
         for _ in 0..100 {
             a.handle_incoming(ip("192.0.2.1"), false, now);
             a.handle_handshake_done();
@@ -238,7 +262,7 @@ mod tests {
     #[test]
     fn in_flight_handshakes_are_capped() {
         let now = Instant::now();
-        let mut a = Admission::new(0, now);
+        let mut a = Admission::new(0, PRIVATE, now);
         for i in 0..MAX_IN_FLIGHT {
             let src = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i as u32));
             assert_eq!(a.handle_incoming(src, true, now), Verdict::Accept);

@@ -8,13 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use quicap_mesh::links::{Choice, Event, Transport};
 use quicap_mesh::NodeId;
 use tracing::{debug, info, warn};
 
 use super::dialer::Dialer;
+use super::members::NodeMembers;
 use super::{refusal, session, Node};
+use crate::camouflage::{self, client::WebDial};
 use crate::config::{PeerConfig, PeerTransport};
 use crate::link::{tcp, CloseCode, Link, LinkId};
 use crate::tls::RefusalSlot;
@@ -167,7 +169,12 @@ impl DialErrors {
     }
 }
 
-pub(super) async fn dial(node: &Node, name: &str, target: &str, over: Transport) -> Result<Link> {
+pub(super) async fn dial(
+    node: &Arc<Node>,
+    name: &str,
+    target: &str,
+    over: Transport,
+) -> Result<Link> {
     let addr = tokio::net::lookup_host(target)
         .await
         .with_context(|| format!("resolving {target}"))?
@@ -175,6 +182,9 @@ pub(super) async fn dial(node: &Node, name: &str, target: &str, over: Transport)
         .ok_or_else(|| anyhow!("{target} resolves to no address"))?;
     match over {
         Transport::Quic => connect(node, name, addr).await,
+        Transport::Tcp if node.web_dials.contains_key(name) => {
+            bail!("a camouflaged peer is dialed over QUIC only, so far")
+        }
         Transport::Tcp => connect_tcp(node, name, addr).await,
     }
 }
@@ -193,17 +203,14 @@ pub(super) async fn connect_tcp(node: &Node, name: &str, addr: SocketAddr) -> Re
 }
 
 /// Connects to node `name` at `addr` (a real address or a relayed node's virtual one,
-/// which every endpoint can reach) from an endpoint of a fitting family.
-pub(super) async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result<Link> {
-    let endpoint = node
-        .endpoints
-        .iter()
-        .find(|e| {
-            e.local_addr()
-                .map(|l| l.is_ipv6() || addr.is_ipv4())
-                .unwrap_or(false)
-        })
-        .ok_or_else(|| anyhow!("no listen address of {addr}'s family to dial from"))?;
+/// which every endpoint can reach) from an endpoint of a fitting family; to a
+/// camouflaged peer's real address as a web client (see [`connect_web`]).
+pub(super) async fn connect(node: &Arc<Node>, name: &str, addr: SocketAddr) -> Result<Link> {
+    let endpoint = endpoint_for(node, addr)?;
+    let relayed = node.relays.node_at(addr).is_some();
+    if let Some(web) = node.web_dials.get(name).filter(|_| !relayed) {
+        return connect_web(node, endpoint, addr, web).await;
+    }
     let refusal = RefusalSlot::default();
     let connecting =
         endpoint.connect_with(node.client_config(addr, refusal.clone())?, addr, name)?;
@@ -214,5 +221,39 @@ pub(super) async fn connect(node: &Node, name: &str, addr: SocketAddr) -> Result
         Some(r) => anyhow!(refusal::dial_error(&r, &node.trust())),
         None => anyhow::Error::from(e),
     })?;
-    Ok(Link::quic(conn, node.relays.node_at(addr).is_some()))
+    Ok(Link::quic(conn, relayed))
+}
+
+/// An endpoint of `addr`'s family to dial from.
+fn endpoint_for(node: &Node, addr: SocketAddr) -> Result<&quinn::Endpoint> {
+    node.endpoints
+        .iter()
+        .find(|e| {
+            e.local_addr()
+                .map(|l| l.is_ipv6() || addr.is_ipv4())
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| anyhow!("no listen address of {addr}'s family to dial from"))
+}
+
+/// Connects to a camouflaged peer at `addr`: a web QUIC connection (the peer's web
+/// certificate checked, no client certificate), then a node link inside it.
+async fn connect_web(
+    node: &Arc<Node>,
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    web: &WebDial,
+) -> Result<Link> {
+    let config = transport::quic_client_arc(web.quic.clone(), node.transport_web.clone())?;
+    let server_name = web.server_name.to_str();
+    let connecting = endpoint.connect_with(config, addr, &server_name)?;
+    let conn = tokio::time::timeout(transport::DIAL_TIMEOUT, connecting)
+        .await
+        .map_err(|_| anyhow!("no answer from {addr} within {:?}", transport::DIAL_TIMEOUT))?
+        .map_err(|e| anyhow!("web connection to {server_name}: {e}"))?;
+    let members = NodeMembers(node.clone());
+    let link = camouflage::h3::dial(conn.clone(), &web.authority(addr.port()), &members)
+        .await
+        .inspect_err(|_| conn.close(0u32.into(), b""))?;
+    Ok(Link::H3(link))
 }

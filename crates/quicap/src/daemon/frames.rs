@@ -6,6 +6,7 @@ use quicap_wire::control::FRAME_HEADER_LEN;
 use quicap_wire::{ControlError, Message};
 use thiserror::Error;
 
+use crate::link::h3::RecvError;
 use crate::link::ControlRecv;
 
 /// Why no message could be read.
@@ -37,6 +38,11 @@ pub async fn read_message(recv: &mut ControlRecv) -> Result<Message, ReadError> 
         ControlRecv::Tcp(recv) => match recv.next().await {
             Some(body) => Message::decode_body(&body).map_err(frame_error),
             None => Err(ReadError::Lost("link closed".into())),
+        },
+        ControlRecv::H3(recv) => match recv.next().await {
+            Ok(body) => Message::decode_body(&body).map_err(frame_error),
+            Err(RecvError::Lost(e)) => Err(ReadError::Lost(e)),
+            Err(RecvError::Violation(e)) => Err(ReadError::Violation(e)),
         },
     }
 }

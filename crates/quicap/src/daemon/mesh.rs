@@ -23,7 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use ipnet::IpNet;
 use quicap_mesh::{
@@ -83,12 +83,12 @@ const RTT_WINDOW_MS: u64 = 10_000;
 #[derive(Debug)]
 struct Own {
     info: NodeInfo,
-    key: NodeKey,
+    key: Arc<NodeKey>,
 }
 
 impl Own {
     /// Signs `info` and takes it as this node's own.
-    fn new(mut info: NodeInfo, key: NodeKey) -> anyhow::Result<Own> {
+    fn new(mut info: NodeInfo, key: Arc<NodeKey>) -> anyhow::Result<Own> {
         sign(&mut info, &key)?;
         Ok(Own { info, key })
     }
@@ -161,7 +161,7 @@ impl Mesh {
         id: NodeId,
         own_name: String,
         own: NodeInfo,
-        key: NodeKey,
+        key: Arc<NodeKey>,
         now_ms: u64,
     ) -> anyhow::Result<Mesh> {
         Ok(Mesh {
@@ -254,7 +254,7 @@ impl Mesh {
     /// Replaces the certificate (and key) in this node's own node info, under a newer
     /// version (seconds since the epoch, or one more than before), and returns the
     /// message for every peer.
-    pub fn renew_own(&self, cert_der: &[u8], key: NodeKey) -> anyhow::Result<Message> {
+    pub fn renew_own(&self, cert_der: &[u8], key: Arc<NodeKey>) -> anyhow::Result<Message> {
         let mut own = self.own();
         let mut renewed = Own {
             info: NodeInfo {
@@ -645,7 +645,7 @@ mod tests {
                 node_id("node-b"),
                 "node-b".into(),
                 own,
-                self.key("node-b"),
+                Arc::new(self.key("node-b")),
                 0,
             )
             .unwrap()

@@ -31,6 +31,7 @@ mod held;
 pub mod identity;
 mod l2;
 mod limit;
+mod members;
 pub mod mesh;
 mod peers;
 mod refusal;
@@ -40,6 +41,7 @@ mod scheduling;
 mod session;
 mod watchers;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex, RwLock};
@@ -56,7 +58,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::camouflage;
-use crate::config::{Config, PeerTransport};
+use crate::config::{self, Config, PeerTransport};
 use crate::device::{Interface, Kind, Netlink, Spec};
 use crate::relay::{RelayCounters, RelayTable};
 use crate::tls::{Identity, RefusalSlot, Tls, Trust};
@@ -96,6 +98,9 @@ pub struct TrustState {
 struct Own {
     identity: Identity,
     cert: quicap_pki::NodeCert,
+    /// The certificate's key: it signs this node's node info and, in camouflage
+    /// mode, its proofs of identity.
+    key: Arc<quicap_pki::NodeKey>,
 }
 
 /// Shared state of a running node.
@@ -160,6 +165,8 @@ pub struct Node {
     pub held: held::Held,
     /// The link cores of the peers this node dials, by name.
     dialers: dialer::Dialers,
+    /// How this node dials its camouflaged peers, by name.
+    web_dials: HashMap<String, Arc<camouflage::client::WebDial>>,
     dial_errors: dial::DialErrors,
     /// Set when the node cannot go on (its interface was removed): `run` then stops
     /// as on SIGTERM and exits with this error.
@@ -186,6 +193,12 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .identity
             .clone()
+    }
+
+    /// This node's certificate and its key, as one pair.
+    pub fn own_key(&self) -> (quicap_pki::NodeCert, Arc<quicap_pki::NodeKey>) {
+        let own = self.own.read().unwrap_or_else(|p| p.into_inner());
+        (own.cert.clone(), own.key.clone())
     }
 
     /// This node's certificate.
@@ -521,10 +534,32 @@ pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
             }
         );
     }
+    for (name, dial) in web_dials(config)? {
+        let _ = writeln!(
+            out,
+            "camouflaged peer {name}: dialed as a web client of {}",
+            dial.host
+        );
+    }
     for warning in startup_warnings(config, cert) {
         let _ = writeln!(out, "warning: {warning}");
     }
     Ok(out)
+}
+
+/// How this node dials each camouflaged peer it dials, checked at startup.
+fn web_dials(config: &Config) -> Result<HashMap<String, Arc<camouflage::client::WebDial>>> {
+    config
+        .peers
+        .iter()
+        .filter(|p| p.mode == config::Mode::Camouflage)
+        .filter_map(|p| Some((p, p.endpoint.as_deref()?)))
+        .map(|(p, endpoint)| {
+            let dial = camouflage::client::WebDial::new(&p.web, endpoint)
+                .with_context(|| format!("peer {}", p.name))?;
+            Ok((p.name.clone(), Arc::new(dial)))
+        })
+        .collect()
 }
 
 /// Runs a node until SIGINT or SIGTERM.
@@ -546,6 +581,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         Some(web) => Some(Arc::new(camouflage::Front::load(web, &config.node)?)),
         None => None,
     };
+    let web_dials = web_dials(&config)?;
     let server = match &front {
         Some(front) => {
             transport::quic_server(front.quic_tls(), transport_web.clone(), token_key.clone())?
@@ -641,6 +677,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     };
     let id = quicap_pki::node_id(&loaded.cert.name);
     let own_info = mesh::own_info(id, &loaded.cert.der, modes, &config.node.advertise);
+    let key = Arc::new(loaded.key);
     let node = Arc::new(Node {
         name: loaded.cert.name.clone(),
         mtu: config.mtu(),
@@ -651,6 +688,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         own: RwLock::new(Own {
             identity: loaded.identity,
             cert: loaded.cert.clone(),
+            key: key.clone(),
         }),
         generation: std::sync::atomic::AtomicU64::new(0),
         trust: RwLock::new(trust),
@@ -658,6 +696,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         refusals: refusal::Refusals::default(),
         admission: Mutex::new(admission::Admission::new(
             config.transport.retry_above,
+            match front {
+                Some(_) => admission::WEB,
+                None => admission::PRIVATE,
+            },
             Instant::now(),
         )),
         token_key,
@@ -666,7 +708,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         front,
         transport_web,
         peers: PeerTable::default(),
-        mesh: mesh::Mesh::new(id, loaded.cert.name.clone(), own_info, loaded.key, 0)?,
+        mesh: mesh::Mesh::new(id, loaded.cert.name.clone(), own_info, key, 0)?,
         macs: MacTable::default(),
         tun,
         tap,
@@ -688,6 +730,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
             .filter(|p| p.endpoint.is_some())
             .map(|p| (p.name.clone(), dialer::Dialer::new(p, 0)))
             .collect(),
+        web_dials,
         dial_errors: dial::DialErrors::default(),
         fatal: watch::channel(None).0,
     });

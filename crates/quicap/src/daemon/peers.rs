@@ -15,7 +15,7 @@ use quicap_pki::cert::VerifiedCert;
 use quicap_wire::control::Modes;
 use quicap_wire::NodeId;
 
-use crate::link::{CloseCode, Link, LinkId, LinkKind};
+use crate::link::{CloseCode, Link, LinkId, LinkKind, RelaySender};
 use crate::relay::Hop;
 use crate::status::{LinkStatus, PeerStatus};
 
@@ -422,13 +422,15 @@ impl PeerTable {
     }
 
     /// Where relay frames for the peer with node id `id` go: on its preferred direct
-    /// link, to its UDP address on QUIC or in relay records on TLS/TCP.
+    /// link, to its UDP address on QUIC, in relay records on TLS/TCP, in datagrams of
+    /// the relay context on HTTP/3.
     pub fn relay_next_hop(&self, id: NodeId, now_ms: u64) -> Option<Hop> {
         let peers = self.lock();
         let link = &peers.values().find(|p| p.id == id)?.preferred(now_ms)?.link;
         match link {
             Link::Quic { relayed: false, .. } => Some(Hop::Udp(link.remote_address())),
-            Link::Tcp(tcp) => Some(Hop::Stream(tcp.frame_sender())),
+            Link::Tcp(tcp) => Some(Hop::Link(RelaySender::Tcp(tcp.frame_sender()))),
+            Link::H3(h3) => Some(Hop::Link(RelaySender::H3(h3.relay_sender()))),
             Link::Quic { relayed: true, .. } => None,
         }
     }

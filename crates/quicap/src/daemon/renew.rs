@@ -59,14 +59,19 @@ fn reload(node: &Node, config: &Config) -> Result<bool> {
         return Ok(false);
     }
     node.set_tls(&trust.rustls, &identity)?;
-    let message = node.mesh.renew_own(&cert.der, key)?;
+    let key = std::sync::Arc::new(key);
+    let message = node.mesh.renew_own(&cert.der, key.clone())?;
     info!(
         serial = %cert.serial_hex(),
         previous = %current.serial_hex(),
         valid_until = %quicap_pki::fmt_time(&cert.not_after),
         "certificate reloaded"
     );
-    *node.own.write().unwrap_or_else(|p| p.into_inner()) = Own { identity, cert };
+    *node.own.write().unwrap_or_else(|p| p.into_inner()) = Own {
+        identity,
+        cert,
+        key,
+    };
     node.generation
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     node.peers.send_control_to_all(&message, node.now_ms());

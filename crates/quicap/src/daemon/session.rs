@@ -291,7 +291,7 @@ async fn establish(
         let mut bye = Vec::new();
         Message::Goodbye(reason.clone()).encode(&mut bye)?;
         let _ = send.write_all(&bye).await;
-        send.finish();
+        send.finish().await;
         // Give the goodbye a moment to leave before the close frame.
         tokio::time::sleep(Duration::from_millis(100)).await;
         link.close(CloseCode::Incompatible, &reason);

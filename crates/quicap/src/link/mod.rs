@@ -9,6 +9,7 @@
 //! framing needs ([`Link::headroom`]: none on QUIC, the record's length prefix on TCP)
 //! and writes that framing there, so the packet is copied once, as before.
 
+pub mod h3;
 pub mod tcp;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use bytes::{Bytes, BytesMut};
 use quicap_wire::{stream, Escaped, Header};
 use rustls::pki_types::CertificateDer;
 
+pub use h3::H3Link;
 pub use tcp::TcpLink;
 
 /// The kinds of link, best first: a node prefers a link of a lower kind when it has
@@ -133,6 +135,8 @@ pub enum Link {
     },
     /// TLS 1.3 over TCP.
     Tcp(TcpLink),
+    /// An HTTP/3 request on a web QUIC connection (camouflage mode).
+    H3(H3Link),
 }
 
 impl Link {
@@ -145,6 +149,7 @@ impl Link {
             Link::Quic { relayed: false, .. } => LinkKind::QuicDirect,
             Link::Quic { relayed: true, .. } => LinkKind::QuicRelayed,
             Link::Tcp(_) => LinkKind::Tcp,
+            Link::H3(_) => LinkKind::QuicDirect,
         }
     }
 
@@ -155,7 +160,7 @@ impl Link {
 
     pub fn id(&self) -> LinkId {
         match self {
-            Link::Quic { conn, .. } => LinkId(conn.stable_id()),
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => LinkId(conn.stable_id()),
             Link::Tcp(t) => LinkId(t.stable_id()),
         }
     }
@@ -165,6 +170,7 @@ impl Link {
         match self {
             Link::Quic { conn, .. } => conn.remote_address(),
             Link::Tcp(t) => t.remote_address(),
+            Link::H3(h) => h.remote_address(),
         }
     }
 
@@ -184,6 +190,7 @@ impl Link {
         match self {
             Link::Quic { conn, .. } => conn.max_datagram_size().unwrap_or(0),
             Link::Tcp(t) => t.max_datagram_size(),
+            Link::H3(h) => h.max_datagram_size(),
         }
     }
 
@@ -192,6 +199,7 @@ impl Link {
         match self {
             Link::Quic { .. } => 0,
             Link::Tcp(_) => stream::LEN_PREFIX,
+            Link::H3(h) => h.prefix.as_slice().len(),
         }
     }
 
@@ -235,7 +243,7 @@ impl Link {
     }
 
     /// Frames an overlay datagram built elsewhere (a held packet, a fragment): as is on
-    /// QUIC, copied behind the framing on TCP.
+    /// QUIC, copied behind the framing on TCP and HTTP/3.
     pub fn frame(&self, datagram: Bytes) -> Option<Framed> {
         let room = self.headroom();
         if room == 0 {
@@ -256,13 +264,20 @@ impl Link {
                 let room = buf.first_chunk_mut::<{ stream::LEN_PREFIX }>()?;
                 stream::frame_datagram(room, len).ok()
             }
+            Link::H3(h) => {
+                let prefix = h.prefix.as_slice();
+                buf.get_mut(..prefix.len())?.copy_from_slice(prefix);
+                Some(())
+            }
         }
     }
 
     /// Sends a datagram, or drops it when the transport's queue is full.
     pub fn send_datagram(&self, datagram: Framed) -> Result<(), SendError> {
         match self {
-            Link::Quic { conn, .. } => conn.send_datagram(datagram.0).map_err(quic_send_error),
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
+                conn.send_datagram(datagram.0).map_err(quic_send_error)
+            }
             Link::Tcp(t) => t.send_datagram(datagram.0),
         }
     }
@@ -270,7 +285,7 @@ impl Link {
     /// Sends a datagram, waiting for room in the transport's queue.
     pub async fn send_datagram_wait(&self, datagram: Framed) -> Result<(), SendError> {
         match self {
-            Link::Quic { conn, .. } => conn
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => conn
                 .send_datagram_wait(datagram.0)
                 .await
                 .map_err(quic_send_error),
@@ -284,20 +299,21 @@ impl Link {
         match self {
             Link::Quic { conn, .. } => conn.read_datagram().await.ok(),
             Link::Tcp(t) => t.read_datagram().await,
+            Link::H3(h) => h.read_datagram().await,
         }
     }
 
     /// The transport's smoothed round-trip time.
     pub fn rtt(&self) -> Duration {
         match self {
-            Link::Quic { conn, .. } => conn.rtt(),
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => conn.rtt(),
             Link::Tcp(t) => t.rtt(),
         }
     }
 
     pub fn stats(&self) -> LinkStats {
         match self {
-            Link::Quic { conn, .. } => {
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
                 let s = conn.stats();
                 LinkStats {
                     rx_bytes: s.udp_rx.bytes,
@@ -319,13 +335,16 @@ impl Link {
                 .and_then(|id| id.downcast::<Vec<CertificateDer<'static>>>().ok())
                 .map(|chain| *chain),
             Link::Tcp(t) => t.peer_certificates(),
+            Link::H3(h) => Some(h.peer_certificates()),
         }
     }
 
     /// Closes the link, telling the peer `code` and `reason`.
     pub fn close(&self, code: CloseCode, reason: &str) {
         match self {
-            Link::Quic { conn, .. } => conn.close(code.code().into(), reason.as_bytes()),
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
+                conn.close(code.code().into(), reason.as_bytes())
+            }
             Link::Tcp(t) => t.close(code, reason),
         }
     }
@@ -333,7 +352,9 @@ impl Link {
     /// Why the link closed, or `None` while it is open.
     pub fn close_reason(&self) -> Option<String> {
         match self {
-            Link::Quic { conn, .. } => conn.close_reason().map(|e| describe_quic_close(&e)),
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
+                conn.close_reason().map(|e| describe_quic_close(&e))
+            }
             Link::Tcp(t) => t.close_reason(),
         }
     }
@@ -341,7 +362,9 @@ impl Link {
     /// True once the link is closed, by either side.
     pub fn is_closed(&self) -> bool {
         match self {
-            Link::Quic { conn, .. } => conn.close_reason().is_some(),
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
+                conn.close_reason().is_some()
+            }
             Link::Tcp(t) => t.is_closed(),
         }
     }
@@ -349,7 +372,7 @@ impl Link {
     /// True if this node closed the link.
     pub fn closed_locally(&self) -> bool {
         match self {
-            Link::Quic { conn, .. } => {
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
                 matches!(
                     conn.close_reason(),
                     Some(quinn::ConnectionError::LocallyClosed)
@@ -362,7 +385,9 @@ impl Link {
     /// Waits until the link is closed; returns why.
     pub async fn closed(&self) -> String {
         match self {
-            Link::Quic { conn, .. } => describe_quic_close(&conn.closed().await),
+            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
+                describe_quic_close(&conn.closed().await)
+            }
             Link::Tcp(t) => t.closed().await,
         }
     }
@@ -378,6 +403,10 @@ impl Link {
                 let (send, recv) = t.control()?;
                 Ok((ControlSend::Tcp(send), ControlRecv::Tcp(recv)))
             }
+            Link::H3(h) => {
+                let (send, recv) = h.control()?;
+                Ok((ControlSend::H3(Box::new(send)), ControlRecv::H3(Box::new(recv))))
+            }
         }
     }
 
@@ -392,6 +421,44 @@ impl Link {
                 let (send, recv) = t.control()?;
                 Ok((ControlSend::Tcp(send), ControlRecv::Tcp(recv)))
             }
+            Link::H3(h) => {
+                let (send, recv) = h.control()?;
+                Ok((ControlSend::H3(Box::new(send)), ControlRecv::H3(Box::new(recv))))
+            }
+        }
+    }
+}
+
+/// Sends relay frames on a link that carries them itself, for the relay table's next
+/// hops (see [`crate::relay::Hop`]).
+#[derive(Debug, Clone)]
+pub enum RelaySender {
+    Tcp(tcp::FrameSender),
+    H3(h3::DatagramRelay),
+}
+
+impl RelaySender {
+    /// Tells next hops apart: the link's id.
+    pub fn id(&self) -> usize {
+        match self {
+            RelaySender::Tcp(t) => t.id(),
+            RelaySender::H3(h) => h.id(),
+        }
+    }
+
+    /// Sends one relay frame, made of `parts`; false if it was dropped.
+    pub fn send_relay(&self, parts: &[&[u8]]) -> bool {
+        match self {
+            RelaySender::Tcp(t) => t.send_relay(parts),
+            RelaySender::H3(h) => h.send_relay(parts),
+        }
+    }
+
+    /// Sends a relay record (prefix included) as it arrived on a stream link.
+    pub fn send_record(&self, record: Bytes) -> bool {
+        match self {
+            RelaySender::Tcp(t) => t.send_record(record),
+            RelaySender::H3(h) => h.send_record(&record),
         }
     }
 }
@@ -435,6 +502,8 @@ fn describe_quic_close(e: &quinn::ConnectionError) -> String {
 pub enum ControlSend {
     Quic(quinn::SendStream),
     Tcp(tcp::TcpControlSend),
+    /// Boxed: h3's stream halves are large, and control streams few.
+    H3(Box<h3::H3ControlSend>),
 }
 
 impl ControlSend {
@@ -443,6 +512,7 @@ impl ControlSend {
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), WriteError> {
         match self {
             ControlSend::Tcp(s) => s.write_frames(buf),
+            ControlSend::H3(s) => s.write_frames(buf).await,
             ControlSend::Quic(s) => s.write_all(buf).await.map_err(|e| match e {
                 quinn::WriteError::Stopped(code) => WriteError::Stopped(code.into_inner()),
                 _ => WriteError::Lost,
@@ -451,11 +521,12 @@ impl ControlSend {
     }
 
     /// Ends the stream after what was written.
-    pub fn finish(&mut self) {
+    pub async fn finish(&mut self) {
         match self {
             ControlSend::Quic(s) => {
                 let _ = s.finish();
             }
+            ControlSend::H3(s) => s.finish().await,
             // The stream ends with the link's close record.
             ControlSend::Tcp(_) => {}
         }
@@ -467,4 +538,5 @@ impl ControlSend {
 pub enum ControlRecv {
     Quic(quinn::RecvStream),
     Tcp(tcp::TcpControlRecv),
+    H3(Box<h3::H3ControlRecv>),
 }

@@ -549,6 +549,104 @@ impl Pair {
     }
 }
 
+/// The web site name of camouflaged test nodes.
+pub const WEB_SITE: &str = "www.example.test";
+
+/// A self-signed web certificate for [`WEB_SITE`] in `dir` (`web.crt`, `web.key`) and
+/// its public key pin as `web-pin` takes it.
+pub fn web_cert(dir: &Path) -> (PathBuf, PathBuf, String) {
+    use base64::Engine;
+    let key = rcgen::KeyPair::generate().expect("test setup");
+    let mut params = rcgen::CertificateParams::new(vec![WEB_SITE.to_owned()]).expect("test setup");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, WEB_SITE);
+    let cert = params.self_signed(&key).expect("test setup");
+    let (c, k) = (dir.join("web.crt"), dir.join("web.key"));
+    std::fs::write(&c, cert.pem()).expect("test setup");
+    std::fs::write(&k, key.serialize_pem()).expect("test setup");
+    let spki = rcgen::PublicKeyData::subject_public_key_info(&key);
+    let hash = ring::digest::digest(&ring::digest::SHA256, &spki);
+    let pin = format!(
+        "sha256//{}",
+        base64::engine::general_purpose::STANDARD.encode(hash.as_ref())
+    );
+    (c, k, pin)
+}
+
+/// The `[web]` section of a camouflaged node whose certificate is in `dir` (made by
+/// [`web_cert`]), and the pin of that certificate.
+pub fn web_section(dir: &Path) -> (String, String) {
+    let (cert, key, pin) = web_cert(dir);
+    let section = format!(
+        "\n[web]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        cert.display(),
+        key.display()
+    );
+    (section, pin)
+}
+
+/// A `[[peer]]` section for a camouflaged peer `name` at `endpoint` whose web
+/// certificate has `pin`, with `extra` lines.
+pub fn camouflaged_peer(name: &str, endpoint: &str, pin: &str, extra: &str) -> String {
+    format!(
+        "\n[[peer]]\nname = \"{name}\"\nendpoint = \"{endpoint}\"\nserver-name = \"{WEB_SITE}\"\nweb-pin = \"{pin}\"\n{extra}\n"
+    )
+}
+
+impl Pair {
+    /// Two nodes in camouflage mode, each dialing the other (its [[peer]] section with
+    /// `peer_extra`), with `tun_extra` in their [tun] sections.
+    pub fn start_camouflaged(tun_extra: &str, peer_extra: &str) -> Pair {
+        require_root();
+        let pki = Pki::new("testnet");
+        let a = Netns::new();
+        let b = Netns::new();
+        link(&a, "192.0.2.1", &b, "192.0.2.2");
+        let dir_a = pki.issue("node-a", A_ADDRS, &[]);
+        let dir_b = pki.issue("node-b", B_ADDRS, &[]);
+        let (web_a, pin_a) = web_section(&dir_a);
+        let (web_b, pin_b) = web_section(&dir_b);
+        let config = |dir: &Path, name, addrs, web: String, peer: String| {
+            let extra = web + &peer;
+            write_config(
+                &pki,
+                dir,
+                &NodeSpec {
+                    node_extra: "mode = \"camouflage\"",
+                    extra: &extra,
+                    tun_extra,
+                    ..NodeSpec::new(name, addrs, "0.0.0.0:4433")
+                },
+            )
+        };
+        let cfg_a = config(
+            &dir_a,
+            "node-a",
+            A_ADDRS,
+            web_a,
+            camouflaged_peer("node-b", "192.0.2.2:4433", &pin_b, peer_extra),
+        );
+        let cfg_b = config(
+            &dir_b,
+            "node-b",
+            B_ADDRS,
+            web_b,
+            camouflaged_peer("node-a", "192.0.2.1:4433", &pin_a, peer_extra),
+        );
+        let node_a = Node::start(&a, "node-a", &cfg_a);
+        let node_b = Node::start(&b, "node-b", &cfg_b);
+        Pair {
+            pki,
+            a,
+            b,
+            node_a,
+            node_b,
+        }
+    }
+}
+
 /// Runs `f` on a thread of its own that entered namespace `ns` (only that thread does:
 /// the sockets it makes belong to the namespace), and returns what it returns.
 pub fn in_namespace<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
