@@ -155,8 +155,7 @@ impl Admission {
             at: now,
         });
         let elapsed = now.saturating_duration_since(budget.at).as_secs_f64();
-        budget.tokens =
-            (budget.tokens + elapsed * self.budget.per_sec).min(self.budget.burst);
+        budget.tokens = (budget.tokens + elapsed * self.budget.per_sec).min(self.budget.burst);
         budget.at = now;
         if budget.tokens < 1.0 {
             return false;

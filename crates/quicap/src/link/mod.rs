@@ -405,7 +405,10 @@ impl Link {
             }
             Link::H3(h) => {
                 let (send, recv) = h.control()?;
-                Ok((ControlSend::H3(Box::new(send)), ControlRecv::H3(Box::new(recv))))
+                Ok((
+                    ControlSend::H3(Box::new(send)),
+                    ControlRecv::H3(Box::new(recv)),
+                ))
             }
         }
     }
@@ -423,7 +426,10 @@ impl Link {
             }
             Link::H3(h) => {
                 let (send, recv) = h.control()?;
-                Ok((ControlSend::H3(Box::new(send)), ControlRecv::H3(Box::new(recv))))
+                Ok((
+                    ControlSend::H3(Box::new(send)),
+                    ControlRecv::H3(Box::new(recv)),
+                ))
             }
         }
     }
