@@ -114,13 +114,17 @@ pub fn check(
     let cert = credentials
         .verify(&exported)
         .map_err(|e| Refused(e.to_string()))?;
-    let name = cert.name.clone();
-    cert.verify(ca, crl, now).map_err(|e| {
-        Refused(format!(
-            "node certificate {}: {e}",
-            quicap_wire::Escaped(&name)
-        ))
-    })
+    // What the CA signed is a fact; a name in a certificate it did not sign is only a
+    // claim, and the log says so.
+    let who = match cert.check_issuer(ca) {
+        Ok(()) => format!("node certificate of {}", quicap_wire::Escaped(&cert.name)),
+        Err(_) => format!(
+            "certificate naming {} (unverified)",
+            quicap_wire::Quoted(&cert.name)
+        ),
+    };
+    cert.verify(ca, crl, now)
+        .map_err(|e| Refused(format!("{who}: {e}")))
 }
 
 #[cfg(test)]
