@@ -921,3 +921,151 @@ fn two_camouflaged_nodes_form_a_tunnel_inside_http3() {
         );
     }
 }
+
+/// The web pin of the camouflaged pair's node `name` (see [`web_cert`]).
+fn pin_of(pair: &Pair, name: &str) -> String {
+    std::fs::read_to_string(pair.pki.dir.path().join(name).join("web.pin")).expect("pin")
+}
+
+#[test]
+fn a_camouflaged_node_refuses_proofs_the_network_does_not_vouch_for() {
+    let pair = Pair::start_camouflaged("", "");
+    assert!(
+        pair.a
+            .wait_ping("10.77.0.2", Duration::from_secs(15))
+            .is_some(),
+        "no tunnel"
+    );
+    // A node of another network dials node-b the camouflaged way: its proof is
+    // checked against node-b's CA and refused; it gets the site's answer.
+    let other = Pki::new("othernet");
+    let c = Netns::new();
+    link(&pair.b, "198.51.100.1", &c, "198.51.100.2");
+    let peer = format!(
+        "{}mode = \"camouflage\"\n",
+        camouflaged_peer("node-b", "198.51.100.1:4433", &pin_of(&pair, "node-b"), "")
+    );
+    let cfg = node_config(
+        &other,
+        &[],
+        &NodeSpec {
+            extra: &peer,
+            ..NodeSpec::new("node-c", &["10.77.0.3/24"], "0.0.0.0:4433")
+        },
+    );
+    let node_c = Node::start(&c, "node-c", &cfg);
+    assert!(
+        node_c.wait_log(&["dial failed", "answered 404"], Duration::from_secs(10)),
+        "node-c was not given the site's answer"
+    );
+    assert!(
+        pair.node_b.wait_log(
+            &["refused a node's proof", "remote=198.51.100.2", "node-c"],
+            Duration::from_secs(5)
+        ),
+        "node-b did not log why it refused node-c"
+    );
+    assert!(!c.ping("10.77.0.2"));
+    drop(node_c);
+
+    // A revoked node is closed, and its proof refused when it dials again.
+    let crt = pair.pki.dir.path().join("node-a").join("node-a.crt");
+    run(std::process::Command::new(quicap())
+        .args(["ca", "revoke", "--ca"])
+        .arg(pair.pki.ca_dir())
+        .arg(&crt));
+    assert!(
+        pair.node_b.wait_log(
+            &["refused a node's proof", "remote=192.0.2.1", "revoked"],
+            Duration::from_secs(15)
+        ),
+        "node-b did not refuse the revoked node's proof"
+    );
+    assert!(!pair.a.ping("10.77.0.2"), "revoked node still reachable");
+}
+
+/// Forwards UDP between node-a and node-b (from a socket of its own), recording every
+/// datagram node-a sends, until `stop` is set; returns the recording.
+fn recording_proxy(
+    listen: std::net::UdpSocket,
+    upstream: std::net::UdpSocket,
+    server: &str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    let server: std::net::SocketAddr = server.parse().expect("address");
+    std::thread::spawn(move || {
+        let timeout = Some(Duration::from_millis(5));
+        listen.set_read_timeout(timeout).expect("socket");
+        upstream.set_read_timeout(timeout).expect("socket");
+        let mut recorded = Vec::new();
+        let mut client = None;
+        let mut buf = vec![0u8; 65536];
+        while !stop.load(Ordering::Relaxed) {
+            while let Ok((n, from)) = listen.recv_from(&mut buf) {
+                client = Some(from);
+                recorded.push(buf[..n].to_vec());
+                let _ = upstream.send_to(&buf[..n], server);
+            }
+            while let Ok(n) = upstream.recv(&mut buf) {
+                if let Some(client) = client {
+                    let _ = listen.send_to(&buf[..n], client);
+                }
+            }
+        }
+        recorded
+    })
+}
+
+#[test]
+fn replayed_handshake_datagrams_of_a_node_get_no_tunnel() {
+    // node-a reaches node-b only through a proxy in its own namespace that records
+    // what node-a sends: the handshake, the proof, the first packets.
+    let pair = Pair::start_camouflaged_with("", "", Some("127.0.0.1:5443"), None);
+    let (listen, upstream) = in_namespace(&pair.a, || {
+        (
+            std::net::UdpSocket::bind("127.0.0.1:5443").expect("bind"),
+            std::net::UdpSocket::bind("192.0.2.1:0").expect("bind"),
+        )
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let proxy = recording_proxy(listen, upstream, "192.0.2.2:4433", stop.clone());
+    assert!(
+        pair.a
+            .wait_ping("10.77.0.2", Duration::from_secs(15))
+            .is_some(),
+        "no tunnel through the recording proxy"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let recorded = proxy.join().expect("proxy");
+    assert!(
+        recorded.len() > 5,
+        "recorded only {} datagrams",
+        recorded.len()
+    );
+    let connected = pair.node_b.log_count("peer connected");
+    assert_eq!(connected, 1, "{}", pair.node_b.log_text());
+
+    // The same datagrams, sent again from another socket of node-a's address, twice.
+    let replayer = in_namespace(&pair.a, || {
+        std::net::UdpSocket::bind("192.0.2.1:0").expect("bind")
+    });
+    for _ in 0..2 {
+        for datagram in &recorded {
+            replayer.send_to(datagram, "192.0.2.2:4433").expect("send");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        pair.node_b.log_count("peer connected"),
+        connected,
+        "a replay made a link: {}",
+        pair.node_b.log_text()
+    );
+    let peer = pair.node_b.peer_status("node-a");
+    assert_eq!(
+        peer["links"].as_array().map(Vec::len),
+        Some(1),
+        "node-b has other links than the original: {peer}"
+    );
+}

@@ -553,7 +553,7 @@ impl Pair {
 pub const WEB_SITE: &str = "www.example.test";
 
 /// A self-signed web certificate for [`WEB_SITE`] in `dir` (`web.crt`, `web.key`) and
-/// its public key pin as `web-pin` takes it.
+/// its public key pin as `web-pin` takes it (also written to `web.pin`).
 pub fn web_cert(dir: &Path) -> (PathBuf, PathBuf, String) {
     use base64::Engine;
     let key = rcgen::KeyPair::generate().expect("test setup");
@@ -572,6 +572,7 @@ pub fn web_cert(dir: &Path) -> (PathBuf, PathBuf, String) {
         "sha256//{}",
         base64::engine::general_purpose::STANDARD.encode(hash.as_ref())
     );
+    std::fs::write(dir.join("web.pin"), &pin).expect("test setup");
     (c, k, pin)
 }
 
@@ -599,6 +600,22 @@ impl Pair {
     /// Two nodes in camouflage mode, each dialing the other (its [[peer]] section with
     /// `peer_extra`), with `tun_extra` in their [tun] sections.
     pub fn start_camouflaged(tun_extra: &str, peer_extra: &str) -> Pair {
+        Self::start_camouflaged_with(
+            tun_extra,
+            peer_extra,
+            Some("192.0.2.2:4433"),
+            Some("192.0.2.1:4433"),
+        )
+    }
+
+    /// [`Pair::start_camouflaged`] with the endpoint node-a dials node-b at and the one
+    /// node-b dials node-a at (`None`: that node only takes the other's dials).
+    pub fn start_camouflaged_with(
+        tun_extra: &str,
+        peer_extra: &str,
+        a_dials: Option<&str>,
+        b_dials: Option<&str>,
+    ) -> Pair {
         require_root();
         let pki = Pki::new("testnet");
         let a = Netns::new();
@@ -608,6 +625,10 @@ impl Pair {
         let dir_b = pki.issue("node-b", B_ADDRS, &[]);
         let (web_a, pin_a) = web_section(&dir_a);
         let (web_b, pin_b) = web_section(&dir_b);
+        let peer = |name: &str, endpoint: Option<&str>, pin: &str| match endpoint {
+            Some(endpoint) => camouflaged_peer(name, endpoint, pin, peer_extra),
+            None => format!("\n[[peer]]\nname = \"{name}\"\n{peer_extra}\n"),
+        };
         let config = |dir: &Path, name, addrs, web: String, peer: String| {
             let extra = web + &peer;
             write_config(
@@ -626,14 +647,14 @@ impl Pair {
             "node-a",
             A_ADDRS,
             web_a,
-            camouflaged_peer("node-b", "192.0.2.2:4433", &pin_b, peer_extra),
+            peer("node-b", a_dials, &pin_b),
         );
         let cfg_b = config(
             &dir_b,
             "node-b",
             B_ADDRS,
             web_b,
-            camouflaged_peer("node-a", "192.0.2.1:4433", &pin_a, peer_extra),
+            peer("node-a", b_dials, &pin_a),
         );
         let node_a = Node::start(&a, "node-a", &cfg_a);
         let node_b = Node::start(&b, "node-b", &cfg_b);
