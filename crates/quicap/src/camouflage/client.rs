@@ -33,6 +33,8 @@ pub struct WebDial {
     pub host: String,
     /// TLS of the QUIC dials: ALPN `h3`.
     pub quic: Arc<rustls::ClientConfig>,
+    /// TLS of the TCP dials: ALPN `http/1.1`, for the upgrade (see [`super::upgrade`]).
+    pub tcp: Arc<rustls::ClientConfig>,
 }
 
 impl WebDial {
@@ -53,18 +55,23 @@ impl WebDial {
             (None, Some(roots)) => roots_verifier(&read_roots(roots)?, &provider)?,
             (None, None) => roots_verifier(&system_roots()?, &provider)?,
         };
-        let mut quic = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .map_err(|e| anyhow!("web client TLS: {e}"))?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_no_client_auth();
-        quic.alpn_protocols = vec![ALPN_H3.to_vec()];
-        quic.enable_early_data = false;
+        // TLS 1.3 only: a node's proof is bound to the session by its exporter.
+        let config = |alpn: &[u8]| {
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .map_err(|e| anyhow!("web client TLS: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            config.alpn_protocols = vec![alpn.to_vec()];
+            config.enable_early_data = false;
+            anyhow::Ok(Arc::new(config))
+        };
         Ok(WebDial {
             server_name,
             host,
-            quic: Arc::new(quic),
+            quic: config(ALPN_H3)?,
+            tcp: config(super::ALPN_HTTP1)?,
         })
     }
 

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use bytes::{Buf, Bytes};
 use h3::ext::Protocol;
 use h3::server::RequestStream;
@@ -30,13 +30,11 @@ use tracing::debug;
 
 use super::auth::{DIALER_REALM, SERVER_REALM};
 use super::site::{Body, Reply, Site};
-use super::{read_chunk, Members, BODY_TIMEOUT, NODE_PATH, REQUEST_BODY_LIMIT};
+use super::{
+    not_taken, read_chunk, Members, AUTHENTICATION_INFO, BODY_TIMEOUT, CONNECT_TIMEOUT, NODE_PATH,
+    REQUEST_BODY_LIMIT,
+};
 use crate::link::{H3Link, Link};
-
-/// The header of the server's proof (RFC 9729 section 5).
-const AUTHENTICATION_INFO: &str = "authentication-info";
-/// How long the server may take to answer a node's CONNECT.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a request may take to send its headers.
 const HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -269,10 +267,7 @@ pub async fn dial(
         .await
         .map_err(|_| anyhow!("no answer to this node's CONNECT within {CONNECT_TIMEOUT:?}"))??;
     if response.status() != StatusCode::OK {
-        bail!(
-            "the web server answered {} to this node's proof: not a node of this network, or it refused this node (its log says why)",
-            response.status()
-        );
+        return Err(not_taken(response.status().as_u16()));
     }
     let theirs = response
         .headers()

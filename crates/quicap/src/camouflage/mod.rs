@@ -19,6 +19,7 @@ pub mod client;
 pub mod h3;
 pub mod https;
 pub mod site;
+pub mod upgrade;
 
 use std::io::SeekFrom;
 use std::net::SocketAddr;
@@ -37,8 +38,10 @@ pub use site::Site;
 
 /// ALPN of the QUIC front.
 pub const ALPN_H3: &[u8] = b"h3";
+/// ALPN of HTTP/1.1, the one node links over TCP ride on.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// ALPN of the TCP front, server preference first.
-pub const ALPN_TCP: [&[u8]; 2] = [b"h2", b"http/1.1"];
+pub const ALPN_TCP: [&[u8]; 2] = [b"h2", ALPN_HTTP1];
 /// How long a TCP client may take to start, and to finish, its TLS handshake.
 const FIRST_BYTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Request body bytes taken in (and dropped) before an answer.
@@ -51,6 +54,19 @@ const CHUNK: u64 = 64 * 1024;
 /// Path of the extended CONNECT that opens a node link (CONNECT-IP's default URI
 /// template of RFC 9484, any target and any IP protocol).
 pub const NODE_PATH: &str = "/.well-known/masque/ip/*/*/";
+
+/// The header of the server's proof (RFC 9729 section 5).
+const AUTHENTICATION_INFO: &str = "authentication-info";
+/// How long the server may take to answer a node's request for a link.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The dialer's error when a camouflaged peer answers its request for a link with
+/// `status` instead of a link.
+fn not_taken(status: u16) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the web server answered {status} to this node's proof: not a node of this network, or it refused this node (its log says why)"
+    )
+}
 
 /// What the web fronts and dials ask of the node behind them: proofs of its identity,
 /// checks of its peers', and a home for the links that come of them.

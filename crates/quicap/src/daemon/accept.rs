@@ -112,7 +112,9 @@ pub(super) async fn accept_tcp_loop(node: Arc<Node>, listener: tokio::net::TcpLi
                 let tls = front.accept_tcp(stream, remote).await;
                 drop(in_flight);
                 if let Some(tls) = tls {
-                    camouflage::https::serve(tls, front.site.clone(), remote.to_string()).await;
+                    let members: Arc<dyn camouflage::Members> = Arc::new(NodeMembers(node.clone()));
+                    camouflage::upgrade::serve(tls, front.site.clone(), remote, Some(members))
+                        .await;
                 }
                 return;
             }

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use quicap_mesh::links::{Choice, Event, Transport};
 use quicap_mesh::NodeId;
 use tracing::{debug, info, warn};
@@ -182,10 +182,14 @@ pub(super) async fn dial(
         .ok_or_else(|| anyhow!("{target} resolves to no address"))?;
     match over {
         Transport::Quic => connect(node, name, addr).await,
-        Transport::Tcp if node.web_dials.contains_key(name) => {
-            bail!("a camouflaged peer is dialed over QUIC only, so far")
-        }
-        Transport::Tcp => connect_tcp(node, name, addr).await,
+        Transport::Tcp => match node.web_dials.get(name) {
+            Some(web) => {
+                let members = NodeMembers(node.clone());
+                let link = camouflage::upgrade::dial(addr, web, &members).await?;
+                Ok(Link::Tcp(link))
+            }
+            None => connect_tcp(node, name, addr).await,
+        },
     }
 }
 

@@ -184,7 +184,7 @@ fn default_mss(remote: SocketAddr) -> usize {
     1500 - ip - TCP_HEADER
 }
 
-fn set_socket_options(tcp: &TcpStream) -> Result<()> {
+pub(crate) fn set_socket_options(tcp: &TcpStream) -> Result<()> {
     tcp.set_nodelay(true).context("setting TCP_NODELAY")?;
     if let Err(e) = socket2::SockRef::from(tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT) {
         debug!(error = %e, "TCP_NOTSENT_LOWAT not set");
@@ -237,21 +237,37 @@ pub async fn accept(
 }
 
 impl TcpLink {
-    /// Starts the reader and writer of an established TLS stream.
+    /// Starts the reader and writer of an established TLS stream whose handshake
+    /// authenticated the peer.
     fn start(
         tls: TlsStream<TcpStream>,
         remote: SocketAddr,
         relays: Arc<RelayTable>,
     ) -> Result<TcpLink> {
-        let (tcp, conn) = tls.get_ref();
+        let peer = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
+            .unwrap_or_default();
+        TcpLink::start_upgraded(tls, remote, relays, peer, BytesMut::new())
+    }
+
+    /// Starts the reader and writer of a TLS stream on which the peer proved itself
+    /// otherwise (a camouflaged link's HTTP upgrade): `peer` is its certificate chain,
+    /// `read` what was read past the upgrade, the link's first bytes.
+    pub(crate) fn start_upgraded(
+        tls: TlsStream<TcpStream>,
+        remote: SocketAddr,
+        relays: Arc<RelayTable>,
+        peer_certificates: Vec<CertificateDer<'static>>,
+        read: BytesMut,
+    ) -> Result<TcpLink> {
+        let (tcp, _) = tls.get_ref();
         let fd = tcp
             .as_fd()
             .try_clone_to_owned()
             .context("duplicating the socket")?;
-        let peer_certificates = conn
-            .peer_certificates()
-            .map(|c| c.iter().map(|d| d.clone().into_owned()).collect())
-            .unwrap_or_default();
         let (datagrams_out, datagrams_rx) = mpsc::channel(DATAGRAM_QUEUE);
         let (control_out, control_rx) = mpsc::unbounded_channel();
         let (control_tx, control_in) = mpsc::channel(CONTROL_QUEUE);
@@ -281,7 +297,7 @@ impl TcpLink {
         shared.max_datagram = max_datagram_for_mss(mss);
         let shared = Arc::new(shared);
         let (rd, wr) = tokio::io::split(tls);
-        tokio::spawn(read_loop(rd, shared.clone(), control_tx));
+        tokio::spawn(read_loop(rd, read, shared.clone(), control_tx));
         tokio::spawn(write_loop(wr, shared.clone(), datagrams_rx, control_rx));
         Ok(TcpLink {
             _handle: Arc::new(Handle(shared.clone())),
@@ -519,10 +535,11 @@ impl TcpControlRecv {
 /// as a protocol violation.
 async fn read_loop(
     mut rd: ReadHalf<TlsStream<TcpStream>>,
+    mut buf: BytesMut,
     shared: Arc<Shared>,
     control: mpsc::Sender<Bytes>,
 ) {
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    buf.reserve(READ_CHUNK);
     let mut closed = shared.closed.subscribe();
     let reason = 'read: loop {
         while let Some(len) = stream::record_len(&buf) {
