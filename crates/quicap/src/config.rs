@@ -113,6 +113,16 @@ pub enum Mode {
     Camouflage,
 }
 
+impl Mode {
+    /// The mode as `node.mode` names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Private => "private",
+            Mode::Camouflage => "camouflage",
+        }
+    }
+}
+
 /// The web site of camouflage mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebSection {

@@ -13,6 +13,9 @@ pub struct Status {
     pub version: u32,
     pub node: String,
     pub uptime_secs: u64,
+    /// `node.mode`: `private` or `camouflage`.
+    #[serde(default)]
+    pub mode: String,
     /// The packet thread's scheduling: `real-time (realtime = auto)`, ...
     #[serde(default)]
     pub scheduling: String,
@@ -182,6 +185,9 @@ impl Status {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = write!(out, "node {}, up {}", self.node, fmt_secs(self.uptime_secs));
+        if !self.mode.is_empty() {
+            let _ = write!(out, ", {} mode", self.mode);
+        }
         if !self.scheduling.is_empty() {
             let _ = write!(out, ", scheduling {}", self.scheduling);
         }
@@ -295,6 +301,7 @@ mod tests {
             version: STATUS_VERSION,
             node: "node-a".into(),
             uptime_secs: 3725,
+            mode: "private".into(),
             scheduling: "normal (realtime = auto)".into(),
             interfaces: vec![InterfaceStatus {
                 name: "quicap0".into(),
@@ -385,7 +392,9 @@ mod tests {
     fn render_shows_node_interface_and_links() {
         let text = sample().render();
         assert!(
-            text.contains("node node-a, up 1h2m5s, scheduling normal (realtime = auto)\n"),
+            text.contains(
+                "node node-a, up 1h2m5s, private mode, scheduling normal (realtime = auto)\n"
+            ),
             "{text}"
         );
         assert!(

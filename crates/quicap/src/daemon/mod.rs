@@ -376,6 +376,13 @@ impl Node {
             version: crate::status::STATUS_VERSION,
             node: self.name.clone(),
             uptime_secs: self.epoch.elapsed().as_secs(),
+            mode: if self.front.is_some() {
+                crate::config::Mode::Camouflage
+            } else {
+                crate::config::Mode::Private
+            }
+            .as_str()
+            .into(),
             scheduling: self.scheduling.describe(),
             interfaces: self
                 .interfaces()
@@ -660,6 +667,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         interfaces = ?interface_names,
         listen = ?config.node.listen,
         listen_tcp = ?config.node.listen_tcp,
+        mode = config.node.mode.as_str(),
         peers = config.peers.len(),
         control = %config.node.control_socket.display(),
         versions = ?options.versions,
