@@ -249,8 +249,51 @@ impl<'a> NodeSpec<'a> {
     }
 }
 
+/// Whether this run puts the nodes of private-mode tests into camouflage mode
+/// (`QUICAP_TEST_MODE=camouflage`; `scripts/test.sh` runs the tunnel, TCP and mesh
+/// tests once more so): each node gets `mode = "camouflage"` and a web certificate,
+/// each dialed peer the web pin.
+pub fn camouflage_run() -> bool {
+    match std::env::var("QUICAP_TEST_MODE").as_deref() {
+        Ok("camouflage") => true,
+        Ok("private") | Err(_) => false,
+        Ok(other) => panic!("QUICAP_TEST_MODE={other}: expected private or camouflage"),
+    }
+}
+
+/// Turns the config `text` of a private-mode test into camouflage mode (see
+/// [`camouflage_run`]); configs that choose a mode themselves stay as they are. All
+/// nodes of a [`Pki`] share one web certificate.
+fn camouflaged_config(pki: &Pki, text: String) -> String {
+    if text.contains("mode = ") || text.contains("[web]") {
+        return text;
+    }
+    let web = pki.dir.path().join("web");
+    if !web.join("web.pin").exists() {
+        std::fs::create_dir_all(&web).expect("test setup");
+        web_cert(&web);
+    }
+    let pin = std::fs::read_to_string(web.join("web.pin")).expect("test setup");
+    let mut out = String::with_capacity(text.len() + 512);
+    for line in text.lines() {
+        out += line;
+        out += "\n";
+        if line == "[node]" {
+            out += "mode = \"camouflage\"\n";
+        } else if line.starts_with("endpoint = ") {
+            out += &format!("server-name = \"{WEB_SITE}\"\nweb-pin = \"{pin}\"\n");
+        }
+    }
+    out += &format!(
+        "\n[web]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n",
+        web.join("web.crt").display(),
+        web.join("web.key").display()
+    );
+    out
+}
+
 /// Writes `dir/node.toml` for a node whose key and certificate are in `dir` and whose
-/// CA is `pki`.
+/// CA is `pki` (in camouflage mode on a [`camouflage_run`]).
 pub fn write_config(pki: &Pki, dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
     let mut text = format!(
         "[node]\nname = \"{name}\"\ncert = \"{name}.crt\"\nkey = \"{name}.key\"\nca = \"{ca}\"\nlisten = [\"{listen}\"]\ncontrol-socket = \"control.sock\"\n",
@@ -279,6 +322,9 @@ pub fn write_config(pki: &Pki, dir: &Path, spec: &NodeSpec<'_>) -> PathBuf {
         if let Some(ep) = endpoint {
             text += &format!("endpoint = \"{ep}\"\n");
         }
+    }
+    if camouflage_run() {
+        text = camouflaged_config(pki, text);
     }
     let path = dir.join("node.toml");
     std::fs::write(&path, text).expect("writing config");
@@ -420,7 +466,11 @@ impl Node {
         if !out.status.success() {
             return serde_json::Value::Null;
         }
-        json(&out)["peers"]
+        let status = json(&out);
+        if camouflage_run() {
+            assert_eq!(status["mode"], "camouflage", "a camouflage run: {status}");
+        }
+        status["peers"]
             .as_array()
             .and_then(|peers| peers.iter().find(|p| p["name"] == peer).cloned())
             .unwrap_or_default()
