@@ -17,6 +17,7 @@
 //! RFC 9297 and RFC 9484 have receivers do.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -32,6 +33,9 @@ use crate::relay::RelayTable;
 
 /// The longest datagram prefix: a quarter stream ID and a context ID of 8 bytes each.
 const MAX_PREFIX: usize = 16;
+/// The prefix of relay frames on a link whose request is the dialer's first (stream
+/// 0, as a node dials): the quarter stream ID and [`RELAY_CONTEXT`].
+pub const RELAY_PREFIX_LEN: u16 = 5;
 
 /// The prefix of a link's datagrams, kept inline so that a clone of the link costs no
 /// allocation.
@@ -91,6 +95,9 @@ pub struct H3Link {
     pub(super) prefix: Prefix,
     relay_prefix: Prefix,
     shared: Arc<Shared>,
+    /// Relay frames sent and received: QUIC DATAGRAM frames of the connection that
+    /// are not this link's own traffic.
+    relay_frames: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for H3Link {
@@ -154,6 +161,7 @@ impl H3Link {
         Ok(H3Link {
             prefix: Prefix::new(stream_id, masque::IP_PACKET_CONTEXT)?,
             relay_prefix: Prefix::new(stream_id, RELAY_CONTEXT)?,
+            relay_frames: Arc::default(),
             conn,
             shared: Arc::new(Shared {
                 stream_id,
@@ -208,7 +216,16 @@ impl H3Link {
         let mut record = BytesMut::with_capacity(prefix.len() + frame.len());
         record.put_slice(&prefix);
         record.put_slice(frame);
+        self.relay_frames.fetch_add(1, Ordering::Relaxed);
         self.shared.relays.from_stream(record);
+    }
+
+    /// The link's own datagrams sent and received (tunnel traffic), which tell
+    /// whether it is busy; relay frames beside them do not count.
+    pub fn datagrams(&self) -> u64 {
+        let s = self.conn.stats();
+        (s.frame_tx.datagram + s.frame_rx.datagram)
+            .saturating_sub(self.relay_frames.load(Ordering::Relaxed))
     }
 
     /// A handle that sends relay frames on this link.
@@ -217,6 +234,7 @@ impl H3Link {
             conn: self.conn.clone(),
             id: self.conn.stable_id(),
             prefix: self.relay_prefix,
+            sent: self.relay_frames.clone(),
         }
     }
 
@@ -255,6 +273,8 @@ pub struct DatagramRelay {
     conn: quinn::Connection,
     id: usize,
     prefix: Prefix,
+    /// The link's count of relay frames.
+    sent: Arc<AtomicU64>,
 }
 
 impl DatagramRelay {
@@ -272,7 +292,11 @@ impl DatagramRelay {
         for part in parts {
             datagram.put_slice(part);
         }
-        self.conn.send_datagram(datagram.freeze()).is_ok()
+        let sent = self.conn.send_datagram(datagram.freeze()).is_ok();
+        if sent {
+            self.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
     }
 
     /// Sends the relay frame of a relay record (prefix included) as it arrived on a
@@ -405,4 +429,15 @@ impl H3ControlRecv {
 /// A received DATA chunk as bytes.
 fn copy(mut chunk: impl Buf) -> Bytes {
     chunk.copy_to_bytes(chunk.remaining())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dialed_links_relay_prefix_is_as_long_as_the_transport_reckons() {
+        let prefix = Prefix::new(0, RELAY_CONTEXT).unwrap();
+        assert_eq!(prefix.as_slice().len(), usize::from(RELAY_PREFIX_LEN));
+    }
 }

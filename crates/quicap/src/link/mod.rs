@@ -313,16 +313,11 @@ impl Link {
 
     pub fn stats(&self) -> LinkStats {
         match self {
-            Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => {
-                let s = conn.stats();
-                LinkStats {
-                    rx_bytes: s.udp_rx.bytes,
-                    tx_bytes: s.udp_tx.bytes,
-                    datagrams: s.frame_tx.datagram + s.frame_rx.datagram,
-                    path_mtu: s.path.current_mtu,
-                    black_hole: s.path.black_holes_detected > 0 && s.path.current_mtu <= 1200,
-                }
-            }
+            Link::Quic { conn, .. } => quic_stats(conn),
+            Link::H3(h) => LinkStats {
+                datagrams: h.datagrams(),
+                ..quic_stats(&h.conn)
+            },
             Link::Tcp(t) => t.stats(),
         }
     }
@@ -466,6 +461,18 @@ impl RelaySender {
             RelaySender::Tcp(t) => t.send_record(record),
             RelaySender::H3(h) => h.send_record(&record),
         }
+    }
+}
+
+/// The stats of a QUIC connection; its DATAGRAM frames all count as the link's.
+fn quic_stats(conn: &quinn::Connection) -> LinkStats {
+    let s = conn.stats();
+    LinkStats {
+        rx_bytes: s.udp_rx.bytes,
+        tx_bytes: s.udp_tx.bytes,
+        datagrams: s.frame_tx.datagram + s.frame_rx.datagram,
+        path_mtu: s.path.current_mtu,
+        black_hole: s.path.black_holes_detected > 0 && s.path.current_mtu <= 1200,
     }
 }
 
