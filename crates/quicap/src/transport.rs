@@ -42,17 +42,44 @@ const RELAYED_INITIAL_RTT: Duration = Duration::from_millis(100);
 /// settles below.
 const MAX_DISCOVERED_MTU: u16 = 1472;
 
+/// What carries a connection's QUIC packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// UDP datagrams of their own.
+    Direct,
+    /// Relay frames through other nodes; `nested`: inside the QUIC datagrams of
+    /// camouflaged (HTTP/3) links, not beside them as UDP datagrams of their own.
+    Relayed { nested: bool },
+}
+
+impl Carried {
+    /// Bytes the carrier adds to each QUIC packet: the relay frame's header, and for a
+    /// nested one the outer QUIC packet and HTTP Datagram prefix around it.
+    fn overhead(self) -> u16 {
+        let relay = quicap_wire::relay::LEN as u16;
+        match self {
+            Carried::Direct => 0,
+            Carried::Relayed { nested: false } => relay,
+            Carried::Relayed { nested: true } => {
+                relay + QUIC_DATAGRAM_OVERHEAD + crate::link::h3::RELAY_PREFIX_LEN
+            }
+        }
+    }
+}
+
 /// QUIC transport parameters shared by all connections of a node, or with `relayed`,
 /// by its end-to-end connections through relays. Each relay frame adds
-/// [`quicap_wire::relay::LEN`] bytes to the QUIC packet it carries, and a frame may
-/// cross a link of either address family: relayed connections start that much smaller,
-/// so that their first full-size packets fit a 1500-byte IPv6 link too, and path MTU
-/// discovery takes them up where the whole path allows.
+/// [`quicap_wire::relay::LEN`] bytes to the QUIC packet it carries (and more inside a
+/// camouflaged link, see [`Carried`]), and a frame may cross a link of either address
+/// family: relayed connections start that much smaller, so that their first full-size
+/// packets fit a 1500-byte IPv6 link too, and path MTU discovery takes them up where
+/// the whole path allows, to what a 1500-byte IPv4 link carries at most.
 pub fn transport_config(
     t: &TransportSection,
     tunnel_mtu: u16,
-    relayed: bool,
+    carried: Carried,
 ) -> Result<Arc<quinn::TransportConfig>> {
+    let relayed = carried != Carried::Direct;
     let mut tc = quinn::TransportConfig::default();
     tc.keep_alive_interval(Some(t.keepalive));
     tc.max_idle_timeout(Some(
@@ -60,7 +87,7 @@ pub fn transport_config(
             .try_into()
             .map_err(|_| anyhow!("transport.idle-timeout-ms is too large"))?,
     ));
-    datagram_path(&mut tc, t, tunnel_mtu, relayed);
+    datagram_path(&mut tc, t, tunnel_mtu, carried);
     if relayed {
         // Tunnel packets wait for this handshake (see `daemon::held`), and its first
         // packets are often lost while routes converge (a failed link's traffic
@@ -81,7 +108,7 @@ pub fn transport_config(
 /// timeout.
 pub fn web_transport_config(t: &TransportSection, tunnel_mtu: u16) -> Arc<quinn::TransportConfig> {
     let mut tc = quinn::TransportConfig::default();
-    datagram_path(&mut tc, t, tunnel_mtu, false);
+    datagram_path(&mut tc, t, tunnel_mtu, Carried::Direct);
     Arc::new(tc)
 }
 
@@ -92,20 +119,16 @@ fn datagram_path(
     tc: &mut quinn::TransportConfig,
     t: &TransportSection,
     tunnel_mtu: u16,
-    relayed: bool,
+    carried: Carried,
 ) {
     let wanted = tunnel_mtu
         .saturating_add(quicap_wire::overlay::BASE_LEN as u16)
         .saturating_add(QUIC_DATAGRAM_OVERHEAD);
-    let ceiling = if relayed {
-        MAX_INITIAL_MTU - quicap_wire::relay::LEN as u16
-    } else {
-        MAX_INITIAL_MTU
-    };
-    tc.initial_mtu(wanted.clamp(1200, ceiling));
+    let overhead = carried.overhead();
+    tc.initial_mtu(wanted.clamp(1200, MAX_INITIAL_MTU - overhead));
     let mut mtud = quinn::MtuDiscoveryConfig::default();
     mtud.black_hole_cooldown(BLACK_HOLE_COOLDOWN);
-    mtud.upper_bound(MAX_DISCOVERED_MTU);
+    mtud.upper_bound((MAX_DISCOVERED_MTU - overhead).max(1200));
     tc.mtu_discovery_config(Some(mtud));
     tc.datagram_receive_buffer_size(Some(DATAGRAM_RECEIVE_BUFFER));
     tc.datagram_send_buffer_size(DATAGRAM_SEND_BUFFER);
@@ -364,15 +387,21 @@ mod tests {
 
     #[test]
     fn relayed_connections_start_a_relay_frame_smaller() {
-        let direct = format!("{:?}", transport_config(&section(), 1400, false).unwrap());
-        let relayed = format!("{:?}", transport_config(&section(), 1400, true).unwrap());
+        let config =
+            |mtu, carried| format!("{:?}", transport_config(&section(), mtu, carried).unwrap());
+        let direct = config(1400, Carried::Direct);
+        let relayed = config(1400, Carried::Relayed { nested: false });
+        let nested = config(1400, Carried::Relayed { nested: true });
         assert!(direct.contains("initial_mtu: 1444"), "{direct}");
+        assert!(direct.contains("upper_bound: 1472"), "{direct}");
         assert!(relayed.contains("initial_mtu: 1432"), "{relayed}");
+        assert!(relayed.contains("upper_bound: 1452"), "{relayed}");
+        // Inside a camouflaged link's QUIC datagrams: 40 bytes more, and the 5 of the
+        // HTTP Datagram prefix.
+        assert!(nested.contains("initial_mtu: 1387"), "{nested}");
+        assert!(nested.contains("upper_bound: 1407"), "{nested}");
         // A small tunnel MTU needs no cut.
-        let small = format!("{:?}", transport_config(&section(), 1280, true).unwrap());
+        let small = config(1280, Carried::Relayed { nested: false });
         assert!(small.contains("initial_mtu: 1324"), "{small}");
-        for config in [direct, relayed] {
-            assert!(config.contains("upper_bound: 1472"), "{config}");
-        }
     }
 }

@@ -579,8 +579,19 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         ca: loaded.ca.clone(),
         crl: loaded.crl.clone(),
     };
-    let transport_config = transport::transport_config(&config.transport, config.mtu(), false)?;
-    let transport_relayed = transport::transport_config(&config.transport, config.mtu(), true)?;
+    let transport_config =
+        transport::transport_config(&config.transport, config.mtu(), transport::Carried::Direct)?;
+    // Relay frames ride inside the links to camouflaged peers.
+    let nested = config.node.mode == crate::config::Mode::Camouflage
+        || config
+            .peers
+            .iter()
+            .any(|p| p.mode == crate::config::Mode::Camouflage);
+    let transport_relayed = transport::transport_config(
+        &config.transport,
+        config.mtu(),
+        transport::Carried::Relayed { nested },
+    )?;
     let transport_web = transport::web_transport_config(&config.transport, config.mtu());
     let tls = Tls::new(&trust.rustls, &loaded.identity)?;
     let token_key = transport::token_key();

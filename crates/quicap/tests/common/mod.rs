@@ -756,8 +756,12 @@ pub fn member(config: &Path) -> (quicap::daemon::identity::Loaded, quinn::Client
     let config = quicap::config::Config::parse(&text, dir).expect("config parses");
     let loaded =
         quicap::daemon::identity::load(&config, time::OffsetDateTime::now_utc()).expect("identity");
-    let transport =
-        quicap::transport::transport_config(&config.transport, 1400, false).expect("transport");
+    let transport = quicap::transport::transport_config(
+        &config.transport,
+        1400,
+        quicap::transport::Carried::Direct,
+    )
+    .expect("transport");
     let client = quicap::transport::client_config(&loaded.trust(), &loaded.identity, transport)
         .expect("client config");
     (loaded, client)
