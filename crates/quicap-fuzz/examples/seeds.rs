@@ -198,6 +198,19 @@ fn main() {
         ],
     );
 
+    let node = b"GET /.well-known/masque/ip/*/*/ HTTP/1.1\r\nHost: www.example.test:443\r\nConnection: Upgrade\r\nUpgrade: connect-ip\r\nCapsule-Protocol: ?1\r\nAuthorization: Concealed k=AAAA, a=AAAA, p=AAAA, s=1027, v=AAAA\r\n\r\n";
+    let answer = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: connect-ip\r\nAuthentication-Info: Concealed k=AAAA\r\n\r\n\x00\x05records";
+    write(
+        root,
+        "upgrade",
+        &[
+            [&[0u8][..], node].concat(),
+            [&[1u8][..], answer].concat(),
+            b"\x00GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            b"\x01HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ],
+    );
+
     let mut datagram = vec![0u8];
     datagram.extend(quicap_wire::masque::datagram_prefix(4).expect("prefix"));
     datagram.extend_from_slice(&udp_v4(64, false));

@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("concealed", concealed),
     ("site", site),
     ("masque", masque),
+    ("upgrade", upgrade),
     ("config", config),
     ("text", text),
 ];
@@ -246,6 +247,34 @@ pub fn site(data: &[u8]) {
                 assert_eq!(b.len(), len);
             }
         }
+    }
+}
+
+/// The first request head of an HTTP/1.1 connection to the HTTPS front (first byte
+/// even), or the answer a dialing node reads (odd), as the HTTP/1.1 upgrade of a
+/// camouflaged link reads them.
+pub fn upgrade(data: &[u8]) {
+    use quicap::camouflage::upgrade::{parse_request, parse_response, Request};
+    let Some((&which, data)) = data.split_first() else {
+        return;
+    };
+    if which % 2 == 0 {
+        let request = parse_request(data);
+        if let Request::Node {
+            authority,
+            head_len,
+            ..
+        } = &request
+        {
+            assert!(*head_len <= data.len());
+            assert!(!authority.is_empty());
+            // What follows the head plays no part in it.
+            assert_eq!(parse_request(&data[..*head_len]), request);
+        }
+    } else if let Ok(Some(response)) = parse_response(data) {
+        assert!(response.head_len <= data.len());
+        let again = parse_response(&data[..response.head_len]);
+        assert_eq!(again.ok().flatten(), Some(response));
     }
 }
 
