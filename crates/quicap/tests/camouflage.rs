@@ -691,6 +691,39 @@ fn a_camouflaged_node_answers_requests_as_a_reference_web_server_does() {
     };
     let mut differ = Vec::new();
     let mut compared = 0;
+    // A node's upgrade to CONNECT-IP over HTTP/1.1, without credentials and with
+    // forged ones: the answer any request to that path gets.
+    for (what, auth) in [
+        ("upgrade to connect-ip, anonymous", None),
+        (
+            "upgrade to connect-ip, forged",
+            Some(
+                "Authorization: Concealed k=AAAA, a=AAAA, p=AAAA, s=1027, v=AAAAAAAAAAAAAAAAAAAAAA",
+            ),
+        ),
+    ] {
+        let mut args = vec![
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: connect-ip",
+            "-H",
+            "Capsule-Protocol: ?1",
+        ];
+        args.extend(auth.iter().flat_map(|a| ["-H", a]));
+        let path = "/.well-known/masque/ip/*/*/";
+        let (ours, reference) = (
+            ask(4433, "--http1.1", &args, path),
+            ask(8443, "--http1.1", &args, path),
+        );
+        compared += 1;
+        record(
+            &format!("{what:32} --http1.1"),
+            &ours,
+            &reference,
+            &mut differ,
+        );
+    }
     for version in ["--http1.1", "--http2"] {
         for (what, args, path) in probes {
             let ours = ask(4433, version, args, path);
@@ -929,7 +962,19 @@ fn pin_of(pair: &Pair, name: &str) -> String {
 
 #[test]
 fn a_camouflaged_node_refuses_proofs_the_network_does_not_vouch_for() {
-    let pair = Pair::start_camouflaged("", "");
+    refuses_proofs_the_network_does_not_vouch_for("");
+}
+
+#[test]
+fn a_camouflaged_node_refuses_proofs_over_tcp_the_network_does_not_vouch_for() {
+    refuses_proofs_the_network_does_not_vouch_for("transport = \"tcp\"");
+}
+
+/// Nodes of another network and revoked nodes dialing a camouflaged node with
+/// `peer_extra` in their [[peer]] sections (the transport) get the site's answer; the
+/// node's log says why.
+fn refuses_proofs_the_network_does_not_vouch_for(peer_extra: &str) {
+    let pair = Pair::start_camouflaged("", peer_extra);
     assert!(
         pair.a
             .wait_ping("10.77.0.2", Duration::from_secs(15))
@@ -943,7 +988,12 @@ fn a_camouflaged_node_refuses_proofs_the_network_does_not_vouch_for() {
     link(&pair.b, "198.51.100.1", &c, "198.51.100.2");
     let peer = format!(
         "{}mode = \"camouflage\"\n",
-        camouflaged_peer("node-b", "198.51.100.1:4433", &pin_of(&pair, "node-b"), "")
+        camouflaged_peer(
+            "node-b",
+            "198.51.100.1:4433",
+            &pin_of(&pair, "node-b"),
+            peer_extra
+        )
     );
     let cfg = node_config(
         &other,
