@@ -15,7 +15,7 @@
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
 # median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
-# quicap-tcp quicap-camo relay quincy wg" to measure, default all; the others print as n/a), BENCH_PGO (1, the
+# quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg" to measure, default all; the others print as n/a), BENCH_PGO (1, the
 # default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
 # release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
 # `cargo install boringtun-cli` if missing).
@@ -28,7 +28,7 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
-ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo relay quincy wg}
+ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg}
 PGO=${BENCH_PGO:-1}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 if [ "$WRITE" = 1 ] && { [ -n "${BENCH_ONLY:-}" ] || [ "$PGO" != 1 ]; }; then
@@ -192,22 +192,22 @@ if want quicap-tcp; then
   stop_nodes
 fi
 
-if want quicap-camo; then
-  echo "==> QUICAP in camouflage mode (web fronts; node links inside HTTP/3 CONNECT-IP)"
-  web_pin() { # dir: a self-signed web certificate in dir, prints its web-pin
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-      -subj "/CN=www.example.test" -addext "subjectAltName=DNS:www.example.test" \
-      -keyout "$1/web.key" -out "$1/web.crt" 2>/dev/null
-    printf 'sha256//%s' "$(openssl x509 -in "$1/web.crt" -pubkey -noout |
-      openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)"
-  }
+web_pin() { # dir: a self-signed web certificate in dir, prints its web-pin
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=www.example.test" -addext "subjectAltName=DNS:www.example.test" \
+    -keyout "$1/web.key" -out "$1/web.crt" 2>/dev/null
+  printf 'sha256//%s' "$(openssl x509 -in "$1/web.crt" -pubkey -noout |
+    openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64)"
+}
+camo_pair() { # label [peer lines]: two camouflaged nodes dialing each other
   mkdir -p "$work/web-a" "$work/web-b"
+  local pin_a pin_b
   pin_a=$(web_pin "$work/web-a")
   pin_b=$(web_pin "$work/web-b")
-  camo_peer() { printf 'server-name = "www.example.test"\nweb-pin = "%s"\n' "$1"; }
-  NODE_EXTRA='mode = "camouflage"' PEER_EXTRA=$(camo_peer "$pin_b") \
+  camo_peer() { printf 'server-name = "www.example.test"\nweb-pin = "%s"\n%s\n' "$1" "$2"; }
+  NODE_EXTRA='mode = "camouflage"' PEER_EXTRA=$(camo_peer "$pin_b" "${2:-}") \
     quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
-  NODE_EXTRA='mode = "camouflage"' PEER_EXTRA=$(camo_peer "$pin_a") \
+  NODE_EXTRA='mode = "camouflage"' PEER_EXTRA=$(camo_peer "$pin_a" "${2:-}") \
     quicap_node "$work/b" node-b 10.77.0.2/24 node-a 192.0.2.1:4433
   for n in a b; do
     printf '[web]\ncerts = [{ cert = "%s", key = "%s" }]\n' \
@@ -216,8 +216,16 @@ if want quicap-camo; then
   run_node "$A" "$work/a"
   run_node "$B" "$work/b"
   for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure quicapcamo 10.77.0.2
+  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure "$1" 10.77.0.2
   stop_nodes
+}
+if want quicap-camo; then
+  echo "==> QUICAP in camouflage mode (web fronts; node links inside HTTP/3 CONNECT-IP)"
+  camo_pair quicapcamo
+fi
+if want quicap-camo-tcp; then
+  echo "==> QUICAP in camouflage mode over TCP (node links after an HTTPS upgrade to connect-ip)"
+  camo_pair quicapcamotcp 'transport = "tcp"'
 fi
 
 if want relay; then
@@ -326,26 +334,27 @@ val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
-  local raw quic qpl qnv qtcp qcamo wg relay qy
+  local raw quic qpl qnv qtcp qcamo qcamotcp wg relay qy
   raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k")
   relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
-  qcamo=$(val "quicapcamo_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s |\n' "$1" \
+  qcamo=$(val "quicapcamo_$k"); qcamotcp=$(val "quicapcamotcp_$k")
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
     "$qpl" "$(val "quicapplain_${k}_spread")" \
     "$qnv" "$(val "quicapnever_${k}_spread")" \
     "$qtcp" "$(val "quicaptcp_${k}_spread")" \
     "$qcamo" "$(val "quicapcamo_${k}_spread")" \
+    "$qcamotcp" "$(val "quicapcamotcp_${k}_spread")" \
     "$relay" "$(val "relay_${k}_spread")" \
     "$qy" "$(val "quincy_${k}_spread")" \
     "$wg" "$(val "wg_${k}_spread")" \
-    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")"
+    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct | TCP / QUIC | camouflage / private |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -379,7 +388,8 @@ with \`node.realtime = "never"\` (normal scheduling throughout, to show what "au
 changes), QUICAP over TLS/TCP (one node dials the other with \`transport = "tcp"\`:
 the fallback for paths without UDP), QUICAP in camouflage mode (both nodes web
 fronts with self-signed web certificates, dialing each other with \`web-pin\`: the
-tunnel inside an HTTP/3 CONNECT-IP request),
+tunnel inside an HTTP/3 CONNECT-IP request; and the same with \`transport = "tcp"\`: the
+tunnel over TLS/TCP after an HTTP/1.1 upgrade to connect-ip),
 QUICAP through one intermediate node (a third namespace; the end nodes hold an
 end-to-end connection whose packets it forwards as relay frames, undecrypted),
 boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
