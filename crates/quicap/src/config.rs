@@ -128,10 +128,28 @@ impl Mode {
 pub struct WebSection {
     /// Web certificates, chosen by SNI; the first also answers unknown names.
     pub certs: Vec<crate::camouflage::WebCertFiles>,
-    /// Directory of files served; `None`: a built-in page.
-    pub root: Option<PathBuf>,
-    /// `Server` header of every answer; `None`: none sent.
+    /// What the site serves.
+    pub content: SiteContent,
+    /// `Server` header of every answer; `None`: none sent (or, for an upstream site,
+    /// the upstream's).
     pub server_header: Option<String>,
+}
+
+/// What the site of camouflage mode serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SiteContent {
+    /// A built-in page that names no software.
+    Builtin,
+    /// The files of a directory (`web.root`).
+    Files(PathBuf),
+    /// Every request forwarded to an upstream web site (`web.upstream`), as a reverse
+    /// proxy does.
+    Upstream {
+        /// `http://host[:port]` or `https://host[:port]`.
+        url: http::Uri,
+        /// Roots the upstream's certificate is checked against; `None`: the system's.
+        roots: Option<PathBuf>,
+    },
 }
 
 /// When the packet thread runs with real-time scheduling.
@@ -235,6 +253,8 @@ struct RawConfig {
 struct RawWeb {
     certs: Vec<RawWebCert>,
     root: Option<PathBuf>,
+    upstream: Option<String>,
+    upstream_roots: Option<PathBuf>,
     server_header: Option<String>,
 }
 
@@ -365,6 +385,30 @@ fn parse_mode(key: &str, value: Option<&str>) -> Result<Option<Mode>, ConfigErro
             format!("{other:?} is not \"private\" or \"camouflage\""),
         )),
     }
+}
+
+/// `web.upstream`: `http://` or `https://`, a host and an optional port, nothing else
+/// (requests keep their own paths).
+fn parse_upstream(value: &str) -> Result<http::Uri, String> {
+    let url: http::Uri = value
+        .parse()
+        .map_err(|_| format!("{value:?} is not a URL"))?;
+    match url.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{value:?}: give an http:// or https:// URL")),
+    }
+    let Some(authority) = url.authority() else {
+        return Err(format!("{value:?} names no host"));
+    };
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return Err(format!("{value:?}: give a host and a port, no user name"));
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(format!(
+            "{value:?}: give the site only (scheme, host, port); requests keep their own paths"
+        ));
+    }
+    Ok(url)
 }
 
 /// A public key pin as curl takes it: `sha256//` and the base64 of the SHA-256 of the
@@ -636,6 +680,36 @@ impl Config {
                         ));
                     }
                 }
+                let content = match (web.root, web.upstream) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "web.upstream",
+                            "give web.root or web.upstream, not both",
+                        ))
+                    }
+                    (None, Some(upstream)) => {
+                        let url =
+                            parse_upstream(&upstream).map_err(|m| invalid("web.upstream", m))?;
+                        if web.upstream_roots.is_some() && url.scheme_str() != Some("https") {
+                            return Err(invalid(
+                                "web.upstream-roots",
+                                "is for an https:// web.upstream",
+                            ));
+                        }
+                        SiteContent::Upstream {
+                            url,
+                            roots: web.upstream_roots.map(resolve),
+                        }
+                    }
+                    (_, None) if web.upstream_roots.is_some() => {
+                        return Err(invalid(
+                            "web.upstream-roots",
+                            "is for an https:// web.upstream",
+                        ))
+                    }
+                    (Some(root), None) => SiteContent::Files(resolve(root)),
+                    (None, None) => SiteContent::Builtin,
+                };
                 Some(WebSection {
                     certs: web
                         .certs
@@ -645,7 +719,7 @@ impl Config {
                             key: resolve(c.key),
                         })
                         .collect(),
-                    root: web.root.map(resolve),
+                    content,
                     server_header: web.server_header,
                 })
             }
@@ -905,7 +979,7 @@ addresses = ["10.10.0.1/24"]
         assert_eq!(c.node.mode, Mode::Camouflage);
         let site = c.web.unwrap();
         assert_eq!(site.certs[0].key, PathBuf::from("/etc/quicap/w.key"));
-        assert_eq!(site.root, Some(PathBuf::from("/srv/www")));
+        assert_eq!(site.content, SiteContent::Files(PathBuf::from("/srv/www")));
         assert_eq!(parse(MINIMAL).unwrap().node.mode, Mode::Private);
         let e = parse(&camouflage).unwrap_err().to_string();
         assert!(e.starts_with("web:") && e.contains("web.certs"), "{e}");
@@ -920,6 +994,26 @@ addresses = ["10.10.0.1/24"]
             .to_string();
         assert!(e.starts_with("node.mode:"), "{e}");
         let bad_header = format!("{camouflage}{web}server-header = \"a\\u0001b\"\n");
+        let certs = "\n[web]\ncerts = [{ cert = \"w.crt\", key = \"w.key\" }]\n";
+        let upstream = |lines: &str| parse(&format!("{camouflage}{certs}{lines}\n"));
+        let c = upstream("upstream = \"https://www.example.org:8443\"\nupstream-roots = \"ca.pem\"").unwrap();
+        let SiteContent::Upstream { url, roots } = c.web.unwrap().content else {
+            panic!("not an upstream site");
+        };
+        assert_eq!(url.authority().unwrap().as_str(), "www.example.org:8443");
+        assert_eq!(roots, Some(PathBuf::from("/etc/quicap/ca.pem")));
+        for (lines, key) in [
+            ("upstream = \"ftp://example.org\"", "web.upstream:"),
+            ("upstream = \"https://example.org/blog\"", "web.upstream:"),
+            ("upstream = \"https://u@example.org\"", "web.upstream:"),
+            ("upstream = \"example.org\"", "web.upstream:"),
+            ("upstream = \"http://a\"\nroot = \"/srv\"", "web.upstream:"),
+            ("upstream = \"http://a\"\nupstream-roots = \"ca.pem\"", "web.upstream-roots:"),
+            ("upstream-roots = \"ca.pem\"", "web.upstream-roots:"),
+        ] {
+            let e = upstream(lines).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{lines}: {e}");
+        }
         let e = parse(&bad_header).unwrap_err().to_string();
         assert!(e.starts_with("web.server-header:"), "{e}");
     }

@@ -52,8 +52,11 @@ impl WebDial {
                 pin: *pin,
                 provider: provider.clone(),
             }),
-            (None, Some(roots)) => roots_verifier(&read_roots(roots)?, &provider)?,
-            (None, None) => roots_verifier(&system_roots()?, &provider)?,
+            (None, Some(roots)) => roots_verifier(&read_roots("web-roots", roots)?, &provider)?,
+            (None, None) => roots_verifier(
+                &system_roots("the peer's web certificate", "give the peer web-pin or web-roots")?,
+                &provider,
+            )?,
         };
         // TLS 1.3 only: a node's proof is bound to the session by its exporter.
         let config = |alpn: &[u8]| {
@@ -102,26 +105,37 @@ fn roots_verifier(
     Ok(verifier)
 }
 
-fn read_roots(path: &Path) -> Result<RootCertStore> {
+/// The roots in the PEM file at `path`, which the config names `key`.
+fn read_roots(key: &str, path: &Path) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("web-roots {}", path.display()))?;
+        .with_context(|| format!("{key} {}", path.display()))?;
     for cert in certs {
-        let cert = cert.with_context(|| format!("web-roots {}", path.display()))?;
+        let cert = cert.with_context(|| format!("{key} {}", path.display()))?;
         // A bundle may hold certificates webpki cannot use as anchors; skip them, as
         // TLS clients loading the system's bundle do.
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
         bail!(
-            "web-roots {}: no usable root certificate in it",
+            "{key} {}: no usable root certificate in it",
             path.display()
         );
     }
     Ok(roots)
 }
 
-fn system_roots() -> Result<RootCertStore> {
+/// The roots of `path`, or the system's: for an upstream site's certificate.
+pub(super) fn upstream_roots(path: Option<&Path>) -> Result<RootCertStore> {
+    match path {
+        Some(path) => read_roots("web.upstream-roots", path),
+        None => system_roots("web.upstream's certificate", "give web.upstream-roots"),
+    }
+}
+
+/// The system's roots, to check `what` with; `instead` says what to configure when
+/// there are none.
+fn system_roots(what: &str, instead: &str) -> Result<RootCertStore> {
     let from_env = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
     let path = from_env
         .into_iter()
@@ -129,11 +143,11 @@ fn system_roots() -> Result<RootCertStore> {
         .find(|p| p.is_file())
         .ok_or_else(|| {
             anyhow!(
-                "no system roots to check the peer's web certificate with (none of {}; install ca-certificates, or give the peer web-pin or web-roots)",
+                "no system roots to check {what} with (none of {}; install ca-certificates, or {instead})",
                 SYSTEM_ROOTS.join(", ")
             )
         })?;
-    read_roots(&path)
+    read_roots("system roots", &path)
 }
 
 /// Trusts the one certificate whose public key hashes to `pin`, whatever issued it,
@@ -232,7 +246,7 @@ mod tests {
 
     #[test]
     fn missing_roots_are_one_clear_error() {
-        let e = read_roots(Path::new("/nonexistent/roots.pem")).unwrap_err();
+        let e = read_roots("web-roots", Path::new("/nonexistent/roots.pem")).unwrap_err();
         assert!(
             format!("{e:#}").contains("web-roots /nonexistent/roots.pem"),
             "{e:#}"

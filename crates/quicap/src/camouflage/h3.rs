@@ -16,8 +16,10 @@
 //! A refused proof gets the answer an anonymous request to the path gets (the site's),
 //! and only the server's log says why.
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{ready, Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
@@ -25,10 +27,13 @@ use bytes::{Buf, Bytes};
 use h3::ext::Protocol;
 use h3::server::RequestStream;
 use http::{header, HeaderValue, Method, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
 use rustls::pki_types::CertificateDer;
 use tracing::debug;
 
 use super::auth::{DIALER_REALM, SERVER_REALM};
+use super::proxy::{self, BoxError, Upstream};
 use super::site::{Body, Reply, Site};
 use super::{
     not_taken, read_chunk, Members, AUTHENTICATION_INFO, BODY_TIMEOUT, CONNECT_TIMEOUT, NODE_PATH,
@@ -178,6 +183,9 @@ async fn answer(site: &Site, gate: Option<&Gate>, request: http::Request<()>, st
         },
         None => stream,
     };
+    if let (Some(upstream), true) = (site.upstream(), proxy::forwarded(&parts.method)) {
+        return forward(site, upstream, parts, stream).await;
+    }
     let path = parts
         .uri
         .path_and_query()
@@ -186,6 +194,127 @@ async fn answer(site: &Site, gate: Option<&Gate>, request: http::Request<()>, st
     let reply = site.answer(&parts.method, path, &parts.headers, false);
     take_body(&mut stream).await;
     let _ = send(&mut stream, reply).await;
+}
+
+/// Sends a request on to the upstream site, its body as it comes, and the answer back
+/// as it comes.
+async fn forward(site: &Site, upstream: &Upstream, parts: http::request::Parts, stream: Stream) {
+    let (mut stream, recv) = stream.split();
+    let body = RequestBody::new(recv, &parts.headers).await;
+    let response = match upstream.forward(parts, body.boxed_unsync()).await {
+        Ok(response) => response,
+        Err(e) => {
+            debug!(error = %format!("{e:#}"), "upstream site gave no answer");
+            let _ = send(&mut stream, site.bad_gateway(false)).await;
+            return;
+        }
+    };
+    let (mut head, mut body) = response.into_parts();
+    site.forwarded(&mut head.headers, false);
+    if stream
+        .send_response(http::Response::from_parts(head, ()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    if stream.send_data(data).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => {
+                // Cut short, so that the client does not take a part for the whole.
+                debug!(error = %e, "upstream answer broke off");
+                stream.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
+                return;
+            }
+        }
+    }
+    let _ = stream.finish().await;
+}
+
+/// A request body read from its HTTP/3 stream as the upstream takes it.
+struct RequestBody {
+    recv: RequestStream<h3_quinn::RecvStream, Bytes>,
+    /// Data read to learn whether there is a body at all.
+    first: Option<Bytes>,
+    done: bool,
+    /// `Content-Length`, when the request gave one.
+    len: Option<u64>,
+}
+
+impl RequestBody {
+    async fn new(
+        recv: RequestStream<h3_quinn::RecvStream, Bytes>,
+        headers: &http::HeaderMap,
+    ) -> RequestBody {
+        let len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let mut body = RequestBody {
+            recv,
+            first: None,
+            done: len == Some(0),
+            len,
+        };
+        if len.is_none() {
+            // A request without a body ends its stream after the headers: then none is
+            // sent upstream (rather than an empty chunked one).
+            match tokio::time::timeout(BODY_TIMEOUT, body.recv.recv_data()).await {
+                Ok(Ok(Some(mut chunk))) => {
+                    body.first = Some(chunk.copy_to_bytes(chunk.remaining()));
+                }
+                Ok(Ok(None) | Err(_)) => body.done = true,
+                Err(_) => {}
+            }
+        }
+        body
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match ready!(this.recv.poll_recv_data(cx)) {
+            Ok(Some(mut chunk)) => Poll::Ready(Some(Ok(Frame::data(
+                chunk.copy_to_bytes(chunk.remaining()),
+            )))),
+            Ok(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.done = true;
+                Poll::Ready(Some(Err(e.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.first.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.len.map(SizeHint::with_exact).unwrap_or_default()
+    }
 }
 
 /// Takes in a small request body before the answer, as the HTTPS front does; a larger
@@ -208,7 +337,10 @@ async fn take_body(stream: &mut Stream) {
     }
 }
 
-async fn send(stream: &mut Stream, reply: Reply) -> anyhow::Result<()> {
+async fn send<S>(stream: &mut RequestStream<S, Bytes>, reply: Reply) -> anyhow::Result<()>
+where
+    S: h3::quic::SendStream<Bytes>,
+{
     let mut response = http::Response::new(());
     *response.status_mut() = reply.status;
     *response.headers_mut() = reply.headers;

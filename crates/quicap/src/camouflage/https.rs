@@ -12,8 +12,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
-use super::read_chunk;
 use super::site::{Body, Reply, Site};
+use super::{proxy, read_chunk};
 
 /// What a TLS port answers to a plaintext HTTP request, as common web servers do.
 pub const PLAINTEXT_ANSWER: &[u8] =
@@ -27,9 +27,10 @@ pub async fn serve<IO>(io: IO, site: Arc<Site>, label: String)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let remote = label.clone();
     let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-        let site = site.clone();
-        async move { Ok::<_, Infallible>(respond(&site, request).await) }
+        let (site, remote) = (site.clone(), remote.clone());
+        async move { Ok::<_, Infallible>(respond(&site, &remote, request).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder
@@ -40,8 +41,25 @@ where
     }
 }
 
-async fn respond(site: &Site, request: http::Request<Incoming>) -> http::Response<ResponseBody> {
+async fn respond(
+    site: &Site,
+    remote: &str,
+    request: http::Request<Incoming>,
+) -> http::Response<ResponseBody> {
     let (parts, mut body) = request.into_parts();
+    if let (Some(upstream), true) = (site.upstream(), proxy::forwarded(&parts.method)) {
+        return match upstream.forward(parts, body.map_err(Into::into).boxed_unsync()).await {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                site.forwarded(&mut parts.headers, true);
+                http::Response::from_parts(parts, body.map_err(std::io::Error::other).boxed())
+            }
+            Err(e) => {
+                debug!(%remote, error = %format!("{e:#}"), "upstream site gave no answer");
+                into_response(site.bad_gateway(true))
+            }
+        };
+    }
     // The site reads no body, but takes in a small one first, as web servers do: a
     // connection closed on unread data is reset, and the client may lose the answer.
     let mut taken = 0usize;

@@ -7,7 +7,8 @@
 //!  TCP ──> plaintext HTTP? ── yes ──> 400, as web servers answer it
 //!            │ no
 //!            └──> web TLS config (ALPN h2, http/1.1) ──> https::serve
-//!  every request ──> Site::answer (files of a directory, or the built-in page)
+//!  every request ──> Site::answer (files of a directory, or the built-in page),
+//!                    or proxy::Upstream::forward (a reverse proxy to another site)
 //! ```
 //!
 //! Nothing a client sees before it has proven a node identity names the network CA
@@ -18,6 +19,7 @@ pub mod certs;
 pub mod client;
 pub mod h3;
 pub mod https;
+pub mod proxy;
 pub mod site;
 pub mod upgrade;
 
@@ -33,7 +35,7 @@ use tracing::debug;
 
 pub use certs::{WebCertFiles, WebCerts};
 
-use crate::config::{NodeSection, WebSection};
+use crate::config::{NodeSection, SiteContent, WebSection};
 pub use site::Site;
 
 /// ALPN of the QUIC front.
@@ -109,16 +111,21 @@ impl Front {
     pub fn load(web: &WebSection, node: &NodeSection) -> Result<Front> {
         let provider = crate::tls::web_provider();
         let certs = Arc::new(WebCerts::load(web.certs.clone(), provider.clone())?);
-        if let Some(root) = &web.root {
-            if !root.is_dir() {
-                anyhow::bail!("web.root {}: not a directory", root.display());
+        let server = web.server_header.as_deref();
+        let h3_port = node.listen.first().map(|a| a.port());
+        let site = match &web.content {
+            SiteContent::Builtin => Site::new(None, server, h3_port),
+            SiteContent::Files(root) => {
+                if !root.is_dir() {
+                    anyhow::bail!("web.root {}: not a directory", root.display());
+                }
+                Site::new(Some(root.clone()), server, h3_port)
             }
-        }
-        let site = Site::new(
-            web.root.clone(),
-            web.server_header.as_deref(),
-            node.listen.first().map(|a| a.port()),
-        );
+            SiteContent::Upstream { url, roots } => {
+                let upstream = proxy::Upstream::new(url, roots.as_deref())?;
+                Site::proxy(upstream, server, h3_port)
+            }
+        };
         Front::new(site, certs, provider)
     }
 

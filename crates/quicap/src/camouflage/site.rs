@@ -1,6 +1,7 @@
 //! The web site a node in camouflage mode shows to everyone without a node identity:
-//! files from a directory, answered the way a common static file server answers, or a
-//! built-in page when no directory is configured.
+//! files from a directory, answered the way a common static file server answers, a
+//! built-in page when no directory is configured, or another site's answers when the
+//! node is a reverse proxy to it ([`super::proxy`]).
 //!
 //! The reference is Caddy's `file_server` (2.6, as Debian ships it), which
 //! `tests/camouflage.rs` runs beside a node: every method gets the file, a directory
@@ -14,20 +15,30 @@
 //! and is untrusted.
 
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use super::proxy::Upstream;
+
 /// What the site serves.
 #[derive(Debug, Clone)]
 pub struct Site {
-    root: Option<PathBuf>,
+    content: Content,
     /// The `Server` header sent, if any.
     server: Option<HeaderValue>,
     /// The `Alt-Svc` header sent on HTTPS over TCP (`h3=":443"; ma=2592000`).
     alt_svc: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+enum Content {
+    Builtin,
+    Files(PathBuf),
+    Upstream(Arc<Upstream>),
 }
 
 /// A response, its body still to be read.
@@ -61,8 +72,22 @@ impl Site {
     /// `root`: the directory served (`None`: the built-in page); `server`: the `Server`
     /// header's value; `h3_port`: the UDP port advertised with `Alt-Svc` on HTTPS.
     pub fn new(root: Option<PathBuf>, server: Option<&str>, h3_port: Option<u16>) -> Site {
+        let content = match root {
+            Some(root) => Content::Files(root),
+            None => Content::Builtin,
+        };
+        Site::with(content, server, h3_port)
+    }
+
+    /// A reverse proxy to `upstream`; `server` replaces the upstream's `Server`
+    /// header when given.
+    pub fn proxy(upstream: Upstream, server: Option<&str>, h3_port: Option<u16>) -> Site {
+        Site::with(Content::Upstream(Arc::new(upstream)), server, h3_port)
+    }
+
+    fn with(content: Content, server: Option<&str>, h3_port: Option<u16>) -> Site {
         Site {
-            root,
+            content,
             server: server.and_then(|s| HeaderValue::from_str(s).ok()),
             alt_svc: h3_port
                 .and_then(|p| HeaderValue::from_str(&format!("h3=\":{p}\"; ma=2592000")).ok()),
@@ -74,13 +99,46 @@ impl Site {
         self.server.as_ref()
     }
 
+    /// The upstream site requests go to, when the site is a reverse proxy; its
+    /// answers then come back through [`Site::forwarded`].
+    pub fn upstream(&self) -> Option<&Upstream> {
+        match &self.content {
+            Content::Upstream(upstream) => Some(upstream),
+            _ => None,
+        }
+    }
+
     /// The answer to a request; `tcp` says whether it came over HTTPS on TCP (which
-    /// advertises HTTP/3).
+    /// advertises HTTP/3). A reverse proxy answers here only what it does not pass on
+    /// (CONNECT, see [`super::proxy::forwarded`]).
     pub fn answer(&self, method: &Method, path: &str, headers: &HeaderMap, tcp: bool) -> Reply {
-        let mut reply = match &self.root {
-            None => self.builtin(method, path, headers),
-            Some(root) => files(root, method, path, headers),
+        let reply = match &self.content {
+            Content::Builtin => self.builtin(method, path, headers),
+            Content::Files(root) => files(root, method, path, headers),
+            Content::Upstream(_) => status(StatusCode::METHOD_NOT_ALLOWED),
         };
+        self.finish(reply, tcp)
+    }
+
+    /// The answer when the upstream site gave none: `502`, as reverse proxies answer.
+    pub fn bad_gateway(&self, tcp: bool) -> Reply {
+        self.finish(status(StatusCode::BAD_GATEWAY), tcp)
+    }
+
+    /// The headers of an upstream's answer as this site sends them: its own `Server`
+    /// if one is configured, its own `Alt-Svc` over TCP and none over HTTP/3 (the
+    /// upstream's would name the upstream's ports).
+    pub fn forwarded(&self, headers: &mut HeaderMap, tcp: bool) {
+        if let Some(server) = &self.server {
+            headers.insert(header::SERVER, server.clone());
+        }
+        headers.remove(header::ALT_SVC);
+        if let (true, Some(alt)) = (tcp, &self.alt_svc) {
+            headers.insert(header::ALT_SVC, alt.clone());
+        }
+    }
+
+    fn finish(&self, mut reply: Reply, tcp: bool) -> Reply {
         if let Some(server) = &self.server {
             reply.headers.insert(header::SERVER, server.clone());
         }

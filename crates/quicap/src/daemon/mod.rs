@@ -58,7 +58,7 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 
 use crate::camouflage;
-use crate::config::{self, Config, PeerTransport};
+use crate::config::{self, Config, PeerTransport, SiteContent};
 use crate::device::{Interface, Kind, Netlink, Spec};
 use crate::relay::{RelayCounters, RelayTable};
 use crate::tls::{Identity, RefusalSlot, Tls, Trust};
@@ -535,9 +535,10 @@ pub fn check(path: &std::path::Path, config: &Config) -> Result<String> {
             out,
             "camouflage: a web site for {} ({})",
             front.certs.names().join(" "),
-            match &web.root {
-                Some(root) => format!("files of {}", root.display()),
-                None => "the built-in page".to_owned(),
+            match &web.content {
+                SiteContent::Files(root) => format!("files of {}", root.display()),
+                SiteContent::Builtin => "the built-in page".to_owned(),
+                SiteContent::Upstream { url, .. } => format!("a reverse proxy to {url}"),
             }
         );
     }
