@@ -996,7 +996,9 @@ addresses = ["10.10.0.1/24"]
         let bad_header = format!("{camouflage}{web}server-header = \"a\\u0001b\"\n");
         let certs = "\n[web]\ncerts = [{ cert = \"w.crt\", key = \"w.key\" }]\n";
         let upstream = |lines: &str| parse(&format!("{camouflage}{certs}{lines}\n"));
-        let c = upstream("upstream = \"https://www.example.org:8443\"\nupstream-roots = \"ca.pem\"").unwrap();
+        let c =
+            upstream("upstream = \"https://www.example.org:8443\"\nupstream-roots = \"ca.pem\"")
+                .unwrap();
         let SiteContent::Upstream { url, roots } = c.web.unwrap().content else {
             panic!("not an upstream site");
         };
@@ -1008,7 +1010,10 @@ addresses = ["10.10.0.1/24"]
             ("upstream = \"https://u@example.org\"", "web.upstream:"),
             ("upstream = \"example.org\"", "web.upstream:"),
             ("upstream = \"http://a\"\nroot = \"/srv\"", "web.upstream:"),
-            ("upstream = \"http://a\"\nupstream-roots = \"ca.pem\"", "web.upstream-roots:"),
+            (
+                "upstream = \"http://a\"\nupstream-roots = \"ca.pem\"",
+                "web.upstream-roots:",
+            ),
             ("upstream-roots = \"ca.pem\"", "web.upstream-roots:"),
         ] {
             let e = upstream(lines).unwrap_err().to_string();

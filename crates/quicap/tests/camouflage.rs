@@ -37,6 +37,12 @@ fn camouflaged() -> Camouflaged {
 
 /// [`camouflaged`] with extra lines for the `[web]` section.
 fn camouflaged_with(web_extra: &str) -> Camouflaged {
+    camouflaged_site(|root| format!("root = \"{}\"", root.display()), web_extra)
+}
+
+/// A camouflaged node as [`camouflaged`] makes it, its site the `[web]` line `site`
+/// writes for the site directory (made either way, for a reference server to serve).
+fn camouflaged_site(site: impl FnOnce(&Path) -> String, web_extra: &str) -> Camouflaged {
     require_root();
     let pki = Pki::new("camonet");
     let (a, b) = (Netns::new(), Netns::new());
@@ -51,10 +57,10 @@ fn camouflaged_with(web_extra: &str) -> Camouflaged {
     std::fs::write(root.join("sub/index.html"), "sub\n").expect("test setup");
     let listen = format!("{NODE_ADDR}:4433");
     let web = format!(
-        "\n[web]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\nroot = \"{}\"\n{web_extra}\n",
+        "\n[web]\ncerts = [{{ cert = \"{}\", key = \"{}\" }}]\n{}\n{web_extra}\n",
         cert.display(),
         key.display(),
-        root.display()
+        site(&root)
     );
     let spec = NodeSpec {
         node_extra: "mode = \"camouflage\"",
@@ -594,44 +600,58 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .expect("base64 from h3.py")
 }
 
-/// Starts Caddy in `ns` serving `root` with the same web certificate on `port`, TCP and
-/// UDP; killed on drop.
-fn reference_server(ns: &Netns, dir: &Path, root: &Path, port: u16) -> Background {
-    let caddyfile = dir.join("Caddyfile");
+/// Starts Caddy in `ns` with the site blocks `sites` (its files named by `name` in
+/// `dir`), speaking `protocols`, and waits until curl run with `probe` gets an answer;
+/// killed on drop.
+fn caddy(
+    ns: &Netns,
+    dir: &Path,
+    name: &str,
+    protocols: &str,
+    sites: &str,
+    probe: &[&str],
+) -> Background {
+    let caddyfile = dir.join(format!("Caddyfile.{name}"));
     std::fs::write(
         &caddyfile,
         format!(
-            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tservers {{\n\t\tprotocols h1 h2 h3\n\t}}\n}}\nhttps://{SITE}:{port} {{\n\tbind {NODE_ADDR}\n\ttls {cert} {key}\n\troot * {root}\n\tfile_server\n}}\n",
-            cert = dir.join("web.crt").display(),
-            key = dir.join("web.key").display(),
-            root = root.display(),
+            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tservers {{\n\t\tprotocols {protocols}\n\t}}\n}}\n{sites}"
         ),
     )
     .expect("Caddyfile");
     let mut cmd = ns.cmd(&["caddy", "run", "--adapter", "caddyfile", "--config"]);
     cmd.arg(&caddyfile)
-        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
-        .env("XDG_DATA_HOME", dir.join("caddy-data"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
+        .env("XDG_CONFIG_HOME", dir.join(format!("caddy-{name}-config")))
+        .env("XDG_DATA_HOME", dir.join(format!("caddy-{name}-data")));
     let server = background(cmd);
+    let mut args = vec!["curl", "-sk", "-o", "/dev/null"];
+    args.extend_from_slice(probe);
+    let up = wait_until(Duration::from_secs(10), || {
+        ns.cmd(&args).status().is_ok_and(|s| s.success())
+    });
+    assert!(up.is_some(), "caddy ({name}) did not start");
+    server
+}
+
+/// Starts Caddy in `ns` serving `root` with the same web certificate on `port`, TCP and
+/// UDP; killed on drop.
+fn reference_server(ns: &Netns, dir: &Path, root: &Path, port: u16) -> Background {
+    let site = format!(
+        "https://{SITE}:{port} {{\n\tbind {NODE_ADDR}\n\ttls {cert} {key}\n\troot * {root}\n\tfile_server\n}}\n",
+        cert = dir.join("web.crt").display(),
+        key = dir.join("web.key").display(),
+        root = root.display(),
+    );
     let url = format!("https://{SITE}:{port}/");
     let resolve = format!("{SITE}:{port}:{NODE_ADDR}");
-    let up = wait_until(Duration::from_secs(10), || {
-        ns.cmd(&[
-            "curl",
-            "-sk",
-            "-o",
-            "/dev/null",
-            "--resolve",
-            &resolve,
-            &url,
-        ])
-        .status()
-        .is_ok_and(|s| s.success())
-    });
-    assert!(up.is_some(), "caddy did not start");
-    server
+    caddy(
+        ns,
+        dir,
+        "reference",
+        "h1 h2 h3",
+        &site,
+        &["--resolve", &resolve, &url],
+    )
 }
 
 #[test]
@@ -1118,4 +1138,195 @@ fn replayed_handshake_datagrams_of_a_node_get_no_tunnel() {
         Some(1),
         "node-b has other links than the original: {peer}"
     );
+}
+
+/// A self-signed certificate for `127.0.0.1` in `dir`, for an upstream site:
+/// (certificate, key).
+fn upstream_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("test setup");
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("test setup");
+    let cert = params.self_signed(&key).expect("test setup");
+    let (c, k) = (dir.join("up.crt"), dir.join("up.key"));
+    std::fs::write(&c, cert.pem()).expect("test setup");
+    std::fs::write(&k, key.serialize_pem()).expect("test setup");
+    (c, k)
+}
+
+/// Caddy in `ns` as an upstream site serving `root` on `http://127.0.0.1:8080` and on
+/// `https://127.0.0.1:8444` (the certificate of [`upstream_cert`] in `dir`).
+fn upstream_server(ns: &Netns, dir: &Path, root: &Path) -> Background {
+    let sites = format!(
+        "http://127.0.0.1:8080 {{\n\tbind 127.0.0.1\n\troot * {root}\n\tfile_server\n}}\nhttps://127.0.0.1:8444 {{\n\tbind 127.0.0.1\n\ttls {cert} {key}\n\troot * {root}\n\tfile_server\n}}\n",
+        cert = dir.join("up.crt").display(),
+        key = dir.join("up.key").display(),
+        root = root.display(),
+    );
+    caddy(
+        ns,
+        dir,
+        "upstream",
+        "h1 h2",
+        &sites,
+        &["http://127.0.0.1:8080/"],
+    )
+}
+
+/// curl in `ns` straight to the upstream site at `http://127.0.0.1:8080`.
+fn curl_upstream(ns: &Netns, args: &[&str], path: &str) -> Answer {
+    let url = format!("http://127.0.0.1:8080{path}");
+    let mut all = vec![
+        "curl",
+        "-s",
+        "--max-time",
+        "10",
+        "-D",
+        "-",
+        "-o",
+        "/dev/stdout",
+    ];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = ns.cmd(&all).output().expect("curl");
+    parse_http(&out.stdout)
+}
+
+/// An answer with `alt-svc` left out of its header names (a camouflaged node
+/// advertises its own HTTP/3 port over TCP) and, after `-I`, its body (where curl
+/// writes the headers).
+fn without_alt_svc((status, names, body): Answer, head: bool) -> Answer {
+    let names = names.into_iter().filter(|n| n != "alt-svc").collect();
+    (status, names, if head { Vec::new() } else { body })
+}
+
+#[test]
+fn a_camouflaged_reverse_proxy_answers_as_its_upstream_site_does() {
+    let c = camouflaged_site(|_| "upstream = \"http://127.0.0.1:8080\"".to_owned(), "");
+    let dir = c.root.parent().expect("dir").to_owned();
+    upstream_cert(&dir);
+    let upstream = upstream_server(&c.b, &dir, &c.root);
+    // The upstream answers by Host: a request that kept the visitor's would get
+    // another answer, so the comparisons below also show that Host is rewritten.
+    let foreign = curl_upstream(&c.b, &["-H", &format!("Host: {SITE}")], "/");
+    assert_ne!(foreign.2, INDEX.as_bytes(), "the upstream ignores Host");
+    let upgrade: &[&str] = &[
+        "-H",
+        "Connection: Upgrade",
+        "-H",
+        "Upgrade: connect-ip",
+        "-H",
+        "Authorization: Concealed k=AAAA, a=AAAA, p=AAAA, s=1027, v=AAAAAAAAAAAAAAAAAAAAAA",
+    ];
+    let probes: &[(&str, &[&str], &str)] = &[
+        ("index", &[], "/"),
+        ("a file", &[], "/docs/data.txt"),
+        ("a query", &[], "/?q=1"),
+        ("missing file", &[], "/missing.html"),
+        ("directory with index", &[], "/sub"),
+        ("HEAD", &["-I"], "/docs/data.txt"),
+        ("POST", &["-d", "x=1"], "/"),
+        ("range", &["-r", "2-5"], "/docs/data.txt"),
+        ("If-None-Match *", &["-H", "If-None-Match: *"], "/"),
+        ("cookies", &["-H", "Cookie: a=1", "-H", "Cookie: b=2"], "/"),
+        (
+            "node upgrade, forged",
+            upgrade,
+            "/.well-known/masque/ip/*/*/",
+        ),
+    ];
+    let mut differ = Vec::new();
+    for version in ["--http1.1", "--http2"] {
+        for (what, args, path) in probes {
+            let all: Vec<&str> = [version].iter().chain(args.iter()).copied().collect();
+            let head = args.contains(&"-I");
+            let through = curl(&c.a, &all, path);
+            assert!(
+                through.1.iter().any(|n| n == "alt-svc"),
+                "{what} {version}: no alt-svc in {:?}",
+                through.1
+            );
+            let ours = without_alt_svc(through, head);
+            let reference = without_alt_svc(curl_upstream(&c.b, args, path), head);
+            record(
+                &format!("{what:32} {version:9}"),
+                &ours,
+                &reference,
+                &mut differ,
+            );
+        }
+    }
+    for (what, method, path, headers) in [
+        ("index", "GET", "/", &[][..]),
+        ("a file", "GET", "/docs/data.txt", &[]),
+        ("missing file", "GET", "/missing.html", &[]),
+        ("HEAD", "HEAD", "/docs/data.txt", &[]),
+        ("POST", "POST", "/", &[]),
+        ("range", "GET", "/docs/data.txt", &["Range: bytes=2-5"]),
+    ] {
+        let ours = h3_request(&c.a, 4433, method, path, headers);
+        let mut args = vec!["-X", method];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        if method == "HEAD" {
+            args = vec!["-I"];
+        }
+        let reference = without_alt_svc(curl_upstream(&c.b, &args, path), method == "HEAD");
+        record(
+            &format!("{what:32} HTTP/3   "),
+            &ours,
+            &reference,
+            &mut differ,
+        );
+    }
+    assert!(differ.is_empty(), "answers differ:\n{}", differ.join("\n"));
+    // A node's CONNECT without credentials and with forged ones: one answer, the
+    // one a reverse proxy gives a CONNECT.
+    let path = "/.well-known/masque/ip/*/*/";
+    let anonymous = extended_connect(&c.a, 4433, "connect-ip", path, None);
+    let forged = extended_connect(&c.a, 4433, "connect-ip", path, Some("Basic dXNlcjpwYXNz"));
+    assert_eq!(anonymous["status"], 405, "{anonymous}");
+    assert_eq!(
+        json_answer(&anonymous, Vec::new()),
+        json_answer(&forged, Vec::new())
+    );
+    // No upstream: 502, over TCP and over HTTP/3, and the node serves on.
+    drop(upstream);
+    assert_eq!(curl(&c.a, &["--http1.1"], "/").0, 502);
+    assert_eq!(curl(&c.a, &["--http2"], "/").0, 502);
+    assert_eq!(h3_request(&c.a, 4433, "GET", "/", &[]).0, 502);
+    let _upstream = upstream_server(&c.b, &dir, &c.root);
+    assert_eq!(curl(&c.a, &["--http2"], "/").2, INDEX.as_bytes());
+}
+
+#[test]
+fn a_reverse_proxy_to_an_https_upstream_checks_its_certificate() {
+    let certs = tempfile::tempdir().expect("test setup");
+    let (good, _) = upstream_cert(certs.path());
+    let other = certs.path().join("other");
+    std::fs::create_dir(&other).expect("test setup");
+    let (wrong, _) = upstream_cert(&other);
+    for (roots, status) in [(&good, 200), (&wrong, 502)] {
+        let c = camouflaged_site(
+            |_| {
+                format!(
+                    "upstream = \"https://127.0.0.1:8444\"\nupstream-roots = \"{}\"",
+                    roots.display()
+                )
+            },
+            "",
+        );
+        let dir = c.root.parent().expect("dir").to_owned();
+        std::fs::copy(&good, dir.join("up.crt")).expect("test setup");
+        std::fs::copy(certs.path().join("up.key"), dir.join("up.key")).expect("test setup");
+        let _upstream = upstream_server(&c.b, &dir, &c.root);
+        let (got, _, body) = curl(&c.a, &["--http2"], "/");
+        assert_eq!(got, status, "roots {}", roots.display());
+        if status == 200 {
+            assert_eq!(body, INDEX.as_bytes());
+            assert_eq!(
+                h3_request(&c.a, 4433, "GET", "/docs/data.txt", &[]).2,
+                b"0123456789abcdef"
+            );
+        }
+    }
 }

@@ -54,7 +54,10 @@ impl WebDial {
             }),
             (None, Some(roots)) => roots_verifier(&read_roots("web-roots", roots)?, &provider)?,
             (None, None) => roots_verifier(
-                &system_roots("the peer's web certificate", "give the peer web-pin or web-roots")?,
+                &system_roots(
+                    "the peer's web certificate",
+                    "give the peer web-pin or web-roots",
+                )?,
                 &provider,
             )?,
         };
@@ -108,8 +111,8 @@ fn roots_verifier(
 /// The roots in the PEM file at `path`, which the config names `key`.
 fn read_roots(key: &str, path: &Path) -> Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("{key} {}", path.display()))?;
+    let certs =
+        CertificateDer::pem_file_iter(path).with_context(|| format!("{key} {}", path.display()))?;
     for cert in certs {
         let cert = cert.with_context(|| format!("{key} {}", path.display()))?;
         // A bundle may hold certificates webpki cannot use as anchors; skip them, as
@@ -117,10 +120,7 @@ fn read_roots(key: &str, path: &Path) -> Result<RootCertStore> {
         let _ = roots.add(cert);
     }
     if roots.is_empty() {
-        bail!(
-            "{key} {}: no usable root certificate in it",
-            path.display()
-        );
+        bail!("{key} {}: no usable root certificate in it", path.display());
     }
     Ok(roots)
 }

@@ -48,7 +48,10 @@ async fn respond(
 ) -> http::Response<ResponseBody> {
     let (parts, mut body) = request.into_parts();
     if let (Some(upstream), true) = (site.upstream(), proxy::forwarded(&parts.method)) {
-        return match upstream.forward(parts, body.map_err(Into::into).boxed_unsync()).await {
+        return match upstream
+            .forward(parts, body.map_err(Into::into).boxed_unsync())
+            .await
+        {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 site.forwarded(&mut parts.headers, true);

@@ -72,11 +72,15 @@ impl Upstream {
             .authority()
             .ok_or_else(|| anyhow!("web.upstream {url}: no host"))?;
         let https = url.scheme_str() == Some("https");
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
-            let name = ServerName::try_from(host.to_owned())
-                .map_err(|_| anyhow!("web.upstream {url}: {host:?} is not a DNS name or an IP address"))?;
+            let name = ServerName::try_from(host.to_owned()).map_err(|_| {
+                anyhow!("web.upstream {url}: {host:?} is not a DNS name or an IP address")
+            })?;
             let roots = super::client::upstream_roots(roots)?;
             let provider = crate::tls::web_provider();
             let mut config = rustls::ClientConfig::builder_with_provider(provider)
