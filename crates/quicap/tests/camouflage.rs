@@ -747,13 +747,16 @@ fn a_camouflaged_node_answers_requests_as_a_reference_web_server_does() {
     for version in ["--http1.1", "--http2"] {
         for (what, args, path) in probes {
             let ours = ask(4433, version, args, path);
-            // Go's HTTP/2 server now and then drops the answer's body to a request
-            // that carried one (POST, PUT): the reference gets three tries.
+            // Go's HTTP/2 server resets the stream of a request whose body its
+            // handler did not read (POST, PUT), and curl then now and then drops the
+            // answer's body (three misses in a row seen on a busy machine): the
+            // reference gets up to six tries, a moment apart.
             let mut reference = ask(8443, version, args, path);
-            for _ in 0..2 {
+            for _ in 0..5 {
                 if reference == ours {
                     break;
                 }
+                std::thread::sleep(Duration::from_millis(100));
                 reference = ask(8443, version, args, path);
             }
             compared += 1;
