@@ -19,6 +19,8 @@
 //!   frames and its close on one byte stream.
 //! * [`masque`]: HTTP Datagrams and capsules (RFC 9297) of the extended CONNECT that
 //!   camouflaged links and the MASQUE front use.
+//! * [`socks`]: SOCKS5 requests and replies of a node's proxy listener.
+//! * [`flow`]: the opening of a proxied flow on a QUIC stream between two nodes.
 //! * [`text`]: strings from peers, certificates and CSRs, escaped for logs and
 //!   terminals.
 //!
@@ -26,10 +28,12 @@
 //! exact formats are specified in `docs/protocol.md`.
 
 pub mod control;
+pub mod flow;
 pub mod ip;
 pub mod masque;
 pub mod overlay;
 pub mod relay;
+pub mod socks;
 pub mod stream;
 pub mod text;
 
