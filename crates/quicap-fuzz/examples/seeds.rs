@@ -26,6 +26,7 @@ fn main() {
         Authorization {
             addresses: vec!["10.77.0.1/24".parse().expect("prefix")],
             subnets: vec!["192.168.7.0/24".parse().expect("prefix")],
+            egress: false,
         },
         now,
         now + time::Duration::days(365),

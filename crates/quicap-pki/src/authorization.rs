@@ -14,7 +14,13 @@
 //! IPPrefix ::= SEQUENCE {
 //!     address       OCTET STRING (SIZE (4 | 16)),
 //!     prefixLength  INTEGER (0..128) }
+//!
+//! id-quicap-egress OBJECT IDENTIFIER ::= { 1 3 6 1 4 1 61439 1 2 }
+//! QuicapEgress ::= NULL   -- present: the node may be the egress of proxied flows
 //! ```
+//!
+//! The egress right is an extension of its own, so that a node that does not know it
+//! still reads the certificate.
 
 use std::net::IpAddr;
 
@@ -24,6 +30,12 @@ use crate::PkiError;
 
 /// Object identifier of the authorization extension (provisional private arc).
 pub const OID: &[u64] = &[1, 3, 6, 1, 4, 1, 61439, 1, 1];
+
+/// Object identifier of the egress extension.
+pub const EGRESS_OID: &[u64] = &[1, 3, 6, 1, 4, 1, 61439, 1, 2];
+
+/// The egress extension's value: DER of NULL.
+pub const EGRESS_VALUE: &[u8] = &[0x05, 0x00];
 
 /// Overlay addresses and routable subnets bound into a node certificate.
 ///
@@ -35,6 +47,9 @@ pub const OID: &[u64] = &[1, 3, 6, 1, 4, 1, 61439, 1, 1];
 pub struct Authorization {
     pub addresses: Vec<IpNet>,
     pub subnets: Vec<IpNet>,
+    /// The node may be where proxied flows of other nodes leave the mesh (`quicap ca
+    /// sign --egress`); which destinations it serves is its own config's choice.
+    pub egress: bool,
 }
 
 impl Authorization {
@@ -113,7 +128,11 @@ impl Authorization {
             r.read_sequence(|r| {
                 let addresses = read_list(r.next())?;
                 let subnets = read_list(r.next())?;
-                Ok(Authorization { addresses, subnets })
+                Ok(Authorization {
+                    addresses,
+                    subnets,
+                    egress: false,
+                })
             })
         })
         .map_err(|e| PkiError::Malformed {
@@ -133,6 +152,7 @@ mod tests {
         let auth = Authorization {
             addresses: vec!["10.77.0.1/24".parse().unwrap()],
             subnets: vec!["192.168.50.0/24".parse().unwrap()],
+            egress: false,
         };
         let ok = |p: &str| auth.permits_prefix(&p.parse().unwrap());
         assert!(ok("192.168.50.0/24"));
@@ -153,6 +173,7 @@ mod tests {
         let auth = Authorization {
             addresses: vec![net("10.10.0.1/24"), net("fd00::1/64")],
             subnets: vec![net("192.168.5.0/24")],
+            egress: false,
         };
         assert!(auth.permits_source("10.10.0.1".parse().unwrap()));
         assert!(auth.permits_source("fd00::1".parse().unwrap()));
@@ -187,7 +208,11 @@ mod tests {
         ) {
             let addresses: Vec<IpNet> = v4.iter().map(|(a, p)| IpNet::new(IpAddr::from(*a), *p).unwrap()).collect();
             let subnets: Vec<IpNet> = v6.iter().map(|(a, p)| IpNet::new(IpAddr::from(*a), *p).unwrap().trunc()).collect();
-            let auth = Authorization { addresses, subnets };
+            let auth = Authorization {
+                addresses,
+                subnets,
+                egress: false,
+            };
             prop_assert_eq!(Authorization::from_der(&auth.to_der()).unwrap(), auth);
         }
 

@@ -180,6 +180,7 @@ impl Ca {
                 .iter()
                 .map(|s| s.trunc())
                 .collect(),
+            egress: req.authorization.egress,
         };
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -213,6 +214,14 @@ impl Ca {
             authorization::OID,
             authorization.to_der(),
         )];
+        if authorization.egress {
+            params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    authorization::EGRESS_OID,
+                    authorization::EGRESS_VALUE.to_vec(),
+                ));
+        }
         let public_key = SubjectPublicKeyInfo::from_der(&req.spki_der)?;
         let cert = params.signed_by(&public_key, &self.issuer()?)?;
         Ok(cert.pem())
@@ -277,6 +286,7 @@ mod tests {
                 .iter()
                 .map(|a| a.parse::<IpNet>().unwrap())
                 .collect(),
+            egress: false,
         }
     }
 
@@ -314,6 +324,28 @@ mod tests {
         cert.check_key(&req.key_pem).unwrap();
         let verified = cert.verify(ca.cert(), None, now()).unwrap();
         assert_eq!(verified.name(), "node-a");
+    }
+
+    #[test]
+    fn the_egress_right_is_carried_only_when_granted() {
+        let mut rng = rng();
+        let ca = new_ca(&mut rng);
+        let (_, plain) = issue(&ca, "node-a", &mut rng);
+        assert!(!plain.authorization.egress);
+        let req = NodeRequest::generate("node-e").unwrap();
+        let csr = ParsedCsr::from_pem(&req.csr_pem).unwrap();
+        let mut granted = auth(&["10.10.0.5/24"], &[]);
+        granted.egress = true;
+        let sign =
+            SignRequest::from_csr(&csr, None, granted, now(), now() + Duration::days(1)).unwrap();
+        let cert = NodeCert::from_pem(&ca.sign(&sign, &mut rng).unwrap()).unwrap();
+        assert!(cert.authorization.egress);
+        assert!(
+            cert.verify(ca.cert(), None, now())
+                .unwrap()
+                .authorization()
+                .egress
+        );
     }
 
     #[test]

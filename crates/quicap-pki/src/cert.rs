@@ -173,7 +173,28 @@ impl NodeCert {
                 what: "node certificate",
                 detail: "no QUICAP authorization extension (not issued by quicap ca sign?)".into(),
             })?;
-        let authorization = Authorization::from_der(ext.value)?;
+        let mut authorization = Authorization::from_der(ext.value)?;
+        let egress_oid = x509_parser::der_parser::oid::Oid::from(authorization::EGRESS_OID)
+            .map_err(|_| PkiError::Malformed {
+                what: "egress OID",
+                detail: "not encodable".into(),
+            })?;
+        let egress = cert
+            .get_extension_unique(&egress_oid)
+            .map_err(|e| PkiError::Malformed {
+                what: "certificate extensions",
+                detail: e.to_string(),
+            })?;
+        authorization.egress = match egress {
+            None => false,
+            Some(ext) if ext.value == authorization::EGRESS_VALUE => true,
+            Some(_) => {
+                return Err(PkiError::Malformed {
+                    what: "egress extension",
+                    detail: "not NULL".into(),
+                })
+            }
+        };
         Ok(NodeCert {
             name: common_name(cert.subject()),
             serial: cert.raw_serial().to_vec(),

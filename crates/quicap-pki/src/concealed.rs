@@ -336,6 +336,7 @@ mod tests {
         let authorization = Authorization {
             addresses: vec!["10.0.0.1/32".parse().unwrap()],
             subnets: vec![],
+            egress: false,
         };
         let sign =
             SignRequest::from_csr(&csr, None, authorization, now, now + Duration::days(1)).unwrap();

@@ -89,6 +89,12 @@ fn describe_node(out: &mut String, cert: &NodeCert, now: OffsetDateTime) {
     for s in &cert.authorization.subnets {
         let _ = writeln!(out, "  subnet:     {s}");
     }
+    if cert.authorization.egress {
+        let _ = writeln!(
+            out,
+            "  egress:     yes (proxied flows may leave the mesh here)"
+        );
+    }
 }
 
 fn describe_ca(out: &mut String, ca: &CaCert, now: OffsetDateTime) {
@@ -142,6 +148,7 @@ mod tests {
             Authorization {
                 addresses: vec!["10.1.0.1/24".parse().unwrap()],
                 subnets: vec!["192.168.9.0/24".parse().unwrap()],
+                egress: false,
             },
             now,
             now + time::Duration::days(1),

@@ -40,6 +40,7 @@ fn fixture() -> &'static Fixture {
             let authorization = Authorization {
                 addresses: vec!["10.10.0.1/24".parse::<IpNet>().expect("net")],
                 subnets: vec!["192.168.5.0/24".parse::<IpNet>().expect("net")],
+                egress: false,
             };
             let sign =
                 SignRequest::from_csr(&csr, None, authorization, now(), now() + Duration::days(30))

@@ -87,6 +87,10 @@ enum CaCommand {
         /// A network the node may route for (e.g. a LAN behind it). Repeatable.
         #[arg(long = "subnet", value_name = "CIDR")]
         subnets: Vec<IpNet>,
+        /// Let the node be an egress: proxied flows of other nodes may leave the mesh
+        /// there, to destinations its own `[egress]` config allows.
+        #[arg(long)]
+        egress: bool,
         /// Node name; defaults to the CSR's common name.
         #[arg(long)]
         name: Option<String>,
@@ -177,6 +181,7 @@ fn run(cli: Cli) -> Result<()> {
             csr,
             ips,
             subnets,
+            egress,
             name,
             days,
             valid_from,
@@ -189,6 +194,7 @@ fn run(cli: Cli) -> Result<()> {
             name,
             addresses: ips,
             subnets,
+            egress,
             days,
             valid_from,
             valid_until,

@@ -106,6 +106,7 @@ pub struct SignOptions {
     pub name: Option<String>,
     pub addresses: Vec<IpNet>,
     pub subnets: Vec<IpNet>,
+    pub egress: bool,
     pub days: u32,
     pub valid_from: Option<OffsetDateTime>,
     pub valid_until: Option<OffsetDateTime>,
@@ -129,6 +130,7 @@ pub fn ca_sign(o: &SignOptions) -> Result<()> {
         Authorization {
             addresses: o.addresses.clone(),
             subnets: o.subnets.clone(),
+            egress: o.egress,
         },
         not_before,
         not_after,

@@ -708,6 +708,7 @@ mod tests {
                 Authorization {
                     addresses: vec!["10.99.0.1/24".parse().expect("prefix")],
                     subnets: Vec::new(),
+                    egress: false,
                 },
                 now - time::Duration::hours(1),
                 now + time::Duration::days(1),

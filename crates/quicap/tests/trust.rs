@@ -421,6 +421,7 @@ fn strangers_certificate(name: &str) -> (Vec<u8>, Vec<u8>) {
     let authorization = quicap_pki::Authorization {
         addresses: vec!["10.77.0.66/24".parse().expect("prefix")],
         subnets: Vec::new(),
+        egress: false,
     };
     params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
         quicap_pki::authorization::OID,

@@ -157,6 +157,7 @@ mod tests {
                 let authorization = Authorization {
                     addresses: vec!["10.0.0.1/32".parse().unwrap()],
                     subnets: vec![],
+                    egress: false,
                 };
                 let sign = SignRequest::from_csr(
                     &csr,

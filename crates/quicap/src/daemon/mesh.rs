@@ -600,6 +600,7 @@ mod tests {
                 let auth = Authorization {
                     addresses: vec![format!("10.77.0.{}/24", i + 1).parse().unwrap()],
                     subnets,
+                    egress: false,
                 };
                 let sign = SignRequest::from_csr(
                     &csr,
