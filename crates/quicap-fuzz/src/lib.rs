@@ -34,9 +34,68 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("site", site),
     ("masque", masque),
     ("upgrade", upgrade),
+    ("proxy", proxy),
     ("config", config),
     ("text", text),
 ];
+
+/// What a proxy listener and an egress read from untrusted peers: SOCKS5 messages from
+/// applications, HTTP proxy request heads, and flow openings from other nodes. The
+/// first byte picks the parser.
+pub fn proxy(data: &[u8]) {
+    use quicap::proxy::http::{parse_head, Kind};
+    use quicap_wire::{flow, socks};
+    let Some((&which, data)) = data.split_first() else {
+        return;
+    };
+    match which % 6 {
+        0 => {
+            if let Ok(Some((methods, n))) = socks::parse_greeting(data) {
+                assert_eq!(n, 2 + methods.len());
+            }
+        }
+        1 => {
+            if let Ok(Some((c, n))) = socks::parse_userpass(data) {
+                assert_eq!(n, 3 + c.username.len() + c.password.len());
+            }
+        }
+        2 => {
+            if let Ok(Some((request, n))) = socks::parse_request(data) {
+                assert!(n <= data.len());
+                // What was read is exactly what the target encodes to, unless a name
+                // was an address literal.
+                let mut again = Vec::new();
+                if request.target.encode(&mut again).is_ok()
+                    && matches!(request.target, socks::Target::Name(..))
+                {
+                    assert_eq!(&data[3..n], &again[..]);
+                }
+                assert_eq!(socks::parse_request(&data[..n]), Ok(Some((request, n))));
+            }
+        }
+        3 => {
+            if let Ok(d) = socks::parse_udp(data) {
+                assert!(d.payload.len() < data.len());
+            }
+        }
+        4 => {
+            if let Ok(Some((kind, target, n))) = flow::parse_open(data) {
+                assert!(n <= flow::MAX_OPEN && n <= data.len());
+                assert_eq!(flow::parse_open(&data[..n]), Ok(Some((kind, target, n))));
+            }
+        }
+        _ => {
+            if let Ok(Some(head)) = parse_head(data) {
+                assert!(head.len <= data.len());
+                assert_eq!(parse_head(&data[..head.len]), Ok(Some(head.clone())));
+                if let Kind::Forward(out) = &head.kind {
+                    // The request sent on is one HTTP head, and says it is the last.
+                    assert!(out.ends_with(b"Connection: close\r\n\r\n"));
+                }
+            }
+        }
+    }
+}
 
 /// The overlay header of a QUIC datagram from a peer.
 pub fn overlay(data: &[u8]) {

@@ -12,6 +12,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use thiserror::Error;
 
+mod proxy;
+
+pub use proxy::{EgressSection, ProxyListener, ProxyProtocol};
+
 /// Default UDP port a node listens on.
 pub const DEFAULT_PORT: u16 = 4433;
 /// Default MTU of the tunnel interface; fits a 1500-byte path with room for the
@@ -55,6 +59,10 @@ pub struct Config {
     pub peers: Vec<PeerConfig>,
     /// The web site of camouflage mode; present exactly when `node.mode` is camouflage.
     pub web: Option<WebSection>,
+    /// Proxy listeners whose flows leave the mesh at egress nodes.
+    pub proxies: Vec<ProxyListener>,
+    /// Where flows of other nodes may leave the mesh here; `None`: nowhere.
+    pub egress: Option<EgressSection>,
 }
 
 impl Config {
@@ -246,6 +254,9 @@ struct RawConfig {
     #[serde(default, rename = "peer")]
     peers: Vec<RawPeer>,
     web: Option<RawWeb>,
+    #[serde(default, rename = "proxy")]
+    proxies: Vec<proxy::RawProxy>,
+    egress: Option<proxy::RawEgress>,
 }
 
 #[derive(Deserialize)]
@@ -725,6 +736,8 @@ impl Config {
             }
         };
 
+        let proxies = proxy::proxies(raw.proxies)?;
+        let egress = raw.egress.map(proxy::egress).transpose()?;
         Ok(Config {
             node,
             tun,
@@ -732,6 +745,8 @@ impl Config {
             transport,
             peers,
             web,
+            proxies,
+            egress,
         })
     }
 }
@@ -1021,6 +1036,53 @@ addresses = ["10.10.0.1/24"]
         }
         let e = parse(&bad_header).unwrap_err().to_string();
         assert!(e.starts_with("web.server-header:"), "{e}");
+    }
+
+    #[test]
+    fn proxy_listeners_and_the_egress_policy() {
+        let c = parse(&format!(
+            "{MINIMAL}\n[[proxy]]\nlisten = \"127.0.0.1:1080\"\nprotocol = \"socks5\"\negress = [\"node-b\", \"node-c\"]\n\n[[proxy]]\nlisten = \"[::]:3128\"\nprotocol = \"http\"\nusername = \"u\"\npassword = \"p\"\n\n[egress]\nallow = [\"0.0.0.0/0\"]\nports = [443, \"8000-8100\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.proxies.len(), 2);
+        assert_eq!(c.proxies[0].protocol, ProxyProtocol::Socks5);
+        assert_eq!(c.proxies[0].egress, ["node-b", "node-c"]);
+        assert_eq!(c.proxies[1].credentials, Some(("u".into(), "p".into())));
+        let egress = c.egress.unwrap();
+        assert!(egress.allows("192.0.2.1:8050".parse().unwrap()));
+        assert!(!egress.allows("192.0.2.1:80".parse().unwrap()));
+        assert!(parse(MINIMAL).unwrap().egress.is_none());
+        let proxy = |lines: &str| parse(&format!("{MINIMAL}\n[[proxy]]\n{lines}\n"));
+        for (lines, key) in [
+            (
+                "listen = \"0.0.0.0:1080\"\nprotocol = \"socks5\"",
+                "proxy[0].listen:",
+            ),
+            (
+                "listen = \"127.0.0.1\"\nprotocol = \"socks5\"",
+                "proxy[0].listen:",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nprotocol = \"socks4\"",
+                "proxy[0].protocol:",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nprotocol = \"http\"\negress = [\"Bad Name\"]",
+                "proxy[0].egress:",
+            ),
+            (
+                "listen = \"127.0.0.1:1\"\nprotocol = \"http\"\nusername = \"u\"",
+                "proxy[0].username:",
+            ),
+        ] {
+            let e = proxy(lines).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{lines}: {e}");
+        }
+        let twice = format!("{MINIMAL}\n[[proxy]]\nlisten = \"127.0.0.1:1\"\nprotocol = \"http\"\n[[proxy]]\nlisten = \"127.0.0.1:1\"\nprotocol = \"socks5\"\n");
+        assert!(parse(&twice)
+            .unwrap_err()
+            .to_string()
+            .starts_with("proxy[1].listen:"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod device;
 pub mod link;
 pub mod packet_io;
 pub mod pki_cmd;
+pub mod proxy;
 pub mod relay;
 pub mod sched;
 pub mod status;

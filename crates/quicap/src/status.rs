@@ -37,6 +37,27 @@ pub struct Status {
     /// The certificate this node presents (the renewed one once it was reloaded).
     #[serde(default)]
     pub certificate: Option<CertificateStatus>,
+    /// The proxy listeners' flows and the flows that left the mesh here.
+    #[serde(default)]
+    pub proxy: ProxyStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ProxyStatus {
+    /// `address (protocol)` of each listener.
+    pub listeners: Vec<String>,
+    /// Flows opened from the listeners, and open now.
+    pub flows: u64,
+    pub active: u64,
+    /// Flows that failed before their data, by reason (SOCKS5 reply names).
+    pub failed: Vec<(String, u64)>,
+    /// Client requests refused unread (malformed, wrong credentials).
+    pub bad_requests: u64,
+    /// Whether `[egress]` is set and the certificate grants egress.
+    pub egress: bool,
+    /// Flows of other nodes that left the mesh here, and those refused.
+    pub egress_flows: u64,
+    pub egress_refused: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -274,6 +295,36 @@ impl Status {
                 h.packets, h.nodes, h.dropped
             );
         }
+        let p = &self.proxy;
+        if !p.listeners.is_empty() {
+            let failed: Vec<String> = p
+                .failed
+                .iter()
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "proxy {}: {} flows ({} open), failed: {}, {} bad requests",
+                p.listeners.join(", "),
+                p.flows,
+                p.active,
+                if failed.is_empty() {
+                    "none".to_owned()
+                } else {
+                    failed.join(", ")
+                },
+                p.bad_requests
+            );
+        }
+        if p.egress || p.egress_flows + p.egress_refused > 0 {
+            let _ = writeln!(
+                out,
+                "egress: {} flows of other nodes left the mesh here, {} refused{}",
+                p.egress_flows,
+                p.egress_refused,
+                if p.egress { "" } else { " (not an egress)" }
+            );
+        }
         if !self.routes.is_empty() {
             let _ = writeln!(out, "routes:");
             for r in &self.routes {
@@ -341,6 +392,7 @@ mod tests {
             }],
             relay: RelayStatus::default(),
             held: HeldStatus::default(),
+            proxy: ProxyStatus::default(),
             handshakes: HandshakeStatus::default(),
             certificate: Some(CertificateStatus {
                 serial: "01:ab".into(),
@@ -425,6 +477,31 @@ mod tests {
         assert!(!s.render().contains("idle"));
         s.peers[0].links[0].idle = true;
         assert!(s.render().contains("up 1m1s  idle\n"), "{}", s.render());
+    }
+
+    #[test]
+    fn render_shows_proxy_listeners_and_egress_only_when_there() {
+        let mut s = sample();
+        assert!(!s.render().contains("proxy"));
+        s.proxy = ProxyStatus {
+            listeners: vec!["127.0.0.1:1080 (socks5)".into()],
+            flows: 7,
+            active: 2,
+            failed: vec![("not allowed".into(), 3)],
+            bad_requests: 1,
+            egress: true,
+            egress_flows: 4,
+            egress_refused: 0,
+        };
+        let text = s.render();
+        assert!(
+            text.contains("proxy 127.0.0.1:1080 (socks5): 7 flows (2 open), failed: 3 not allowed, 1 bad requests"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress: 4 flows of other nodes left the mesh here, 0 refused\n"),
+            "{text}"
+        );
     }
 
     #[test]

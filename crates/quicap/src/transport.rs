@@ -67,6 +67,13 @@ impl Carried {
     }
 }
 
+/// Streams a peer may have open on a link at once: its control stream and its proxied
+/// flows.
+pub const MAX_FLOWS: u32 = 1100;
+
+/// Bytes of stream data a link buffers unread, over all its flows.
+pub const FLOW_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// QUIC transport parameters shared by all connections of a node, or with `relayed`,
 /// by its end-to-end connections through relays. Each relay frame adds
 /// [`quicap_wire::relay::LEN`] bytes to the QUIC packet it carries (and more inside a
@@ -96,7 +103,10 @@ pub fn transport_config(
         tc.initial_rtt(RELAYED_INITIAL_RTT);
     }
     tc.max_concurrent_uni_streams(0u32.into());
-    tc.max_concurrent_bidi_streams(4u32.into());
+    // The control stream and the proxied flows a peer opens (see `crate::proxy`).
+    tc.max_concurrent_bidi_streams(MAX_FLOWS.into());
+    // Flow data waiting to be read is bounded per link, not only per stream.
+    tc.receive_window(FLOW_RECEIVE_WINDOW.into());
     Ok(Arc::new(tc))
 }
 
@@ -310,8 +320,9 @@ fn bound_socket(
 }
 
 /// Binds a TCP listener on `addr` (dual-stack for `[::]`) for links over TLS/TCP.
-pub fn tcp_listener(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
-    let socket = bound_socket(addr, Protocol::TCP, "node.listen-tcp", |socket| {
+/// A TCP listener on `addr`, which the config names `key` (for the errors).
+pub fn tcp_listener(addr: SocketAddr, key: &str) -> Result<tokio::net::TcpListener> {
+    let socket = bound_socket(addr, Protocol::TCP, key, |socket| {
         // A restarted node binds again at once, past connections in TIME_WAIT.
         socket
             .set_reuse_address(true)

@@ -168,6 +168,12 @@ pub struct Node {
     /// How this node dials its camouflaged peers, by name.
     web_dials: HashMap<String, Arc<camouflage::client::WebDial>>,
     dial_errors: dial::DialErrors,
+    /// What the proxy listeners and the egress did.
+    pub proxy: crate::proxy::ProxyCounters,
+    /// The proxy listeners, as `quicap status` names them.
+    proxy_listeners: Vec<String>,
+    /// Where flows of other nodes may leave the mesh here (`[egress]`).
+    pub egress: Option<crate::config::EgressSection>,
     /// Set when the node cannot go on (its interface was removed): `run` then stops
     /// as on SIGTERM and exits with this error.
     fatal: watch::Sender<Option<String>>,
@@ -208,6 +214,31 @@ impl Node {
             .unwrap_or_else(|p| p.into_inner())
             .cert
             .clone()
+    }
+
+    fn proxy_status(&self) -> crate::status::ProxyStatus {
+        use quicap_wire::socks::Reply;
+        let p = &self.proxy;
+        let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        crate::status::ProxyStatus {
+            listeners: self.proxy_listeners.clone(),
+            flows: load(&p.flows),
+            active: load(&p.active),
+            failed: p
+                .failed
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| load(n) > 0)
+                .map(|(code, n)| {
+                    let code = u8::try_from(code).unwrap_or(1);
+                    (Reply::from_code(code).as_str().to_owned(), load(n))
+                })
+                .collect(),
+            bad_requests: load(&p.bad_requests),
+            egress: self.egress.is_some() && self.own_cert().authorization.egress,
+            egress_flows: load(&p.egress_flows),
+            egress_refused: load(&p.egress_refused),
+        }
     }
 
     /// Asks for an end-to-end relayed connection to `dest`, a node reached through
@@ -432,6 +463,7 @@ impl Node {
                 .collect(),
             relay: self.relay_status(),
             held: self.held.status(),
+            proxy: self.proxy_status(),
             handshakes: {
                 let a = self.admission();
                 crate::status::HandshakeStatus {
@@ -465,7 +497,14 @@ fn startup_warnings(config: &Config, cert: &quicap_pki::NodeCert) -> Vec<String>
         .map(|p| {
             format!("node.advertise {p} is not in the certificate's subnets; peers will ignore it (quicap ca sign --subnet)")
         });
-    expiring.into_iter().chain(unauthorized).collect()
+    let egress = (config.egress.is_some() && !cert.authorization.egress).then(|| {
+        "[egress] is set but the certificate grants no egress; flows of other nodes are refused (quicap ca sign --egress)".to_owned()
+    });
+    expiring
+        .into_iter()
+        .chain(unauthorized)
+        .chain(egress)
+        .collect()
 }
 
 /// What `quicap up --check` prints: the checks `run` makes before it touches the
@@ -625,7 +664,16 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         .node
         .listen_tcp
         .iter()
-        .map(|addr| transport::tcp_listener(*addr))
+        .map(|addr| transport::tcp_listener(*addr, "node.listen-tcp"))
+        .collect::<Result<Vec<_>>>()?;
+    let proxy_listeners = config
+        .proxies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let socket = transport::tcp_listener(p.listen, &format!("proxy[{i}].listen"))?;
+            Ok((Arc::new(p.clone()), socket))
+        })
         .collect::<Result<Vec<_>>>()?;
     let control = control::bind(&config.node.control_socket)?;
 
@@ -752,6 +800,13 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
             .collect(),
         web_dials,
         dial_errors: dial::DialErrors::default(),
+        proxy: crate::proxy::ProxyCounters::default(),
+        proxy_listeners: config
+            .proxies
+            .iter()
+            .map(|p| format!("{} ({})", p.listen, p.protocol.as_str()))
+            .collect(),
+        egress: config.egress.clone(),
         fatal: watch::channel(None).0,
     });
 
@@ -761,6 +816,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     }
     for listener in tcp_listeners {
         tasks.spawn(accept::accept_tcp_loop(node.clone(), listener));
+    }
+    for (listener, socket) in proxy_listeners {
+        info!(listen = %listener.listen, protocol = listener.protocol.as_str(), "proxy listening");
+        tasks.spawn(crate::proxy::run(node.clone(), listener, socket));
     }
     for peer in config.peers.iter().filter(|p| p.endpoint.is_some()) {
         if let Some(d) = node.dialers.get(&peer.name) {

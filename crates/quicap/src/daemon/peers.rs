@@ -444,6 +444,14 @@ impl PeerTable {
             .and_then(|p| p.traffic_link(now_ms, around).map(PeerLink::send_link))
     }
 
+    /// Whether the peer with node id `id` is connected and its certificate lets it be an
+    /// egress of proxied flows.
+    pub fn may_egress(&self, id: NodeId) -> bool {
+        self.lock()
+            .values()
+            .any(|p| p.id == id && p.cert.authorization().egress)
+    }
+
     /// Whether the peer with node id `id` has a relayed link, answering or not.
     pub fn has_relayed(&self, id: NodeId) -> bool {
         self.lock()

@@ -170,6 +170,12 @@ pub async fn run(node: Arc<Node>, link: Link, outgoing: bool, expected: Option<&
     }
     // Packets that waited for a link to this node.
     super::datapath::release_held(&node, id, &link);
+    // Proxied flows the peer opens on this link; the task ends with the link.
+    tokio::spawn(crate::proxy::serve_flows(
+        node.clone(),
+        link.clone(),
+        name.clone(),
+    ));
 
     let datagrams = receive_datagrams(&node, &link, &name, &auth, (&liveness, &refused));
     let control = control_loop(
