@@ -33,10 +33,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# HTTP/3 clients from PyPI for the camouflage tests (crates/quicap/tests/tools/), in a
-# virtual environment of the checkout's own.
+# HTTP/3 clients from PyPI for the camouflage tests and a SOCKS5 UDP client for the
+# proxy tests (crates/quicap/tests/tools/), in a virtual environment of the checkout's
+# own.
 venv="$(cd "$(dirname "$0")/.." && pwd)/target/test-venv"
-if ! "$venv/bin/python" -c 'import curl_cffi, aioquic' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import curl_cffi, aioquic, socks' 2>/dev/null; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check curl_cffi==0.17.0 aioquic==1.7.2
+  "$venv/bin/pip" install -q --disable-pip-version-check curl_cffi==0.17.0 aioquic==1.7.2 PySocks==1.7.1
 fi

@@ -79,9 +79,18 @@ pub fn proxy(data: &[u8]) {
             }
         }
         4 => {
-            if let Ok(Some((kind, target, n))) = flow::parse_open(data) {
+            if let Ok(Some((opening, n))) = flow::parse_open(data) {
                 assert!(n <= flow::MAX_OPEN && n <= data.len());
-                assert_eq!(flow::parse_open(&data[..n]), Ok(Some((kind, target, n))));
+                assert_eq!(flow::parse_open(&data[..n]), Ok(Some((opening, n))));
+            }
+            if let Ok((id, target, rest)) = flow::parse_datagram(data) {
+                let mut again = Vec::new();
+                if flow::push_datagram_head(id, &target, &mut again).is_ok()
+                    && matches!(target, socks::Target::Name(..))
+                {
+                    assert_eq!(&data[..again.len()], &again[..]);
+                    assert_eq!(rest.len(), data.len() - again.len());
+                }
             }
         }
         _ => {

@@ -14,28 +14,41 @@
 //!  the flow's bytes, both ways; FIN is the half-close, a reset aborts the flow
 //! ```
 //!
+//! A UDP association (SOCKS5 UDP ASSOCIATE) opens a stream of its own, which lives as
+//! long as the association, and its payloads travel in datagrams of the link:
+//!
+//! ```text
+//!  opener                                                  egress
+//!  kind:8 = 0x02 (UDP association), id:32 (< 2^31)   ──>   checks its certificate
+//!                                                    <──   status:8
+//!  overlay datagram, kind flow: id:32, target, data  ──>   policy per target, sent
+//!  overlay datagram, kind flow: id | 2^31, source,   <──   from the association's
+//!    data                                                  UDP socket
+//!  the stream's end (either side) ends the association
+//! ```
+//!
+//! The opener picks the id, unique among its associations on the link; the top bit
+//! tells the egress's datagrams from the opener's, so ids both ends pick never clash.
 //! Other kinds are refused by resetting the stream; the link stays up.
 
 use thiserror::Error;
 
 use crate::socks::{Reply, SocksError, Target};
 
-/// The kinds of stream a link opens besides its control stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamKind {
+/// What a stream of a link opens, besides its control stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opening {
     /// A TCP flow to a target, leaving the mesh at the accepting node.
-    TcpFlow,
+    Tcp(Target),
+    /// A UDP association with this id.
+    Udp(u32),
 }
 
 const KIND_TCP_FLOW: u8 = 0x01;
+const KIND_UDP_ASSOCIATION: u8 = 0x02;
 
-impl StreamKind {
-    pub fn code(self) -> u8 {
-        match self {
-            StreamKind::TcpFlow => KIND_TCP_FLOW,
-        }
-    }
-}
+/// Set in the id of a datagram from the egress of an association.
+pub const REPLY_BIT: u32 = 1 << 31;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FlowError {
@@ -43,6 +56,10 @@ pub enum FlowError {
     Kind(u8),
     #[error("flow target: {0}")]
     Target(#[from] SocksError),
+    #[error("association id {0:#x} has the reply bit set")]
+    Id(u32),
+    #[error("flow datagram of {0} bytes, too short")]
+    Short(usize),
 }
 
 /// The opening of a TCP flow to `target`.
@@ -52,15 +69,58 @@ pub fn open_tcp(target: &Target) -> Result<Vec<u8>, FlowError> {
     Ok(out)
 }
 
+/// The opening of a UDP association with `id`.
+pub fn open_udp(id: u32) -> Result<[u8; 5], FlowError> {
+    if id & REPLY_BIT != 0 {
+        return Err(FlowError::Id(id));
+    }
+    let b = id.to_be_bytes();
+    Ok([KIND_UDP_ASSOCIATION, b[0], b[1], b[2], b[3]])
+}
+
 /// Reads a stream's opening from what has arrived: `Ok(None)` asks for more.
-pub fn parse_open(buf: &[u8]) -> Result<Option<(StreamKind, Target, usize)>, FlowError> {
+pub fn parse_open(buf: &[u8]) -> Result<Option<(Opening, usize)>, FlowError> {
     let Some(&kind) = buf.first() else {
         return Ok(None);
     };
-    if kind != KIND_TCP_FLOW {
-        return Err(FlowError::Kind(kind));
+    match kind {
+        KIND_TCP_FLOW => Ok(Target::decode(&buf[1..])?.map(|(t, n)| (Opening::Tcp(t), 1 + n))),
+        KIND_UDP_ASSOCIATION => {
+            let Some(id) = buf.get(1..5) else {
+                return Ok(None);
+            };
+            let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+            if id & REPLY_BIT != 0 {
+                return Err(FlowError::Id(id));
+            }
+            Ok(Some((Opening::Udp(id), 5)))
+        }
+        other => Err(FlowError::Kind(other)),
     }
-    Ok(Target::decode(&buf[1..])?.map(|(t, n)| (StreamKind::TcpFlow, t, 1 + n)))
+}
+
+/// Appends the start of a flow datagram's payload: the id, then the target (from the
+/// opener) or the source (from the egress); the UDP payload follows.
+pub fn push_datagram_head(id: u32, peer: &Target, out: &mut Vec<u8>) -> Result<(), FlowError> {
+    out.extend_from_slice(&id.to_be_bytes());
+    peer.encode(out)?;
+    Ok(())
+}
+
+/// A flow datagram's payload: its id, the target or source, and the UDP payload.
+pub fn parse_datagram(payload: &[u8]) -> Result<(u32, Target, &[u8]), FlowError> {
+    let Some(id) = payload.get(..4) else {
+        return Err(FlowError::Short(payload.len()));
+    };
+    let id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    let (target, n) = Target::decode(&payload[4..])?.ok_or(FlowError::Short(payload.len()))?;
+    Ok((id, target, &payload[4 + n..]))
+}
+
+/// The id of a flow datagram, read before the rest.
+pub fn datagram_id(payload: &[u8]) -> Option<u32> {
+    let id = payload.get(..4)?;
+    Some(u32::from_be_bytes([id[0], id[1], id[2], id[3]]))
 }
 
 /// The egress's answer to an opening.
@@ -88,9 +148,29 @@ mod tests {
         more.extend_from_slice(b"GET /");
         assert_eq!(
             parse_open(&more),
-            Ok(Some((StreamKind::TcpFlow, target, open.len())))
+            Ok(Some((Opening::Tcp(target), open.len())))
         );
         assert_eq!(parse_open(&[0x7f]), Err(FlowError::Kind(0x7f)));
         assert_eq!(status(Reply::NotAllowed), [0x02]);
+    }
+
+    #[test]
+    fn udp_associations_and_their_datagrams() {
+        let open = open_udp(7).unwrap();
+        assert_eq!(parse_open(&open[..3]), Ok(None));
+        assert_eq!(parse_open(&open), Ok(Some((Opening::Udp(7), 5))));
+        assert_eq!(open_udp(REPLY_BIT | 1), Err(FlowError::Id(REPLY_BIT | 1)));
+        assert_eq!(
+            parse_open(&[0x02, 0x80, 0, 0, 1]),
+            Err(FlowError::Id(REPLY_BIT | 1))
+        );
+        let to = Target::Name("dns.example".into(), 53);
+        let mut d = Vec::new();
+        push_datagram_head(7 | REPLY_BIT, &to, &mut d).unwrap();
+        d.extend_from_slice(b"query");
+        assert_eq!(datagram_id(&d), Some(7 | REPLY_BIT));
+        assert_eq!(parse_datagram(&d), Ok((7 | REPLY_BIT, to, &b"query"[..])));
+        assert_eq!(parse_datagram(&d[..3]), Err(FlowError::Short(3)));
+        assert_eq!(parse_datagram(&d[..6]), Err(FlowError::Short(6)));
     }
 }

@@ -40,6 +40,8 @@ pub enum PayloadKind {
     Ip,
     /// An Ethernet frame without FCS (Layer 2, TAP).
     Ethernet,
+    /// A UDP payload of a proxied UDP association (see [`crate::flow`]).
+    Flow,
 }
 
 impl PayloadKind {
@@ -47,6 +49,7 @@ impl PayloadKind {
         match self {
             PayloadKind::Ip => 0,
             PayloadKind::Ethernet => 1,
+            PayloadKind::Flow => 2,
         }
     }
 
@@ -54,6 +57,7 @@ impl PayloadKind {
         match code {
             0 => Some(PayloadKind::Ip),
             1 => Some(PayloadKind::Ethernet),
+            2 => Some(PayloadKind::Flow),
             _ => None,
         }
     }

@@ -526,34 +526,6 @@ fn accepted_difference(what: &str) -> bool {
 /// lowercase) and body.
 type Answer = (u16, Vec<String>, Vec<u8>);
 
-/// The Python of the checkout's test environment (`scripts/deps.sh` makes it), or
-/// `QUICAP_TEST_PYTHON`.
-fn test_python() -> String {
-    std::env::var("QUICAP_TEST_PYTHON").unwrap_or_else(|_| {
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../target/test-venv/bin/python"
-        )
-        .to_owned()
-    })
-}
-
-/// Runs one of the Python tools of `tests/tools/` in `ns` with `args`: the JSON it
-/// prints.
-fn run_tool(ns: &Netns, tool: &str, args: &[&str]) -> serde_json::Value {
-    let python = test_python();
-    let script = format!("{}/tests/tools/{tool}", env!("CARGO_MANIFEST_DIR"));
-    let mut all = vec![python.as_str(), script.as_str()];
-    all.extend_from_slice(args);
-    let out = ns.cmd(&all).output().expect("python");
-    assert!(
-        out.status.success(),
-        "{python} {script} failed (run scripts/deps.sh): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("the tool prints JSON")
-}
-
 /// One HTTP/3 request from `ns` with curl_cffi (`tests/tools/h3.py`).
 fn h3_request(ns: &Netns, port: u16, method: &str, path: &str, headers: &[&str]) -> Answer {
     let url = format!("https://{SITE}:{port}{path}");

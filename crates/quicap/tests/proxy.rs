@@ -37,6 +37,44 @@ impl Drop for Hosts {
     }
 }
 
+/// A UDP echo server in `ns` on `WEB_ADDR` port `port`.
+fn udp_echo(ns: &Netns, port: u16) -> Background {
+    background(ns.cmd(&[
+        "socat",
+        &format!("UDP-RECVFROM:{port},bind={WEB_ADDR},fork"),
+        "PIPE",
+    ]))
+}
+
+/// A UDP exchange through the SOCKS5 listener at `proxy` (tests/tools/socks_udp.py,
+/// PySocks): (sent, echoed intact, source address the proxy reported).
+fn socks_udp(
+    ns: &Netns,
+    proxy: u16,
+    host: &str,
+    port: u16,
+    count: u32,
+    size: usize,
+) -> (u64, u64, String) {
+    let v = run_tool(
+        ns,
+        "socks_udp.py",
+        &[
+            "127.0.0.1",
+            &proxy.to_string(),
+            host,
+            &port.to_string(),
+            &count.to_string(),
+            &size.to_string(),
+        ],
+    );
+    (
+        v["sent"].as_u64().unwrap_or(0),
+        v["echoed"].as_u64().unwrap_or(0),
+        v["source"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
 /// A web server in `ns` on `WEB_ADDR` ports 8000 and 8001 serving `dir`.
 fn web_server(ns: &Netns, dir: &Path) -> (Background, Background) {
     std::fs::create_dir_all(dir).expect("test setup");
@@ -160,7 +198,7 @@ password = \"s3cret\"
 const EGRESS: &str = "
 [egress]
 allow = [\"10.233.0.0/24\"]
-ports = [8000]
+ports = [8000, 9000]
 ";
 
 /// node-a with the proxy listeners, node-b its egress (certificate with `egress_sign`)
@@ -286,6 +324,44 @@ fn curl_reaches_a_web_server_behind_the_egress_through_socks5_and_http_proxies()
     assert!(
         egress.contains("egress: 5 flows of other nodes left the mesh here, 3 refused"),
         "{egress}"
+    );
+}
+
+#[test]
+fn udp_goes_through_socks5_udp_associate_to_a_server_behind_the_egress() {
+    let t = two_nodes(&["--egress"]);
+    let _echo = (udp_echo(&t._w, 9000), udp_echo(&t._w, 9001));
+    let source = format!("{WEB_ADDR}:9000");
+    // By name (resolved at the egress), by address, and datagrams of 1200 bytes.
+    assert_eq!(
+        socks_udp(&t.a, 1080, WEB_NAME, 9000, 20, 32),
+        (20, 20, source.clone())
+    );
+    assert_eq!(
+        socks_udp(&t.a, 1080, WEB_ADDR, 9000, 5, 32),
+        (5, 5, source.clone())
+    );
+    assert_eq!(
+        socks_udp(&t.a, 1080, WEB_ADDR, 9000, 5, 1200),
+        (5, 5, source)
+    );
+    // A port the egress does not allow: nothing comes back.
+    let (sent, echoed, _) = socks_udp(&t.a, 1080, WEB_ADDR, 9001, 2, 32);
+    assert_eq!((sent, echoed), (2, 0));
+    let s = json(&t.node_b.status(true));
+    assert_eq!(s["proxy"]["egress_flows"], 4, "{s}");
+    assert!(
+        s["proxy"]["egress_refused"].as_u64().unwrap_or(0) >= 2,
+        "{s}"
+    );
+    // Associations end with their clients: none is left open.
+    assert!(
+        wait_until(Duration::from_secs(5), || json(&t.node_a.status(true))
+            ["proxy"]["active"]
+            == 0)
+        .is_some(),
+        "{}",
+        json(&t.node_a.status(true))
     );
 }
 

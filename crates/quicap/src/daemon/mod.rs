@@ -170,6 +170,8 @@ pub struct Node {
     dial_errors: dial::DialErrors,
     /// What the proxy listeners and the egress did.
     pub proxy: crate::proxy::ProxyCounters,
+    /// Where the UDP payloads of proxied associations that links bring go.
+    pub udp: crate::proxy::udp::UdpFlows,
     /// The proxy listeners, as `quicap status` names them.
     proxy_listeners: Vec<String>,
     /// Where flows of other nodes may leave the mesh here (`[egress]`).
@@ -801,6 +803,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         web_dials,
         dial_errors: dial::DialErrors::default(),
         proxy: crate::proxy::ProxyCounters::default(),
+        udp: crate::proxy::udp::UdpFlows::default(),
         proxy_listeners: config
             .proxies
             .iter()

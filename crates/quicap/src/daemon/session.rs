@@ -549,6 +549,11 @@ async fn receive_datagrams(
             }
             let payload = &datagram[offset..];
             match header.kind {
+                PayloadKind::Flow => {
+                    if !node.udp.deliver(link.id(), datagram.slice(offset..)) {
+                        debug!(%peer, "dropping a flow datagram: no association, or its queue is full");
+                    }
+                }
                 PayloadKind::Ip => {
                     let Some(tun) = &node.tun else {
                         continue;

@@ -17,13 +17,14 @@
 
 pub mod http;
 pub mod socks;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use quicap_wire::flow::{self, StreamKind};
+use quicap_wire::flow::{self, Opening};
 use quicap_wire::socks::{Reply, Target};
 use quicap_wire::NodeId;
 use tokio::io::AsyncWriteExt;
@@ -162,19 +163,32 @@ async fn open_at(node: &Node, id: NodeId, target: &Target) -> Result<FlowIo, Rep
     if id == node.mesh.id {
         return egress_connect(node, target).await.map(FlowIo::Local);
     }
+    let opening = flow::open_tcp(target).map_err(|_| Reply::AddressTypeNotSupported)?;
+    let (_, send, recv) = open_stream(node, id, &opening, |_| {}).await?;
+    Ok(FlowIo::Stream(send, recv))
+}
+
+/// Opens a stream to the egress `id` with `opening` and waits for its status; `opened`
+/// sees the link first (to register for what the egress may send at once).
+pub(super) async fn open_stream(
+    node: &Node,
+    id: NodeId,
+    opening: &[u8],
+    opened: impl FnOnce(&Link),
+) -> Result<(Link, quinn::SendStream, quinn::RecvStream), Reply> {
     let link = flow_link(node, id).await?;
     let Link::Quic { conn, .. } = &link else {
         // Flows ride QUIC streams; HTTP/3 and TCP links carry none yet.
         debug!(link = %link.kind(), "no flow on this kind of link");
         return Err(Reply::NetworkUnreachable);
     };
-    let opening = flow::open_tcp(target).map_err(|_| Reply::AddressTypeNotSupported)?;
+    opened(&link);
     let exchange = async {
         let (mut send, mut recv) = conn
             .open_bi()
             .await
             .map_err(|_| Reply::NetworkUnreachable)?;
-        send.write_all(&opening)
+        send.write_all(opening)
             .await
             .map_err(|_| Reply::NetworkUnreachable)?;
         let mut status = [0u8; 1];
@@ -182,13 +196,14 @@ async fn open_at(node: &Node, id: NodeId, target: &Target) -> Result<FlowIo, Rep
             .await
             .map_err(|_| Reply::GeneralFailure)?;
         match Reply::from_code(status[0]) {
-            Reply::Succeeded => Ok(FlowIo::Stream(send, recv)),
+            Reply::Succeeded => Ok((send, recv)),
             refused => Err(refused),
         }
     };
-    tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(2), exchange)
+    let (send, recv) = tokio::time::timeout(CONNECT_TIMEOUT + Duration::from_secs(2), exchange)
         .await
-        .map_err(|_| Reply::TtlExpired)?
+        .map_err(|_| Reply::TtlExpired)??;
+    Ok((link, send, recv))
 }
 
 /// The link a flow to node `id` goes on, if its certificate lets it be an egress: the
@@ -227,14 +242,14 @@ pub async fn serve_flows(node: Arc<Node>, link: Link, peer: String) {
         return;
     };
     while let Ok((send, recv)) = conn.accept_bi().await {
-        let node = node.clone();
-        let peer = peer.clone();
-        tokio::spawn(async move { serve_flow(&node, &peer, send, recv).await });
+        let (node, link, peer) = (node.clone(), link.clone(), peer.clone());
+        tokio::spawn(async move { serve_flow(&node, &link, &peer, send, recv).await });
     }
 }
 
 async fn serve_flow(
     node: &Node,
+    link: &Link,
     peer: &str,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -258,7 +273,7 @@ async fn serve_flow(
         }
     })
     .await;
-    let (StreamKind::TcpFlow, target, used) = match opening {
+    let (opening, used) = match opening {
         Ok(Ok(opening)) => opening,
         Ok(Err(why)) => {
             debug!(%peer, reason = %why, "stream refused");
@@ -269,6 +284,13 @@ async fn serve_flow(
         Err(_) => {
             let _ = send.reset(quinn::VarInt::from_u32(1));
             return;
+        }
+    };
+    let target = match opening {
+        Opening::Tcp(target) => target,
+        Opening::Udp(id) => {
+            debug!(%peer, id, "UDP association");
+            return udp::serve_association(node, link, id, send, recv).await;
         }
     };
     let early = buf.split_off(used);

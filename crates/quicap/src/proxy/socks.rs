@@ -39,6 +39,9 @@ pub(super) async fn serve(
             let target = request.target;
             match request.command {
                 Command::Connect => {}
+                Command::UdpAssociate => {
+                    return super::udp::associate(node, listener, &mut client).await;
+                }
                 _ => {
                     counters.count_failure(Reply::CommandNotSupported);
                     let _ = client

@@ -942,3 +942,31 @@ pub fn tap_only_pair(tap_b_extra: &str, peer_extra: &str) -> (Pki, Netns, Netns,
     let node_b = Node::start(&b, "node-b", &cfg_b);
     (pki, a, b, node_a, node_b)
 }
+
+/// The Python of the checkout's test environment (`scripts/deps.sh` makes it), or
+/// `QUICAP_TEST_PYTHON`.
+pub fn test_python() -> String {
+    std::env::var("QUICAP_TEST_PYTHON").unwrap_or_else(|_| {
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../target/test-venv/bin/python"
+        )
+        .to_owned()
+    })
+}
+
+/// Runs one of the Python tools of `tests/tools/` in `ns` with `args`: the JSON it
+/// prints.
+pub fn run_tool(ns: &Netns, tool: &str, args: &[&str]) -> serde_json::Value {
+    let python = test_python();
+    let script = format!("{}/tests/tools/{tool}", env!("CARGO_MANIFEST_DIR"));
+    let mut all = vec![python.as_str(), script.as_str()];
+    all.extend_from_slice(args);
+    let out = ns.cmd(&all).output().expect("python");
+    assert!(
+        out.status.success(),
+        "{python} {script} failed (run scripts/deps.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the tool prints JSON")
+}
