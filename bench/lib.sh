@@ -53,7 +53,7 @@ bench_veth() {
 # (OVERLAY on the TUN, listening on port 4433, control socket in DIR, the lines of
 # $NODE_EXTRA added to [node]; with $TAP_ADDRESS also a TAP with that address, which the
 # certificate covers too), dialing node PEER at ENDPOINT if given (with PEER_EXTRA in
-# its [[peer]] section).
+# its [[peer]] section); $SIGN_EXTRA (e.g. --egress) goes to quicap ca sign.
 quicap_node() {
   local d=$1 name=$2 ips=() tun=() a
   for a in $3 ${TAP_ADDRESS:-}; do ips+=(--ip "$a"); done
@@ -61,7 +61,8 @@ quicap_node() {
   rm -rf "$d"
   mkdir -p "$d"
   "$QUICAP" cert request --name "$name" --out "$d" >/dev/null
-  "$QUICAP" ca sign --ca "$work/ca" --csr "$d/$name.csr" "${ips[@]}" --out "$d/$name.crt" >/dev/null
+  # shellcheck disable=SC2086 # SIGN_EXTRA: several arguments, or none
+  "$QUICAP" ca sign --ca "$work/ca" --csr "$d/$name.csr" "${ips[@]}" ${SIGN_EXTRA:-} --out "$d/$name.crt" >/dev/null
   cat >"$d/node.toml" <<TOML
 [node]
 cert = "$name.crt"

@@ -55,7 +55,7 @@ use quicap_wire::control::Modes;
 use quicap_wire::NodeId;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::camouflage;
 use crate::config::{self, Config, PeerTransport, SiteContent};
@@ -611,9 +611,26 @@ fn web_dials(config: &Config) -> Result<HashMap<String, Arc<camouflage::client::
         .collect()
 }
 
+/// Takes the open-file limit up to its hard limit: every proxied flow holds a socket
+/// at each end (a soft limit of 1024 would stop a node at a few hundred), as Go's
+/// runtime does for its programs.
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard {
+        match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => debug!(from = soft, to = hard, "open-file limit raised"),
+            Err(e) => debug!(error = %e, "open-file limit not raised"),
+        }
+    }
+}
+
 /// Runs a node until SIGINT or SIGTERM.
 pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     let loaded = identity::load(&config, time::OffsetDateTime::now_utc())?;
+    raise_descriptor_limit();
     // The runtime is single-threaded: this thread moves every packet.
     let scheduling = scheduling::Scheduling::start(config.node.realtime);
     let trust = TrustState {
