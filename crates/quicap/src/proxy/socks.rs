@@ -60,11 +60,7 @@ pub(super) async fn serve(
                 }
             };
             let bound = client.local_addr().unwrap_or_else(|_| unspecified());
-            if client
-                .write_all(&socks::reply(Reply::Succeeded, bound))
-                .await
-                .is_err()
-            {
+            if !succeeded(&mut client, bound).await {
                 return;
             }
             let _active = Active::new(counters);
@@ -100,7 +96,16 @@ fn reply_for(e: &SocksError) -> Option<Reply> {
     }
 }
 
-fn unspecified() -> SocketAddr {
+/// Tells the client its request succeeded, `bound` being the address the node uses for
+/// it; false if the client is gone.
+pub(super) async fn succeeded(client: &mut TcpStream, bound: SocketAddr) -> bool {
+    client
+        .write_all(&socks::reply(Reply::Succeeded, bound))
+        .await
+        .is_ok()
+}
+
+pub(super) fn unspecified() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 0))
 }
 

@@ -27,6 +27,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::debug;
 
+use super::socks::unspecified;
 use super::Active;
 use crate::config::ProxyListener;
 use crate::daemon::Node;
@@ -147,11 +148,7 @@ pub async fn associate(node: &Node, listener: &ProxyListener, client: &mut TcpSt
         }
     };
     let bound = socket.local_addr().unwrap_or_else(|_| unspecified());
-    if client
-        .write_all(&socks::reply(Reply::Succeeded, bound))
-        .await
-        .is_err()
-    {
+    if !super::socks::succeeded(client, bound).await {
         return;
     }
     let _active = Active::new(counters);
@@ -367,8 +364,4 @@ fn mapped(addr: SocketAddr) -> SocketAddr {
         SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
         v6 => v6,
     }
-}
-
-fn unspecified() -> SocketAddr {
-    SocketAddr::from(([0, 0, 0, 0], 0))
 }
