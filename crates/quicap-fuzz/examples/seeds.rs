@@ -218,10 +218,41 @@ fn main() {
     let mut capsules = vec![1u8];
     quicap_wire::masque::put_capsule(0, b"datagram", &mut capsules).expect("capsule");
     quicap_wire::masque::put_capsule(0x2028d7ee, &[0; 70], &mut capsules).expect("capsule");
+    use quicap_wire::masque::{put_addresses, put_routes, AssignedAddress, IpRange};
+    let mut addresses = vec![4u8];
+    put_addresses(
+        &[
+            AssignedAddress {
+                request_id: 0,
+                prefix: "10.9.0.5/32".parse().expect("prefix"),
+            },
+            AssignedAddress {
+                request_id: 3,
+                prefix: "fd00::5/128".parse().expect("prefix"),
+            },
+        ],
+        &mut addresses,
+    )
+    .expect("addresses");
+    let mut routes = vec![5u8];
+    put_routes(
+        &[IpRange::of("0.0.0.0/0".parse().expect("prefix"), 0)],
+        &mut routes,
+    )
+    .expect("routes");
     write(
         root,
         "masque",
-        &[datagram, capsules, vec![1, 0x80, 0, 0, 1, 0xc0]],
+        &[
+            datagram,
+            capsules,
+            vec![1, 0x80, 0, 0, 1, 0xc0],
+            b"\x02/.well-known/masque/udp/2001%3Adb8%3A%3A1/443/".to_vec(),
+            b"\x02/.well-known/masque/udp/www.example.test/443/".to_vec(),
+            b"\x03/.well-known/masque/ip/192.0.2.0%2F24/17/".to_vec(),
+            addresses,
+            routes,
+        ],
     );
 
     let example = std::fs::read("examples/node.toml").expect("examples/node.toml");

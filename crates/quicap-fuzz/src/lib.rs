@@ -207,7 +207,11 @@ pub fn ip_packet(data: &[u8]) {
     let from4: IpAddr = [10, 0, 0, 1].into();
     let from6: IpAddr = "fd00::1".parse().expect("address");
     for from in [from4, from6] {
-        for error in [IcmpError::Unreachable, IcmpError::TooBig { mtu: 1280 }] {
+        for error in [
+            IcmpError::Unreachable,
+            IcmpError::Prohibited,
+            IcmpError::TooBig { mtu: 1280 },
+        ] {
             if let Some(len) = ip::icmp_error(packet, error, from, &mut out) {
                 assert!(len <= out.len());
                 assert!(ip::addresses(&out[..len]).is_some());
@@ -346,14 +350,49 @@ pub fn upgrade(data: &[u8]) {
     }
 }
 
-/// What a camouflaged link or a MASQUE client sends after its extended CONNECT: the
-/// first byte picks an HTTP Datagram (the rest is a QUIC DATAGRAM frame's payload) or
-/// the request stream's bytes, read as capsules back to back.
+/// What a camouflaged link or a MASQUE client sends: the first byte picks an HTTP
+/// Datagram (the rest is a QUIC DATAGRAM frame's payload), the request stream's bytes
+/// read as capsules back to back, a CONNECT-UDP or CONNECT-IP request path, or the
+/// value of an address or route capsule.
 pub fn masque(data: &[u8]) {
     use quicap_wire::masque::{self, MAX_CAPSULE};
     let Some((&which, data)) = data.split_first() else {
         return;
     };
+    match which % 6 {
+        2 => {
+            let path = String::from_utf8_lossy(data);
+            if let Ok(quicap_wire::socks::Target::Name(name, port)) = masque::parse_udp_path(&path)
+            {
+                assert!(!name.is_empty() && name.len() <= 254 && port > 0);
+            }
+            return;
+        }
+        3 => {
+            let path = String::from_utf8_lossy(data);
+            if let Ok(scope) = masque::parse_ip_path(&path) {
+                assert!(scope.target.is_none_or(|t| t == t.trunc()));
+            }
+            return;
+        }
+        4 => {
+            if let Ok(addresses) = masque::parse_addresses(data) {
+                let mut again = Vec::new();
+                masque::put_addresses(&addresses, &mut again).expect("parsed addresses encode");
+                assert_eq!(masque::parse_addresses(&again).ok(), Some(addresses));
+            }
+            return;
+        }
+        5 => {
+            if let Ok(routes) = masque::parse_routes(data) {
+                let mut again = Vec::new();
+                masque::put_routes(&routes, &mut again).expect("parsed routes encode");
+                assert_eq!(again.len(), data.len());
+            }
+            return;
+        }
+        _ => {}
+    }
     if which % 2 == 0 {
         if let Ok(d) = masque::parse_datagram(data) {
             assert!(d.payload.len() <= data.len());

@@ -54,6 +54,10 @@ pub enum IcmpError {
     /// for an address no peer has. Never sent about a packet to a multicast or
     /// broadcast address.
     Unreachable,
+    /// ICMP "communication administratively prohibited" (type 3 code 13, RFC 1812) or
+    /// ICMPv6 "administratively prohibited" (type 1 code 1): a policy refuses the
+    /// destination. Never sent about a packet to a multicast or broadcast address.
+    Prohibited,
 }
 
 /// Writes into `out` the ICMP error telling the sender of `original` that packets larger
@@ -73,7 +77,7 @@ pub fn icmp_error(
     out: &mut [u8],
 ) -> Option<usize> {
     let (src, dst) = addresses(original)?;
-    if error == IcmpError::Unreachable {
+    if matches!(error, IcmpError::Unreachable | IcmpError::Prohibited) {
         let group = match dst {
             IpAddr::V4(d) => d.is_multicast() || d.is_broadcast(),
             IpAddr::V6(d) => d.is_multicast(),
@@ -122,6 +126,7 @@ fn error_v4(
             icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
         }
         IcmpError::Unreachable => icmp[..8].copy_from_slice(&[3, 1, 0, 0, 0, 0, 0, 0]),
+        IcmpError::Prohibited => icmp[..8].copy_from_slice(&[3, 13, 0, 0, 0, 0, 0, 0]),
     }
     icmp[8..].copy_from_slice(&original[..quoted]);
     let sum = checksum(&[icmp]);
@@ -158,6 +163,7 @@ fn error_v6(
             icmp[4..8].copy_from_slice(&u32::from(mtu).to_be_bytes());
         }
         IcmpError::Unreachable => icmp[..8].copy_from_slice(&[1, 3, 0, 0, 0, 0, 0, 0]),
+        IcmpError::Prohibited => icmp[..8].copy_from_slice(&[1, 1, 0, 0, 0, 0, 0, 0]),
     }
     icmp[8..].copy_from_slice(&original[..quoted]);
     let len = u32::try_from(payload).ok()?.to_be_bytes();
@@ -399,6 +405,14 @@ mod tests {
         .unwrap();
         assert_eq!(&out[IPV6_HEADER..IPV6_HEADER + 2], &[1, 3]);
         assert_eq!(&out[IPV6_HEADER + 8..len], &v6[..]);
+        let from = "fd00::2".parse().unwrap();
+        let len = icmp_error(&v6, IcmpError::Prohibited, from, &mut out).unwrap();
+        assert_eq!(&out[IPV6_HEADER..IPV6_HEADER + 2], &[1, 1]);
+        assert_eq!(&out[IPV6_HEADER + 8..len], &v6[..]);
+        let from = "10.0.0.2".parse().unwrap();
+        let len = icmp_error(&v4, IcmpError::Prohibited, from, &mut out).unwrap();
+        assert_eq!(&out[IPV4_HEADER..IPV4_HEADER + 2], &[3, 13]);
+        assert_eq!(checksum(&[&out[IPV4_HEADER..len]]), 0);
     }
 
     #[test]
@@ -411,6 +425,7 @@ mod tests {
         for (p, from) in [(&v4, "10.0.0.2"), (&v6, "fd00::2")] {
             let from = from.parse().unwrap();
             assert_eq!(icmp_error(p, IcmpError::Unreachable, from, &mut out), None);
+            assert_eq!(icmp_error(p, IcmpError::Prohibited, from, &mut out), None);
             assert!(packet_too_big(p, 1200, from, &mut out).is_some());
         }
     }
