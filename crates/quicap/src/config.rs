@@ -12,8 +12,10 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use thiserror::Error;
 
+mod masque;
 mod proxy;
 
+pub use masque::MasqueSection;
 pub use proxy::{EgressSection, ProxyListener, ProxyProtocol};
 
 /// Default UDP port a node listens on.
@@ -63,6 +65,8 @@ pub struct Config {
     pub proxies: Vec<ProxyListener>,
     /// Where flows of other nodes may leave the mesh here; `None`: nowhere.
     pub egress: Option<EgressSection>,
+    /// The MASQUE proxy of the HTTP/3 front (camouflage mode); `None`: not served.
+    pub masque: Option<MasqueSection>,
 }
 
 impl Config {
@@ -257,6 +261,7 @@ struct RawConfig {
     #[serde(default, rename = "proxy")]
     proxies: Vec<proxy::RawProxy>,
     egress: Option<proxy::RawEgress>,
+    masque: Option<masque::RawMasque>,
 }
 
 #[derive(Deserialize)]
@@ -738,6 +743,21 @@ impl Config {
 
         let proxies = proxy::proxies(raw.proxies)?;
         let egress = raw.egress.map(proxy::egress).transpose()?;
+        let masque = raw.masque.map(masque::masque).transpose()?;
+        if let Some(m) = &masque {
+            if web.is_none() {
+                return Err(invalid(
+                    "masque",
+                    "MASQUE is served on the HTTP/3 front: it needs node.mode = \"camouflage\"",
+                ));
+            }
+            if !m.addresses.is_empty() && tun.is_none() {
+                return Err(invalid(
+                    "masque.addresses",
+                    "CONNECT-IP clients' packets enter the mesh as the TUN's do: it needs a [tun] section",
+                ));
+            }
+        }
         Ok(Config {
             node,
             tun,
@@ -747,6 +767,7 @@ impl Config {
             web,
             proxies,
             egress,
+            masque,
         })
     }
 }
@@ -1036,6 +1057,65 @@ addresses = ["10.10.0.1/24"]
         }
         let e = parse(&bad_header).unwrap_err().to_string();
         assert!(e.starts_with("web.server-header:"), "{e}");
+    }
+
+    #[test]
+    fn the_masque_proxy_needs_the_http3_front_and_someone_to_admit() {
+        let web = "\n[web]\ncerts = [{ cert = \"w.crt\", key = \"w.key\" }]\n";
+        let camouflage = MINIMAL.replace("[tun]", "mode = \"camouflage\"\n[tun]");
+        let masque = |lines: &str| parse(&format!("{camouflage}{web}\n[masque]\n{lines}\n"));
+        let c = masque(
+            "tokens = [\"0123456789abcdef\"]\nusers = [{ username = \"u\", password = \"p\" }]\nnodes = true\negress = [\"node-b\"]\naddresses = [\"10.10.0.128/25\", \"fd10::8000/113\"]",
+        )
+        .unwrap()
+        .masque
+        .unwrap();
+        assert_eq!(c.users, [("u".to_string(), "p".to_string())]);
+        assert!(c.nodes);
+        assert_eq!(c.addresses[1], "fd10::8000/113".parse::<IpNet>().unwrap());
+        assert!(parse(&format!("{camouflage}{web}"))
+            .unwrap()
+            .masque
+            .is_none());
+        for (lines, key) in [
+            ("", "masque:"),
+            ("tokens = [\"short\"]", "masque.tokens[0]:"),
+            ("tokens = [\"0123456789abcdef 0\"]", "masque.tokens[0]:"),
+            (
+                "users = [{ username = \"a:b\", password = \"p\" }]",
+                "masque.users[0]:",
+            ),
+            ("nodes = true\negress = [\"Bad Name\"]", "masque.egress:"),
+            (
+                "nodes = true\naddresses = [\"10.0.0.0/8\", \"10.1.0.0/16\"]",
+                "masque.addresses:",
+            ),
+            (
+                "nodes = true\naddresses = [\"10.0.0.0/31\"]",
+                "masque.addresses:",
+            ),
+            (
+                "nodes = true\naddresses = [\"nowhere\"]",
+                "masque.addresses:",
+            ),
+        ] {
+            let e = masque(lines).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{lines}: {e}");
+        }
+        let e = parse(&format!("{MINIMAL}\n[masque]\nnodes = true\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("masque:") && e.contains("camouflage"), "{e}");
+        let no_tun = format!("{camouflage}{web}").replace(
+            "[tun]\naddresses = [\"10.10.0.1/24\"]",
+            "[tap]\naddresses = [\"10.10.0.1/24\"]",
+        );
+        let e = parse(&format!(
+            "{no_tun}\n[masque]\nnodes = true\naddresses = [\"10.9.0.0/24\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("masque.addresses:"), "{e}");
     }
 
     #[test]
