@@ -35,6 +35,37 @@ pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// The IP protocol of a packet (IPv6: its first next header; extension headers are not
+/// followed).
+pub fn protocol(packet: &[u8]) -> Option<u8> {
+    match packet.first()? >> 4 {
+        4 if packet.len() >= IPV4_HEADER => Some(packet[9]),
+        6 if packet.len() >= IPV6_HEADER => Some(packet[6]),
+        _ => None,
+    }
+}
+
+/// The destination port of a TCP or UDP packet (the first fragment of one, for IPv4);
+/// `None` for other protocols and for packets too short to tell.
+pub fn destination_port(packet: &[u8]) -> Option<u16> {
+    let proto = protocol(packet)?;
+    if proto != 6 && proto != 17 {
+        return None;
+    }
+    let start = match packet[0] >> 4 {
+        4 => {
+            let fragment_offset = u16::from_be_bytes([packet[6], packet[7]]) & 0x1fff;
+            if fragment_offset != 0 {
+                return None;
+            }
+            usize::from(packet[0] & 0x0f) * 4
+        }
+        _ => IPV6_HEADER,
+    };
+    let port = packet.get(start + 2..start + 4)?;
+    Some(u16::from_be_bytes([port[0], port[1]]))
+}
+
 /// Largest value of the IPv4 fragment offset field (13 bits, in units of 8 bytes).
 const MAX_FRAGMENT_OFFSET: usize = 0x1fff;
 
@@ -413,6 +444,22 @@ mod tests {
         let len = icmp_error(&v4, IcmpError::Prohibited, from, &mut out).unwrap();
         assert_eq!(&out[IPV4_HEADER..IPV4_HEADER + 2], &[3, 13]);
         assert_eq!(checksum(&[&out[IPV4_HEADER..len]]), 0);
+    }
+
+    #[test]
+    fn ports_are_read_from_tcp_and_udp_only() {
+        let mut udp = ipv4_packet(100, true, 17);
+        udp[IPV4_HEADER + 2..IPV4_HEADER + 4].copy_from_slice(&53u16.to_be_bytes());
+        assert_eq!(
+            (protocol(&udp), destination_port(&udp)),
+            (Some(17), Some(53))
+        );
+        let mut v6 = ipv6_packet(100, 6);
+        v6[IPV6_HEADER + 2..IPV6_HEADER + 4].copy_from_slice(&443u16.to_be_bytes());
+        assert_eq!(destination_port(&v6), Some(443));
+        assert_eq!(destination_port(&ipv4_packet(100, true, 1)), None);
+        assert_eq!(destination_port(&udp[..IPV4_HEADER + 3]), None);
+        assert_eq!(protocol(&[0x45, 0]), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod device;
 pub mod link;
+pub mod masque;
 pub mod packet_io;
 pub mod pki_cmd;
 pub mod proxy;

@@ -62,13 +62,22 @@ pub async fn serve(conn: quinn::Connection, site: Arc<Site>, members: Option<Arc
             return;
         }
     };
-    // One node link per connection: a second CONNECT gets the site's answer.
+    // One node link per connection: a second CONNECT gets the site's answer. A
+    // connection with MASQUE sessions carries no node link, and the other way round.
     let linked = Arc::new(AtomicBool::new(false));
+    let sessions = Arc::new(crate::masque::Sessions::default());
     loop {
         match h3.accept().await {
             Ok(Some(resolver)) => {
                 let site = site.clone();
                 let gate = members.clone().map(|m| Gate {
+                    masque: m.masque().map(|node| crate::masque::Front {
+                        node,
+                        conn: conn.clone(),
+                        sessions: sessions.clone(),
+                        linked: linked.clone(),
+                        server: site.server_header().cloned(),
+                    }),
                     members: m,
                     conn: conn.clone(),
                     linked: linked.clone(),
@@ -97,6 +106,7 @@ pub async fn serve(conn: quinn::Connection, site: Arc<Site>, members: Option<Arc
 /// What a request needs to open a node link: the connection it came on.
 struct Gate {
     members: Arc<dyn Members>,
+    masque: Option<crate::masque::Front>,
     conn: quinn::Connection,
     linked: Arc<AtomicBool>,
 }
@@ -183,6 +193,14 @@ async fn answer(site: &Site, gate: Option<&Gate>, request: http::Request<()>, st
         },
         None => stream,
     };
+    if let Some(front) = gate.and_then(|g| g.masque.as_ref()) {
+        if crate::masque::is_request(&parts) {
+            stream = match front.serve(&parts, stream).await {
+                Some(stream) => stream,
+                None => return,
+            };
+        }
+    }
     if let (Some(upstream), true) = (site.upstream(), proxy::forwarded(&parts.method)) {
         return forward(site, upstream, parts, stream).await;
     }

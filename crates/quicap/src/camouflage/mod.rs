@@ -94,6 +94,11 @@ pub trait Members: Send + Sync {
 
     /// Where relay frames arriving on the links go.
     fn relays(&self) -> Arc<crate::relay::RelayTable>;
+
+    /// The node, when it serves a MASQUE proxy on the HTTP/3 front.
+    fn masque(&self) -> Option<Arc<crate::daemon::Node>> {
+        None
+    }
 }
 
 /// What the web fronts share: the site and the TLS configs around the certificates.

@@ -63,6 +63,23 @@ impl EgressSection {
     }
 }
 
+impl EgressSection {
+    /// Whether a packet to `ip` may leave the mesh here: with a port (TCP, UDP) as a
+    /// flow to that port may; without one (ICMP and the rest), by address alone.
+    pub fn allows_packet(&self, ip: IpAddr, port: Option<u16>) -> bool {
+        match port {
+            Some(port) => self.allows(SocketAddr::new(ip, port)),
+            None => {
+                let ip = canonical(ip);
+                self.allow
+                    .iter()
+                    .filter(|net| !ip.is_loopback() || net.network().is_loopback())
+                    .any(|net| net.contains(&ip))
+            }
+        }
+    }
+}
+
 /// An IPv4-mapped IPv6 address as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {

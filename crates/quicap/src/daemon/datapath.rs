@@ -250,6 +250,10 @@ pub async fn tun_to_peers(node: Arc<Node>) {
             let Some((_, destination)) = ip::addresses(packet) else {
                 continue;
             };
+            // For a CONNECT-IP client of this node.
+            if node.masque_deliver(packet) {
+                continue;
+            }
             if last.as_ref().is_none_or(|l| l.destination != destination) {
                 last = match route(&node, destination, now) {
                     Ok(next) => Some(LastRoute {
@@ -557,6 +561,75 @@ async fn too_big(
 ) {
     for d in oversize(node, link, packet, max, header, gate).carry_out(node) {
         let _ = link.send_datagram_wait(d).await;
+    }
+}
+
+/// Sends a packet from a CONNECT-IP client of this node (its source already checked)
+/// on its way, as a packet read from the TUN goes: to another client here, to the
+/// node that owns its destination, into the TUN for an address of this node, or into
+/// the TUN to leave the mesh here when this node may egress and `[egress]` allows the
+/// destination. The error is the ICMP error its sender gets.
+pub async fn send_from_client(node: &Node, packet: &[u8]) -> Result<(), ip::IcmpError> {
+    let Some(tun) = node.tun.as_ref() else {
+        return Err(ip::IcmpError::Unreachable);
+    };
+    let (_, destination) = ip::addresses(packet).ok_or(ip::IcmpError::Unreachable)?;
+    if node.masque_deliver(packet) {
+        return Ok(());
+    }
+    let now = node.now_ms();
+    match route(node, destination, now) {
+        Ok(Next::Send(send)) => {
+            let header = Header::direct(PayloadKind::Ip);
+            let max = send.link.max_datagram_size();
+            if header.buffer_len() + packet.len() > max {
+                let mtu = (max.saturating_sub(header.buffer_len())).min(usize::from(u16::MAX));
+                return Err(ip::IcmpError::TooBig { mtu: mtu as u16 });
+            }
+            send.liveness.carried_traffic();
+            let datagram = send
+                .link
+                .datagram_alloc(&header, packet)
+                .ok_or(ip::IcmpError::Unreachable)?;
+            match send.link.send_datagram_wait(datagram).await {
+                Ok(()) => Ok(()),
+                Err(SendError::TooLarge) => Err(ip::IcmpError::TooBig {
+                    mtu: (send
+                        .link
+                        .max_datagram_size()
+                        .saturating_sub(header.buffer_len()))
+                    .min(usize::from(u16::MAX)) as u16,
+                }),
+                Err(e) => {
+                    debug!(error = %e, "client packet not sent");
+                    Ok(())
+                }
+            }
+        }
+        Ok(Next::Hold(dest)) => {
+            hold(node, dest, &Header::direct(PayloadKind::Ip), packet, now);
+            Ok(())
+        }
+        Err(NoRoute::Unreachable) => Err(ip::IcmpError::Unreachable),
+        Err(NoRoute::Unowned) => {
+            let own = tun.spec.addresses.iter().any(|a| a.addr() == destination);
+            if own {
+                tun.write_one(packet);
+                return Ok(());
+            }
+            if in_overlay(tun, destination) {
+                return Err(ip::IcmpError::Unreachable);
+            }
+            let may = node.own_cert().authorization.egress
+                && node.egress.as_ref().is_some_and(|policy| {
+                    policy.allows_packet(destination, ip::destination_port(packet))
+                });
+            if !may {
+                return Err(ip::IcmpError::Prohibited);
+            }
+            tun.write_one(packet);
+            Ok(())
+        }
     }
 }
 

@@ -53,4 +53,8 @@ impl Members for NodeMembers {
     fn relays(&self) -> Arc<RelayTable> {
         self.0.relays.clone()
     }
+
+    fn masque(&self) -> Option<Arc<Node>> {
+        self.0.masque.as_ref().map(|_| self.0.clone())
+    }
 }

@@ -23,7 +23,7 @@
 mod accept;
 mod admission;
 mod control;
-mod datapath;
+pub mod datapath;
 mod dial;
 mod dialer;
 mod frames;
@@ -176,6 +176,8 @@ pub struct Node {
     proxy_listeners: Vec<String>,
     /// Where flows of other nodes may leave the mesh here (`[egress]`).
     pub egress: Option<crate::config::EgressSection>,
+    /// The MASQUE proxy of the HTTP/3 front (`[masque]`).
+    pub masque: Option<crate::masque::Masque>,
     /// Set when the node cannot go on (its interface was removed): `run` then stops
     /// as on SIGTERM and exits with this error.
     fatal: watch::Sender<Option<String>>,
@@ -256,6 +258,11 @@ impl Node {
     }
 
     /// Milliseconds since the node started: the clock of liveness and MAC ageing.
+    /// Takes a packet for a CONNECT-IP client of this node (false: not for one).
+    pub fn masque_deliver(&self, packet: &[u8]) -> bool {
+        self.masque.as_ref().is_some_and(|m| m.pool.deliver(packet))
+    }
+
     pub fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
@@ -502,10 +509,19 @@ fn startup_warnings(config: &Config, cert: &quicap_pki::NodeCert) -> Vec<String>
     let egress = (config.egress.is_some() && !cert.authorization.egress).then(|| {
         "[egress] is set but the certificate grants no egress; flows of other nodes are refused (quicap ca sign --egress)".to_owned()
     });
+    let masque = config
+        .masque
+        .iter()
+        .flat_map(|m| m.addresses.iter())
+        .filter(|p| !cert.authorization.permits_prefix(p))
+        .map(|p| {
+            format!("masque.addresses {p} is not in the certificate's subnets; peers will drop CONNECT-IP clients' packets (quicap ca sign --subnet)")
+        });
     expiring
         .into_iter()
         .chain(unauthorized)
         .chain(egress)
+        .chain(masque)
         .collect()
 }
 
@@ -763,7 +779,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         l2: tap.is_some(),
     };
     let id = quicap_pki::node_id(&loaded.cert.name);
-    let own_info = mesh::own_info(id, &loaded.cert.der, modes, &config.node.advertise);
+    // The addresses of CONNECT-IP clients are reached through this node.
+    let advertise: Vec<ipnet::IpNet> = config
+        .node
+        .advertise
+        .iter()
+        .chain(config.masque.iter().flat_map(|m| m.addresses.iter()))
+        .copied()
+        .collect();
+    let own_info = mesh::own_info(id, &loaded.cert.der, modes, &advertise);
     let key = Arc::new(loaded.key);
     let node = Arc::new(Node {
         name: loaded.cert.name.clone(),
@@ -827,6 +851,10 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
             .map(|p| format!("{} ({})", p.listen, p.protocol.as_str()))
             .collect(),
         egress: config.egress.clone(),
+        masque: config.masque.clone().map(|m| {
+            let own = config.addresses().iter().map(|a| a.addr()).collect();
+            crate::masque::Masque::new(m, own)
+        }),
         fatal: watch::channel(None).0,
     });
 

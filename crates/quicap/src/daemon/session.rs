@@ -568,6 +568,9 @@ async fn receive_datagrams(
                         }
                         continue;
                     }
+                    if node.masque_deliver(payload) {
+                        continue;
+                    }
                     tun.stage(payload);
                 }
                 PayloadKind::Ethernet => {

@@ -140,7 +140,7 @@ pub async fn open(node: &Node, listener: &ProxyListener, target: &Target) -> Res
 
 /// The node that advertises the destination's prefix: for a name, the prefix of an
 /// address it resolves to here.
-async fn owner(node: &Node, target: &Target) -> Result<NodeId, Reply> {
+pub(crate) async fn owner(node: &Node, target: &Target) -> Result<NodeId, Reply> {
     let addrs: Vec<SocketAddr> = match target {
         Target::Addr(a) => vec![*a],
         Target::Name(name, port) => tokio::time::timeout(

@@ -83,10 +83,10 @@ impl UdpFlows {
 }
 
 /// An association's entry in [`UdpFlows`], removed on drop.
-struct Route<'a> {
+pub(crate) struct Route<'a> {
     flows: &'a UdpFlows,
     key: (LinkId, u32),
-    rx: mpsc::Receiver<Bytes>,
+    pub(crate) rx: mpsc::Receiver<Bytes>,
 }
 
 impl Drop for Route<'_> {
@@ -96,7 +96,7 @@ impl Drop for Route<'_> {
 }
 
 /// A flow datagram for `link`: the overlay header, `id`, the target or source, data.
-fn datagram(id: u32, peer: &Target, data: &[u8]) -> Option<Bytes> {
+pub(crate) fn datagram(id: u32, peer: &Target, data: &[u8]) -> Option<Bytes> {
     let header = Header::direct(PayloadKind::Flow);
     let mut out = vec![0u8; header.buffer_len()];
     header.emit(&mut out).ok()?;
@@ -105,7 +105,7 @@ fn datagram(id: u32, peer: &Target, data: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
-fn send(link: &Link, datagram: Bytes) -> bool {
+pub(crate) fn send(link: &Link, datagram: Bytes) -> bool {
     match link.frame(datagram) {
         Some(framed) => link.send_datagram(framed).is_ok(),
         None => false,
@@ -120,10 +120,10 @@ enum Event {
 }
 
 /// One egress an association uses: its link, id there and stream.
-struct Leg<'a> {
-    link: Link,
-    id: u32,
-    route: Route<'a>,
+pub(crate) struct Leg<'a> {
+    pub(crate) link: Link,
+    pub(crate) id: u32,
+    pub(crate) route: Route<'a>,
     _stream: (quinn::SendStream, quinn::RecvStream),
 }
 
@@ -216,7 +216,7 @@ pub async fn associate(node: &Node, listener: &ProxyListener, client: &mut TcpSt
         }
     }
     for (_, mut leg) in legs.drain() {
-        let _ = leg._stream.0.finish();
+        leg.finish();
     }
 }
 
@@ -255,7 +255,14 @@ async fn pick<'a>(
     None
 }
 
-async fn open_leg(node: &Node, egress: NodeId) -> Result<Leg<'_>, Reply> {
+impl Leg<'_> {
+    /// Ends the association at the egress.
+    pub(crate) fn finish(&mut self) {
+        let _ = self._stream.0.finish();
+    }
+}
+
+pub(crate) async fn open_leg(node: &Node, egress: NodeId) -> Result<Leg<'_>, Reply> {
     let id = node.udp.new_id();
     let opening = flow::open_udp(id).map_err(|_| Reply::GeneralFailure)?;
     // Registered before the egress can answer, so that no early reply is lost.
@@ -359,7 +366,7 @@ fn send_reply(link: &Link, datagram: Bytes) {
 }
 
 /// An IPv4 address as the dual-stack socket sends to it.
-fn mapped(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn mapped(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
         v6 => v6,
