@@ -40,6 +40,26 @@ pub struct Status {
     /// The proxy listeners' flows and the flows that left the mesh here.
     #[serde(default)]
     pub proxy: ProxyStatus,
+    /// The MASQUE proxy of the HTTP/3 front, when `[masque]` is set.
+    #[serde(default)]
+    pub masque: Option<MasqueStatus>,
+}
+
+/// What the MASQUE proxy did (see [`crate::masque::MasqueCounters`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct MasqueStatus {
+    pub udp_sessions: u64,
+    pub ip_sessions: u64,
+    pub active: u64,
+    /// CONNECT-IP client addresses: the prefixes, and those held now.
+    pub addresses: Vec<String>,
+    pub unauthenticated: u64,
+    pub refused: u64,
+    pub bad_capsules: u64,
+    pub unknown_context: u64,
+    pub no_session: u64,
+    pub oversized: u64,
+    pub spoofed: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -325,6 +345,37 @@ impl Status {
                 if p.egress { "" } else { " (not an egress)" }
             );
         }
+        if let Some(m) = &self.masque {
+            let _ = writeln!(
+                out,
+                "masque: {} CONNECT-UDP, {} CONNECT-IP sessions ({} open){}; {} unauthenticated (answered as the site), {} refused",
+                m.udp_sessions,
+                m.ip_sessions,
+                m.active,
+                if m.addresses.is_empty() {
+                    String::new()
+                } else {
+                    format!(", addresses {}", m.addresses.join(" "))
+                },
+                m.unauthenticated,
+                m.refused
+            );
+            let dropped = [
+                (m.bad_capsules, "sessions ended by a malformed capsule"),
+                (m.unknown_context, "datagrams of unknown contexts"),
+                (m.no_session, "datagrams for no session"),
+                (m.oversized, "payloads too large to go on"),
+                (m.spoofed, "packets from unassigned sources"),
+            ];
+            let dropped: Vec<String> = dropped
+                .iter()
+                .filter(|(n, _)| *n > 0)
+                .map(|(n, what)| format!("{n} {what}"))
+                .collect();
+            if !dropped.is_empty() {
+                let _ = writeln!(out, "  dropped: {}", dropped.join(", "));
+            }
+        }
         if !self.routes.is_empty() {
             let _ = writeln!(out, "routes:");
             for r in &self.routes {
@@ -393,6 +444,7 @@ mod tests {
             relay: RelayStatus::default(),
             held: HeldStatus::default(),
             proxy: ProxyStatus::default(),
+            masque: None,
             handshakes: HandshakeStatus::default(),
             certificate: Some(CertificateStatus {
                 serial: "01:ab".into(),
@@ -502,6 +554,23 @@ mod tests {
             text.contains("egress: 4 flows of other nodes left the mesh here, 0 refused\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn render_shows_the_masque_proxy_and_its_drops_when_there() {
+        let mut s = sample();
+        assert!(!s.render().contains("masque"));
+        s.masque = Some(MasqueStatus {
+            udp_sessions: 2,
+            ip_sessions: 1,
+            active: 1,
+            addresses: vec!["10.77.0.128/25".into()],
+            unauthenticated: 3,
+            spoofed: 4,
+            ..MasqueStatus::default()
+        });
+        let text = s.render();
+        assert!(text.contains("masque: 2 CONNECT-UDP, 1 CONNECT-IP sessions (1 open), addresses 10.77.0.128/25; 3 unauthenticated (answered as the site), 0 refused\n  dropped: 4 packets from unassigned sources\n"), "{text}");
     }
 
     #[test]

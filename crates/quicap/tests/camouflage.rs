@@ -572,39 +572,6 @@ fn base64_decode(text: &str) -> Vec<u8> {
         .expect("base64 from h3.py")
 }
 
-/// Starts Caddy in `ns` with the site blocks `sites` (its files named by `name` in
-/// `dir`), speaking `protocols`, and waits until curl run with `probe` gets an answer;
-/// killed on drop.
-fn caddy(
-    ns: &Netns,
-    dir: &Path,
-    name: &str,
-    protocols: &str,
-    sites: &str,
-    probe: &[&str],
-) -> Background {
-    let caddyfile = dir.join(format!("Caddyfile.{name}"));
-    std::fs::write(
-        &caddyfile,
-        format!(
-            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tservers {{\n\t\tprotocols {protocols}\n\t}}\n}}\n{sites}"
-        ),
-    )
-    .expect("Caddyfile");
-    let mut cmd = ns.cmd(&["caddy", "run", "--adapter", "caddyfile", "--config"]);
-    cmd.arg(&caddyfile)
-        .env("XDG_CONFIG_HOME", dir.join(format!("caddy-{name}-config")))
-        .env("XDG_DATA_HOME", dir.join(format!("caddy-{name}-data")));
-    let server = background(cmd);
-    let mut args = vec!["curl", "-sk", "-o", "/dev/null"];
-    args.extend_from_slice(probe);
-    let up = wait_until(Duration::from_secs(10), || {
-        ns.cmd(&args).status().is_ok_and(|s| s.success())
-    });
-    assert!(up.is_some(), "caddy ({name}) did not start");
-    server
-}
-
 /// Starts Caddy in `ns` serving `root` with the same web certificate on `port`, TCP and
 /// UDP; killed on drop.
 fn reference_server(ns: &Netns, dir: &Path, root: &Path, port: u16) -> Background {

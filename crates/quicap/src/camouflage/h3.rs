@@ -124,7 +124,13 @@ impl Gate {
         let Some(authority) = node_request(parts) else {
             return Some(stream);
         };
-        let Some(proof) = parts.headers.get(header::AUTHORIZATION) else {
+        // Only a Concealed proof asks for a node link; other credentials are a MASQUE
+        // client's.
+        let Some(proof) = parts.headers.get(header::AUTHORIZATION).filter(|p| {
+            p.as_bytes()
+                .get(..10)
+                .is_some_and(|s| s.eq_ignore_ascii_case(b"concealed "))
+        }) else {
             return Some(stream);
         };
         let peer = match self

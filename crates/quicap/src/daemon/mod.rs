@@ -473,6 +473,7 @@ impl Node {
             relay: self.relay_status(),
             held: self.held.status(),
             proxy: self.proxy_status(),
+            masque: self.masque.as_ref().map(|m| m.status()),
             handshakes: {
                 let a = self.admission();
                 crate::status::HandshakeStatus {

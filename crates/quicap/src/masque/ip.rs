@@ -242,6 +242,7 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
                         if matches!(error, IcmpError::TooBig { .. }) {
                             count(&counters.oversized);
                         }
+                        debug!(%who, %destination, ?error, "CONNECT-IP packet answered with an ICMP error");
                         if let Some(n) = packet::icmp_error(&payload, error, destination, &mut icmp) {
                             if out.payload(&icmp[..n]).await.is_err() {
                                 break;

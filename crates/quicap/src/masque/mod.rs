@@ -63,6 +63,26 @@ impl Masque {
     }
 }
 
+impl Masque {
+    pub fn status(&self) -> crate::status::MasqueStatus {
+        let c = &self.counters;
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        crate::status::MasqueStatus {
+            udp_sessions: load(&c.udp_sessions),
+            ip_sessions: load(&c.ip_sessions),
+            active: load(&c.active),
+            addresses: self.pool.prefixes().iter().map(|p| p.to_string()).collect(),
+            unauthenticated: load(&c.unauthenticated),
+            refused: load(&c.refused),
+            bad_capsules: load(&c.bad_capsules),
+            unknown_context: load(&c.unknown_context),
+            no_session: load(&c.no_session),
+            oversized: load(&c.oversized),
+            spoofed: load(&c.spoofed),
+        }
+    }
+}
+
 /// What the MASQUE proxy did, for `quicap status`.
 #[derive(Debug, Default)]
 pub struct MasqueCounters {

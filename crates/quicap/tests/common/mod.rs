@@ -970,3 +970,36 @@ pub fn run_tool(ns: &Netns, tool: &str, args: &[&str]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("the tool prints JSON")
 }
+
+/// Starts Caddy in `ns` with the site blocks `sites` (its files named by `name` in
+/// `dir`), speaking `protocols`, and waits until curl run with `probe` gets an answer;
+/// killed on drop.
+pub fn caddy(
+    ns: &Netns,
+    dir: &Path,
+    name: &str,
+    protocols: &str,
+    sites: &str,
+    probe: &[&str],
+) -> Background {
+    let caddyfile = dir.join(format!("Caddyfile.{name}"));
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tservers {{\n\t\tprotocols {protocols}\n\t}}\n}}\n{sites}"
+        ),
+    )
+    .expect("Caddyfile");
+    let mut cmd = ns.cmd(&["caddy", "run", "--adapter", "caddyfile", "--config"]);
+    cmd.arg(&caddyfile)
+        .env("XDG_CONFIG_HOME", dir.join(format!("caddy-{name}-config")))
+        .env("XDG_DATA_HOME", dir.join(format!("caddy-{name}-data")));
+    let server = background(cmd);
+    let mut args = vec!["curl", "-sk", "-o", "/dev/null"];
+    args.extend_from_slice(probe);
+    let up = wait_until(Duration::from_secs(10), || {
+        ns.cmd(&args).status().is_ok_and(|s| s.success())
+    });
+    assert!(up.is_some(), "caddy ({name}) did not start");
+    server
+}

@@ -1,0 +1,368 @@
+//! The MASQUE proxy of the HTTP/3 front, end to end, with clients this project did not
+//! write: curl_cffi's libcurl as a CONNECT-UDP client making an HTTP/3 request to
+//! Caddy behind an egress node, and a CONNECT-IP client written for the tests from RFC
+//! 9484 on aioquic (tests/tools/connect_ip.py) that gets an address and pings through
+//! the mesh. The client runs in a namespace of its own and reaches only node-a's
+//! HTTP/3 front.
+//!
+//! ```text
+//!  client ──198.51.100.0/24── node-a ──192.0.2.0/24── node-b [──203.0.113.0/24── node-c]
+//!          (MASQUE, camouflage)        (egress)                 (egress, two hops)
+//!                                         └──10.233.0.0/24── web (Caddy, HTTP/3)
+//! ```
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+const CONNECT: Duration = Duration::from_secs(20);
+const FRONT: &str = "198.51.100.1";
+const WEB_ADDR: &str = "10.233.0.2";
+const WEB_NAME: &str = "web.masque.test";
+const BODY: &str = "through MASQUE";
+const TOKEN: &str = "k7Qm2xVd9pLs4RtZ";
+/// node-a's CONNECT-IP clients' addresses: inside its TUN's prefixes and its
+/// certificate's subnets.
+const POOL: &str = "addresses = [\"10.77.0.128/25\", \"fd77::8000/113\"]";
+
+/// A name only the processes of one namespace resolve. Removed on drop.
+struct Hosts(std::path::PathBuf);
+
+impl Hosts {
+    fn new(ns: &Netns, line: &str) -> Hosts {
+        let dir = std::path::PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).expect("test setup");
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{line}\n"))
+            .expect("test setup");
+        Hosts(dir)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Caddy in `ns` on `WEB_ADDR`:8443 (TCP and UDP), answering [`BODY`] over HTTP/3.
+fn web_server(ns: &Netns, dir: &Path) -> Background {
+    std::fs::create_dir_all(dir).expect("test setup");
+    let (cert, key, _) = web_cert(dir);
+    let site = format!(
+        "https://{WEB_NAME}:8443 {{\n\tbind {WEB_ADDR}\n\ttls {} {}\n\trespond \"{BODY}\"\n}}\n",
+        cert.display(),
+        key.display()
+    );
+    let resolve = format!("{WEB_NAME}:8443:{WEB_ADDR}");
+    let url = format!("https://{WEB_NAME}:8443/");
+    caddy(
+        ns,
+        dir,
+        "masque",
+        "h1 h2 h3",
+        &site,
+        &["--resolve", &resolve, &url],
+    )
+}
+
+/// The `[masque]` section of node-a, with `extra` lines.
+fn masque_section(extra: &str) -> String {
+    format!(
+        "\n[masque]\ntokens = [\"{TOKEN}\"]\nusers = [{{ username = \"alice\", password = \"s3cret\" }}]\n{POOL}\n{extra}\n"
+    )
+}
+
+/// The mesh of a test: node-a (camouflage, MASQUE) dialing node-b, node-b the egress
+/// with Caddy behind it; with `three`, node-c two hops away is the egress instead.
+struct Mesh {
+    client: Netns,
+    node_a: Node,
+    node_b: Node,
+    node_c: Option<Node>,
+    _ns: Vec<Netns>,
+    _hosts: Hosts,
+    _web: Background,
+    _pki: Pki,
+}
+
+const EGRESS: &str = "\n[egress]\nallow = [\"10.233.0.0/24\"]\nports = [8443]\n";
+
+fn mesh(masque_extra: &str, three: bool) -> Mesh {
+    require_root();
+    let pki = Pki::new("masquenet");
+    let (client, a, b, w) = (Netns::new(), Netns::new(), Netns::new(), Netns::new());
+    link(&client, "198.51.100.2", &a, FRONT);
+    link(&a, "192.0.2.1", &b, "192.0.2.2");
+    let c = three.then(Netns::new);
+    let egress_ns = c.as_ref().unwrap_or(&b);
+    link(egress_ns, "10.233.0.1", &w, WEB_ADDR);
+    let hosts = Hosts::new(egress_ns, &format!("{WEB_ADDR} {WEB_NAME}"));
+    let web = web_server(&w, &pki.dir.path().join("www"));
+
+    let dir_a = pki.issue(
+        "node-a",
+        A_ADDRS,
+        &["--subnet", "10.77.0.128/25", "--subnet", "fd77::8000/113"],
+    );
+    let (web_a, _) = web_section(&dir_a);
+    // node-a shows the web site to the world but dials node-b as a private node: flows
+    // ride the QUIC streams of a private link.
+    let extra_a = web_a
+        + &masque_section(masque_extra)
+        + "\n[[peer]]\nname = \"node-b\"\nendpoint = \"192.0.2.2:4433\"\nmode = \"private\"\n";
+    let cfg_a = write_config(
+        &pki,
+        &dir_a,
+        &NodeSpec {
+            node_extra: "mode = \"camouflage\"",
+            extra: &extra_a,
+            ..NodeSpec::new("node-a", A_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let node_a = Node::start(&a, "node-a", &cfg_a);
+
+    let b_sign: &[&str] = if three { &[] } else { &["--egress"] };
+    let b_extra = if three { "" } else { EGRESS };
+    let peers_b: Vec<(&str, Option<&str>)> = if three {
+        vec![("node-a", None), ("node-c", Some("203.0.113.2:4433"))]
+    } else {
+        vec![("node-a", None)]
+    };
+    let cfg_b = node_config(
+        &pki,
+        b_sign,
+        &NodeSpec {
+            peers: &peers_b,
+            extra: b_extra,
+            ..NodeSpec::new("node-b", B_ADDRS, "0.0.0.0:4433")
+        },
+    );
+    let node_b = Node::start(&b, "node-b", &cfg_b);
+    let node_c = c.as_ref().map(|c| {
+        link(&b, "203.0.113.1", c, "203.0.113.2");
+        let peers_c = [("node-b", None)];
+        let cfg_c = node_config(
+            &pki,
+            &["--egress"],
+            &NodeSpec {
+                peers: &peers_c,
+                extra: EGRESS,
+                ..NodeSpec::new("node-c", &["10.77.0.3/24", "fd77::3/64"], "0.0.0.0:4433")
+            },
+        );
+        Node::start(c, "node-c", &cfg_c)
+    });
+    let far = if three { "10.77.0.3" } else { "10.77.0.2" };
+    assert!(
+        a.wait_ping(far, CONNECT).is_some(),
+        "node-a never reached {far} through the mesh"
+    );
+    let mut ns = vec![a, b, w];
+    ns.extend(c);
+    Mesh {
+        client,
+        node_a,
+        node_b,
+        node_c,
+        _ns: ns,
+        _hosts: hosts,
+        _web: web,
+        _pki: pki,
+    }
+}
+
+/// An HTTP/3 request from the client through node-a's CONNECT-UDP proxy to the web
+/// server: (status, HTTP version, body, curl's error).
+fn via_connect_udp(m: &Mesh, credentials: &str) -> (u64, u64, String, String) {
+    let v = run_tool(
+        &m.client,
+        "masque_udp.py",
+        &[
+            &format!("https://{FRONT}:4433"),
+            &format!("https://{WEB_NAME}:8443/"),
+            credentials,
+        ],
+    );
+    (
+        v["status"].as_u64().unwrap_or(0),
+        v["version"].as_u64().unwrap_or(0),
+        v["body"].as_str().unwrap_or("").to_owned(),
+        v["error"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+/// The CONNECT-IP client against node-a's front with `args`.
+fn connect_ip(m: &Mesh, args: &[&str]) -> serde_json::Value {
+    let mut all = vec![FRONT, "4433"];
+    all.extend_from_slice(args);
+    run_tool(&m.client, "connect_ip.py", &all)
+}
+
+/// The replies of the pings of a CONNECT-IP run, in order.
+fn replies(v: &serde_json::Value) -> Vec<String> {
+    v["pings"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .map(|p| p["reply"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn masque_status(node: &Node) -> serde_json::Value {
+    json(&node.status(true))["masque"].clone()
+}
+
+#[test]
+fn curl_makes_an_http3_request_through_connect_udp_to_a_server_behind_the_egress() {
+    let m = mesh("egress = [\"node-b\"]", false);
+    // The name resolves at the egress only; the client reaches nothing but node-a.
+    let (status, version, body, error) = via_connect_udp(&m, "basic:alice:s3cret");
+    assert_eq!((status, body.as_str()), (200, BODY), "{error}");
+    assert_eq!(version, 30, "the answer came over HTTP/3");
+    let (status, _, body, error) = via_connect_udp(&m, &format!("bearer:{TOKEN}"));
+    assert_eq!((status, body.as_str()), (200, BODY), "{error}");
+    // Without credentials, or with wrong ones, the front is the web site it shows
+    // everyone: no tunnel, and no 407 that would tell a proxy is there.
+    for credentials in ["none", "basic:alice:wrong", "bearer:0000000000000000"] {
+        let (status, _, _, error) = via_connect_udp(&m, credentials);
+        assert_eq!(status, 0, "{credentials}: {error}");
+        assert!(!error.contains("407"), "{credentials}: {error}");
+    }
+    let s = masque_status(&m.node_a);
+    println!("{s}");
+    assert_eq!(s["udp_sessions"], 2, "{s}");
+    assert_eq!(s["unauthenticated"], 3, "{s}");
+    let egress = json(&m.node_b.status(true));
+    assert_eq!(egress["proxy"]["egress_flows"], 2, "{egress}");
+    let text = String::from_utf8_lossy(&m.node_a.status(false).stdout).into_owned();
+    assert!(text.contains("masque: 2 CONNECT-UDP"), "{text}");
+}
+
+#[test]
+fn a_connect_ip_client_gets_an_address_and_pings_across_the_mesh() {
+    let m = mesh("", false);
+    let bearer = format!("bearer:{TOKEN}");
+    let v = connect_ip(
+        &m,
+        &[
+            &bearer,
+            "10.77.0.2:84",
+            "10.77.0.1:84",
+            "fd77::2:1280",
+            "192.0.2.99:84",
+            "10.77.0.9:84",
+        ],
+    );
+    println!("{v}");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(
+        v["addresses"],
+        serde_json::json!(["10.77.0.129/32", "fd77::8001/128"]),
+        "{v}"
+    );
+    assert_eq!(
+        v["routes"],
+        serde_json::json!([
+            "0.0.0.0-255.255.255.255/0",
+            "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/0"
+        ]),
+        "{v}"
+    );
+    // node-b through the mesh, node-a itself, node-b over IPv6 with a 1280-byte
+    // packet; an address outside the mesh that node-a may not egress to (ICMP
+    // administratively prohibited), an overlay address no node has (unreachable).
+    assert_eq!(
+        replies(&v),
+        ["echo", "echo", "echo", "prohibited", "unreachable"],
+        "{v}"
+    );
+    assert_eq!(v["pings"][2]["len"], 1280, "{v}");
+    // The same in DATAGRAM capsules: answered in capsules.
+    let v = connect_ip(&m, &[&bearer, "--capsules", "10.77.0.2:84", "fd77::2:1280"]);
+    assert_eq!(replies(&v), ["echo", "echo"], "{v}");
+    assert_eq!(v["capsule_packets"], 2, "{v}");
+    // A client whose datagrams cannot carry 1280-byte IPv6 packets is refused.
+    let small = connect_ip(&m, &[&bearer, "--max-datagram", "1200"]);
+    assert_eq!(small["status"], 502, "{small}");
+    // Basic credentials admit too; none get the site's answer.
+    let basic = connect_ip(&m, &["basic:alice:s3cret", "10.77.0.2:84"]);
+    assert_eq!(replies(&basic), ["echo"], "{basic}");
+    let none = connect_ip(&m, &["none"]);
+    assert_ne!(none["status"], 200, "{none}");
+    assert_ne!(none["status"], 407, "{none}");
+    let s = masque_status(&m.node_a);
+    assert_eq!(s["ip_sessions"], 3, "{s}");
+    assert_eq!(s["refused"], 1, "{s}");
+    assert_eq!(s["unauthenticated"], 1, "{s}");
+}
+
+#[test]
+fn the_egress_two_hops_away_carries_connect_udp_and_connect_ip() {
+    let m = mesh("egress = [\"node-c\"]", true);
+    let (status, version, body, error) = via_connect_udp(&m, "basic:alice:s3cret");
+    assert_eq!((status, version, body.as_str()), (200, 30, BODY), "{error}");
+    let v = connect_ip(
+        &m,
+        &[&format!("bearer:{TOKEN}"), "10.77.0.3:84", "fd77::3:1280"],
+    );
+    assert_eq!(replies(&v), ["echo", "echo"], "{v}");
+    let c = json(&m.node_c.as_ref().expect("node-c").status(true));
+    assert_eq!(c["proxy"]["egress_flows"], 1, "{c}");
+    // node-b only relays: nothing left the mesh there.
+    let b = json(&m.node_b.status(true));
+    assert_eq!(b["proxy"]["egress_flows"], 0, "{b}");
+}
+
+#[test]
+fn bad_masque_input_is_counted_and_disturbs_nothing_else() {
+    let m = mesh("", false);
+    let bearer = format!("bearer:{TOKEN}");
+    // A spoofed source and an unknown context ID are dropped; the session goes on; a
+    // malformed capsule ends it with a reset stream.
+    let v = connect_ip(
+        &m,
+        &[&bearer, "--spoof", "--context", "--garbage", "10.77.0.2:84"],
+    );
+    assert_eq!(replies(&v), ["echo"], "{v}");
+    assert_eq!(v["reset"], true, "{v}");
+    // Paths the proxy does not serve: an admitted client gets 400 and a Proxy-Status.
+    for path in [
+        "/.well-known/masque/ip/example.com/*/",
+        "/.well-known/masque/ip/*/300/",
+    ] {
+        let v = connect_ip(&m, &[&bearer, "--path", path]);
+        assert_eq!(v["status"], 400, "{path}: {v}");
+    }
+    // A CONNECT-IP scoped to one address: only that one is reachable.
+    let v = connect_ip(
+        &m,
+        &[
+            &bearer,
+            "--path",
+            "/.well-known/masque/ip/10.77.0.2/1/",
+            "10.77.0.2:84",
+            "10.77.0.1:84",
+        ],
+    );
+    assert_eq!(replies(&v), ["echo", "prohibited"], "{v}");
+    assert_eq!(
+        v["routes"],
+        serde_json::json!(["10.77.0.2-10.77.0.2/1"]),
+        "{v}"
+    );
+    let s = masque_status(&m.node_a);
+    println!("{s}");
+    assert_eq!(s["spoofed"], 1, "{s}");
+    assert_eq!(s["unknown_context"], 1, "{s}");
+    assert_eq!(s["bad_capsules"], 1, "{s}");
+    assert_eq!(s["refused"], 2, "{s}");
+    assert_eq!(s["active"], 0, "{s}");
+    // The tunnel between the nodes never noticed.
+    assert!(m._ns[0].ping("10.77.0.2"));
+    let _ = &m.node_b;
+}
