@@ -79,6 +79,8 @@ fn masque_section(extra: &str) -> String {
 /// with Caddy behind it; with `three`, node-c two hops away is the egress instead.
 struct Mesh {
     client: Netns,
+    /// The pin of node-a's web certificate.
+    pin: String,
     node_a: Node,
     node_b: Node,
     node_c: Option<Node>,
@@ -88,7 +90,7 @@ struct Mesh {
     _pki: Pki,
 }
 
-const EGRESS: &str = "\n[egress]\nallow = [\"10.233.0.0/24\"]\nports = [8443]\n";
+const EGRESS: &str = "\n[egress]\nallow = [\"10.233.0.0/24\"]\nports = [8443, 9000]\n";
 
 fn mesh(masque_extra: &str, three: bool) -> Mesh {
     require_root();
@@ -107,7 +109,7 @@ fn mesh(masque_extra: &str, three: bool) -> Mesh {
         A_ADDRS,
         &["--subnet", "10.77.0.128/25", "--subnet", "fd77::8000/113"],
     );
-    let (web_a, _) = web_section(&dir_a);
+    let (web_a, pin) = web_section(&dir_a);
     // node-a shows the web site to the world but dials node-b as a private node: flows
     // ride the QUIC streams of a private link.
     let extra_a = web_a
@@ -164,6 +166,7 @@ fn mesh(masque_extra: &str, three: bool) -> Mesh {
     ns.extend(c);
     Mesh {
         client,
+        pin,
         node_a,
         node_b,
         node_c,
@@ -330,6 +333,10 @@ fn bad_masque_input_is_counted_and_disturbs_nothing_else() {
     );
     assert_eq!(replies(&v), ["echo"], "{v}");
     assert_eq!(v["reset"], true, "{v}");
+    // A packet larger than the link to node-b carries (sent in a capsule, which has
+    // room for it): ICMP "fragmentation needed" comes back.
+    let v = connect_ip(&m, &[&bearer, "--capsules", "10.77.0.2:1460"]);
+    assert_eq!(replies(&v), ["too-big"], "{v}");
     // Paths the proxy does not serve: an admitted client gets 400 and a Proxy-Status.
     for path in [
         "/.well-known/masque/ip/example.com/*/",
@@ -360,9 +367,126 @@ fn bad_masque_input_is_counted_and_disturbs_nothing_else() {
     assert_eq!(s["spoofed"], 1, "{s}");
     assert_eq!(s["unknown_context"], 1, "{s}");
     assert_eq!(s["bad_capsules"], 1, "{s}");
+    assert_eq!(s["oversized"], 1, "{s}");
     assert_eq!(s["refused"], 2, "{s}");
     assert_eq!(s["active"], 0, "{s}");
     // The tunnel between the nodes never noticed.
     assert!(m._ns[0].ping("10.77.0.2"));
     let _ = &m.node_b;
+}
+
+/// A CONNECT-UDP session to `WEB_ADDR`:9000 opened with the Concealed proof (RFC 9729)
+/// of the member whose config is `member_config`, as a node proves itself: the status
+/// of the answer, and the payload echoed back in an HTTP Datagram (empty if none).
+fn connect_udp_as_member(m: &Mesh, member_config: &Path) -> (u16, Vec<u8>) {
+    use base64::Engine;
+    let (loaded, _) = member(member_config);
+    let pin_b64 = m.pin.trim_start_matches("sha256//").to_owned();
+    let pin: [u8; 32] = base64::engine::general_purpose::STANDARD
+        .decode(pin_b64)
+        .expect("pin")
+        .try_into()
+        .expect("32 bytes");
+    block_on_in(&m.client, move || async move {
+        let web = quicap::config::PeerWeb {
+            server_name: Some(WEB_SITE.to_owned()),
+            pin: Some(pin),
+            roots: None,
+        };
+        let endpoint = format!("{FRONT}:4433");
+        let dial = quicap::camouflage::client::WebDial::new(&web, &endpoint).expect("dial");
+        let crypto =
+            quinn::crypto::rustls::QuicClientConfig::try_from(dial.quic.clone()).expect("QUIC TLS");
+        let config = quinn::ClientConfig::new(std::sync::Arc::new(crypto));
+        let client =
+            quinn::Endpoint::client("0.0.0.0:0".parse().expect("address")).expect("endpoint");
+        let conn = client
+            .connect_with(config, endpoint.parse().expect("address"), WEB_SITE)
+            .expect("connect")
+            .await
+            .expect("QUIC handshake");
+        let (mut driver, mut sender) = h3::client::builder()
+            .enable_extended_connect(true)
+            .enable_datagram(true)
+            .build::<_, _, bytes::Bytes>(h3_quinn::Connection::new(conn.clone()))
+            .await
+            .expect("HTTP/3");
+        tokio::spawn(async move {
+            let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        let authority = format!("{WEB_SITE}:4433");
+        let proof = quicap::camouflage::auth::prove(
+            &conn,
+            &loaded.key,
+            &loaded.cert,
+            &quicap::camouflage::auth::origin(&authority, ""),
+        )
+        .expect("proof");
+        let request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!(
+                "https://{authority}/.well-known/masque/udp/{WEB_ADDR}/9000/"
+            ))
+            .header("authorization", proof)
+            .header("capsule-protocol", "?1")
+            .extension(h3::ext::Protocol::CONNECT_UDP)
+            .body(())
+            .expect("request");
+        let mut stream = sender.send_request(request).await.expect("request sent");
+        let response = stream.recv_response().await.expect("answer");
+        let status = response.status().as_u16();
+        if status != 200 {
+            return (status, Vec::new());
+        }
+        let id = stream.id().into_inner();
+        let mut datagram = quicap_wire::masque::datagram_prefix(id).expect("prefix");
+        let prefix_len = datagram.len();
+        datagram.extend_from_slice(b"a member speaks");
+        let mut echoed = Vec::new();
+        for _ in 0..5 {
+            conn.send_datagram(bytes::Bytes::from(datagram.clone()))
+                .expect("datagram");
+            let read = tokio::time::timeout(Duration::from_secs(1), conn.read_datagram()).await;
+            if let Ok(Ok(d)) = read {
+                echoed = d[prefix_len..].to_vec();
+                break;
+            }
+        }
+        (status, echoed)
+    })
+}
+
+#[test]
+fn a_node_certificate_admits_a_masque_client() {
+    let m = mesh("nodes = true\negress = [\"node-b\"]", false);
+    let _echo = background(m._ns[2].cmd(&[
+        "socat",
+        &format!("UDP-RECVFROM:9000,bind={WEB_ADDR},fork"),
+        "PIPE",
+    ]));
+    // A laptop of the network: a certificate, and no node running.
+    let laptop = node_config(
+        &m._pki,
+        &[],
+        &NodeSpec::new("laptop", &["10.77.0.50/24"], "0.0.0.0:4433"),
+    );
+    let (status, echoed) = connect_udp_as_member(&m, &laptop);
+    assert_eq!(status, 200);
+    assert_eq!(echoed, b"a member speaks");
+    // A certificate of another network proves nothing: the site's answer.
+    let other = Pki::new("othernet");
+    let stranger = node_config(
+        &other,
+        &[],
+        &NodeSpec::new("laptop", &["10.77.0.50/24"], "0.0.0.0:4433"),
+    );
+    let (status, _) = connect_udp_as_member(&m, &stranger);
+    assert_ne!(status, 200);
+    assert_ne!(status, 407);
+    let s = masque_status(&m.node_a);
+    assert_eq!(
+        (s["udp_sessions"].as_u64(), s["unauthenticated"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
 }
