@@ -92,28 +92,48 @@ struct Mesh {
 
 const EGRESS: &str = "\n[egress]\nallow = [\"10.233.0.0/24\"]\nports = [8443, 9000]\n";
 
-fn mesh(masque_extra: &str, three: bool) -> Mesh {
+/// Where MASQUE traffic leaves the mesh in a test.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Exit {
+    /// node-b, one hop from node-a.
+    B,
+    /// node-c, behind node-b.
+    C,
+    /// node-a itself, which reaches the web server's network through node-b's
+    /// namespace as an ordinary router.
+    A,
+}
+
+fn mesh(masque_extra: &str, exit: Exit) -> Mesh {
     require_root();
+    let three = exit == Exit::C;
     let pki = Pki::new("masquenet");
     let (client, a, b, w) = (Netns::new(), Netns::new(), Netns::new(), Netns::new());
     link(&client, "198.51.100.2", &a, FRONT);
     link(&a, "192.0.2.1", &b, "192.0.2.2");
     let c = three.then(Netns::new);
-    let egress_ns = c.as_ref().unwrap_or(&b);
-    link(egress_ns, "10.233.0.1", &w, WEB_ADDR);
-    let hosts = Hosts::new(egress_ns, &format!("{WEB_ADDR} {WEB_NAME}"));
+    let web_side = c.as_ref().unwrap_or(&b);
+    link(web_side, "10.233.0.1", &w, WEB_ADDR);
+    if exit == Exit::A {
+        run(&mut b.cmd(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        run(&mut a.cmd(&["ip", "route", "add", "10.233.0.0/24", "via", "192.0.2.2"]));
+        run(&mut w.cmd(&["ip", "route", "add", "default", "via", "10.233.0.1"]));
+    }
+    let resolver = if exit == Exit::A { &a } else { web_side };
+    let hosts = Hosts::new(resolver, &format!("{WEB_ADDR} {WEB_NAME}"));
     let web = web_server(&w, &pki.dir.path().join("www"));
 
-    let dir_a = pki.issue(
-        "node-a",
-        A_ADDRS,
-        &["--subnet", "10.77.0.128/25", "--subnet", "fd77::8000/113"],
-    );
+    let mut sign_a = vec!["--subnet", "10.77.0.128/25", "--subnet", "fd77::8000/113"];
+    if exit == Exit::A {
+        sign_a.push("--egress");
+    }
+    let dir_a = pki.issue("node-a", A_ADDRS, &sign_a);
     let (web_a, pin) = web_section(&dir_a);
     // node-a shows the web site to the world but dials node-b as a private node: flows
     // ride the QUIC streams of a private link.
     let extra_a = web_a
         + &masque_section(masque_extra)
+        + if exit == Exit::A { EGRESS } else { "" }
         + "\n[[peer]]\nname = \"node-b\"\nendpoint = \"192.0.2.2:4433\"\nmode = \"private\"\n";
     let cfg_a = write_config(
         &pki,
@@ -126,8 +146,8 @@ fn mesh(masque_extra: &str, three: bool) -> Mesh {
     );
     let node_a = Node::start(&a, "node-a", &cfg_a);
 
-    let b_sign: &[&str] = if three { &[] } else { &["--egress"] };
-    let b_extra = if three { "" } else { EGRESS };
+    let b_sign: &[&str] = if exit == Exit::B { &["--egress"] } else { &[] };
+    let b_extra = if exit == Exit::B { EGRESS } else { "" };
     let peers_b: Vec<(&str, Option<&str>)> = if three {
         vec![("node-a", None), ("node-c", Some("203.0.113.2:4433"))]
     } else {
@@ -180,12 +200,17 @@ fn mesh(masque_extra: &str, three: bool) -> Mesh {
 /// An HTTP/3 request from the client through node-a's CONNECT-UDP proxy to the web
 /// server: (status, HTTP version, body, curl's error).
 fn via_connect_udp(m: &Mesh, credentials: &str) -> (u64, u64, String, String) {
+    via_connect_udp_to(m, 8443, credentials)
+}
+
+/// [`via_connect_udp`] to the web server's `port`.
+fn via_connect_udp_to(m: &Mesh, port: u16, credentials: &str) -> (u64, u64, String, String) {
     let v = run_tool(
         &m.client,
         "masque_udp.py",
         &[
             &format!("https://{FRONT}:4433"),
-            &format!("https://{WEB_NAME}:8443/"),
+            &format!("https://{WEB_NAME}:{port}/"),
             credentials,
         ],
     );
@@ -222,7 +247,7 @@ fn masque_status(node: &Node) -> serde_json::Value {
 
 #[test]
 fn curl_makes_an_http3_request_through_connect_udp_to_a_server_behind_the_egress() {
-    let m = mesh("egress = [\"node-b\"]", false);
+    let m = mesh("egress = [\"node-b\"]", Exit::B);
     // The name resolves at the egress only; the client reaches nothing but node-a.
     let (status, version, body, error) = via_connect_udp(&m, "basic:alice:s3cret");
     assert_eq!((status, body.as_str()), (200, BODY), "{error}");
@@ -247,8 +272,29 @@ fn curl_makes_an_http3_request_through_connect_udp_to_a_server_behind_the_egress
 }
 
 #[test]
+fn a_node_that_may_egress_sends_connect_udp_from_its_own_socket_and_refuses_what_its_policy_does() {
+    let m = mesh("", Exit::A);
+    let (status, version, body, error) = via_connect_udp(&m, "basic:alice:s3cret");
+    assert_eq!((status, version, body.as_str()), (200, 30, BODY), "{error}");
+    // A port [egress] does not allow: refused at once, with the reason (curl reports
+    // the status of the proxy's answer).
+    let (status, _, _, error) = via_connect_udp_to(&m, 8444, "basic:alice:s3cret");
+    assert_eq!(status, 0);
+    assert!(error.contains("403"), "{error}");
+    let s = masque_status(&m.node_a);
+    assert_eq!(
+        (s["udp_sessions"].as_u64(), s["refused"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    // Nothing went through node-b as a node: it only routed.
+    let b = json(&m.node_b.status(true));
+    assert_eq!(b["proxy"]["egress_flows"], 0, "{b}");
+}
+
+#[test]
 fn a_connect_ip_client_gets_an_address_and_pings_across_the_mesh() {
-    let m = mesh("", false);
+    let m = mesh("", Exit::B);
     let bearer = format!("bearer:{TOKEN}");
     let v = connect_ip(
         &m,
@@ -306,7 +352,7 @@ fn a_connect_ip_client_gets_an_address_and_pings_across_the_mesh() {
 
 #[test]
 fn the_egress_two_hops_away_carries_connect_udp_and_connect_ip() {
-    let m = mesh("egress = [\"node-c\"]", true);
+    let m = mesh("egress = [\"node-c\"]", Exit::C);
     let (status, version, body, error) = via_connect_udp(&m, "basic:alice:s3cret");
     assert_eq!((status, version, body.as_str()), (200, 30, BODY), "{error}");
     let v = connect_ip(
@@ -323,7 +369,7 @@ fn the_egress_two_hops_away_carries_connect_udp_and_connect_ip() {
 
 #[test]
 fn bad_masque_input_is_counted_and_disturbs_nothing_else() {
-    let m = mesh("", false);
+    let m = mesh("", Exit::B);
     let bearer = format!("bearer:{TOKEN}");
     // A spoofed source and an unknown context ID are dropped; the session goes on; a
     // malformed capsule ends it with a reset stream.
@@ -458,7 +504,7 @@ fn connect_udp_as_member(m: &Mesh, member_config: &Path) -> (u16, Vec<u8>) {
 
 #[test]
 fn a_node_certificate_admits_a_masque_client() {
-    let m = mesh("nodes = true\negress = [\"node-b\"]", false);
+    let m = mesh("nodes = true\negress = [\"node-b\"]", Exit::B);
     let _echo = background(m._ns[2].cmd(&[
         "socat",
         &format!("UDP-RECVFROM:9000,bind={WEB_ADDR},fork"),
