@@ -17,8 +17,8 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> cargo test"
 cargo test --workspace
-echo "==> the tunnel, TCP and mesh tests again, with camouflaged nodes"
-QUICAP_TEST_MODE=camouflage cargo test -p quicap --test tunnel --test tcp --test mesh
+echo "==> the tunnel, TCP, mesh and proxy tests again, with camouflaged nodes"
+QUICAP_TEST_MODE=camouflage cargo test -p quicap --test tunnel --test tcp --test mesh --test proxy
 
 left=$(ip netns list | grep -c '^qt' || true)
 if [ "$left" -ne 0 ]; then

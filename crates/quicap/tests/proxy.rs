@@ -215,6 +215,11 @@ struct TwoNodes {
 }
 
 fn two_nodes(egress_sign: &[&str]) -> TwoNodes {
+    two_nodes_over(egress_sign, "auto")
+}
+
+/// [`two_nodes`] with node-a dialing node-b over `transport` (`"auto"`, `"tcp"`).
+fn two_nodes_over(egress_sign: &[&str], transport: &str) -> TwoNodes {
     require_root();
     let pki = Pki::new("proxynet");
     let (a, b, w) = (Netns::new(), Netns::new(), Netns::new());
@@ -223,7 +228,10 @@ fn two_nodes(egress_sign: &[&str]) -> TwoNodes {
     let hosts = Hosts::new(&b, &format!("{WEB_ADDR} {WEB_NAME}"));
     let web = web_server(&w, &pki.dir.path().join("www"));
     let node_b = start(&pki, &b, "node-b", "10.77.0.2/24", egress_sign, &[], EGRESS);
-    let node_a = ingress(&pki, &a, LISTENERS);
+    let dial = format!(
+        "{LISTENERS}\n[[peer]]\nname = \"node-b\"\nendpoint = \"192.0.2.2:4433\"\ntransport = \"{transport}\"\n"
+    );
+    let node_a = start(&pki, &a, "node-a", "10.77.0.1/24", &[], &[], &dial);
     assert!(
         wait_until(CONNECT, || node_a.peer_status("node-b")["links"]
             .as_array()
@@ -325,6 +333,44 @@ fn curl_reaches_a_web_server_behind_the_egress_through_socks5_and_http_proxies()
         egress.contains("egress: 5 flows of other nodes left the mesh here, 3 refused"),
         "{egress}"
     );
+}
+
+#[test]
+fn flows_and_udp_cross_a_tls_tcp_link_on_a_relayed_quic_link_through_it() {
+    let t = two_nodes_over(&["--egress"], "tcp");
+    let kinds = |node: &Node| -> Vec<String> {
+        node.peer_status("node-b")["links"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .map(|l| l["kind"].as_str().unwrap_or("").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(kinds(&t.node_a), ["tcp"]);
+    let socks = curl(
+        &t.a,
+        &["--socks5-hostname", "127.0.0.1:1080", &url(WEB_NAME, 8000)],
+    );
+    assert_eq!(
+        socks,
+        (0, BODY.to_owned()),
+        "SOCKS5 CONNECT over a TCP link"
+    );
+    let _echo = udp_echo(&t._w, 9000);
+    assert_eq!(
+        socks_udp(&t.a, 1080, WEB_ADDR, 9000, 5, 32),
+        (5, 5, format!("{WEB_ADDR}:9000"))
+    );
+    // The flows rode a relayed QUIC link inside the TCP one, which stays while they
+    // may come again; the tunnel goes on over the TCP link.
+    let mut now = kinds(&t.node_a);
+    now.sort();
+    assert_eq!(now, ["quic-relayed", "tcp"]);
+    assert!(t.a.ping("10.77.0.2"));
+    let s = json(&t.node_b.status(true));
+    assert_eq!(s["proxy"]["egress_flows"], 2, "{s}");
 }
 
 #[test]

@@ -172,6 +172,8 @@ pub struct Node {
     pub proxy: crate::proxy::ProxyCounters,
     /// Where the UDP payloads of proxied associations that links bring go.
     pub udp: crate::proxy::udp::UdpFlows,
+    /// The flows open with each peer (which relayed links they keep).
+    pub flow_peers: Arc<crate::proxy::FlowPeers>,
     /// The proxy listeners, as `quicap status` names them.
     proxy_listeners: Vec<String>,
     /// Where flows of other nodes may leave the mesh here (`[egress]`).
@@ -846,6 +848,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         dial_errors: dial::DialErrors::default(),
         proxy: crate::proxy::ProxyCounters::default(),
         udp: crate::proxy::udp::UdpFlows::default(),
+        flow_peers: Arc::default(),
         proxy_listeners: config
             .proxies
             .iter()

@@ -452,6 +452,16 @@ impl PeerTable {
             .any(|p| p.id == id && p.cert.authorization().egress)
     }
 
+    /// Whether the direct links of the peer with node id `id` can carry proxied flows
+    /// (any of them a QUIC link); `None` without a direct link.
+    pub fn direct_carries_flows(&self, id: NodeId) -> Option<bool> {
+        let peers = self.lock();
+        let peer = peers.values().find(|p| p.id == id)?;
+        let mut direct = peer.links.iter().filter(|l| !l.link.relayed()).peekable();
+        direct.peek()?;
+        Some(direct.any(|l| l.link.carries_flows()))
+    }
+
     /// Whether the peer with node id `id` has a relayed link, answering or not.
     pub fn has_relayed(&self, id: NodeId) -> bool {
         self.lock()

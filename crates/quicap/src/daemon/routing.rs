@@ -34,8 +34,10 @@ pub(super) async fn mesh_task(node: Arc<Node>) {
         update_relays(&node, &routes, now);
         node.held.expire(now);
         // A neighbor the mesh routes through another node keeps its relayed link: the
-        // data path sends on it rather than routed through that node.
-        let keep = node.routed_around(true);
+        // data path sends on it rather than routed through that node. So does one
+        // whose relayed link carries proxied flows its direct links cannot.
+        let mut keep = node.routed_around(true);
+        keep.extend(node.flow_peers.keeps());
         let generation = node.generation.load(std::sync::atomic::Ordering::Relaxed);
         let closed = node.peers.close_superseded_relays(now, &keep, generation);
         if closed > 0 {

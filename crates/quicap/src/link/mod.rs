@@ -158,6 +158,12 @@ impl Link {
         self.kind() == LinkKind::QuicRelayed
     }
 
+    /// Whether proxied flows can ride this link's own streams: QUIC links, direct or
+    /// relayed. HTTP/3 and TLS/TCP links carry them on a relayed link through them.
+    pub fn carries_flows(&self) -> bool {
+        matches!(self, Link::Quic { .. })
+    }
+
     pub fn id(&self) -> LinkId {
         match self {
             Link::Quic { conn, .. } | Link::H3(H3Link { conn, .. }) => LinkId(conn.stable_id()),

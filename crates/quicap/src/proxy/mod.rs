@@ -19,10 +19,11 @@ pub mod http;
 pub mod socks;
 pub mod udp;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use quicap_wire::flow::{self, Opening};
 use quicap_wire::socks::{Reply, Target};
@@ -70,8 +71,64 @@ impl ProxyCounters {
 /// the egress, the TCP connection itself.
 #[derive(Debug)]
 pub enum FlowIo {
-    Stream(quinn::SendStream, quinn::RecvStream),
+    Stream(quinn::SendStream, quinn::RecvStream, FlowUse),
     Local(TcpStream),
+}
+
+/// How long a relayed link that carried flows to a neighbour is kept after the last
+/// one ended (or after it came up, before the first).
+const FLOW_RELAY_KEEP: Duration = Duration::from_secs(60);
+
+/// The flows open with each peer, and when the last one ended. A neighbour whose
+/// direct links are HTTP/3 or TLS/TCP links (no QUIC streams of their own) carries
+/// flows on an end-to-end relayed QUIC link through the direct one; routing keeps
+/// that link while [`FlowPeers::keeps`] names the peer.
+#[derive(Debug, Default)]
+pub struct FlowPeers(Mutex<HashMap<NodeId, (u32, Instant)>>);
+
+impl FlowPeers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, (u32, Instant)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a flow with `id` while the guard lives.
+    pub fn open(self: &Arc<Self>, id: NodeId) -> FlowUse {
+        let mut peers = self.lock();
+        let entry = peers.entry(id).or_insert((0, Instant::now()));
+        entry.0 += 1;
+        FlowUse {
+            peers: self.clone(),
+            id,
+        }
+    }
+
+    /// A relayed link to `id` for flows came up: kept a while for its first flow.
+    pub fn touch(&self, id: NodeId) {
+        self.lock().entry(id).or_insert((0, Instant::now())).1 = Instant::now();
+    }
+
+    /// Peers with open flows or flows lately; forgets the others.
+    pub fn keeps(&self) -> Vec<NodeId> {
+        let mut peers = self.lock();
+        peers.retain(|_, (open, last)| *open > 0 || last.elapsed() < FLOW_RELAY_KEEP);
+        peers.keys().copied().collect()
+    }
+}
+
+/// One open flow with a peer (see [`FlowPeers`]).
+#[derive(Debug)]
+pub struct FlowUse {
+    peers: Arc<FlowPeers>,
+    id: NodeId,
+}
+
+impl Drop for FlowUse {
+    fn drop(&mut self) {
+        if let Some(entry) = self.peers.lock().get_mut(&self.id) {
+            entry.0 = entry.0.saturating_sub(1);
+            entry.1 = Instant::now();
+        }
+    }
 }
 
 /// Counts a flow as open while it lives.
@@ -165,7 +222,7 @@ async fn open_at(node: &Node, id: NodeId, target: &Target) -> Result<FlowIo, Rep
     }
     let opening = flow::open_tcp(target).map_err(|_| Reply::AddressTypeNotSupported)?;
     let (_, send, recv) = open_stream(node, id, &opening, |_| {}).await?;
-    Ok(FlowIo::Stream(send, recv))
+    Ok(FlowIo::Stream(send, recv, node.flow_peers.open(id)))
 }
 
 /// Opens a stream to the egress `id` with `opening` and waits for its status; `opened`
@@ -220,7 +277,20 @@ async fn flow_link(node: &Node, id: NodeId) -> Result<Link, Reply> {
                 if !node.peers.may_egress(id) {
                     return Err(Reply::NotAllowed);
                 }
-                return Ok(l.link);
+                if l.link.carries_flows() {
+                    return Ok(l.link);
+                }
+                // A direct HTTP/3 or TLS/TCP link has no QUIC streams for flows: an
+                // end-to-end relayed QUIC link through it has.
+                let relayed = node
+                    .peers
+                    .traffic_link(id, now, true)
+                    .filter(|r| r.link.relayed() && r.link.carries_flows());
+                if let Some(r) = relayed {
+                    return Ok(r.link);
+                }
+                node.flow_peers.touch(id);
+                node.want_relayed(id, now);
             }
             _ => {}
         }
@@ -241,18 +311,28 @@ pub async fn serve_flows(node: Arc<Node>, link: Link, peer: String) {
     let Link::Quic { conn, .. } = &link else {
         return;
     };
+    let id = quicap_pki::node_id(&peer);
+    if link.relayed() && node.peers.direct_carries_flows(id) == Some(false) {
+        // Dialed for flows, most likely: kept for the first one.
+        node.flow_peers.touch(id);
+    }
     while let Ok((send, recv)) = conn.accept_bi().await {
         let (node, link, peer) = (node.clone(), link.clone(), peer.clone());
-        tokio::spawn(async move { serve_flow(&node, &link, &peer, send, recv).await });
+        tokio::spawn(async move {
+            let open = node.flow_peers.open(id);
+            serve_flow(&node, &link, &peer, (send, recv), open).await
+        });
     }
 }
 
+/// Serves one stream a peer opened: a TCP flow or a UDP association; `open` counts it
+/// while it lasts.
 async fn serve_flow(
     node: &Node,
     link: &Link,
     peer: &str,
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
+    (mut send, mut recv): (quinn::SendStream, quinn::RecvStream),
+    open: FlowUse,
 ) {
     let counters = &node.proxy;
     let mut buf = Vec::with_capacity(flow::MAX_OPEN);
@@ -290,6 +370,7 @@ async fn serve_flow(
         Opening::Tcp(target) => target,
         Opening::Udp(id) => {
             debug!(%peer, id, "UDP association");
+            let _open = open;
             return udp::serve_association(node, link, id, send, recv).await;
         }
     };
@@ -316,7 +397,7 @@ async fn serve_flow(
     if !early.is_empty() && tcp.write_all(&early).await.is_err() {
         return;
     }
-    carry(&mut tcp, FlowIo::Stream(send, recv)).await;
+    carry(&mut tcp, FlowIo::Stream(send, recv, open)).await;
 }
 
 /// Connects to `target` as this node's egress policy allows, resolving a name here.
@@ -378,7 +459,7 @@ fn connect_error(e: &std::io::Error) -> Reply {
 /// Writes bytes a client sent before its flow opened into the flow.
 pub async fn write_flow(io: &mut FlowIo, bytes: &[u8]) -> std::io::Result<()> {
     match io {
-        FlowIo::Stream(send, _) => send.write_all(bytes).await.map_err(std::io::Error::from),
+        FlowIo::Stream(send, ..) => send.write_all(bytes).await.map_err(std::io::Error::from),
         FlowIo::Local(tcp) => tcp.write_all(bytes).await,
     }
 }
@@ -388,7 +469,7 @@ pub async fn write_flow(io: &mut FlowIo, bytes: &[u8]) -> std::io::Result<()> {
 /// shutdown on TCP).
 pub async fn carry(client: &mut TcpStream, io: FlowIo) {
     let result = match io {
-        FlowIo::Stream(send, recv) => {
+        FlowIo::Stream(send, recv, _open) => {
             let mut stream = tokio::io::join(recv, send);
             tokio::io::copy_bidirectional(client, &mut stream).await
         }

@@ -125,6 +125,7 @@ pub(crate) struct Leg<'a> {
     pub(crate) id: u32,
     pub(crate) route: Route<'a>,
     _stream: (quinn::SendStream, quinn::RecvStream),
+    _open: super::FlowUse,
 }
 
 /// Serves a SOCKS5 UDP ASSOCIATE: a UDP socket beside the listener for the client's
@@ -277,6 +278,7 @@ pub(crate) async fn open_leg(node: &Node, egress: NodeId) -> Result<Leg<'_>, Rep
         id,
         route,
         _stream: (send, recv),
+        _open: node.flow_peers.open(egress),
     })
 }
 
