@@ -66,6 +66,9 @@ impl Pool {
     /// Takes a packet for an address of the pool: to its client's queue, or dropped if
     /// it has none (false: not the pool's).
     pub fn deliver(&self, ip_packet: &[u8]) -> bool {
+        if self.prefixes.is_empty() {
+            return false;
+        }
         let Some((_, destination)) = packet::addresses(ip_packet) else {
             return false;
         };
