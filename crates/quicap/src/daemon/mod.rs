@@ -174,6 +174,11 @@ pub struct Node {
     pub udp: crate::proxy::udp::UdpFlows,
     /// The flows open with each peer (which relayed links they keep).
     pub flow_peers: Arc<crate::proxy::FlowPeers>,
+    /// Woken when a peer connects or goes (the certificate expiry watch).
+    peers_moved: tokio::sync::Notify,
+    /// Woken when a link that was idle carries tunnel traffic again (the scheduling
+    /// governor, asleep while the node is idle).
+    pub traffic_resumed: tokio::sync::Notify,
     /// The proxy listeners, as `quicap status` names them.
     proxy_listeners: Vec<String>,
     /// Where flows of other nodes may leave the mesh here (`[egress]`).
@@ -370,6 +375,7 @@ impl Node {
 
     /// Called after every change of the peer table with the number of connected peers.
     pub fn peers_changed(&self, connected: usize) {
+        self.peers_moved.notify_one();
         if self.no_carrier {
             self.carrier.send_if_modified(|on| {
                 let want = connected > 0;
@@ -849,6 +855,8 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         proxy: crate::proxy::ProxyCounters::default(),
         udp: crate::proxy::udp::UdpFlows::default(),
         flow_peers: Arc::default(),
+        peers_moved: tokio::sync::Notify::new(),
+        traffic_resumed: tokio::sync::Notify::new(),
         proxy_listeners: config
             .proxies
             .iter()

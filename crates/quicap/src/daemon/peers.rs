@@ -618,6 +618,11 @@ impl PeerTable {
         }
     }
 
+    /// The end of the earliest-ending certificate among the connected peers.
+    pub fn earliest_not_after(&self) -> Option<time::OffsetDateTime> {
+        self.lock().values().map(|p| p.cert.cert().not_after).min()
+    }
+
     /// The link `id` of the peer called `name`.
     pub fn link_by_id(&self, name: &str, id: LinkId) -> Option<Link> {
         self.lock()

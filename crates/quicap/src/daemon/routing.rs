@@ -12,8 +12,10 @@ use super::Node;
 
 const MESH_TICK: Duration = Duration::from_millis(100);
 /// The routing core's pace while every link is idle (probed once a second, see
-/// [`quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due sooner.
-const MESH_QUIET_TICK: Duration = Duration::from_millis(500);
+/// [`quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due
+/// sooner: a link that closes wakes it at once, one that falls silent is seen within
+/// this.
+const MESH_QUIET_TICK: Duration = Duration::from_millis(2000);
 
 /// Drives the routing core: re-evaluates neighbors and timers every
 /// [`MESH_TICK`] ([`MESH_QUIET_TICK`] while all links are idle) or when a session

@@ -82,6 +82,14 @@ impl Scheduling {
     }
 }
 
+/// Quiet samples in a row after which the governor samples every [`DORMANT_TICK`]
+/// only (or when an idle link carries traffic again): about 2.5 s of idleness.
+const DORMANT_AFTER: u32 = 5;
+const DORMANT_TICK: Duration = Duration::from_secs(5);
+/// CPU time of the packet thread per sample below which the node counts as idle (its
+/// probes and timers take a few hundred microseconds a second).
+const DORMANT_BUSY: Duration = Duration::from_millis(2);
+
 /// This machine's id for [`Message::HostDrops`]: the first bytes of SHA-256 over a
 /// label and the kernel's boot id, which every network namespace of one running kernel
 /// shares. The boot id itself stays on the machine.
@@ -119,8 +127,22 @@ pub async fn govern(node: Arc<Node>) {
     let mut last_report: Option<Instant> = None;
     let mut governor = Governor::new();
     let mut period = sched::TICK;
+    // Quiet samples in a row with next to no CPU: the node is idle.
+    let mut dormant = 0u32;
     loop {
-        tokio::time::sleep(period).await;
+        let slept = Instant::now();
+        if dormant >= DORMANT_AFTER {
+            // Idle: sampled rarely, and at once when an idle link carries traffic again.
+            let traffic = tokio::select! {
+                () = tokio::time::sleep(DORMANT_TICK) => false,
+                () = node.traffic_resumed.notified() => true,
+            };
+            if traffic {
+                dormant = 0;
+            }
+        } else {
+            tokio::time::sleep(period).await;
+        }
         let Some(now) = thread_times() else {
             continue;
         };
@@ -128,8 +150,15 @@ pub async fn govern(node: Arc<Node>) {
         last = now;
         let busy = Duration::from_nanos(busy);
         let reported = node.scheduling.reports_pending.swap(0, Ordering::Relaxed);
-        let sampled = period;
+        // A sample over the time slept, rounded to the tick it was meant to be.
+        let sampled = if slept.elapsed() >= sched::QUIET_TICK {
+            sched::QUIET_TICK.max(period)
+        } else {
+            period
+        };
         period = governor.next_tick(busy, sampled);
+        let idle = period == sched::QUIET_TICK && busy < DORMANT_BUSY && reported == 0;
+        dormant = if idle { dormant.saturating_add(1) } else { 0 };
         if sampled != sched::TICK || !governor.wants_drops(busy) {
             // A quiet sample only sets the pace; decisions take samples of one tick.
             last_drops = None;

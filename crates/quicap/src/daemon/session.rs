@@ -393,6 +393,7 @@ async fn control_loop(
             if woken {
                 // quinn may not have sent the datagram yet: its counters lag.
                 traffic.carried(now);
+                node.traffic_resumed.notify_one();
             }
             let busy = traffic.busy(node, link, now);
             if busy == liveness.is_idle() {

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use tokio::sync::mpsc;
 use tracing::{error, info};
 
 use super::{identity, Node, TrustState};
@@ -10,32 +12,65 @@ use crate::link::CloseCode;
 
 pub(super) const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Closes connections of peers whose certificate has expired since they connected.
+/// The longest the expiry watch sleeps: a clock stepped forward is noticed within it.
+const EXPIRY_RECHECK: Duration = Duration::from_secs(600);
+
+/// Closes connections of peers whose certificate has expired since they connected: it
+/// sleeps until the earliest certificate ends (or a peer comes or goes), not ticking.
 pub(super) async fn watch_expiry(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
     loop {
-        tick.tick().await;
         let now = time::OffsetDateTime::now_utc();
         node.peers
             .close_where(CloseCode::CertificateInvalidated, |cert| {
                 (now > cert.cert().not_after).then(|| "certificate expired".to_owned())
             });
+        let wait = match node.peers.earliest_not_after() {
+            // Just past the end: `now > not_after` holds then.
+            Some(end) if end >= now => {
+                let left = (end - now).unsigned_abs() + Duration::from_millis(10);
+                left.min(EXPIRY_RECHECK)
+            }
+            // Expired and closed above; its session ends at once.
+            Some(_) => WATCH_INTERVAL,
+            None => EXPIRY_RECHECK,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = node.peers_moved.notified() => {}
+        }
     }
 }
 
-/// Files watched for changes by their modification time, every [`WATCH_INTERVAL`].
+/// Files watched for changes by their modification time. Their directories are
+/// watched with inotify (a thread of the watch's own waits for the events), so an idle
+/// node does not wake for them; every [`SAFETY_POLL`] (every [`WATCH_INTERVAL`] where
+/// inotify is unavailable) the times are compared anyway, for file systems that send
+/// no events.
 pub(super) struct FileWatch {
     paths: Vec<std::path::PathBuf>,
     last: Vec<Option<std::time::SystemTime>>,
+    events: Option<mpsc::Receiver<()>>,
     tick: tokio::time::Interval,
 }
 
+/// How often watched files are compared when inotify reports them.
+const SAFETY_POLL: Duration = Duration::from_secs(60);
+/// How long after an event the files are compared: a writer's next steps (a rename
+/// after a write, the key after the certificate) come within it.
+const SETTLE: Duration = Duration::from_millis(50);
+
 impl FileWatch {
     pub(super) fn new(paths: Vec<std::path::PathBuf>) -> FileWatch {
+        let events = watch_dirs(&paths);
         let mut watch = FileWatch {
             last: Vec::new(),
             paths,
-            tick: tokio::time::interval(WATCH_INTERVAL),
+            tick: poll(if events.is_some() {
+                SAFETY_POLL
+            } else {
+                WATCH_INTERVAL
+            }),
+            events,
         };
         watch.last = watch.stamps();
         watch
@@ -52,7 +87,27 @@ impl FileWatch {
     /// last time.
     pub(super) async fn changed(&mut self) {
         loop {
-            self.tick.tick().await;
+            match &mut self.events {
+                Some(events) => {
+                    tokio::select! {
+                        event = events.recv() => match event {
+                            Some(()) => {
+                                tokio::time::sleep(SETTLE).await;
+                                while events.try_recv().is_ok() {}
+                            }
+                            None => {
+                                // The watching thread ended: back to polling.
+                                self.events = None;
+                                self.tick = poll(WATCH_INTERVAL);
+                            }
+                        },
+                        _ = self.tick.tick() => {}
+                    }
+                }
+                None => {
+                    self.tick.tick().await;
+                }
+            }
             let now = self.stamps();
             if now != self.last {
                 self.last = now;
@@ -60,6 +115,50 @@ impl FileWatch {
             }
         }
     }
+}
+
+/// A tick every `period`, the first one a period from now.
+fn poll(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// Events of the directories of `paths` (files written, moved, created or removed, a
+/// symlink replaced included), from inotify on a thread of their own; `None` if that
+/// cannot be set up.
+fn watch_dirs(paths: &[std::path::PathBuf]) -> Option<mpsc::Receiver<()>> {
+    let inotify = Inotify::init(InitFlags::IN_CLOEXEC).ok()?;
+    let flags = AddWatchFlags::IN_CLOSE_WRITE
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_ATTRIB;
+    for path in paths {
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        inotify.add_watch(dir, flags).ok()?;
+    }
+    let (tx, rx) = mpsc::channel(1);
+    std::thread::Builder::new()
+        .name("quicap-watch".into())
+        .spawn(move || loop {
+            match inotify.read_events() {
+                Ok(_) => {
+                    // Full: a wake-up is pending already.
+                    if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        })
+        .ok()?;
+    Some(rx)
 }
 
 /// Re-reads the CRL when its file changes: new handshakes use it at once, and live
@@ -109,5 +208,45 @@ pub(super) async fn watch_web_certs(certs: Arc<crate::camouflage::WebCerts>) {
             Ok(()) => info!(names = ?certs.names(), "web certificates reloaded"),
             Err(e) => error!(error = %format!("{e:#}"), "keeping the previous web certificates"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_watch_sees_a_file_written_or_replaced_without_polling_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.crt");
+        std::fs::write(&path, "one").unwrap();
+        let mut watch = FileWatch::new(vec![path.clone()]);
+        assert!(watch.events.is_some(), "inotify is available here");
+        // Nothing changed: no answer.
+        let quiet = tokio::time::timeout(Duration::from_millis(300), watch.changed()).await;
+        assert!(quiet.is_err());
+        // Written in place, then replaced by a rename, as renewals do.
+        let changed = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            std::fs::write(&path, "two").unwrap();
+        };
+        let (seen, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), watch.changed()),
+            changed
+        );
+        assert!(seen.is_ok(), "the write was not seen");
+        let next = dir.path().join("node.crt.new");
+        std::fs::write(&next, "three").unwrap();
+        // A modification time the first write may share to the second.
+        let later = std::time::SystemTime::now() + Duration::from_secs(5);
+        std::fs::File::options()
+            .write(true)
+            .open(&next)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
+        std::fs::rename(&next, &path).unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(5), watch.changed()).await;
+        assert!(seen.is_ok(), "the rename was not seen");
     }
 }
