@@ -106,7 +106,16 @@ pub async fn drive(node: Arc<Node>, peer: PeerConfig, dialer: Arc<Dialer>) {
             info!(peer = %peer.name, transport = t.as_str(), why = choice.why, "traffic takes this transport");
             last_choice = Some(choice);
         }
-        let pause = Duration::from_millis(due.saturating_sub(node.now_ms()));
+        let mut pause = Duration::from_millis(due.saturating_sub(node.now_ms()));
+        if node.peers.linked_and_idle(&peer.name) {
+            // Idle links answer at the aligned probe instants: their deadlines (when one
+            // would fall silent) are checked just after those, not at a wake-up of
+            // their own.
+            pause = super::aligned_after(
+                pause,
+                Duration::from_millis(quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS),
+            );
+        }
         tokio::select! {
             _ = dialer.wake.notified() => {}
             _ = tokio::time::sleep(pause) => {}

@@ -103,6 +103,37 @@ struct Own {
     key: Arc<quicap_pki::NodeKey>,
 }
 
+/// The wait until the next multiple of `period` on the wall clock (at least 1 ms).
+/// The timers an idle node runs (its links' idle probes, the routing core's idle pace,
+/// the scheduling governor's idle samples) wait for such boundaries, so that they fire
+/// together, in one wake-up, and two idle peers' probes cross each other at the same
+/// moment rather than each waking the other at its own.
+pub(crate) fn aligned_pause(period: std::time::Duration) -> std::time::Duration {
+    let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    std::time::Duration::from_millis((period_ms - now_ms % period_ms).max(1))
+}
+
+/// `pause`, lengthened to end just after the next multiple of `period` on the wall
+/// clock that follows it: a deadline an idle node can meet late, met when the aligned
+/// timers (see [`aligned_pause`]) and the probe answers they bring have run.
+pub(crate) fn aligned_after(
+    pause: std::time::Duration,
+    period: std::time::Duration,
+) -> std::time::Duration {
+    /// After the boundary: the idle probes' answers arrive within it.
+    const SLACK: std::time::Duration = std::time::Duration::from_millis(20);
+    let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let due = now_ms.saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+    let boundary = due.div_ceil(period_ms).saturating_mul(period_ms);
+    std::time::Duration::from_millis(boundary - now_ms) + SLACK
+}
+
 /// Shared state of a running node.
 pub struct Node {
     pub name: String,
@@ -967,6 +998,44 @@ async fn wait_for_signal() -> Result<()> {
             _ = hup.recv() => info!(
                 "SIGHUP: nothing to do; the certificate, key and CRL are re-read whenever their files change, other settings need a restart"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn wall_ms() -> u128 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    }
+
+    #[test]
+    fn aligned_waits_end_at_the_boundaries_of_their_period() {
+        let second = Duration::from_secs(1);
+        for _ in 0..20 {
+            let before = wall_ms();
+            let pause = super::aligned_pause(second);
+            let after = wall_ms();
+            assert!(
+                pause >= Duration::from_millis(1) && pause <= second,
+                "{pause:?}"
+            );
+            // The end lies on a whole second (the clock may tick between the reads).
+            let (lo, hi) = (before + pause.as_millis(), after + pause.as_millis());
+            assert!(lo.div_ceil(1000) * 1000 <= hi, "{lo}..{hi}");
+
+            let wanted = Duration::from_millis(1_300);
+            let late = super::aligned_after(wanted, second);
+            assert!(late >= wanted, "{late:?}");
+            assert!(
+                late <= wanted + second + Duration::from_millis(20),
+                "{late:?}"
+            );
+            std::thread::sleep(Duration::from_millis(7));
         }
     }
 }

@@ -321,6 +321,13 @@ impl PeerTable {
     }
 
     /// True if no link carries tunnel traffic (all are probed at the idle rate).
+    /// True if the peer called `name` has links and every one of them is idle.
+    pub fn linked_and_idle(&self, name: &str) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|p| !p.links.is_empty() && p.links.iter().all(|l| l.liveness.is_idle()))
+    }
+
     pub fn all_idle(&self) -> bool {
         self.lock()
             .values()

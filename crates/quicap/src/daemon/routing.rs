@@ -57,7 +57,7 @@ pub(super) async fn mesh_task(node: Arc<Node>) {
         }
         pause = if node.peers.all_idle() {
             let due = node.mesh.poll_timeout().saturating_sub(node.now_ms());
-            MESH_QUIET_TICK
+            super::aligned_pause(MESH_QUIET_TICK)
                 .min(Duration::from_millis(due))
                 .max(MESH_TICK)
         } else {

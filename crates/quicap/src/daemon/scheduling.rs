@@ -134,7 +134,7 @@ pub async fn govern(node: Arc<Node>) {
         if dormant >= DORMANT_AFTER {
             // Idle: sampled rarely, and at once when an idle link carries traffic again.
             let traffic = tokio::select! {
-                () = tokio::time::sleep(DORMANT_TICK) => false,
+                () = tokio::time::sleep(super::aligned_pause(DORMANT_TICK)) => false,
                 () = node.traffic_resumed.notified() => true,
             };
             if traffic {

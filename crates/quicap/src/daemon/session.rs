@@ -384,7 +384,11 @@ async fn control_loop(
         loop {
             let silent = liveness.silent_for(node.now_ms());
             let pause = quicap_mesh::liveness::probe_pause(liveness.is_idle(), silent);
-            let pause = Duration::from_millis(pause);
+            let pause = if pause == quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS {
+                super::aligned_pause(Duration::from_millis(pause))
+            } else {
+                Duration::from_millis(pause)
+            };
             let woken = tokio::select! {
                 _ = tokio::time::sleep(pause) => false,
                 _ = liveness.traffic_on_idle_link() => true,
