@@ -222,14 +222,7 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
     loop {
         tokio::select! {
             got = incoming.next() => match got {
-                In::Datagram { context, payload, capsule } => {
-                    if capsule {
-                        out.capsules = true;
-                    }
-                    if context != wire::IP_PACKET_CONTEXT {
-                        count(&counters.unknown_context);
-                        continue;
-                    }
+                In::Payload(payload) => {
                     let Some((source, destination)) = packet::addresses(&payload) else {
                         continue;
                     };
@@ -256,10 +249,12 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
                 In::Capsule(wire::ADDRESS_REQUEST, value) => {
                     // Every request gets the addresses this client holds (RFC 9484
                     // section 4.7.1 lets the proxy assign others than asked for).
-                    let Ok(requests) = wire::parse_addresses(&value) else {
-                        count(&counters.bad_capsules);
-                        out.abort();
-                        return;
+                    let requests = match wire::parse_addresses(&value) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            out.abort(counters, who, &e);
+                            return;
+                        }
                     };
                     let answers: Vec<AssignedAddress> = requests
                         .iter()
@@ -273,20 +268,21 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
                         break;
                     }
                 }
-                In::Capsule(wire::ADDRESS_ASSIGN | wire::ROUTE_ADVERTISEMENT, value) => {
-                    let ok = wire::parse_addresses(&value).is_ok() || wire::parse_routes(&value).is_ok();
-                    if !ok {
-                        count(&counters.bad_capsules);
-                        out.abort();
+                In::Capsule(kind @ (wire::ADDRESS_ASSIGN | wire::ROUTE_ADVERTISEMENT), value) => {
+                    // The client's own addresses and routes: read, to refuse garbage.
+                    let parsed = match kind {
+                        wire::ADDRESS_ASSIGN => wire::parse_addresses(&value).map(drop),
+                        _ => wire::parse_routes(&value).map(drop),
+                    };
+                    if let Err(e) = parsed {
+                        out.abort(counters, who, &e);
                         return;
                     }
                 }
                 In::Capsule(..) => {}
                 In::End => break,
                 In::Malformed(e) => {
-                    count(&counters.bad_capsules);
-                    debug!(%who, error = %e, "CONNECT-IP session ended: malformed capsule");
-                    out.abort();
+                    out.abort(counters, who, &e);
                     return;
                 }
             },

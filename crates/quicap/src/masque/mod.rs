@@ -234,18 +234,21 @@ impl Front {
             Ok(p) => p,
             Err(_) => return None,
         };
+        let capsules = Arc::new(AtomicBool::new(false));
         let tunnel = Tunnel {
             out: Outgoing {
                 conn: self.conn.clone(),
                 send,
                 prefix,
-                capsules: false,
+                capsules: capsules.clone(),
                 server: self.server.clone(),
             },
             incoming: Incoming {
                 recv,
                 datagrams: rx,
                 raw: BytesMut::new(),
+                capsules,
+                node: self.node.clone(),
                 _route: route,
             },
         };
@@ -327,13 +330,9 @@ pub struct Tunnel {
 /// What a client sent.
 #[derive(Debug)]
 pub enum In {
-    /// An HTTP Datagram's payload in `context`; `capsule`: it came in a DATAGRAM
-    /// capsule.
-    Datagram {
-        context: u64,
-        payload: Bytes,
-        capsule: bool,
-    },
+    /// The payload of an HTTP Datagram in context 0 (a UDP payload, an IP packet), in
+    /// a QUIC datagram or a DATAGRAM capsule.
+    Payload(Bytes),
     /// A capsule of another type.
     Capsule(u64, Bytes),
     /// The request stream ended: so does the session.
@@ -348,37 +347,62 @@ pub struct Incoming {
     recv: RecvHalf,
     datagrams: mpsc::Receiver<(u64, Bytes)>,
     raw: BytesMut,
+    /// Set once the client sends a DATAGRAM capsule: the answers go in capsules too.
+    capsules: Arc<AtomicBool>,
+    /// Whose counters count what is dropped.
+    node: Arc<Node>,
     _route: Route,
 }
 
 impl Incoming {
-    /// The next thing the client sent (cancel-safe).
+    /// The next thing the client sent (cancel-safe). Datagrams in contexts other than
+    /// 0, which this proxy never registers (RFC 9298 section 4, RFC 9484 section 6),
+    /// are dropped and counted.
     pub async fn next(&mut self) -> In {
+        loop {
+            match self.next_any().await {
+                Any::Datagram {
+                    context: 0,
+                    payload,
+                } => return In::Payload(payload),
+                Any::Datagram { .. } => {
+                    if let Some(m) = self.node.masque.as_ref() {
+                        count(&m.counters.unknown_context);
+                    }
+                }
+                Any::Capsule(kind, value) => return In::Capsule(kind, value),
+                Any::End => return In::End,
+                Any::Malformed(e) => return In::Malformed(e),
+            }
+        }
+    }
+
+    async fn next_any(&mut self) -> Any {
         loop {
             match wire::parse_capsule(&self.raw) {
                 Ok(Some(c)) => {
                     let (kind, len, value_len) = (c.kind, c.len, c.value.len());
                     let value = self.raw.split_to(len).freeze().slice(len - value_len..);
                     if kind != DATAGRAM_CAPSULE {
-                        return In::Capsule(kind, value);
+                        return Any::Capsule(kind, value);
                     }
+                    self.capsules.store(true, Ordering::Relaxed);
                     return match wire::read_varint(&value) {
-                        Ok((context, n)) => In::Datagram {
+                        Ok((context, n)) => Any::Datagram {
                             context,
                             payload: value.slice(n..),
-                            capsule: true,
                         },
-                        Err(e) => In::Malformed(e),
+                        Err(e) => Any::Malformed(e),
                     };
                 }
                 Ok(None) => {}
-                Err(e) => return In::Malformed(e),
+                Err(e) => return Any::Malformed(e),
             }
             let data = std::future::poll_fn(|cx| self.recv.poll_recv_data(cx));
             tokio::select! {
                 d = self.datagrams.recv() => match d {
-                    Some((context, payload)) => return In::Datagram { context, payload, capsule: false },
-                    None => return In::End,
+                    Some((context, payload)) => return Any::Datagram { context, payload },
+                    None => return Any::End,
                 },
                 r = data => match r {
                     Ok(Some(mut chunk)) => {
@@ -389,11 +413,20 @@ impl Incoming {
                             chunk.advance(n);
                         }
                     }
-                    Ok(None) | Err(_) => return In::End,
+                    Ok(None) | Err(_) => return Any::End,
                 },
             }
         }
     }
+}
+
+/// What [`Incoming::next_any`] read: an HTTP Datagram of any context, or what
+/// [`In`] passes on.
+enum Any {
+    Datagram { context: u64, payload: Bytes },
+    Capsule(u64, Bytes),
+    End,
+    Malformed(MasqueError),
 }
 
 /// The proxy's side of a session: its answer, then payloads and capsules to the
@@ -404,7 +437,7 @@ pub struct Outgoing {
     /// The datagram prefix of context 0 on this request stream.
     prefix: Vec<u8>,
     /// The client sends capsules: so does the proxy.
-    pub capsules: bool,
+    capsules: Arc<AtomicBool>,
     server: Option<HeaderValue>,
 }
 
@@ -452,7 +485,7 @@ impl Outgoing {
     /// Sends a payload in context 0: a datagram, or a DATAGRAM capsule when the client
     /// sends those or no datagram carries it.
     pub async fn payload(&mut self, payload: &[u8]) -> Result<(), ()> {
-        if !self.capsules && payload.len() <= self.datagram_room() {
+        if !self.capsules.load(Ordering::Relaxed) && payload.len() <= self.datagram_room() {
             let mut d = Vec::with_capacity(self.prefix.len() + payload.len());
             d.extend_from_slice(&self.prefix);
             d.extend_from_slice(payload);
@@ -475,8 +508,10 @@ impl Outgoing {
         self.send.send_data(Bytes::from(out)).await.map_err(|_| ())
     }
 
-    /// Ends the session for a protocol violation of the client's.
-    pub fn abort(&mut self) {
+    /// Ends the session for a malformed capsule of the client's, counted.
+    pub fn abort(&mut self, counters: &MasqueCounters, who: &str, error: &MasqueError) {
+        count(&counters.bad_capsules);
+        debug!(%who, %error, "MASQUE session ended: malformed capsule");
         self.send.stop_stream(h3::error::Code::H3_DATAGRAM_ERROR);
     }
 
@@ -513,7 +548,7 @@ impl std::fmt::Debug for Incoming {
 impl std::fmt::Debug for Outgoing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outgoing")
-            .field("capsules", &self.capsules)
+            .field("capsules", &self.capsules.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
 }

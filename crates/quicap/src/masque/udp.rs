@@ -68,15 +68,7 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
     loop {
         tokio::select! {
             got = incoming.next() => match got {
-                In::Datagram { context, payload, capsule } => {
-                    if capsule {
-                        out.capsules = true;
-                    }
-                    if context != wire::IP_PACKET_CONTEXT {
-                        // RFC 9298 section 4: context IDs this proxy never registered.
-                        count(&counters.unknown_context);
-                        continue;
-                    }
+                In::Payload(payload) => {
                     match &egress {
                         Egress::Local(socket) => {
                             if socket.send(&payload).await.is_err() {
@@ -95,9 +87,7 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
                 In::Capsule(..) => {}
                 In::End => break,
                 In::Malformed(e) => {
-                    count(&counters.bad_capsules);
-                    debug!(%who, error = %e, "CONNECT-UDP session ended: malformed capsule");
-                    out.abort();
+                    out.abort(counters, who, &e);
                     return;
                 }
             },
