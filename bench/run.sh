@@ -15,7 +15,7 @@
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
 # median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
-# quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg" to measure, default all; the others print as n/a), BENCH_PGO (1, the
+# quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo" to measure, default all; the others print as n/a), BENCH_PGO (1, the
 # default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
 # release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
 # `cargo install boringtun-cli` if missing).
@@ -28,7 +28,7 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
-ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg}
+ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo}
 PGO=${BENCH_PGO:-1}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 if [ "$WRITE" = 1 ] && { [ -n "${BENCH_ONLY:-}" ] || [ "$PGO" != 1 ]; }; then
@@ -329,16 +329,43 @@ for _ in $(seq 100); do inA ping -c 1 -W 1 10.88.0.2 >/dev/null 2>&1 && break; s
 TUNNEL_PIDS="$(pgrep -d ' ' -f "boringtun-cli wgq[AB]$$")" TUNNEL_DEV="wgqA$$" measure wg 10.88.0.2
 fi
 
+if want wggo; then
+echo "==> wireguard-go (userspace WireGuard, Debian's)"
+umask 077
+for n in A B; do
+  wg genkey >"$work/wgg$n.key"
+  wg pubkey <"$work/wgg$n.key" >"$work/wgg$n.pub"
+done
+for n in A B; do
+  ns=$([ "$n" = A ] && echo "$A" || echo "$B")
+  # Its own recommendation for throughput is its defaults (GOMAXPROCS = the cores).
+  ip netns exec "$ns" wireguard-go "wgg$n$$" >"$work/wgg$n.log" 2>&1
+done
+setup_wgg() { # ns name self other addr peer_ip
+  ip netns exec "$1" wg set "$2" private-key "$work/wgg$3.key" listen-port 51821 \
+    peer "$(cat "$work/wgg$4.pub")" allowed-ips "$5" endpoint "$6:51821"
+}
+setup_wgg "$A" "wggA$$" A B 10.87.0.2/32 192.0.2.2
+setup_wgg "$B" "wggB$$" B A 10.87.0.1/32 192.0.2.1
+ip -n "$A" addr add 10.87.0.1/24 dev "wggA$$"
+ip -n "$B" addr add 10.87.0.2/24 dev "wggB$$"
+ip -n "$A" link set "wggA$$" mtu 1420 up
+ip -n "$B" link set "wggB$$" mtu 1420 up
+for _ in $(seq 100); do inA ping -c 1 -W 1 10.87.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+TUNNEL_PIDS="$(pgrep -d ' ' -f "wireguard-go wgg[AB]$$")" TUNNEL_DEV="wggA$$" measure wggo 10.87.0.2
+pkill -f "wireguard-go wgg[AB]$$" || true
+fi
+
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('n/a' if 'n/a' in (a,b) or not float(b) else f'{float(a)/float(b):.2f}')" "$1" "$2"; }
 val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
-  local raw quic qpl qnv qtcp qcamo qcamotcp wg relay qy
-  raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k")
+  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg relay qy
+  raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k"); wgg=$(val "wggo_$k")
   relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
   qcamo=$(val "quicapcamo_$k"); qcamotcp=$(val "quicapcamotcp_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s |\n' "$1" \
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
     "$qpl" "$(val "quicapplain_${k}_spread")" \
@@ -349,12 +376,13 @@ row() { # title key
     "$relay" "$(val "relay_${k}_spread")" \
     "$qy" "$(val "quincy_${k}_spread")" \
     "$wg" "$(val "wg_${k}_spread")" \
-    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
+    "$wgg" "$(val "wggo_${k}_spread")" \
+    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$quic" "$wgg")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | QUICAP / Quincy | QUICAP / boringtun | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | wireguard-go | QUICAP / Quincy | QUICAP / boringtun | QUICAP / wireguard-go | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -392,7 +420,8 @@ tunnel inside an HTTP/3 CONNECT-IP request; and the same with \`transport = "tcp
 tunnel over TLS/TCP after an HTTP/1.1 upgrade to connect-ip),
 QUICAP through one intermediate node (a third namespace; the end nodes hold an
 end-to-end connection whose packets it forwards as relay frames, undecrypted),
-boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
+boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), Debian's
+wireguard-go (the same configuration, its defaults otherwise), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
 crates.io, mutual TLS, MTU 1400). All are measured in the same invocation; absolute figures
 on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
 

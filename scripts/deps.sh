@@ -21,6 +21,7 @@ command -v caddy >/dev/null || need+=(caddy)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = "--bench" ]; then
   command -v wg >/dev/null || need+=(wireguard-tools)
+  command -v wireguard-go >/dev/null || need+=(wireguard-go)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
