@@ -4,7 +4,7 @@
 # scripts/build-pgo.sh, and as a plain release build), QUICAP forwarded through one
 # intermediate node,
 # Quincy (quincy-server/quincy-client, mutual TLS, same MTU) and userspace WireGuard
-# (boringtun-cli configured with wg): iperf3 TCP with 1 and 4
+# (boringtun-cli and Debian's wireguard-go, configured with wg), Nebula: iperf3 TCP with 1 and 4
 # streams, iperf3 UDP (with iperf3's default socket buffers and with 4 MiB ones, which
 # needs net.core.rmem_max of at least 4 MiB), the tunnel's CPU per packet of that UDP
 # flood, and ping RTT idle and under a TCP load. Prints a table with each figure's
@@ -15,10 +15,12 @@
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
 # median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
-# quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo" to measure, default all; the others print as n/a), BENCH_PGO (1, the
+# quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula" to measure, default all; the others print as n/a), BENCH_PGO (1, the
 # default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
 # release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
-# `cargo install boringtun-cli` if missing).
+# `cargo install boringtun-cli` if missing), NEBULA_ROUTINES (Nebula's `routines`,
+# default the number of cores, as its documentation advises). wireguard-go and Nebula
+# are Debian's packages (scripts/deps.sh --bench installs them).
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -28,7 +30,7 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
-ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo}
+ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula}
 PGO=${BENCH_PGO:-1}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 if [ "$WRITE" = 1 ] && { [ -n "${BENCH_ONLY:-}" ] || [ "$PGO" != 1 ]; }; then
@@ -356,16 +358,75 @@ TUNNEL_PIDS="$(pgrep -d ' ' -f "wireguard-go wgg[AB]$$")" TUNNEL_DEV="wggA$$" me
 pkill -f "wireguard-go wgg[AB]$$" || true
 fi
 
+if want nebula; then
+echo "==> Nebula (Debian's)"
+nb="$work/nebula"
+mkdir -p "$nb"
+nebula-cert ca -name bench -out-crt "$nb/ca.crt" -out-key "$nb/ca.key"
+for n in A B; do
+  ip=$([ "$n" = A ] && echo 10.86.0.1 || echo 10.86.0.2)
+  peer=$([ "$n" = A ] && echo "10.86.0.2: [\"192.0.2.2:4242\"]" || echo "10.86.0.1: [\"192.0.2.1:4242\"]")
+  nebula-cert sign -name "node-$n" -ip "$ip/24" -ca-crt "$nb/ca.crt" -ca-key "$nb/ca.key" \
+    -out-crt "$nb/$n.crt" -out-key "$nb/$n.key"
+  # Nebula's own advice for throughput: as many routines as cores (Linux), larger
+  # socket buffers; the MTU the others use.
+  cat >"$nb/$n.yml" <<YML
+pki:
+  ca: $nb/ca.crt
+  cert: $nb/$n.crt
+  key: $nb/$n.key
+static_host_map:
+  $peer
+lighthouse:
+  am_lighthouse: false
+listen:
+  host: 0.0.0.0
+  port: 4242
+  read_buffer: 10485760
+  write_buffer: 10485760
+routines: ${NEBULA_ROUTINES:-$(nproc)}
+punchy:
+  punch: false
+tun:
+  dev: neb$n$$
+  mtu: 1420
+logging:
+  level: warning
+firewall:
+  outbound:
+    - port: any
+      proto: any
+      host: any
+  inbound:
+    - port: any
+      proto: any
+      host: any
+YML
+  ns=$([ "$n" = A ] && echo "$A" || echo "$B")
+  ip netns exec "$ns" nebula -config "$nb/$n.yml" >"$work/nebula$n.log" 2>&1 & pids+=($!)
+done
+for _ in $(seq 100); do inA ping -c 1 -W 1 10.86.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+if inA ping -c 1 -W 1 10.86.0.2 >/dev/null 2>&1; then
+  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV="nebA$$" measure nebula 10.86.0.2
+else
+  echo "error: Nebula did not come up; logs:" >&2
+  cat "$work/nebulaA.log" "$work/nebulaB.log" >&2
+  exit 1
+fi
+stop_nodes
+fi
+
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('n/a' if 'n/a' in (a,b) or not float(b) else f'{float(a)/float(b):.2f}')" "$1" "$2"; }
 val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
-  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg relay qy
+  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg neb relay qy
   raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k"); wgg=$(val "wggo_$k")
+  neb=$(val "nebula_$k")
   relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
   qcamo=$(val "quicapcamo_$k"); qcamotcp=$(val "quicapcamotcp_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
     "$qpl" "$(val "quicapplain_${k}_spread")" \
@@ -377,12 +438,13 @@ row() { # title key
     "$qy" "$(val "quincy_${k}_spread")" \
     "$wg" "$(val "wg_${k}_spread")" \
     "$wgg" "$(val "wggo_${k}_spread")" \
-    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$quic" "$wgg")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
+    "$neb" "$(val "nebula_${k}_spread")" \
+    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$quic" "$wgg")" "$(ratio "$quic" "$neb")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | wireguard-go | QUICAP / Quincy | QUICAP / boringtun | QUICAP / wireguard-go | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | wireguard-go | Nebula | QUICAP / Quincy | QUICAP / boringtun | QUICAP / wireguard-go | QUICAP / Nebula | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -421,7 +483,9 @@ tunnel over TLS/TCP after an HTTP/1.1 upgrade to connect-ip),
 QUICAP through one intermediate node (a third namespace; the end nodes hold an
 end-to-end connection whose packets it forwards as relay frames, undecrypted),
 boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), Debian's
-wireguard-go (the same configuration, its defaults otherwise), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
+wireguard-go (the same configuration, its defaults otherwise), Debian's Nebula 1.6
+(its own certificates, no lighthouse, \`routines\` = cores and 10 MiB socket buffers as
+its documentation advises for throughput, MTU 1420), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
 crates.io, mutual TLS, MTU 1400). All are measured in the same invocation; absolute figures
 on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
 

@@ -22,6 +22,7 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ "${1:-}" = "--bench" ]; then
   command -v wg >/dev/null || need+=(wireguard-tools)
   command -v wireguard-go >/dev/null || need+=(wireguard-go)
+  command -v nebula >/dev/null || need+=(nebula)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
