@@ -4,7 +4,7 @@
 # scripts/build-pgo.sh, and as a plain release build), QUICAP forwarded through one
 # intermediate node,
 # Quincy (quincy-server/quincy-client, mutual TLS, same MTU) and userspace WireGuard
-# (boringtun-cli and Debian's wireguard-go, configured with wg), Nebula: iperf3 TCP with 1 and 4
+# (boringtun-cli and Debian's wireguard-go, configured with wg), Nebula and OpenVPN: iperf3 TCP with 1 and 4
 # streams, iperf3 UDP (with iperf3's default socket buffers and with 4 MiB ones, which
 # needs net.core.rmem_max of at least 4 MiB), the tunnel's CPU per packet of that UDP
 # flood, and ping RTT idle and under a TCP load. Prints a table with each figure's
@@ -15,12 +15,12 @@
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
 # median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
-# quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula" to measure, default all; the others print as n/a), BENCH_PGO (1, the
+# quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula openvpn" to measure, default all; the others print as n/a), BENCH_PGO (1, the
 # default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
 # release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
 # `cargo install boringtun-cli` if missing), NEBULA_ROUTINES (Nebula's `routines`,
-# default the number of cores, as its documentation advises). wireguard-go and Nebula
-# are Debian's packages (scripts/deps.sh --bench installs them).
+# default the number of cores, as its documentation advises). wireguard-go, Nebula and
+# OpenVPN are Debian's packages (scripts/deps.sh --bench installs them).
 set -euo pipefail
 
 source "$(dirname "$0")/lib.sh"
@@ -30,7 +30,7 @@ SECS=${BENCH_SECONDS:-5}
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
-ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula}
+ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula openvpn}
 PGO=${BENCH_PGO:-1}
 want() { [[ " $ONLY " == *" $1 "* ]]; }
 if [ "$WRITE" = 1 ] && { [ -n "${BENCH_ONLY:-}" ] || [ "$PGO" != 1 ]; }; then
@@ -416,17 +416,55 @@ fi
 stop_nodes
 fi
 
+if want openvpn; then
+echo "==> OpenVPN (Debian's, UDP, AES-128-GCM, no DCO)"
+ov="$work/openvpn"
+mkdir -p "$ov"
+for n in A B; do
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj "/CN=openvpn-$n" -keyout "$ov/$n.key" -out "$ov/$n.crt" 2>/dev/null
+done
+fp() { openssl x509 -in "$1" -noout -fingerprint -sha256 | cut -d= -f2; }
+for n in A B; do
+  ns=$([ "$n" = A ] && echo "$A" || echo "$B")
+  other=$([ "$n" = A ] && echo B || echo A)
+  remote=$([ "$n" = A ] && echo 192.0.2.2 || echo 192.0.2.1)
+  ifc=$([ "$n" = A ] && echo "10.85.0.1 10.85.0.2" || echo "10.85.0.2 10.85.0.1")
+  role=$([ "$n" = A ] && echo --tls-client || echo --tls-server)
+  # Point to point with a fingerprint of the other's self-signed certificate; the
+  # kernel's data channel offload is not used (the module is not on every machine):
+  # OpenVPN's own userspace data path, with the socket buffers and queue its manual
+  # suggests for throughput.
+  # shellcheck disable=SC2086 # ifc: two addresses
+  ip netns exec "$ns" openvpn --dev tun --dev-type tun --dev "ovpn$n$$" --proto udp \
+    --lport 1194 --rport 1194 --remote "$remote" --ifconfig $ifc $role --dh none \
+    --cert "$ov/$n.crt" --key "$ov/$n.key" --peer-fingerprint "$(fp "$ov/$other.crt")" \
+    --data-ciphers AES-128-GCM --cipher AES-128-GCM --tun-mtu 1420 --disable-dco \
+    --sndbuf 4194304 --rcvbuf 4194304 --txqueuelen 1000 --verb 1 \
+    >"$work/openvpn$n.log" 2>&1 & pids+=($!)
+done
+for _ in $(seq 150); do inA ping -c 1 -W 1 10.85.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+if inA ping -c 1 -W 1 10.85.0.2 >/dev/null 2>&1; then
+  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV="ovpnA$$" measure openvpn 10.85.0.2
+else
+  echo "error: OpenVPN did not come up; logs:" >&2
+  cat "$work/openvpnA.log" "$work/openvpnB.log" >&2
+  exit 1
+fi
+stop_nodes
+fi
+
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('n/a' if 'n/a' in (a,b) or not float(b) else f'{float(a)/float(b):.2f}')" "$1" "$2"; }
 val() { eval echo "\${R_$1:-n/a}"; }
 
 row() { # title key
   local k=$2
-  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg neb relay qy
+  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg neb ovpn relay qy
   raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k"); wgg=$(val "wggo_$k")
-  neb=$(val "nebula_$k")
+  neb=$(val "nebula_$k"); ovpn=$(val "openvpn_$k")
   relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
   qcamo=$(val "quicapcamo_$k"); qcamotcp=$(val "quicapcamotcp_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
     "$qpl" "$(val "quicapplain_${k}_spread")" \
@@ -439,12 +477,13 @@ row() { # title key
     "$wg" "$(val "wg_${k}_spread")" \
     "$wgg" "$(val "wggo_${k}_spread")" \
     "$neb" "$(val "nebula_${k}_spread")" \
-    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$quic" "$wgg")" "$(ratio "$quic" "$neb")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
+    "$ovpn" "$(val "openvpn_${k}_spread")" \
+    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$quic" "$wgg")" "$(ratio "$quic" "$neb")" "$(ratio "$quic" "$ovpn")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | wireguard-go | Nebula | QUICAP / Quincy | QUICAP / boringtun | QUICAP / wireguard-go | QUICAP / Nebula | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | wireguard-go | Nebula | OpenVPN | QUICAP / Quincy | QUICAP / boringtun | QUICAP / wireguard-go | QUICAP / Nebula | QUICAP / OpenVPN | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -485,7 +524,10 @@ end-to-end connection whose packets it forwards as relay frames, undecrypted),
 boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), Debian's
 wireguard-go (the same configuration, its defaults otherwise), Debian's Nebula 1.6
 (its own certificates, no lighthouse, \`routines\` = cores and 10 MiB socket buffers as
-its documentation advises for throughput, MTU 1420), and Quincy 3 (\`quincy-server\` / \`quincy-client\` from
+its documentation advises for throughput, MTU 1420), Debian's OpenVPN 2.6 (UDP, point
+to point with self-signed certificates checked by fingerprint, AES-128-GCM, its own
+userspace data path without the kernel's DCO, 4 MiB socket buffers, MTU 1420), and
+Quincy 3 (\`quincy-server\` / \`quincy-client\` from
 crates.io, mutual TLS, MTU 1400). All are measured in the same invocation; absolute figures
 on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
 

@@ -23,6 +23,7 @@ if [ "${1:-}" = "--bench" ]; then
   command -v wg >/dev/null || need+=(wireguard-tools)
   command -v wireguard-go >/dev/null || need+=(wireguard-go)
   command -v nebula >/dev/null || need+=(nebula)
+  command -v openvpn >/dev/null || need+=(openvpn)
 fi
 
 if [ ${#need[@]} -gt 0 ]; then
