@@ -27,6 +27,10 @@
 //!  the stream's end (either side) ends the association
 //! ```
 //!
+//! An association for one target only (a MASQUE CONNECT-UDP session's) opens with kind
+//! 0x03, the id and that target: the egress checks its policy for the target before
+//! its status, so that a refused target is refused at once.
+//!
 //! The opener picks the id, unique among its associations on the link; the top bit
 //! tells the egress's datagrams from the opener's, so ids both ends pick never clash.
 //! Other kinds are refused by resetting the stream; the link stays up.
@@ -42,10 +46,13 @@ pub enum Opening {
     Tcp(Target),
     /// A UDP association with this id.
     Udp(u32),
+    /// A UDP association with this id for one target, checked before the status.
+    UdpTo(u32, Target),
 }
 
 const KIND_TCP_FLOW: u8 = 0x01;
 const KIND_UDP_ASSOCIATION: u8 = 0x02;
+const KIND_UDP_TO: u8 = 0x03;
 
 /// Set in the id of a datagram from the egress of an association.
 pub const REPLY_BIT: u32 = 1 << 31;
@@ -78,6 +85,14 @@ pub fn open_udp(id: u32) -> Result<[u8; 5], FlowError> {
     Ok([KIND_UDP_ASSOCIATION, b[0], b[1], b[2], b[3]])
 }
 
+/// The opening of a UDP association with `id` for `target` alone.
+pub fn open_udp_to(id: u32, target: &Target) -> Result<Vec<u8>, FlowError> {
+    let mut out = open_udp(id)?.to_vec();
+    out[0] = KIND_UDP_TO;
+    target.encode(&mut out)?;
+    Ok(out)
+}
+
 /// Reads a stream's opening from what has arrived: `Ok(None)` asks for more.
 pub fn parse_open(buf: &[u8]) -> Result<Option<(Opening, usize)>, FlowError> {
     let Some(&kind) = buf.first() else {
@@ -85,7 +100,7 @@ pub fn parse_open(buf: &[u8]) -> Result<Option<(Opening, usize)>, FlowError> {
     };
     match kind {
         KIND_TCP_FLOW => Ok(Target::decode(&buf[1..])?.map(|(t, n)| (Opening::Tcp(t), 1 + n))),
-        KIND_UDP_ASSOCIATION => {
+        KIND_UDP_ASSOCIATION | KIND_UDP_TO => {
             let Some(id) = buf.get(1..5) else {
                 return Ok(None);
             };
@@ -93,7 +108,10 @@ pub fn parse_open(buf: &[u8]) -> Result<Option<(Opening, usize)>, FlowError> {
             if id & REPLY_BIT != 0 {
                 return Err(FlowError::Id(id));
             }
-            Ok(Some((Opening::Udp(id), 5)))
+            if kind == KIND_UDP_ASSOCIATION {
+                return Ok(Some((Opening::Udp(id), 5)));
+            }
+            Ok(Target::decode(&buf[5..])?.map(|(t, n)| (Opening::UdpTo(id, t), 5 + n)))
         }
         other => Err(FlowError::Kind(other)),
     }
@@ -172,5 +190,21 @@ mod tests {
         assert_eq!(parse_datagram(&d), Ok((7 | REPLY_BIT, to, &b"query"[..])));
         assert_eq!(parse_datagram(&d[..3]), Err(FlowError::Short(3)));
         assert_eq!(parse_datagram(&d[..6]), Err(FlowError::Short(6)));
+    }
+
+    #[test]
+    fn an_association_for_one_target_names_it_in_its_opening() {
+        let to = Target::Addr("192.0.2.9:443".parse().unwrap());
+        let open = open_udp_to(9, &to).unwrap();
+        assert_eq!(open[0], 0x03);
+        assert_eq!(
+            parse_open(&open),
+            Ok(Some((Opening::UdpTo(9, to.clone()), open.len())))
+        );
+        for cut in 0..open.len() {
+            assert_eq!(parse_open(&open[..cut]), Ok(None), "{cut}");
+        }
+        assert!(open_udp_to(REPLY_BIT, &to).is_err());
+        assert!(parse_open(&[0x03, 0, 0, 0, 9, 0x09]).is_err());
     }
 }

@@ -254,6 +254,11 @@ fn curl_makes_an_http3_request_through_connect_udp_to_a_server_behind_the_egress
     assert_eq!(version, 30, "the answer came over HTTP/3");
     let (status, _, body, error) = via_connect_udp(&m, &format!("bearer:{TOKEN}"));
     assert_eq!((status, body.as_str()), (200, BODY), "{error}");
+    // A port node-b's [egress] refuses: node-b says so before any payload, and the
+    // client gets 403.
+    let (status, _, _, error) = via_connect_udp_to(&m, 8444, "basic:alice:s3cret");
+    assert_eq!(status, 0);
+    assert!(error.contains("403"), "{error}");
     // Without credentials, or with wrong ones, the front is the web site it shows
     // everyone: no tunnel, and no 407 that would tell a proxy is there.
     for credentials in ["none", "basic:alice:wrong", "bearer:0000000000000000"] {
@@ -267,6 +272,7 @@ fn curl_makes_an_http3_request_through_connect_udp_to_a_server_behind_the_egress
     assert_eq!(s["unauthenticated"], 3, "{s}");
     let egress = json(&m.node_b.status(true));
     assert_eq!(egress["proxy"]["egress_flows"], 2, "{egress}");
+    assert_eq!(egress["proxy"]["egress_refused"], 1, "{egress}");
     let text = String::from_utf8_lossy(&m.node_a.status(false).stdout).into_owned();
     assert!(text.contains("masque: 2 CONNECT-UDP"), "{text}");
 }

@@ -146,7 +146,9 @@ async fn open<'a>(node: &'a Node, masque: &Masque, target: &Target) -> Result<Eg
         let opened = if id == node.mesh.id {
             local(node, target).await.map(Egress::Local)
         } else {
-            assoc::open_leg(node, id).await.map(Egress::Mesh)
+            assoc::open_leg(node, id, Some(target))
+                .await
+                .map(Egress::Mesh)
         };
         match opened {
             Ok(e) => return Ok(e),

@@ -371,7 +371,12 @@ async fn serve_flow(
         Opening::Udp(id) => {
             debug!(%peer, id, "UDP association");
             let _open = open;
-            return udp::serve_association(node, link, id, send, recv).await;
+            return udp::serve_association(node, link, (id, None), send, recv).await;
+        }
+        Opening::UdpTo(id, target) => {
+            debug!(%peer, id, %target, "UDP association for one target");
+            let _open = open;
+            return udp::serve_association(node, link, (id, Some(target)), send, recv).await;
         }
     };
     let early = buf.split_off(used);

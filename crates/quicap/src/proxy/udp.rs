@@ -245,7 +245,7 @@ async fn pick<'a>(
             }
             legs.remove(&id);
         }
-        match open_leg(node, id).await {
+        match open_leg(node, id, None).await {
             Ok(leg) => {
                 legs.insert(id, leg);
                 return Some(id);
@@ -263,9 +263,19 @@ impl Leg<'_> {
     }
 }
 
-pub(crate) async fn open_leg(node: &Node, egress: NodeId) -> Result<Leg<'_>, Reply> {
+/// Opens an association at `egress`; for `target` alone if given (the egress then
+/// refuses a target its policy does not allow at once).
+pub(crate) async fn open_leg<'a>(
+    node: &'a Node,
+    egress: NodeId,
+    target: Option<&Target>,
+) -> Result<Leg<'a>, Reply> {
     let id = node.udp.new_id();
-    let opening = flow::open_udp(id).map_err(|_| Reply::GeneralFailure)?;
+    let opening = match target {
+        None => flow::open_udp(id).map(|o| o.to_vec()),
+        Some(t) => flow::open_udp_to(id, t),
+    }
+    .map_err(|_| Reply::GeneralFailure)?;
     // Registered before the egress can answer, so that no early reply is lost.
     let mut route = None;
     let (link, send, recv) = super::open_stream(node, egress, &opening, |link| {
@@ -288,7 +298,7 @@ pub(crate) async fn open_leg(node: &Node, egress: NodeId) -> Result<Leg<'_>, Rep
 pub async fn serve_association(
     node: &Node,
     link: &Link,
-    id: u32,
+    (id, only): (u32, Option<Target>),
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -298,9 +308,24 @@ pub async fn serve_association(
         true => UdpSocket::bind("[::]:0").await.ok(),
         false => None,
     };
-    let (Some(socket), Some(policy)) = (socket, node.egress.as_ref()) else {
+    let refused = match (&socket, node.egress.as_ref(), &only) {
+        (Some(_), Some(policy), Some(target)) => {
+            // An association for one target: refused now if the policy refuses it.
+            let checked =
+                tokio::time::timeout(super::CONNECT_TIMEOUT, super::resolve(policy, target)).await;
+            match checked {
+                Ok(Ok(_)) => None,
+                Ok(Err(reply)) => Some(reply),
+                Err(_) => Some(Reply::TtlExpired),
+            }
+        }
+        (Some(_), Some(_), None) => None,
+        _ => Some(Reply::NotAllowed),
+    };
+    let (Some(socket), Some(policy), None) = (socket, node.egress.as_ref(), refused) else {
         counters.egress_refused.fetch_add(1, Ordering::Relaxed);
-        let _ = send.write_all(&flow::status(Reply::NotAllowed)).await;
+        let reply = refused.unwrap_or(Reply::NotAllowed);
+        let _ = send.write_all(&flow::status(reply)).await;
         let _ = send.finish();
         return;
     };
