@@ -146,9 +146,9 @@ pub fn status(reply: Reply) -> [u8; 1] {
     [reply as u8]
 }
 
-/// Longest opening a reader needs to buffer: the kind, a 255-byte name, its length
-/// and type bytes and the port.
-pub const MAX_OPEN: usize = 1 + 1 + 1 + 255 + 2;
+/// Longest opening a reader needs to buffer: the kind, an association's id, a
+/// 255-byte name, its length and type bytes and the port.
+pub const MAX_OPEN: usize = 1 + 4 + 1 + 1 + 255 + 2;
 
 #[cfg(test)]
 mod tests {
@@ -205,6 +205,12 @@ mod tests {
             assert_eq!(parse_open(&open[..cut]), Ok(None), "{cut}");
         }
         assert!(open_udp_to(REPLY_BIT, &to).is_err());
+        let longest = open_udp_to(9, &Target::Name("n".repeat(255), 53)).unwrap();
+        assert_eq!(longest.len(), MAX_OPEN);
+        assert!(matches!(
+            parse_open(&longest),
+            Ok(Some((Opening::UdpTo(9, _), MAX_OPEN)))
+        ));
         assert!(parse_open(&[0x03, 0, 0, 0, 9, 0x09]).is_err());
     }
 }
