@@ -306,56 +306,43 @@ fi
 stop_nodes
 fi
 
-if want wg; then
-echo "==> boringtun (userspace WireGuard)"
-umask 077
-for n in A B; do
-  wg genkey >"$work/wg$n.key"
-  wg pubkey <"$work/wg$n.key" >"$work/wg$n.pub"
-done
-for n in A B; do
-  ns=$([ "$n" = A ] && echo "$A" || echo "$B")
-  WG_SUDO=1 ip netns exec "$ns" "$BORINGTUN" "wgq$n$$" --disable-drop-privileges >"$work/bt$n.log" 2>&1
-done
-setup_wg() { # ns name self other addr peer_ip
-  ip netns exec "$1" wg set "$2" private-key "$work/wg$3.key" listen-port 51820 \
-    peer "$(cat "$work/wg$4.pub")" allowed-ips "$5" endpoint "$6:51820"
+# wg_pair LABEL DEV PORT NET: two WireGuard interfaces DEV-A/DEV-B (made by the
+# implementation in $WG_LAUNCH, run in each namespace with the interface name), keyed
+# and peered with wg on UDP port PORT, NET.1 and NET.2 at MTU 1420; measured as LABEL.
+wg_pair() {
+  local label=$1 dev=$2 port=$3 net=$4 n ns
+  umask 077
+  for n in A B; do
+    wg genkey >"$work/$dev$n.key"
+    wg pubkey <"$work/$dev$n.key" >"$work/$dev$n.pub"
+  done
+  for n in A B; do
+    ns=$([ "$n" = A ] && echo "$A" || echo "$B")
+    # shellcheck disable=SC2086 # WG_LAUNCH: a command and its arguments
+    ip netns exec "$ns" env WG_SUDO="${WG_SUDO:-}" $WG_LAUNCH "$dev$n$$" >"$work/$dev$n.log" 2>&1
+  done
+  ip netns exec "$A" wg set "$dev"A$$ private-key "$work/${dev}A.key" listen-port "$port" \
+    peer "$(cat "$work/${dev}B.pub")" allowed-ips "$net.2/32" endpoint "192.0.2.2:$port"
+  ip netns exec "$B" wg set "$dev"B$$ private-key "$work/${dev}B.key" listen-port "$port" \
+    peer "$(cat "$work/${dev}A.pub")" allowed-ips "$net.1/32" endpoint "192.0.2.1:$port"
+  ip -n "$A" addr add "$net.1/24" dev "$dev"A$$
+  ip -n "$B" addr add "$net.2/24" dev "$dev"B$$
+  ip -n "$A" link set "$dev"A$$ mtu 1420 up
+  ip -n "$B" link set "$dev"B$$ mtu 1420 up
+  for _ in $(seq 100); do inA ping -c 1 -W 1 "$net.2" >/dev/null 2>&1 && break; sleep 0.1; done
+  TUNNEL_PIDS="$(pgrep -d ' ' -f "$WG_LAUNCH $dev[AB]$$")" TUNNEL_DEV="${dev}A$$" measure "$label" "$net.2"
+  pkill -f "$WG_LAUNCH $dev[AB]$$" || true
 }
-setup_wg "$A" "wgqA$$" A B 10.88.0.2/32 192.0.2.2
-setup_wg "$B" "wgqB$$" B A 10.88.0.1/32 192.0.2.1
-ip -n "$A" addr add 10.88.0.1/24 dev "wgqA$$"
-ip -n "$B" addr add 10.88.0.2/24 dev "wgqB$$"
-ip -n "$A" link set "wgqA$$" mtu 1420 up
-ip -n "$B" link set "wgqB$$" mtu 1420 up
-for _ in $(seq 100); do inA ping -c 1 -W 1 10.88.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-TUNNEL_PIDS="$(pgrep -d ' ' -f "boringtun-cli wgq[AB]$$")" TUNNEL_DEV="wgqA$$" measure wg 10.88.0.2
+
+if want wg; then
+  echo "==> boringtun (userspace WireGuard)"
+  WG_SUDO=1 WG_LAUNCH="$BORINGTUN --disable-drop-privileges" wg_pair wg wgq 51820 10.88.0
 fi
 
 if want wggo; then
-echo "==> wireguard-go (userspace WireGuard, Debian's)"
-umask 077
-for n in A B; do
-  wg genkey >"$work/wgg$n.key"
-  wg pubkey <"$work/wgg$n.key" >"$work/wgg$n.pub"
-done
-for n in A B; do
-  ns=$([ "$n" = A ] && echo "$A" || echo "$B")
+  echo "==> wireguard-go (userspace WireGuard, Debian's)"
   # Its own recommendation for throughput is its defaults (GOMAXPROCS = the cores).
-  ip netns exec "$ns" wireguard-go "wgg$n$$" >"$work/wgg$n.log" 2>&1
-done
-setup_wgg() { # ns name self other addr peer_ip
-  ip netns exec "$1" wg set "$2" private-key "$work/wgg$3.key" listen-port 51821 \
-    peer "$(cat "$work/wgg$4.pub")" allowed-ips "$5" endpoint "$6:51821"
-}
-setup_wgg "$A" "wggA$$" A B 10.87.0.2/32 192.0.2.2
-setup_wgg "$B" "wggB$$" B A 10.87.0.1/32 192.0.2.1
-ip -n "$A" addr add 10.87.0.1/24 dev "wggA$$"
-ip -n "$B" addr add 10.87.0.2/24 dev "wggB$$"
-ip -n "$A" link set "wggA$$" mtu 1420 up
-ip -n "$B" link set "wggB$$" mtu 1420 up
-for _ in $(seq 100); do inA ping -c 1 -W 1 10.87.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-TUNNEL_PIDS="$(pgrep -d ' ' -f "wireguard-go wgg[AB]$$")" TUNNEL_DEV="wggA$$" measure wggo 10.87.0.2
-pkill -f "wireguard-go wgg[AB]$$" || true
+  WG_LAUNCH=wireguard-go wg_pair wggo wgg 51821 10.87.0
 fi
 
 if want nebula; then

@@ -51,7 +51,7 @@ pub struct MasqueStatus {
     pub udp_sessions: u64,
     pub ip_sessions: u64,
     pub active: u64,
-    /// CONNECT-IP client addresses: the prefixes, and those held now.
+    /// The prefixes CONNECT-IP clients get addresses from.
     pub addresses: Vec<String>,
     pub unauthenticated: u64,
     pub refused: u64,

@@ -28,25 +28,6 @@ const TOKEN: &str = "k7Qm2xVd9pLs4RtZ";
 /// certificate's subnets.
 const POOL: &str = "addresses = [\"10.77.0.128/25\", \"fd77::8000/113\"]";
 
-/// A name only the processes of one namespace resolve. Removed on drop.
-struct Hosts(std::path::PathBuf);
-
-impl Hosts {
-    fn new(ns: &Netns, line: &str) -> Hosts {
-        let dir = std::path::PathBuf::from("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&dir).expect("test setup");
-        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{line}\n"))
-            .expect("test setup");
-        Hosts(dir)
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Caddy in `ns` on `WEB_ADDR`:8443 (TCP and UDP), answering [`BODY`] over HTTP/3.
 fn web_server(ns: &Netns, dir: &Path) -> Background {
     std::fs::create_dir_all(dir).expect("test setup");

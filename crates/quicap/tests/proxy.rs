@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -16,26 +16,6 @@ const CONNECT: Duration = Duration::from_secs(20);
 const WEB_ADDR: &str = "10.233.0.2";
 const WEB_NAME: &str = "web.proxy.test";
 const BODY: &str = "through the mesh\n";
-
-/// A name only the processes of one namespace resolve: `ip netns exec` mounts
-/// `/etc/netns/<ns>/hosts` over `/etc/hosts`. Removed on drop.
-struct Hosts(PathBuf);
-
-impl Hosts {
-    fn new(ns: &Netns, line: &str) -> Hosts {
-        let dir = PathBuf::from("/etc/netns").join(&ns.name);
-        std::fs::create_dir_all(&dir).expect("test setup");
-        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{line}\n"))
-            .expect("test setup");
-        Hosts(dir)
-    }
-}
-
-impl Drop for Hosts {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A UDP echo server in `ns` on `WEB_ADDR` port `port`.
 fn udp_echo(ns: &Netns, port: u16) -> Background {

@@ -251,7 +251,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 continue;
             };
             // For a CONNECT-IP client of this node.
-            if node.masque_deliver(packet) {
+            if node.masque_deliver(destination, packet) {
                 continue;
             }
             if last.as_ref().is_none_or(|l| l.destination != destination) {
@@ -574,17 +574,24 @@ pub async fn send_from_client(node: &Node, packet: &[u8]) -> Result<(), ip::Icmp
         return Err(ip::IcmpError::Unreachable);
     };
     let (_, destination) = ip::addresses(packet).ok_or(ip::IcmpError::Unreachable)?;
-    if node.masque_deliver(packet) {
+    if node.masque_deliver(destination, packet) {
         return Ok(());
     }
     let now = node.now_ms();
     match route(node, destination, now) {
         Ok(Next::Send(send)) => {
             let header = Header::direct(PayloadKind::Ip);
-            let max = send.link.max_datagram_size();
-            if header.buffer_len() + packet.len() > max {
-                let mtu = (max.saturating_sub(header.buffer_len())).min(usize::from(u16::MAX));
-                return Err(ip::IcmpError::TooBig { mtu: mtu as u16 });
+            // The largest packet the link carries now, as an ICMP error states it.
+            let too_big = || ip::IcmpError::TooBig {
+                mtu: u16::try_from(
+                    send.link
+                        .max_datagram_size()
+                        .saturating_sub(header.buffer_len()),
+                )
+                .unwrap_or(u16::MAX),
+            };
+            if header.buffer_len() + packet.len() > send.link.max_datagram_size() {
+                return Err(too_big());
             }
             send.liveness.carried_traffic();
             let datagram = send
@@ -593,13 +600,7 @@ pub async fn send_from_client(node: &Node, packet: &[u8]) -> Result<(), ip::Icmp
                 .ok_or(ip::IcmpError::Unreachable)?;
             match send.link.send_datagram_wait(datagram).await {
                 Ok(()) => Ok(()),
-                Err(SendError::TooLarge) => Err(ip::IcmpError::TooBig {
-                    mtu: (send
-                        .link
-                        .max_datagram_size()
-                        .saturating_sub(header.buffer_len()))
-                    .min(usize::from(u16::MAX)) as u16,
-                }),
+                Err(SendError::TooLarge) => Err(too_big()),
                 Err(e) => {
                     debug!(error = %e, "client packet not sent");
                     Ok(())

@@ -109,11 +109,19 @@ struct Own {
 /// together, in one wake-up, and two idle peers' probes cross each other at the same
 /// moment rather than each waking the other at its own.
 pub(crate) fn aligned_pause(period: std::time::Duration) -> std::time::Duration {
-    let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
+    let (period_ms, now_ms) = (millis(period).max(1), wall_ms());
     std::time::Duration::from_millis((period_ms - now_ms % period_ms).max(1))
+}
+
+/// Milliseconds of the wall clock since the Unix epoch (0 before it).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, millis)
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `pause`, lengthened to end just after the next multiple of `period` on the wall
@@ -125,11 +133,8 @@ pub(crate) fn aligned_after(
 ) -> std::time::Duration {
     /// After the boundary: the idle probes' answers arrive within it.
     const SLACK: std::time::Duration = std::time::Duration::from_millis(20);
-    let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX).max(1);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0));
-    let due = now_ms.saturating_add(u64::try_from(pause.as_millis()).unwrap_or(u64::MAX));
+    let (period_ms, now_ms) = (millis(period).max(1), wall_ms());
+    let due = now_ms.saturating_add(millis(pause));
     let boundary = due.div_ceil(period_ms).saturating_mul(period_ms);
     std::time::Duration::from_millis(boundary - now_ms) + SLACK
 }
@@ -297,8 +302,10 @@ impl Node {
 
     /// Milliseconds since the node started: the clock of liveness and MAC ageing.
     /// Takes a packet for a CONNECT-IP client of this node (false: not for one).
-    pub fn masque_deliver(&self, packet: &[u8]) -> bool {
-        self.masque.as_ref().is_some_and(|m| m.pool.deliver(packet))
+    pub fn masque_deliver(&self, destination: std::net::IpAddr, packet: &[u8]) -> bool {
+        self.masque
+            .as_ref()
+            .is_some_and(|m| m.pool.deliver(destination, packet))
     }
 
     pub fn now_ms(&self) -> u64 {

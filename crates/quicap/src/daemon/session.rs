@@ -563,7 +563,7 @@ async fn receive_datagrams(
                     let Some(tun) = &node.tun else {
                         continue;
                     };
-                    let Some((source, _)) = ip::addresses(payload) else {
+                    let Some((source, destination)) = ip::addresses(payload) else {
                         continue;
                     };
                     if !auth.permits_source(source) {
@@ -573,7 +573,7 @@ async fn receive_datagrams(
                         }
                         continue;
                     }
-                    if node.masque_deliver(payload) {
+                    if node.masque_deliver(destination, payload) {
                         continue;
                     }
                     tun.stage(payload);

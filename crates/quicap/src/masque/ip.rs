@@ -63,15 +63,9 @@ impl Pool {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes a packet for an address of the pool: to its client's queue, or dropped if
-    /// it has none (false: not the pool's).
-    pub fn deliver(&self, ip_packet: &[u8]) -> bool {
-        if self.prefixes.is_empty() {
-            return false;
-        }
-        let Some((_, destination)) = packet::addresses(ip_packet) else {
-            return false;
-        };
+    /// Takes a packet for `destination`, an address of the pool: to its client's queue,
+    /// or dropped if it has none (false: not the pool's).
+    pub fn deliver(&self, destination: IpAddr, ip_packet: &[u8]) -> bool {
         if !self.prefixes.iter().any(|p| p.contains(&destination)) {
             return false;
         }
@@ -153,8 +147,8 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
     let scope = match wire::parse_ip_path(path) {
         Ok(s) if !pool.prefixes.is_empty() => s,
         Ok(_) => {
-            count(&counters.refused);
             out.refuse(
+                (counters, who),
                 StatusCode::NOT_IMPLEMENTED,
                 "http_request_error",
                 "this proxy serves no CONNECT-IP (masque.addresses)",
@@ -163,9 +157,8 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
             return;
         }
         Err(e) => {
-            count(&counters.refused);
-            debug!(%who, error = %e, "CONNECT-IP request refused");
             out.refuse(
+                (counters, who),
                 StatusCode::BAD_REQUEST,
                 "http_request_error",
                 &e.to_string(),
@@ -179,9 +172,8 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
     let v6 = pool.prefixes.iter().any(|p| p.addr().is_ipv6());
     let room = out.datagram_room();
     if v6 && room > 0 && room < IPV6_MIN_MTU {
-        count(&counters.refused);
-        debug!(%who, room, "CONNECT-IP refused: datagrams too small for IPv6");
         out.refuse(
+            (counters, who),
             StatusCode::BAD_GATEWAY,
             "http_protocol_error",
             "the connection's datagrams cannot carry 1280-byte IPv6 packets",
@@ -191,8 +183,8 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
     }
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let Some(addrs) = pool.assign(&tx) else {
-        count(&counters.refused);
         out.refuse(
+            (counters, who),
             StatusCode::SERVICE_UNAVAILABLE,
             "proxy_internal_error",
             "no client address left",
@@ -378,12 +370,13 @@ mod tests {
         p[0] = 0x45;
         p[16..20].copy_from_slice(&[10, 9, 0, 1]);
         assert_eq!(addrs, ["10.9.0.1".parse::<IpAddr>().unwrap()]);
-        assert!(pool.deliver(&p));
+        let to = |p: &[u8]| packet::addresses(p).unwrap().1;
+        assert!(pool.deliver(to(&p), &p));
         assert_eq!(rx.try_recv().unwrap().len(), 20);
         p[19] = 7;
-        assert!(pool.deliver(&p));
+        assert!(pool.deliver(to(&p), &p));
         assert!(rx.try_recv().is_err());
         p[18] = 1;
-        assert!(!pool.deliver(&p));
+        assert!(!pool.deliver(to(&p), &p));
     }
 }

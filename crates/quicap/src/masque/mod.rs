@@ -452,9 +452,17 @@ impl Outgoing {
         self.send.send_response(response).await.is_ok()
     }
 
-    /// A refusal of an admitted request: `status`, and the reason in `Proxy-Status`
-    /// (RFC 9209).
-    pub async fn refuse(&mut self, status: StatusCode, error: &str, details: &str) {
+    /// A refusal of an admitted request, counted and logged: `status`, and the reason
+    /// in `Proxy-Status` (RFC 9209).
+    pub async fn refuse(
+        &mut self,
+        (counters, who): (&MasqueCounters, &str),
+        status: StatusCode,
+        error: &str,
+        details: &str,
+    ) {
+        count(&counters.refused);
+        debug!(%who, %status, error, details, "MASQUE request refused");
         let mut response = http::Response::new(());
         *response.status_mut() = status;
         self.headers(&mut response);

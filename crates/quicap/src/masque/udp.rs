@@ -37,9 +37,8 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
     let target = match wire::parse_udp_path(path) {
         Ok(t) => t,
         Err(e) => {
-            count(&counters.refused);
-            debug!(%who, error = %e, "CONNECT-UDP request refused");
             out.refuse(
+                (counters, who),
                 StatusCode::BAD_REQUEST,
                 "http_request_error",
                 &e.to_string(),
@@ -51,10 +50,9 @@ pub async fn serve(node: &Node, masque: &Masque, who: &str, path: &str, tunnel: 
     let mut egress = match open(node, masque, &target).await {
         Ok(e) => e,
         Err(reply) => {
-            count(&counters.refused);
-            debug!(%who, %target, reply = reply.as_str(), "CONNECT-UDP target refused");
             let (status, error) = status_of(reply);
-            out.refuse(status, error, reply.as_str()).await;
+            let details = format!("{target}: {}", reply.as_str());
+            out.refuse((counters, who), status, error, &details).await;
             return;
         }
     };

@@ -1003,3 +1003,23 @@ pub fn caddy(
     assert!(up.is_some(), "caddy ({name}) did not start");
     server
 }
+
+/// A name only the processes of one namespace resolve: `ip netns exec` mounts
+/// `/etc/netns/<ns>/hosts` over `/etc/hosts`. Removed on drop.
+pub struct Hosts(PathBuf);
+
+impl Hosts {
+    pub fn new(ns: &Netns, line: &str) -> Hosts {
+        let dir = PathBuf::from("/etc/netns").join(&ns.name);
+        std::fs::create_dir_all(&dir).expect("test setup");
+        std::fs::write(dir.join("hosts"), format!("127.0.0.1 localhost\n{line}\n"))
+            .expect("test setup");
+        Hosts(dir)
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
