@@ -29,8 +29,9 @@ for _ in $(seq 60); do
   sleep 0.5
 done
 ip netns exec "$A" ping -c1 -W1 10.95.0.2 >/dev/null || { echo "error: the nodes never linked" >&2; exit 1; }
-# Links probe at the full rate for a while after they carried traffic.
-sleep 10
+# Links probe at the full rate for 5 s after they carried traffic, then once a second
+# for 10 s, and every 5 s from then on (dormant).
+sleep 20
 
 # snapshot PID: "cpu_ticks wakeups" and, per thread name, its wake-ups.
 snapshot() {

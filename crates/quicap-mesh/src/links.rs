@@ -4,7 +4,7 @@
 //!
 //! ```text
 //!  handle_dial_done(transport, result)   handle_link_up / handle_link_down
-//!  handle_answer(link), handle_busy(link, busy)   handle_timeout(now)
+//!  handle_answer(link), handle_pace(link, pace)   handle_timeout(now)
 //!        |
 //!        v
 //!  poll_event() -> Dial { transport, why } | Close { link, why }
@@ -14,7 +14,7 @@
 //! **Transport choice** (`Mode::Auto`): QUIC first. TCP is dialed only while no QUIC
 //! link answers: [`FALLBACK_AFTER_MS`] after the first QUIC dial went unanswered, or
 //! as soon as the only QUIC link has been silent for as long as makes a link dead for
-//! sending (600 ms while it carries traffic, 1600 ms while idle). While on TCP, QUIC is
+//! sending (600 ms while it carries traffic, 1600 ms while idle, 5600 ms while dormant). While on TCP, QUIC is
 //! tried again after 2 s, then at doubling intervals up to [`QUIC_RETRY_MAX_MS`]; once a
 //! QUIC link has answered probes for [`RETURN_HOLD_MS`], traffic is on it (it is
 //! preferred as soon as it answers) and the TCP link is closed. A reset TCP link is
@@ -23,7 +23,8 @@
 use std::cmp::Reverse;
 use std::collections::VecDeque;
 
-use crate::{liveness, Time};
+use crate::liveness::{self, Pace};
+use crate::Time;
 
 /// A transport a link runs over, best first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -79,7 +80,7 @@ pub const QUIC_RETRY_MIN_MS: Time = 2_000;
 pub const QUIC_RETRY_MAX_MS: Time = 30_000;
 /// How long a QUIC link must answer before the TCP link beside it is closed.
 pub const RETURN_HOLD_MS: Time = 3_000;
-pub use crate::liveness::{SILENT_BUSY_MS, SILENT_IDLE_MS};
+pub use crate::liveness::{SILENT_BUSY_MS, SILENT_DORMANT_MS, SILENT_IDLE_MS};
 
 #[derive(Debug, Clone)]
 struct Link {
@@ -89,10 +90,9 @@ struct Link {
     outgoing: bool,
     up_since: Time,
     last_answer: Time,
-    /// Probed at the full rate: carries traffic.
-    busy: bool,
-    /// When it last went busy: it has a full silence limit from then to answer.
-    busy_since: Time,
+    /// How often it is probed (a busy link has a full silence limit from when it
+    /// went busy).
+    pace: Pace,
     /// Since when it has answered without a gap long enough to count as dead.
     answering_since: Time,
     /// Fell silent for longer than its limit; stays so until it answers again (a link
@@ -103,7 +103,7 @@ struct Link {
 impl Link {
     /// When it stops counting as answering, by its probe rate.
     fn answering_until(&self) -> Time {
-        liveness::answering_until(self.last_answer, self.busy.then_some(self.busy_since))
+        liveness::answering_until(self.last_answer, self.pace)
     }
 
     /// Answered recently enough for its probe rate.
@@ -291,8 +291,7 @@ impl PeerLinks {
             outgoing,
             up_since: now,
             last_answer: now,
-            busy: false,
-            busy_since: now,
+            pace: Pace::Idle,
             answering_since: now,
             silent: false,
         });
@@ -340,14 +339,12 @@ impl PeerLinks {
         self.handle_timeout(now);
     }
 
-    /// `link` carries traffic (probed at the full rate) or stopped carrying it.
-    pub fn handle_busy(&mut self, link: LinkId, busy: bool, now: Time) {
+    /// `link` is probed at `pace` now: it started or stopped carrying traffic, or went
+    /// dormant.
+    pub fn handle_pace(&mut self, link: LinkId, pace: Pace, now: Time) {
         self.mark_silent(now);
         if let Some(l) = self.links.iter_mut().find(|l| l.id == link) {
-            if busy && !l.busy {
-                l.busy_since = now;
-            }
-            l.busy = busy;
+            l.pace = pace;
         }
         self.handle_timeout(now);
     }

@@ -6,6 +6,7 @@
 //! switching times of every scenario.
 
 use quicap_mesh::links::{Event, LinkId, Mode, PeerLinks, Transport};
+use quicap_mesh::liveness::{self, Pace};
 use quicap_mesh::Time;
 
 /// What the network does to UDP at a moment.
@@ -39,7 +40,9 @@ struct SimLink {
     transport: Transport,
     next_probe: Time,
     last_answer: Time,
-    busy: bool,
+    pace: Pace,
+    /// When it last stopped carrying traffic.
+    idle_since: Time,
 }
 
 struct Sim {
@@ -116,7 +119,8 @@ impl Sim {
                     transport,
                     next_probe: now,
                     last_answer: now,
-                    busy: false,
+                    pace: Pace::Idle,
+                    idle_since: now,
                 });
                 self.log
                     .push(format!("{now:>6} ms  {} link up", transport.as_str()));
@@ -132,7 +136,8 @@ impl Sim {
         let mut answers = Vec::new();
         for l in &mut self.links {
             if now >= l.next_probe {
-                l.next_probe = now + if l.busy { 250 } else { 1000 };
+                l.next_probe =
+                    now + liveness::probe_pause(l.pace, now.saturating_sub(l.last_answer));
                 let t = l.transport;
                 let works = match t {
                     Transport::Quic => (self.net.udp)(now) == Udp::Passes,
@@ -143,7 +148,7 @@ impl Sim {
                     answers.push(l.id);
                 }
             }
-            if now.saturating_sub(l.last_answer) > DEAD_AFTER {
+            if liveness::dead(l.last_answer, l.pace, DEAD_AFTER, now) {
                 dead.push(l.id);
             }
         }
@@ -184,12 +189,21 @@ impl Sim {
         let carrying = self.core.traffic_link(now);
         for l in &mut self.links {
             let busy = Some(l.id) == carrying;
-            if busy != l.busy {
-                l.busy = busy;
-                if busy {
+            let pace = match (busy, l.pace) {
+                (true, Pace::Busy { .. }) => l.pace,
+                (true, _) => {
                     l.next_probe = l.next_probe.min(now + 250);
+                    Pace::Busy { since: now }
                 }
-                self.core.handle_busy(l.id, busy, now);
+                (false, Pace::Busy { .. }) => {
+                    l.idle_since = now;
+                    Pace::Idle
+                }
+                (false, _) => liveness::idle_pace(now - l.idle_since),
+            };
+            if pace != l.pace {
+                l.pace = pace;
+                self.core.handle_pace(l.id, pace, now);
             }
         }
         let flowing = carrying

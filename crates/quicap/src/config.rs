@@ -199,7 +199,9 @@ pub struct TapSection {
 
 #[derive(Debug, Clone)]
 pub struct TransportSection {
-    pub keepalive: Duration,
+    /// QUIC keepalives on node links, beside the liveness probes; none by default.
+    pub keepalive: Option<Duration>,
+    /// Silence after which a link is closed (see `quicap_mesh::liveness::dead`).
     pub idle_timeout: Duration,
     /// UDP generic segmentation offload for the QUIC socket.
     pub gso: bool,
@@ -451,7 +453,7 @@ fn default_mtu() -> u16 {
     DEFAULT_MTU
 }
 fn default_keepalive_ms() -> u64 {
-    1000
+    0
 }
 fn default_idle_timeout_ms() -> u64 {
     3000
@@ -586,17 +588,17 @@ impl Config {
         };
 
         let t = raw.transport;
-        if t.keepalive_ms == 0 || t.idle_timeout_ms <= t.keepalive_ms {
+        if t.idle_timeout_ms <= t.keepalive_ms {
             return Err(invalid(
                 "transport.idle-timeout-ms",
                 format!(
-                    "must be larger than transport.keepalive-ms ({} ms), and keepalive-ms above 0",
+                    "must be larger than transport.keepalive-ms ({} ms)",
                     t.keepalive_ms
                 ),
             ));
         }
         let transport = TransportSection {
-            keepalive: Duration::from_millis(t.keepalive_ms),
+            keepalive: (t.keepalive_ms > 0).then(|| Duration::from_millis(t.keepalive_ms)),
             idle_timeout: Duration::from_millis(t.idle_timeout_ms),
             gso: t.gso,
             retry_above: t.retry_above,
@@ -893,7 +895,8 @@ addresses = ["10.10.0.1/24"]
             c.node.control_socket,
             PathBuf::from("/run/quicap/quicap0.sock")
         );
-        assert_eq!(c.transport.keepalive, Duration::from_secs(1));
+        assert_eq!(c.transport.keepalive, None);
+        assert_eq!(c.transport.idle_timeout, Duration::from_secs(3));
         assert!(c.peers.is_empty());
     }
 
@@ -1263,6 +1266,10 @@ addresses = ["10.10.0.1/24"]
             ),
             (
                 format!("{MINIMAL}\n[transport]\nkeepalive-ms = 5000"),
+                "transport.idle-timeout-ms",
+            ),
+            (
+                format!("{MINIMAL}\n[transport]\nidle-timeout-ms = 0"),
                 "transport.idle-timeout-ms",
             ),
         ];

@@ -178,9 +178,13 @@ pub struct LinkStatus {
     pub in_use: bool,
     /// False when the link stopped answering liveness probes.
     pub alive: bool,
-    /// True while the link carries no traffic and is probed once a second.
+    /// True while the link carries no traffic and is probed once a second, or every
+    /// 5 s once it is `dormant` too.
     #[serde(default)]
     pub idle: bool,
+    /// True while the link has carried no traffic for 15 s and more.
+    #[serde(default)]
+    pub dormant: bool,
     pub rtt_ms: f64,
     /// Largest UDP payload this node sends on the link: where path MTU discovery
     /// stands (on a TCP link, the connection's MSS; 0 from nodes that do not report it).
@@ -286,7 +290,11 @@ impl Status {
                     fmt_bytes(l.rx_bytes),
                     fmt_bytes(l.tx_bytes),
                     fmt_secs(l.uptime_secs),
-                    if l.idle { "  idle" } else { "" },
+                    match (l.idle, l.dormant) {
+                        (_, true) => "  dormant",
+                        (true, false) => "  idle",
+                        (false, false) => "",
+                    },
                     if l.alive { "" } else { "  (not answering)" }
                 );
             }
@@ -427,6 +435,7 @@ mod tests {
                     in_use: true,
                     alive: true,
                     idle: false,
+                    dormant: false,
                     rtt_ms: 0.42,
                     path_mtu: 1472,
                     rx_bytes: 1536,
@@ -529,6 +538,8 @@ mod tests {
         assert!(!s.render().contains("idle"));
         s.peers[0].links[0].idle = true;
         assert!(s.render().contains("up 1m1s  idle\n"), "{}", s.render());
+        s.peers[0].links[0].dormant = true;
+        assert!(s.render().contains("up 1m1s  dormant\n"), "{}", s.render());
     }
 
     #[test]

@@ -88,12 +88,15 @@ pub fn transport_config(
 ) -> Result<Arc<quinn::TransportConfig>> {
     let relayed = carried != Carried::Direct;
     let mut tc = quinn::TransportConfig::default();
-    tc.keep_alive_interval(Some(t.keepalive));
-    tc.max_idle_timeout(Some(
-        t.idle_timeout
-            .try_into()
-            .map_err(|_| anyhow!("transport.idle-timeout-ms is too large"))?,
-    ));
+    // Liveness probes are ack-eliciting and keep NAT mappings open; QUIC keepalives
+    // only if asked for. QUIC's idle timeout leaves room for a dormant link's probes.
+    tc.keep_alive_interval(t.keepalive);
+    let quiet = u64::try_from(t.idle_timeout.as_millis())
+        .ok()
+        .map(quicap_mesh::liveness::longest_quiet)
+        .and_then(|ms| quinn::VarInt::from_u64(ms).ok())
+        .ok_or_else(|| anyhow!("transport.idle-timeout-ms is too large"))?;
+    tc.max_idle_timeout(Some(quiet.into()));
     datagram_path(&mut tc, t, tunnel_mtu, carried);
     if relayed {
         // Tunnel packets wait for this handshake (see `daemon::held`), and its first
@@ -389,7 +392,7 @@ mod tests {
 
     fn section() -> TransportSection {
         TransportSection {
-            keepalive: Duration::from_secs(5),
+            keepalive: None,
             idle_timeout: Duration::from_secs(30),
             gso: true,
             retry_above: 0,

@@ -549,6 +549,85 @@ fn dead_path_is_detected_within_3_s() {
     );
 }
 
+/// A link that has carried nothing for 15 s is probed every 5 s ("dormant"), and
+/// QUIC sends no keepalives beside the probes: a node with one dormant link sends a
+/// datagram or two a second at most. Yet when traffic starts on it towards a peer that
+/// is gone, the dead link is found within the bound of a link busy all along
+/// ([`dead_path_is_detected_within_3_s`]), counted from the first packet.
+#[test]
+fn dormant_links_are_probed_every_5_s_and_found_dead_as_fast_once_used() {
+    let pair = Pair::start_with(true, false);
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    let dormant = || {
+        json(&pair.node_a.status(true))["peers"][0]["links"]
+            .as_array()
+            .is_some_and(|links| !links.is_empty() && links.iter().all(|l| l["dormant"] == true))
+    };
+    assert!(
+        wait_until(Duration::from_secs(25), dormant).is_some(),
+        "the link never went dormant: {}",
+        json(&pair.node_a.status(true))
+    );
+    let before = udp_datagrams_sent(&pair.a);
+    std::thread::sleep(Duration::from_secs(10));
+    let sent = udp_datagrams_sent(&pair.a) - before;
+    println!("a node with one dormant link sent {sent} datagrams in 10 s");
+    assert!(
+        sent <= 20,
+        "a node with one dormant link sent {sent} datagrams in 10 s"
+    );
+    assert!(dormant(), "{}", json(&pair.node_a.status(true)));
+
+    // Traffic starts just before the next probe (they go out at multiples of 5 s on
+    // the wall clock), when the last answer is 4.5 s old: a link whose silence were
+    // counted from that answer would be closed at once.
+    wait_for_wall_phase(4_500, 5_000);
+    assert!(
+        pair.a.ping("10.77.0.2"),
+        "a dormant link did not carry a ping"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(pair.node_a.log_count("closing dead link"), 0);
+    assert!(
+        wait_until(Duration::from_secs(25), dormant).is_some(),
+        "the link never went dormant again"
+    );
+
+    nft(
+        &pair.b,
+        &[
+            "add table inet cut",
+            "add chain inet cut in { type filter hook input priority 0; }",
+            "add rule inet cut in udp dport 4433 drop",
+        ],
+    );
+    let start = Instant::now();
+    assert!(
+        !pair.a.ping("10.77.0.2"),
+        "the cut path still carried a ping"
+    );
+    let detected = wait_until(Duration::from_secs(10), || {
+        pair.node_a.log_count("closing dead link") + pair.node_a.log_count("peer disconnected") > 0
+    });
+    assert!(detected.is_some(), "dead path not detected");
+    let took = start.elapsed();
+    println!("dead dormant link found {took:?} after traffic started");
+    assert!(
+        took <= Duration::from_millis(3500),
+        "dead path detected {took:?} after the first packet"
+    );
+}
+
+/// Waits until the wall clock is `phase` ms past a multiple of `period` ms.
+fn wait_for_wall_phase(phase: u64, period: u64) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64;
+    let wait = (phase + period - now % period) % period;
+    std::thread::sleep(Duration::from_millis(wait));
+}
+
 #[test]
 fn connection_migrates_when_the_address_changes() {
     // Only node-a dials, so node-a is the QUIC client and may migrate.

@@ -107,14 +107,12 @@ pub async fn drive(node: Arc<Node>, peer: PeerConfig, dialer: Arc<Dialer>) {
             last_choice = Some(choice);
         }
         let mut pause = Duration::from_millis(due.saturating_sub(node.now_ms()));
-        if node.peers.linked_and_idle(&peer.name) {
+        if let Some(period) = node.peers.quiet_period_of(&peer.name) {
             // Idle links answer at the aligned probe instants: their deadlines (when one
             // would fall silent) are checked just after those, not at a wake-up of
-            // their own.
-            pause = super::aligned_after(
-                pause,
-                Duration::from_millis(quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS),
-            );
+            // their own. A link that goes busy moves its deadline closer and wakes
+            // this loop (see `Dialer::with`).
+            pause = super::aligned_after(pause, period);
         }
         tokio::select! {
             _ = dialer.wake.notified() => {}

@@ -89,10 +89,10 @@ impl Dialer {
         }
     }
 
-    /// `link` went busy (probed at the full rate) or idle.
-    pub fn busy(&self, link: &Link, busy: bool, now_ms: u64) {
+    /// `link` is probed at `pace` now.
+    pub fn pace(&self, link: &Link, pace: quicap_mesh::liveness::Pace, now_ms: u64) {
         if transport_of(link).is_some() {
-            self.with(|c| c.handle_busy(core_id(link.id()), busy, now_ms));
+            self.with(|c| c.handle_pace(core_id(link.id()), pace, now_ms));
         }
     }
 

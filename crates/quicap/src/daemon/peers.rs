@@ -6,11 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quicap_mesh::links::{self, Candidate, Transport};
-use quicap_mesh::liveness::{self, IDLE_PROBE_INTERVAL_MS};
+use quicap_mesh::liveness::{self, Pace};
 use quicap_pki::cert::VerifiedCert;
 use quicap_wire::control::Modes;
 use quicap_wire::NodeId;
@@ -32,13 +33,17 @@ pub struct Liveness {
     window_sent: AtomicU64,
     window_answers: AtomicU64,
     loss_permille: AtomicU64,
-    /// Probed at the idle rate (see [`quicap_mesh::liveness`]).
-    idle: AtomicBool,
-    /// When the link last went back to probing at the full rate.
+    /// Its [`Pace`]: [`PACE_BUSY`], [`PACE_IDLE`] or [`PACE_DORMANT`].
+    pace: AtomicU8,
+    /// When the link last went busy.
     busy_since_ms: AtomicU64,
     /// Wakes the link's prober when tunnel traffic arrives on an idle link.
     traffic: tokio::sync::Notify,
 }
+
+const PACE_BUSY: u8 = 0;
+const PACE_IDLE: u8 = 1;
+const PACE_DORMANT: u8 = 2;
 
 /// Probe answers after which a link counts as proven (about a second of probing).
 const PROVEN_ANSWERS: u64 = 4;
@@ -94,13 +99,28 @@ impl Liveness {
     /// Answered recently enough for its probe rate ([`liveness::answering`]).
     pub fn alive(&self, now_ms: u64) -> bool {
         let last = self.last_answer_ms.load(Ordering::Relaxed);
-        let busy_since = (!self.idle.load(Ordering::Relaxed))
-            .then(|| self.busy_since_ms.load(Ordering::Relaxed));
-        liveness::answering(last, busy_since, now_ms)
+        liveness::answering(last, self.pace(), now_ms)
     }
 
+    /// Silent for so long that the link should be closed ([`liveness::dead`]).
+    pub fn dead(&self, limit_ms: u64, now_ms: u64) -> bool {
+        let last = self.last_answer_ms.load(Ordering::Relaxed);
+        liveness::dead(last, self.pace(), limit_ms, now_ms)
+    }
+
+    pub fn pace(&self) -> Pace {
+        match self.pace.load(Ordering::Relaxed) {
+            PACE_BUSY => Pace::Busy {
+                since: self.busy_since_ms.load(Ordering::Relaxed),
+            },
+            PACE_IDLE => Pace::Idle,
+            _ => Pace::Dormant,
+        }
+    }
+
+    /// Probed at the idle or the dormant rate.
     pub fn is_idle(&self) -> bool {
-        self.idle.load(Ordering::Relaxed)
+        self.pace.load(Ordering::Relaxed) != PACE_BUSY
     }
 
     /// The link carried tunnel traffic (either way): an idle link goes back to the full
@@ -117,13 +137,31 @@ impl Liveness {
         self.traffic.notified().await;
     }
 
-    /// Switches between idle probing and probing at the full rate.
-    pub fn set_idle(&self, idle: bool, now_ms: u64) {
-        if !idle {
-            self.busy_since_ms.store(now_ms, Ordering::Relaxed);
-        }
-        self.idle.store(idle, Ordering::Relaxed);
+    /// Switches to probing at `pace`.
+    pub fn set_pace(&self, pace: Pace) {
+        let value = match pace {
+            Pace::Busy { since } => {
+                self.busy_since_ms.store(since, Ordering::Relaxed);
+                PACE_BUSY
+            }
+            Pace::Idle => PACE_IDLE,
+            Pace::Dormant => PACE_DORMANT,
+        };
+        self.pace.store(value, Ordering::Relaxed);
     }
+}
+
+/// The shortest probe interval among `links` if none is busy (and there is one).
+fn quiet_period<'a>(links: impl Iterator<Item = &'a PeerLink>) -> Option<Duration> {
+    let mut shortest: Option<u64> = None;
+    for l in links {
+        let pace = l.liveness.pace();
+        if pace.is_busy() {
+            return None;
+        }
+        shortest = Some(shortest.map_or(pace.interval(), |s| s.min(pace.interval())));
+    }
+    shortest.map(Duration::from_millis)
 }
 
 /// One live, authenticated link to a peer, as the peer table keeps it.
@@ -322,16 +360,21 @@ impl PeerTable {
 
     /// True if no link carries tunnel traffic (all are probed at the idle rate).
     /// True if the peer called `name` has links and every one of them is idle.
-    pub fn linked_and_idle(&self, name: &str) -> bool {
-        self.lock()
-            .get(name)
-            .is_some_and(|p| !p.links.is_empty() && p.links.iter().all(|l| l.liveness.is_idle()))
+    /// While no link of `name` carries traffic: the shortest probe interval among them
+    /// ([`Pace::interval`]), the period their idle timers keep to. None while one is
+    /// busy, or `name` has no link.
+    pub fn quiet_period_of(&self, name: &str) -> Option<Duration> {
+        quiet_period(self.lock().get(name)?.links.iter())
     }
 
-    pub fn all_idle(&self) -> bool {
-        self.lock()
-            .values()
-            .all(|p| p.links.iter().all(|l| l.liveness.is_idle()))
+    /// The same over the links of every peer (with none, the idle probe interval).
+    pub fn quiet_period(&self) -> Option<Duration> {
+        let peers = self.lock();
+        let mut links = peers.values().flat_map(|p| p.links.iter()).peekable();
+        if links.peek().is_none() {
+            return Some(Duration::from_millis(liveness::IDLE_PROBE_INTERVAL_MS));
+        }
+        quiet_period(links)
     }
 
     /// True if a relayed link carries tunnel traffic (is probed at the full rate).
@@ -588,8 +631,7 @@ impl PeerTable {
             .collect()
     }
 
-    /// Another link of `name`, answering probes now (within an idle link's probe
-    /// interval and a half), whose node sent an instance number other than `instance`,
+    /// Another link of `name`, answering probes now (for its pace), whose node sent an instance number other than `instance`,
     /// the one of `link`, which must be answering too: the remote address of a second
     /// running node with the same certificate. (A crashed node's links stop answering;
     /// its restart is no second node.)
@@ -600,7 +642,7 @@ impl PeerTable {
         instance: u64,
         now_ms: u64,
     ) -> Option<String> {
-        let answering = |l: &Liveness| l.silent_for(now_ms) <= IDLE_PROBE_INTERVAL_MS * 3 / 2;
+        let answering = |l: &Liveness| l.alive(now_ms);
         if !answering(link) {
             return None;
         }
@@ -697,6 +739,7 @@ impl PeerTable {
                                 in_use: in_use == Some(l.link.id()),
                                 alive: l.liveness.alive(now_ms),
                                 idle: l.liveness.is_idle(),
+                                dormant: l.liveness.pace() == Pace::Dormant,
                                 rtt_ms: l.link.rtt().as_secs_f64() * 1000.0,
                                 path_mtu: stats.path_mtu,
                                 rx_bytes: stats.rx_bytes,
@@ -714,7 +757,7 @@ impl PeerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use quicap_mesh::liveness::{SILENT_BUSY_MS, SILENT_IDLE_MS};
+    use quicap_mesh::liveness::{SILENT_BUSY_MS, SILENT_DORMANT_MS, SILENT_IDLE_MS};
 
     #[test]
     fn loss_is_measured_per_window_of_probes() {
@@ -748,17 +791,25 @@ mod tests {
     #[test]
     fn idle_links_answer_less_often_and_get_a_fresh_start_when_busy_again() {
         let l = Liveness::new(0);
-        l.set_idle(true, 0);
-        let limit = SILENT_IDLE_MS;
-        assert!(l.alive(limit));
-        assert!(!l.alive(limit + 1));
-        // Busy again a second after the last answer: alive while the faster probes
-        // have had time to be answered, not a moment longer.
-        l.set_idle(false, 1000);
+        l.set_pace(Pace::Idle);
+        assert!(l.is_idle());
+        assert!(l.alive(SILENT_IDLE_MS));
+        assert!(!l.alive(SILENT_IDLE_MS + 1));
+        l.set_pace(Pace::Dormant);
+        assert!(l.is_idle());
+        assert!(l.alive(SILENT_DORMANT_MS));
+        assert!(!l.dead(3_000, 7_000));
+        assert!(l.dead(3_000, 7_001));
+        // Busy again five seconds after the last answer: alive while the faster
+        // probes have had time to be answered, not a moment longer, and dead only
+        // the full limit after the traffic began.
+        l.set_pace(Pace::Busy { since: 5_000 });
         assert!(!l.is_idle());
-        assert!(l.alive(1000 + SILENT_BUSY_MS));
-        assert!(!l.alive(1001 + SILENT_BUSY_MS));
-        l.answered(1400);
-        assert!(l.alive(1400 + SILENT_BUSY_MS));
+        assert!(l.alive(5_000 + SILENT_BUSY_MS));
+        assert!(!l.alive(5_001 + SILENT_BUSY_MS));
+        assert!(!l.dead(3_000, 8_000));
+        assert!(l.dead(3_000, 8_001));
+        l.answered(5_400);
+        assert!(l.alive(5_400 + SILENT_BUSY_MS));
     }
 }

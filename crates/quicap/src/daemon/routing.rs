@@ -14,7 +14,9 @@ const MESH_TICK: Duration = Duration::from_millis(100);
 /// The routing core's pace while every link is idle (probed once a second, see
 /// [`quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS`]) and the router has nothing due
 /// sooner: a link that closes wakes it at once, one that falls silent is seen within
-/// this.
+/// this. While every link is dormant, the core keeps to their probe period: its timers
+/// (periodic updates among them) run at the instants of their probes, late by up to
+/// that period; a link that starts carrying traffic wakes it at once.
 const MESH_QUIET_TICK: Duration = Duration::from_millis(2000);
 
 /// Drives the routing core: re-evaluates neighbors and timers every
@@ -55,13 +57,13 @@ pub(super) async fn mesh_task(node: Arc<Node>) {
                 "closed links made with a certificate its peer renewed"
             );
         }
-        pause = if node.peers.all_idle() {
-            let due = node.mesh.poll_timeout().saturating_sub(node.now_ms());
-            super::aligned_pause(MESH_QUIET_TICK)
-                .min(Duration::from_millis(due))
-                .max(MESH_TICK)
-        } else {
-            MESH_TICK
+        let due = Duration::from_millis(node.mesh.poll_timeout().saturating_sub(node.now_ms()));
+        pause = match node.peers.quiet_period() {
+            Some(period) if period > MESH_QUIET_TICK => super::aligned_after(due, period),
+            Some(_) => super::aligned_pause(MESH_QUIET_TICK)
+                .min(due)
+                .max(MESH_TICK),
+            None => MESH_TICK,
         };
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 use futures::FutureExt;
+use quicap_mesh::liveness::{self, Pace};
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
 use quicap_wire::control::Hello;
@@ -381,10 +382,15 @@ async fn control_loop(
         let mut seq = 0u64;
         // A new link probes at the full rate at first, so that it proves itself quickly.
         let mut traffic = TrafficWatch::new(node, link, node.now_ms());
+        // When the link last stopped carrying traffic.
+        let mut idle_since = 0;
         loop {
+            let pace = liveness.pace();
             let silent = liveness.silent_for(node.now_ms());
-            let pause = quicap_mesh::liveness::probe_pause(liveness.is_idle(), silent);
-            let pause = if pause == quicap_mesh::liveness::IDLE_PROBE_INTERVAL_MS {
+            let pause = liveness::probe_pause(pace, silent);
+            // Idle probes go out at wall-clock multiples of their interval, at both ends
+            // alike, so that an idle node wakes once for its own probe and its peer's.
+            let pause = if pause == pace.interval() && !pace.is_busy() {
                 super::aligned_pause(Duration::from_millis(pause))
             } else {
                 Duration::from_millis(pause)
@@ -400,14 +406,27 @@ async fn control_loop(
                 node.traffic_resumed.notify_one();
             }
             let busy = traffic.busy(node, link, now);
-            if busy == liveness.is_idle() {
-                liveness.set_idle(!busy, now);
+            let next = match (busy, pace) {
+                (true, Pace::Busy { .. }) => pace,
+                (true, _) => Pace::Busy { since: now },
+                (false, Pace::Busy { .. }) => {
+                    idle_since = now;
+                    Pace::Idle
+                }
+                (false, _) => liveness::idle_pace(now.saturating_sub(idle_since)),
+            };
+            if next != pace {
+                liveness.set_pace(next);
                 if let Some(d) = dialer {
-                    d.busy(link, busy, now);
+                    d.pace(link, next, now);
+                }
+                if next.is_busy() {
+                    // The routing core keeps a slower pace while every link is idle.
+                    node.mesh.notify.notify_one();
                 }
             }
-            let silent = liveness.silent_for(now);
-            if quicap_mesh::liveness::dead(silent, node.dead_after_ms) {
+            if liveness.dead(node.dead_after_ms, now) {
+                let silent = liveness.silent_for(now);
                 let reason = format!("no answer to probes for {silent} ms");
                 link.close(CloseCode::Unresponsive, &reason);
                 warn!(%peer, %reason, "closing dead link");
