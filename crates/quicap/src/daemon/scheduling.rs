@@ -131,7 +131,8 @@ pub async fn govern(node: Arc<Node>) {
     let mut dormant = 0u32;
     loop {
         let slept = Instant::now();
-        if dormant >= DORMANT_AFTER {
+        let dormant_sample = dormant >= DORMANT_AFTER;
+        if dormant_sample {
             // Idle: sampled rarely, and at once when an idle link carries traffic again.
             let traffic = tokio::select! {
                 () = tokio::time::sleep(super::aligned_pause(DORMANT_TICK)) => false,
@@ -151,10 +152,18 @@ pub async fn govern(node: Arc<Node>) {
         let busy = Duration::from_nanos(busy);
         let reported = node.scheduling.reports_pending.swap(0, Ordering::Relaxed);
         // A sample over the time slept, rounded to the tick it was meant to be.
-        let sampled = if slept.elapsed() >= sched::QUIET_TICK {
+        let slept = slept.elapsed();
+        let sampled = if slept >= sched::QUIET_TICK {
             sched::QUIET_TICK.max(period)
         } else {
             period
+        };
+        // A dormant sample counts at its rate over the tick. (Other long sleeps are a
+        // thread that did not run, e.g. stopped: their time counts in full.)
+        let busy = if dormant_sample && slept > sampled {
+            busy.mul_f64(sampled.as_secs_f64() / slept.as_secs_f64())
+        } else {
+            busy
         };
         period = governor.next_tick(busy, sampled);
         let idle = period == sched::QUIET_TICK && busy < DORMANT_BUSY && reported == 0;
