@@ -51,7 +51,7 @@ bench_veth() {
 # quicap_node DIR NAME OVERLAY [PEER ENDPOINT]: a key, a certificate from $work/ca for
 # the addresses in OVERLAY (one or several, separated by spaces) and DIR/node.toml
 # (OVERLAY on the TUN, listening on port 4433, control socket in DIR, the lines of
-# $NODE_EXTRA added to [node]; with $TAP_ADDRESS also a TAP with that address, which the
+# $NODE_EXTRA added to [node], the TUN's MTU $TUN_MTU if set; with $TAP_ADDRESS also a TAP with that address, which the
 # certificate covers too), dialing node PEER at ENDPOINT if given (with PEER_EXTRA in
 # its [[peer]] section); $SIGN_EXTRA (e.g. --egress) goes to quicap ca sign.
 quicap_node() {
@@ -74,6 +74,7 @@ ${NODE_EXTRA:-}
 [tun]
 name = "quicap0"
 addresses = [$(IFS=,; echo "${tun[*]}")]
+${TUN_MTU:+mtu = $TUN_MTU}
 TOML
   if [ -n "${TAP_ADDRESS:-}" ]; then
     printf '[tap]\nname = "quicaptap0"\naddresses = ["%s"]\n' "$TAP_ADDRESS" >>"$d/node.toml"
@@ -87,4 +88,24 @@ TOML
 run_node() {
   ip netns exec "$1" "$QUICAP" up --config "$2/node.toml" 2>"$2.log" &
   pids+=($!)
+}
+
+# bench_pair PREFIX: namespaces $A and $B (PREFIX-a-PID, PREFIX-b-PID) joined by a veth
+# pair (192.0.2.1 and .2), node-a (10.77.0.1) in A and node-b (10.77.0.2) in B dialing
+# each other, their pids in $pid_a and $pid_b; returns once a ping crosses the tunnel
+# (exits if none does within 10 s).
+bench_pair() {
+  A="$1-a-$$"
+  B="$1-b-$$"
+  bench_ns "$A"
+  bench_ns "$B"
+  bench_veth "$A" "${1}va" 192.0.2.1 "$B" "${1}vb" 192.0.2.2
+  quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
+  quicap_node "$work/b" node-b 10.77.0.2/24 node-a 192.0.2.1:4433
+  run_node "$A" "$work/a"
+  pid_a=$!
+  run_node "$B" "$work/b"
+  pid_b=$!
+  for _ in $(seq 100); do ip netns exec "$A" ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+  ip netns exec "$A" ping -c 1 -W 1 10.77.0.2 >/dev/null || { echo "error: the nodes never linked" >&2; exit 1; }
 }

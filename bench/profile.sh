@@ -23,19 +23,9 @@ esac
 bench_setup profile
 command -v perf >/dev/null || apt-get install -y -q linux-perf >/dev/null
 
-A="qprof-a-$$"
-B="qprof-b-$$"
-bench_ns "$A"
-bench_ns "$B"
-bench_veth "$A" qpva 192.0.2.1 "$B" qpvb 192.0.2.2
-
-quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
-quicap_node "$work/b" node-b 10.77.0.2/24 node-a 192.0.2.1:4433
-run_node "$A" "$work/a"
-pa=$!
-run_node "$B" "$work/b"
-pb=$!
-for _ in $(seq 100); do ip netns exec "$A" ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
+bench_pair qprof
+pa=$pid_a
+pb=$pid_b
 ip netns exec "$B" iperf3 -s -D -B 10.77.0.2 >/dev/null
 sleep 0.5
 

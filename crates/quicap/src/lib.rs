@@ -8,6 +8,7 @@ pub mod camouflage;
 pub mod config;
 pub mod daemon;
 pub mod device;
+pub mod heap;
 pub mod link;
 pub mod masque;
 pub mod packet_io;

@@ -17,8 +17,9 @@
 //! back as soon as the kernel drops packets nearby (the kernel's NAPI makes the same
 //! call when it hands a packet flood from softirq to the normal-priority ksoftirqd).
 //!
-//! The system calls have no safe wrapper in the crates used here; they and the TCP
-//! link's TCP_INFO read (`link::tcp`) are the only `unsafe` in the workspace.
+//! The system calls have no safe wrapper in the crates used here; they, the TCP link's
+//! TCP_INFO read (`link::tcp`) and [`crate::heap`] are the only `unsafe` in the
+//! workspace.
 #![allow(unsafe_code)]
 
 use std::io;

@@ -24,6 +24,8 @@ const MESH_QUIET_TICK: Duration = Duration::from_millis(2000);
 /// signals a change, and sends what the router wants sent.
 pub(super) async fn mesh_task(node: Arc<Node>) {
     let mut pause = MESH_TICK;
+    // Whether every link was idle at the last step.
+    let mut was_quiet = true;
     // Next hop per destination, to log changes.
     let mut hops: HashMap<NodeId, NodeId> = HashMap::new();
     loop {
@@ -58,7 +60,13 @@ pub(super) async fn mesh_task(node: Arc<Node>) {
             );
         }
         let due = Duration::from_millis(node.mesh.poll_timeout().saturating_sub(node.now_ms()));
-        pause = match node.peers.quiet_period() {
+        let quiet = node.peers.quiet_period();
+        if quiet.is_some() && !was_quiet {
+            // Traffic has stopped: the memory its queues took goes back to the system.
+            crate::heap::release_free();
+        }
+        was_quiet = quiet.is_some();
+        pause = match quiet {
             Some(period) if period > MESH_QUIET_TICK => super::aligned_after(due, period),
             Some(_) => super::aligned_pause(MESH_QUIET_TICK)
                 .min(due)

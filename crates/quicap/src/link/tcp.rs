@@ -144,7 +144,7 @@ impl Shared {
     }
 
     /// The kernel's TCP_INFO of the socket. No crate used here wraps it; with
-    /// `sched`'s calls, the only `unsafe` in the workspace.
+    /// `sched`'s calls and `heap`, the only `unsafe` in the workspace.
     #[allow(unsafe_code)]
     fn tcp_info(&self) -> Option<libc::tcp_info> {
         // SAFETY: tcp_info is plain data; getsockopt writes at most `len` bytes into it
