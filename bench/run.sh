@@ -3,7 +3,7 @@
 # namespaces, the raw link, QUICAP (built with profile-guided optimization and BOLT by
 # scripts/build-pgo.sh, and as a plain release build), QUICAP forwarded through one
 # intermediate node,
-# Quincy (quincy-server/quincy-client, mutual TLS, same MTU) and userspace WireGuard
+# Quincy (quincy-server/quincy-client, mutual TLS and Noise) and userspace WireGuard
 # (boringtun-cli and Debian's wireguard-go, configured with wg), Nebula and OpenVPN: iperf3 TCP with 1 and 4
 # streams, iperf3 UDP (with iperf3's default socket buffers and with 4 MiB ones, which
 # needs net.core.rmem_max of at least 4 MiB), the tunnel's CPU per packet of that UDP
@@ -14,7 +14,7 @@
 #   sudo ./bench/run.sh --write         # also write docs/benchmarks.md
 #
 # Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
-# median reported, default 3), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
+# median reported, default 3), BENCH_MTU (every tunnel's MTU, default 1420), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
 # quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula openvpn" to measure, default all; the others print as n/a), BENCH_PGO (1, the
 # default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
 # release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
@@ -27,6 +27,9 @@ source "$(dirname "$0")/lib.sh"
 command -v python3 >/dev/null || { echo "error: python3 is needed to read iperf3's JSON" >&2; exit 1; }
 
 SECS=${BENCH_SECONDS:-5}
+# One tunnel MTU for every system: WireGuard's default, which each of them can take.
+MTU=${BENCH_MTU:-1420}
+export TUN_MTU=$MTU
 REPS=${BENCH_REPS:-3}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
@@ -246,69 +249,91 @@ TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure relay 10.77.0.3 "$C"
 stop_nodes
 fi
 
-if want quincy; then
-echo "==> Quincy (QUIC VPN on quinn + tun-rs, mutual TLS)"
-q="$work/quincy"
-mkdir -p "$q"
-# A throwaway CA for the server certificate; the server pins the client by fingerprint.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=quincy-bench-ca" -keyout "$q/ca.key" -out "$q/ca.crt" 2>/dev/null
-openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-  -subj "/CN=quincy-server" -keyout "$q/server.key" -out "$q/server.csr" 2>/dev/null
-printf 'subjectAltName=IP:192.0.2.2\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$q/server.ext"
-openssl x509 -req -in "$q/server.csr" -CA "$q/ca.crt" -CAkey "$q/ca.key" -CAcreateserial \
-  -days 2 -extfile "$q/server.ext" -out "$q/server.crt" 2>/dev/null
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-  -subj "/CN=quincy-client" -addext "basicConstraints=critical,CA:FALSE" \
-  -addext "extendedKeyUsage=clientAuth" -keyout "$q/client.key" -out "$q/client.crt" 2>/dev/null
-fingerprint=$(openssl x509 -in "$q/client.crt" -outform DER | sha256sum | cut -d' ' -f1)
-cat >"$q/users.toml" <<TOML
-[users.bench]
-authorized_certs = ["sha256:$fingerprint"]
-TOML
-cat >"$q/server.toml" <<TOML
+# quincy_pair LABEL MODE: quincy-server in B, quincy-client in A, in MODE "tls" (mutual
+# TLS: a throwaway CA for the server, the client pinned by fingerprint) or "noise"
+# (Noise NK with X25519 keys, the mode of Quincy's own performance figures); socket
+# and datagram buffers at Quincy's defaults (2 MiB, 4 MiB), the MTU the others use.
+quincy_pair() {
+  local label=$1 mode=$2 q="$work/quincy-$2" server_protocol client_protocol users
+  mkdir -p "$q"
+  if [ "$mode" = tls ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=quincy-bench-ca" -keyout "$q/ca.key" -out "$q/ca.crt" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=quincy-server" -keyout "$q/server.key" -out "$q/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:192.0.2.2\nbasicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$q/server.ext"
+    openssl x509 -req -in "$q/server.csr" -CA "$q/ca.crt" -CAkey "$q/ca.key" -CAcreateserial \
+      -days 2 -extfile "$q/server.ext" -out "$q/server.crt" 2>/dev/null
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=quincy-client" -addext "basicConstraints=critical,CA:FALSE" \
+      -addext "extendedKeyUsage=clientAuth" -keyout "$q/client.key" -out "$q/client.crt" 2>/dev/null
+    users="authorized_certs = [\"sha256:$(openssl x509 -in "$q/client.crt" -outform DER | sha256sum | cut -d' ' -f1)\"]"
+    server_protocol="mode = \"tls\"
+certificate_file = \"$q/server.crt\"
+certificate_key_file = \"$q/server.key\""
+    client_protocol="mode = \"tls\"
+trusted_certificate_paths = [\"$q/ca.crt\"]
+client_certificate_file = \"$q/client.crt\"
+client_certificate_key_file = \"$q/client.key\""
+  else
+    # Noise keys are raw X25519 keys in base64, as wg makes them.
+    (
+      umask 077
+      wg genkey >"$q/server.key"; wg pubkey <"$q/server.key" >"$q/server.pub"
+      wg genkey >"$q/client.key"; wg pubkey <"$q/client.key" >"$q/client.pub"
+    )
+    users="authorized_keys = [\"$(cat "$q/client.pub")\"]"
+    server_protocol="mode = \"noise\"
+private_key = \"$(cat "$q/server.key")\""
+    client_protocol="mode = \"noise\"
+server_public_key = \"$(cat "$q/server.pub")\"
+private_key = \"$(cat "$q/client.key")\""
+  fi
+  printf '[users.bench]\n%s\n' "$users" >"$q/users.toml"
+  cat >"$q/server.toml" <<TOML
 name = "quincy-bench"
 tunnel_network = "10.66.0.1/24"
 users_file = "$q/users.toml"
 [protocol]
-mode = "tls"
-certificate_file = "$q/server.crt"
-certificate_key_file = "$q/server.key"
+$server_protocol
 [connection]
-mtu = 1400
+mtu = $MTU
 [log]
 level = "warn"
 TOML
-cat >"$q/client.toml" <<TOML
+  cat >"$q/client.toml" <<TOML
 connection_string = "192.0.2.2:55555"
 [protocol]
-mode = "tls"
-trusted_certificate_paths = ["$q/ca.crt"]
-client_certificate_file = "$q/client.crt"
-client_certificate_key_file = "$q/client.key"
+$client_protocol
 [connection]
-mtu = 1400
+mtu = $MTU
 [log]
 level = "warn"
 TOML
-ip netns exec "$B" "$QUINCY_DIR/quincy-server" --config-path "$q/server.toml" >"$work/quincy-server.log" 2>&1 & pids+=($!)
-sleep 1
-ip netns exec "$A" "$QUINCY_DIR/quincy-client" --config-path "$q/client.toml" >"$work/quincy-client.log" 2>&1 & pids+=($!)
-for _ in $(seq 100); do inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1 && break; sleep 0.1; done
-if inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1; then
-  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=$(inA ip -o -4 addr show | awk '/ 10\.66\.0\./ {print $2; exit}') \
-    measure quincy 10.66.0.1
-else
-  echo "error: Quincy did not come up; logs:" >&2
-  cat "$work/quincy-server.log" "$work/quincy-client.log" >&2
-  exit 1
-fi
-stop_nodes
+  ip netns exec "$B" "$QUINCY_DIR/quincy-server" --config-path "$q/server.toml" >"$work/quincy-server.log" 2>&1 & pids+=($!)
+  sleep 1
+  ip netns exec "$A" "$QUINCY_DIR/quincy-client" --config-path "$q/client.toml" >"$work/quincy-client.log" 2>&1 & pids+=($!)
+  for _ in $(seq 100); do inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1 && break; sleep 0.1; done
+  if inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1; then
+    TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=$(inA ip -o -4 addr show | awk '/ 10\.66\.0\./ {print $2; exit}') \
+      measure "$label" 10.66.0.1
+  else
+    echo "error: Quincy ($mode) did not come up; logs:" >&2
+    cat "$work/quincy-server.log" "$work/quincy-client.log" >&2
+    exit 1
+  fi
+  stop_nodes
+}
+if want quincy; then
+  echo "==> Quincy (QUIC VPN on quinn + tun-rs), mutual TLS"
+  quincy_pair quincy tls
+  echo "==> Quincy, Noise NK"
+  quincy_pair quincynoise noise
 fi
 
 # wg_pair LABEL DEV PORT NET: two WireGuard interfaces DEV-A/DEV-B (made by the
 # implementation in $WG_LAUNCH, run in each namespace with the interface name), keyed
-# and peered with wg on UDP port PORT, NET.1 and NET.2 at MTU 1420; measured as LABEL.
+# and peered with wg on UDP port PORT, NET.1 and NET.2 at MTU $MTU; measured as LABEL.
 wg_pair() {
   local label=$1 dev=$2 port=$3 net=$4 n ns
   umask 077
@@ -327,8 +352,8 @@ wg_pair() {
     peer "$(cat "$work/${dev}A.pub")" allowed-ips "$net.1/32" endpoint "192.0.2.1:$port"
   ip -n "$A" addr add "$net.1/24" dev "$dev"A$$
   ip -n "$B" addr add "$net.2/24" dev "$dev"B$$
-  ip -n "$A" link set "$dev"A$$ mtu 1420 up
-  ip -n "$B" link set "$dev"B$$ mtu 1420 up
+  ip -n "$A" link set "$dev"A$$ mtu "$MTU" up
+  ip -n "$B" link set "$dev"B$$ mtu "$MTU" up
   for _ in $(seq 100); do inA ping -c 1 -W 1 "$net.2" >/dev/null 2>&1 && break; sleep 0.1; done
   TUNNEL_PIDS="$(pgrep -d ' ' -f "$WG_LAUNCH $dev[AB]$$")" TUNNEL_DEV="${dev}A$$" measure "$label" "$net.2"
   pkill -f "$WG_LAUNCH $dev[AB]$$" || true
@@ -376,7 +401,7 @@ punchy:
   punch: false
 tun:
   dev: neb$n$$
-  mtu: 1420
+  mtu: $MTU
 logging:
   level: warning
 firewall:
@@ -426,7 +451,7 @@ for n in A B; do
   ip netns exec "$ns" openvpn --dev tun --dev-type tun --dev "ovpn$n$$" --proto udp \
     --lport 1194 --rport 1194 --remote "$remote" --ifconfig $ifc $role --dh none \
     --cert "$ov/$n.crt" --key "$ov/$n.key" --peer-fingerprint "$(fp "$ov/$other.crt")" \
-    --data-ciphers AES-128-GCM --cipher AES-128-GCM --tun-mtu 1420 --disable-dco \
+    --data-ciphers AES-128-GCM --cipher AES-128-GCM --tun-mtu "$MTU" --disable-dco \
     --sndbuf 4194304 --rcvbuf 4194304 --txqueuelen 1000 --verb 1 \
     >"$work/openvpn$n.log" 2>&1 & pids+=($!)
 done
@@ -444,14 +469,38 @@ fi
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('n/a' if 'n/a' in (a,b) or not float(b) else f'{float(a)/float(b):.2f}')" "$1" "$2"; }
 val() { eval echo "\${R_$1:-n/a}"; }
 
+# best_peer KEY: "RATIO (PEER)", QUICAP's figure against the best peer's for KEY (the
+# highest throughput, the lowest RTT or CPU), over every peer measured.
+best_peer() {
+  local k=$1 args=() p
+  for p in quincy:Quincy quincynoise:Quincy-Noise wg:boringtun wggo:wireguard-go nebula:Nebula openvpn:OpenVPN; do
+    args+=("${p#*:}=$(val "${p%%:*}_$k")")
+  done
+  python3 - "$k" "$(val "quicap_$k")" "${args[@]}" <<'PY'
+import sys
+key, ours, peers = sys.argv[1], sys.argv[2], sys.argv[3:]
+figures = {}
+for p in peers:
+    name, value = p.split("=", 1)
+    if value != "n/a":
+        figures[name] = float(value)
+lower = key in ("udpcpu", "ping", "pingload")
+if ours == "n/a" or not figures:
+    print("n/a")
+else:
+    name = (min if lower else max)(figures, key=figures.get)
+    print(f"{float(ours) / figures[name]:.2f} ({name})" if figures[name] else "n/a")
+PY
+}
+
 row() { # title key
   local k=$2
-  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg neb ovpn relay qy
+  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg neb ovpn relay qy qyn
   raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k"); wgg=$(val "wggo_$k")
   neb=$(val "nebula_$k"); ovpn=$(val "openvpn_$k")
-  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
+  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qyn=$(val "quincynoise_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
   qcamo=$(val "quicapcamo_$k"); qcamotcp=$(val "quicapcamotcp_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
     "$qpl" "$(val "quicapplain_${k}_spread")" \
@@ -461,16 +510,17 @@ row() { # title key
     "$qcamotcp" "$(val "quicapcamotcp_${k}_spread")" \
     "$relay" "$(val "relay_${k}_spread")" \
     "$qy" "$(val "quincy_${k}_spread")" \
+    "$qyn" "$(val "quincynoise_${k}_spread")" \
     "$wg" "$(val "wg_${k}_spread")" \
     "$wgg" "$(val "wggo_${k}_spread")" \
     "$neb" "$(val "nebula_${k}_spread")" \
     "$ovpn" "$(val "openvpn_${k}_spread")" \
-    "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$quic" "$wgg")" "$(ratio "$quic" "$neb")" "$(ratio "$quic" "$ovpn")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
+    "$(best_peer "$k")" "$(ratio "$quic" "$qy")" "$(ratio "$quic" "$wg")" "$(ratio "$quic" "$wgg")" "$(ratio "$quic" "$neb")" "$(ratio "$quic" "$ovpn")" "$(ratio "$relay" "$quic")" "$(ratio "$qtcp" "$quic")" "$(ratio "$qcamo" "$quic")" "$(ratio "$qcamotcp" "$qtcp")"
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy | boringtun | wireguard-go | Nebula | OpenVPN | QUICAP / Quincy | QUICAP / boringtun | QUICAP / wireguard-go | QUICAP / Nebula | QUICAP / OpenVPN | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy (TLS) | Quincy (Noise) | boringtun | wireguard-go | Nebula | OpenVPN | QUICAP / best peer | QUICAP / Quincy (TLS) | QUICAP / boringtun | QUICAP / wireguard-go | QUICAP / Nebula | QUICAP / OpenVPN | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -495,28 +545,49 @@ if [ "$WRITE" = 1 ]; then
 Measured with \`sudo ./bench/run.sh --write\` on $(date -u +%Y-%m-%d).
 
 Setup: two network namespaces joined by one veth pair (MTU 1500). iperf3 runs from
-namespace A to namespace B over, in turn, the raw veth, QUICAP (\`quicap up\`, default
-config: TUN MTU 1400, offloads on, \`node.realtime = "auto"\`; the binary built by
-\`scripts/build-pgo.sh\`: the release profile with profile-guided optimization and BOLT,
-trained on a run of its own in namespaces), the same code as a plain \`cargo build --release\`
-("QUICAP without PGO"), QUICAP
-with \`node.realtime = "never"\` (normal scheduling throughout, to show what "auto"
-changes), QUICAP over TLS/TCP (one node dials the other with \`transport = "tcp"\`:
-the fallback for paths without UDP), QUICAP in camouflage mode (both nodes web
-fronts with self-signed web certificates, dialing each other with \`web-pin\`: the
-tunnel inside an HTTP/3 CONNECT-IP request; and the same with \`transport = "tcp"\`: the
-tunnel over TLS/TCP after an HTTP/1.1 upgrade to connect-ip),
-QUICAP through one intermediate node (a third namespace; the end nodes hold an
-end-to-end connection whose packets it forwards as relay frames, undecrypted),
-boringtun-cli (userspace WireGuard, MTU 1420, configured with \`wg\`), Debian's
-wireguard-go (the same configuration, its defaults otherwise), Debian's Nebula 1.6
-(its own certificates, no lighthouse, \`routines\` = cores and 10 MiB socket buffers as
-its documentation advises for throughput, MTU 1420), Debian's OpenVPN 2.6 (UDP, point
-to point with self-signed certificates checked by fingerprint, AES-128-GCM, its own
-userspace data path without the kernel's DCO, 4 MiB socket buffers, MTU 1420), and
-Quincy 3 (\`quincy-server\` / \`quincy-client\` from
-crates.io, mutual TLS, MTU 1400). All are measured in the same invocation; absolute figures
-on shared machines drift 15-40 % between runs minutes apart, so compare ratios.
+namespace A to namespace B over, in turn, the raw veth and each tunnel below. Every
+tunnel has the same MTU, $MTU (WireGuard's default; each system here takes it), and
+runs with the configuration its own documentation recommends for throughput. No
+process is pinned to a CPU: the two ends of each tunnel, iperf3's client and server and
+the kernel's softirqs share the machine's $(nproc) cores as the scheduler places them,
+the same for every system; a system whose threads fight iperf3 for the cores pays for
+it in its figures, which is part of what is measured.
+
+- **QUICAP** (\`quicap up\`, defaults but the MTU: offloads on, \`node.realtime =
+  "auto"\`), the binary built by \`scripts/build-pgo.sh\` (the release profile with
+  profile-guided optimization and BOLT, trained on a run of its own in namespaces);
+  the same code as a plain \`cargo build --release\` ("QUICAP without PGO"); with
+  \`node.realtime = "never"\` (normal scheduling throughout, to show what "auto"
+  changes); over TLS/TCP (one node dials the other with \`transport = "tcp"\`: the
+  fallback for paths without UDP); in camouflage mode (both nodes web fronts with
+  self-signed web certificates, dialing each other with \`web-pin\`: the tunnel inside
+  an HTTP/3 CONNECT-IP request; and the same with \`transport = "tcp"\`, after an
+  HTTP/1.1 upgrade to connect-ip); and through one intermediate node (a third
+  namespace; the end nodes hold an end-to-end connection whose packets it forwards as
+  relay frames, undecrypted).
+- **Quincy 3** (\`quincy-server\` / \`quincy-client\` from crates.io, built with its
+  default features, jemalloc and GSO/GRO offload among them) in both of its modes:
+  mutual TLS, and Noise NK with X25519 keys, the mode of the figures in its README;
+  socket and datagram buffers at its defaults (2 MiB and 4 MiB), which its
+  documentation gives no advice to change. Its client and server each run a tokio
+  runtime with a worker thread per core, so on this machine four Quincy threads and
+  iperf3 share two cores: its figures swing with where the scheduler puts them
+  (between runs, 0.74 to 2.38 Gb/s for one TCP stream has been seen on machines of this
+  kind), which is why both modes are measured and the best peer is taken per row.
+- **boringtun** (\`boringtun-cli\` from crates.io, configured with \`wg\`) and Debian's
+  **wireguard-go** (the same configuration; its defaults otherwise, which its
+  documentation recommends: a Go thread per core).
+- Debian's **Nebula 1.6** (its own certificates, no lighthouse, \`routines\` = cores
+  and 10 MiB socket buffers, as its documentation advises for throughput on Linux).
+- Debian's **OpenVPN 2.6** (UDP, point to point with self-signed certificates checked
+  by fingerprint, AES-128-GCM, 4 MiB socket buffers and a 1000-packet TUN queue as its
+  manual suggests for throughput; its own userspace data path, without the kernel's
+  DCO module, which is not on every machine).
+
+All are measured in the same invocation; absolute figures on shared machines drift
+15-40 % between runs minutes apart, so compare ratios. "QUICAP / best peer" compares
+QUICAP with the peer that did best in that row (the highest throughput, the lowest RTT
+or CPU per packet).
 
 Machine: $machine
 
