@@ -78,13 +78,44 @@ impl Pace {
     }
 }
 
-/// The pace an idle link has after `idle_for` ms without traffic (counted from when it
-/// went idle).
-pub fn idle_pace(idle_for: Time) -> Pace {
-    if idle_for >= DORMANT_AFTER_MS {
-        Pace::Dormant
-    } else {
-        Pace::Idle
+/// A link's pace as its traffic comes and goes: busy while it carries traffic, idle
+/// once it stops, dormant after [`DORMANT_AFTER_MS`] more. Its prober keeps one.
+#[derive(Debug, Clone, Copy)]
+pub struct PaceClock {
+    pace: Pace,
+    /// When it last stopped carrying traffic.
+    idle_since: Time,
+}
+
+impl PaceClock {
+    /// A link at `pace` from `now`.
+    pub fn new(pace: Pace, now: Time) -> PaceClock {
+        PaceClock {
+            pace,
+            idle_since: now,
+        }
+    }
+
+    pub fn pace(&self) -> Pace {
+        self.pace
+    }
+
+    /// Whether the link carries traffic at `now`: the new pace, if that changes it.
+    pub fn update(&mut self, busy: bool, now: Time) -> Option<Pace> {
+        let next = match (busy, self.pace) {
+            (true, Pace::Busy { .. }) => self.pace,
+            (true, _) => Pace::Busy { since: now },
+            (false, Pace::Busy { .. }) => {
+                self.idle_since = now;
+                Pace::Idle
+            }
+            (false, _) if now.saturating_sub(self.idle_since) >= DORMANT_AFTER_MS => Pace::Dormant,
+            (false, _) => Pace::Idle,
+        };
+        (next != self.pace).then(|| {
+            self.pace = next;
+            next
+        })
     }
 }
 
@@ -169,10 +200,23 @@ mod tests {
     }
 
     #[test]
-    fn idle_links_go_dormant_after_ten_seconds() {
-        assert_eq!(idle_pace(0), Pace::Idle);
-        assert_eq!(idle_pace(DORMANT_AFTER_MS - 1), Pace::Idle);
-        assert_eq!(idle_pace(DORMANT_AFTER_MS), Pace::Dormant);
+    fn idle_links_go_dormant_after_ten_seconds_and_busy_at_once() {
+        let mut clock = PaceClock::new(Pace::Busy { since: 0 }, 0);
+        assert_eq!(clock.update(true, 100), None);
+        assert_eq!(clock.update(false, 1_000), Some(Pace::Idle));
+        assert_eq!(clock.update(false, 1_000 + DORMANT_AFTER_MS - 1), None);
+        assert_eq!(
+            clock.update(false, 1_000 + DORMANT_AFTER_MS),
+            Some(Pace::Dormant)
+        );
+        assert_eq!(clock.update(false, 60_000), None);
+        assert_eq!(
+            clock.update(true, 60_001),
+            Some(Pace::Busy { since: 60_001 })
+        );
+        assert_eq!(clock.pace(), Pace::Busy { since: 60_001 });
+        assert_eq!(clock.update(false, 65_000), Some(Pace::Idle));
+        assert_eq!(clock.update(false, 70_000), None, "idle counted afresh");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! switching times of every scenario.
 
 use quicap_mesh::links::{Event, LinkId, Mode, PeerLinks, Transport};
-use quicap_mesh::liveness::{self, Pace};
+use quicap_mesh::liveness::{self, Pace, PaceClock};
 use quicap_mesh::Time;
 
 /// What the network does to UDP at a moment.
@@ -40,9 +40,7 @@ struct SimLink {
     transport: Transport,
     next_probe: Time,
     last_answer: Time,
-    pace: Pace,
-    /// When it last stopped carrying traffic.
-    idle_since: Time,
+    clock: PaceClock,
 }
 
 struct Sim {
@@ -119,8 +117,7 @@ impl Sim {
                     transport,
                     next_probe: now,
                     last_answer: now,
-                    pace: Pace::Idle,
-                    idle_since: now,
+                    clock: PaceClock::new(Pace::Idle, now),
                 });
                 self.log
                     .push(format!("{now:>6} ms  {} link up", transport.as_str()));
@@ -137,7 +134,7 @@ impl Sim {
         for l in &mut self.links {
             if now >= l.next_probe {
                 l.next_probe =
-                    now + liveness::probe_pause(l.pace, now.saturating_sub(l.last_answer));
+                    now + liveness::probe_pause(l.clock.pace(), now.saturating_sub(l.last_answer));
                 let t = l.transport;
                 let works = match t {
                     Transport::Quic => (self.net.udp)(now) == Udp::Passes,
@@ -148,7 +145,7 @@ impl Sim {
                     answers.push(l.id);
                 }
             }
-            if liveness::dead(l.last_answer, l.pace, DEAD_AFTER, now) {
+            if liveness::dead(l.last_answer, l.clock.pace(), DEAD_AFTER, now) {
                 dead.push(l.id);
             }
         }
@@ -188,21 +185,10 @@ impl Sim {
         // Which link carries the traffic, and whether it gets through.
         let carrying = self.core.traffic_link(now);
         for l in &mut self.links {
-            let busy = Some(l.id) == carrying;
-            let pace = match (busy, l.pace) {
-                (true, Pace::Busy { .. }) => l.pace,
-                (true, _) => {
+            if let Some(pace) = l.clock.update(Some(l.id) == carrying, now) {
+                if pace.is_busy() {
                     l.next_probe = l.next_probe.min(now + 250);
-                    Pace::Busy { since: now }
                 }
-                (false, Pace::Busy { .. }) => {
-                    l.idle_since = now;
-                    Pace::Idle
-                }
-                (false, _) => liveness::idle_pace(now - l.idle_since),
-            };
-            if pace != l.pace {
-                l.pace = pace;
                 self.core.handle_pace(l.id, pace, now);
             }
         }

@@ -10,7 +10,7 @@
 #![allow(unsafe_code)]
 
 /// Returns the free pages of the heap to the kernel; does nothing where the allocator
-/// is not glibc's. Takes a few milliseconds on a heap of tens of MB: call it when idle.
+/// is not glibc's. It walks the whole heap: call it when idle, not per packet.
 pub fn release_free() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim takes no pointers and only walks the allocator's own lists.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use bytes::Bytes;
 use futures::FutureExt;
-use quicap_mesh::liveness::{self, Pace};
+use quicap_mesh::liveness::{self, PaceClock};
 use quicap_pki::cert::VerifiedCert;
 use quicap_pki::NodeCert;
 use quicap_wire::control::Hello;
@@ -382,10 +382,9 @@ async fn control_loop(
         let mut seq = 0u64;
         // A new link probes at the full rate at first, so that it proves itself quickly.
         let mut traffic = TrafficWatch::new(node, link, node.now_ms());
-        // When the link last stopped carrying traffic.
-        let mut idle_since = 0;
+        let mut clock = PaceClock::new(liveness.pace(), node.now_ms());
         loop {
-            let pace = liveness.pace();
+            let pace = clock.pace();
             let silent = liveness.silent_for(node.now_ms());
             let pause = liveness::probe_pause(pace, silent);
             // Idle probes go out at wall-clock multiples of their interval, at both ends
@@ -405,17 +404,7 @@ async fn control_loop(
                 traffic.carried(now);
                 node.traffic_resumed.notify_one();
             }
-            let busy = traffic.busy(node, link, now);
-            let next = match (busy, pace) {
-                (true, Pace::Busy { .. }) => pace,
-                (true, _) => Pace::Busy { since: now },
-                (false, Pace::Busy { .. }) => {
-                    idle_since = now;
-                    Pace::Idle
-                }
-                (false, _) => liveness::idle_pace(now.saturating_sub(idle_since)),
-            };
-            if next != pace {
+            if let Some(next) = clock.update(traffic.busy(node, link, now), now) {
                 liveness.set_pace(next);
                 if let Some(d) = dialer {
                     d.pace(link, next, now);
