@@ -13,8 +13,9 @@
 #   sudo ./bench/run.sh                 # print the table
 #   sudo ./bench/run.sh --write         # also write docs/benchmarks.md
 #
-# Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_REPS (runs per figure,
-# median reported, default 3), BENCH_MTU (every tunnel's MTU, default 1420), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
+# Environment: BENCH_SECONDS (per iperf3 run, default 5), BENCH_PASSES (passes over every
+# system, default 3), BENCH_REPS (runs of each figure per pass, default 1; the median of
+# all runs is reported), BENCH_MTU (every tunnel's MTU, default 1420), BENCH_ONLY (a subset of "raw quicap quicap-plain quicap-never
 # quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula openvpn" to measure, default all; the others print as n/a), BENCH_PGO (1, the
 # default: QUICAP is the PGO build and "quicap-plain" the plain one; 0: QUICAP is the plain
 # release build, no PGO build is made), BORINGTUN (path of boringtun-cli; installed with
@@ -30,7 +31,12 @@ SECS=${BENCH_SECONDS:-5}
 # One tunnel MTU for every system: WireGuard's default, which each of them can take.
 MTU=${BENCH_MTU:-1420}
 export TUN_MTU=$MTU
-REPS=${BENCH_REPS:-3}
+# Every system is measured in PASSES passes, one after the other, each started afresh
+# (so a figure that depends on where the scheduler first puts a system's threads is
+# taken over several placements, and one that drifts with the machine over several
+# moments), REPS runs of each figure per pass.
+PASSES=${BENCH_PASSES:-3}
+REPS=${BENCH_REPS:-1}
 WRITE=0
 [ "${1:-}" = "--write" ] && WRITE=1
 ONLY=${BENCH_ONLY:-raw quicap quicap-plain quicap-never quicap-tcp quicap-camo quicap-camo-tcp relay quincy wg wggo nebula openvpn}
@@ -105,8 +111,8 @@ tunnel_cpu() {
   echo "$total"
 }
 
-# measure LABEL DEST [SERVER-NAMESPACE, default B]: fills R_<LABEL>_{tcp1,tcp4,udp,ping,pingload}
-# (+ _spread), and R_<LABEL>_udpcpu when TUNNEL_PIDS (the tunnel's processes) and
+# measure LABEL DEST [SERVER-NAMESPACE, default B]: REPS runs of each figure, kept (add)
+# as LABEL's tcp1, tcp4, udp, udpw, ping and pingload, and udpcpu when TUNNEL_PIDS (the tunnel's processes) and
 # TUNNEL_DEV (its interface in A) are set: their CPU time per packet they read from
 # that interface during the UDP flood, in microseconds.
 measure() {
@@ -141,61 +147,71 @@ measure() {
   done
   kill "$(cat "$work/iperf.pid")" 2>/dev/null || true
   sleep 0.3
-  eval "R_${label}_tcp1=$(median "${t1[@]}") R_${label}_tcp1_spread=$(spread "${t1[@]}")"
-  eval "R_${label}_tcp4=$(median "${t4[@]}") R_${label}_tcp4_spread=$(spread "${t4[@]}")"
-  eval "R_${label}_udp=$(median "${u[@]}") R_${label}_udp_spread=$(spread "${u[@]}")"
-  if [ ${#uw[@]} -gt 0 ]; then
-    eval "R_${label}_udpw=$(median "${uw[@]}") R_${label}_udpw_spread=$(spread "${uw[@]}")"
-  fi
-  eval "R_${label}_ping=$(median "${pi[@]}") R_${label}_ping_spread=$(spread "${pi[@]}")"
-  eval "R_${label}_pingload=$(median "${pl[@]}") R_${label}_pingload_spread=$(spread "${pl[@]}")"
-  if [ ${#uc[@]} -gt 0 ]; then
-    eval "R_${label}_udpcpu=$(median "${uc[@]}") R_${label}_udpcpu_spread=$(spread "${uc[@]}")"
-  fi
+  add "$label" tcp1 "${t1[@]}"
+  add "$label" tcp4 "${t4[@]}"
+  add "$label" udp "${u[@]}"
+  add "$label" udpw "${uw[@]}"
+  add "$label" ping "${pi[@]}"
+  add "$label" pingload "${pl[@]}"
+  add "$label" udpcpu "${uc[@]}"
 }
 
-if want raw; then
-  echo "==> raw veth"
-  measure raw 192.0.2.2
-fi
+# add LABEL KEY FIGURE...: keeps the figures of one pass in S_<LABEL>_<KEY>, for
+# summarise.
+labels=" "
+add() {
+  local label=$1 key=$2
+  shift 2
+  [ $# -gt 0 ] || return 0
+  [[ "$labels" == *" $label "* ]] || labels+="$label "
+  eval "S_${label}_${key}+=\" $*\""
+}
+
+# summarise: R_<LABEL>_<KEY> (the median over every pass) and R_<LABEL>_<KEY>_spread
+# (the lowest and highest run) from the figures add kept.
+summarise() {
+  local label key figures
+  for label in $labels; do
+    for key in tcp1 tcp4 udp udpw ping pingload udpcpu; do
+      eval "figures=\${S_${label}_${key}:-}"
+      [ -n "$figures" ] || continue
+      # shellcheck disable=SC2086 # figures: one word per run
+      eval "R_${label}_${key}=$(median $figures) R_${label}_${key}_spread=$(spread $figures)"
+    done
+  done
+}
 
 stop_nodes() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
+# measure_up LABEL NAME DEST LOG...: waits up to 15 s for a ping to DEST through the
+# tunnel NAME that the processes in pids make, measures it as LABEL (their CPU, and
+# packets on the interface in A with an address of DEST's /24), then stops them; exits
+# with the LOGs if the ping never answers.
+measure_up() {
+  local label=$1 name=$2 dst=$3 dev
+  shift 3
+  for _ in $(seq 150); do inA ping -c 1 -W 1 "$dst" >/dev/null 2>&1 && break; sleep 0.1; done
+  if ! inA ping -c 1 -W 1 "$dst" >/dev/null 2>&1; then
+    echo "error: $name did not come up; logs:" >&2
+    cat "$@" >&2
+    exit 1
+  fi
+  dev=$(inA ip -o -4 addr show | awk -v net="${dst%.*}." 'index($4, net) == 1 {print $2; exit}')
+  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=$dev measure "$label" "$dst"
+  stop_nodes
+}
+
 # quicap_pair LABEL [NODE_EXTRA]: nodes a (in A) and b (in B) dialing each other.
 quicap_pair() {
   NODE_EXTRA=${2:-} quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
   NODE_EXTRA=${2:-} quicap_node "$work/b" node-b 10.77.0.2/24 node-a 192.0.2.1:4433
   run_node "$A" "$work/a"
   run_node "$B" "$work/b"
-  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure "$1" 10.77.0.2
-  stop_nodes
+  measure_up "$1" QUICAP 10.77.0.2 "$work/a.log" "$work/b.log"
 }
-if want quicap; then
-  echo "==> QUICAP"
-  quicap_pair quicap
-fi
-if want quicap-plain && [ "$PGO" = 1 ]; then
-  echo "==> QUICAP, release build without PGO"
-  QUICAP=$QUICAP_PLAIN quicap_pair quicapplain
-fi
-if want quicap-never; then
-  echo "==> QUICAP with node.realtime = \"never\" (normal scheduling throughout)"
-  quicap_pair quicapnever 'realtime = "never"'
-fi
-if want quicap-tcp; then
-  echo "==> QUICAP over TLS/TCP (node-a dials with transport = \"tcp\", node-b takes the dial)"
-  PEER_EXTRA='transport = "tcp"' quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
-  quicap_node "$work/b" node-b 10.77.0.2/24
-  run_node "$A" "$work/a"
-  run_node "$B" "$work/b"
-  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure quicaptcp 10.77.0.2
-  stop_nodes
-fi
 
 web_pin() { # dir: a self-signed web certificate in dir, prints its web-pin
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -220,34 +236,8 @@ camo_pair() { # label [peer lines]: two camouflaged nodes dialing each other
   done
   run_node "$A" "$work/a"
   run_node "$B" "$work/b"
-  for _ in $(seq 100); do inA ping -c 1 -W 1 10.77.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure "$1" 10.77.0.2
-  stop_nodes
+  measure_up "$1" QUICAP 10.77.0.2 "$work/a.log" "$work/b.log"
 }
-if want quicap-camo; then
-  echo "==> QUICAP in camouflage mode (web fronts; node links inside HTTP/3 CONNECT-IP)"
-  camo_pair quicapcamo
-fi
-if want quicap-camo-tcp; then
-  echo "==> QUICAP in camouflage mode over TCP (node links after an HTTPS upgrade to connect-ip)"
-  camo_pair quicapcamotcp 'transport = "tcp"'
-fi
-
-if want relay; then
-echo "==> QUICAP through one intermediate node (A -> B -> C)"
-# C hangs off B on a second veth; A and C each know only B.
-bench_ns "$C"
-bench_veth "$B" qbvc 198.51.100.2 "$C" qbvd 198.51.100.3
-quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
-quicap_node "$work/b" node-b 10.77.0.2/24
-quicap_node "$work/c" node-c 10.77.0.3/24 node-b 198.51.100.2:4433
-run_node "$B" "$work/b"
-run_node "$A" "$work/a"
-run_node "$C" "$work/c"
-for _ in $(seq 200); do inA ping -c 1 -W 1 10.77.0.3 >/dev/null 2>&1 && break; sleep 0.1; done
-TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure relay 10.77.0.3 "$C"
-stop_nodes
-fi
 
 # quincy_pair LABEL MODE: quincy-server in B, quincy-client in A, in MODE "tls" (mutual
 # TLS: a throwaway CA for the server, the client pinned by fingerprint) or "noise"
@@ -313,23 +303,8 @@ TOML
   ip netns exec "$B" "$QUINCY_DIR/quincy-server" --config-path "$q/server.toml" >"$work/quincy-server.log" 2>&1 & pids+=($!)
   sleep 1
   ip netns exec "$A" "$QUINCY_DIR/quincy-client" --config-path "$q/client.toml" >"$work/quincy-client.log" 2>&1 & pids+=($!)
-  for _ in $(seq 100); do inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1 && break; sleep 0.1; done
-  if inA ping -c 1 -W 1 10.66.0.1 >/dev/null 2>&1; then
-    TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=$(inA ip -o -4 addr show | awk '/ 10\.66\.0\./ {print $2; exit}') \
-      measure "$label" 10.66.0.1
-  else
-    echo "error: Quincy ($mode) did not come up; logs:" >&2
-    cat "$work/quincy-server.log" "$work/quincy-client.log" >&2
-    exit 1
-  fi
-  stop_nodes
+  measure_up "$label" "Quincy ($mode)" 10.66.0.1 "$work/quincy-server.log" "$work/quincy-client.log"
 }
-if want quincy; then
-  echo "==> Quincy (QUIC VPN on quinn + tun-rs), mutual TLS"
-  quincy_pair quincy tls
-  echo "==> Quincy, Noise NK"
-  quincy_pair quincynoise noise
-fi
 
 # wg_pair LABEL DEV PORT NET: two WireGuard interfaces DEV-A/DEV-B (made by the
 # implementation in $WG_LAUNCH, run in each namespace with the interface name), keyed
@@ -359,6 +334,69 @@ wg_pair() {
   pkill -f "$WG_LAUNCH $dev[AB]$$" || true
 }
 
+fp() { openssl x509 -in "$1" -noout -fingerprint -sha256 | cut -d= -f2; }
+
+# one_pass: every system in turn, each started afresh.
+one_pass() {
+if want raw; then
+  echo "==> raw veth"
+  measure raw 192.0.2.2
+fi
+if want quicap; then
+  echo "==> QUICAP"
+  quicap_pair quicap
+fi
+if want quicap-plain && [ "$PGO" = 1 ]; then
+  echo "==> QUICAP, release build without PGO"
+  QUICAP=$QUICAP_PLAIN quicap_pair quicapplain
+fi
+if want quicap-never; then
+  echo "==> QUICAP with node.realtime = \"never\" (normal scheduling throughout)"
+  quicap_pair quicapnever 'realtime = "never"'
+fi
+if want quicap-tcp; then
+  echo "==> QUICAP over TLS/TCP (node-a dials with transport = \"tcp\", node-b takes the dial)"
+  PEER_EXTRA='transport = "tcp"' quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
+  quicap_node "$work/b" node-b 10.77.0.2/24
+  run_node "$A" "$work/a"
+  run_node "$B" "$work/b"
+  measure_up quicaptcp QUICAP 10.77.0.2 "$work/a.log" "$work/b.log"
+fi
+
+if want quicap-camo; then
+  echo "==> QUICAP in camouflage mode (web fronts; node links inside HTTP/3 CONNECT-IP)"
+  camo_pair quicapcamo
+fi
+if want quicap-camo-tcp; then
+  echo "==> QUICAP in camouflage mode over TCP (node links after an HTTPS upgrade to connect-ip)"
+  camo_pair quicapcamotcp 'transport = "tcp"'
+fi
+
+if want relay; then
+echo "==> QUICAP through one intermediate node (A -> B -> C)"
+# C hangs off B on a second veth; A and C each know only B.
+if [ ! -e "/run/netns/$C" ]; then
+  bench_ns "$C"
+  bench_veth "$B" qbvc 198.51.100.2 "$C" qbvd 198.51.100.3
+fi
+quicap_node "$work/a" node-a 10.77.0.1/24 node-b 192.0.2.2:4433
+quicap_node "$work/b" node-b 10.77.0.2/24
+quicap_node "$work/c" node-c 10.77.0.3/24 node-b 198.51.100.2:4433
+run_node "$B" "$work/b"
+run_node "$A" "$work/a"
+run_node "$C" "$work/c"
+for _ in $(seq 200); do inA ping -c 1 -W 1 10.77.0.3 >/dev/null 2>&1 && break; sleep 0.1; done
+TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV=quicap0 measure relay 10.77.0.3 "$C"
+stop_nodes
+fi
+
+if want quincy; then
+  echo "==> Quincy (QUIC VPN on quinn + tun-rs), mutual TLS"
+  quincy_pair quincy tls
+  echo "==> Quincy, Noise NK"
+  quincy_pair quincynoise noise
+fi
+
 if want wg; then
   echo "==> boringtun (userspace WireGuard)"
   WG_SUDO=1 WG_LAUNCH="$BORINGTUN --disable-drop-privileges" wg_pair wg wgq 51820 10.88.0
@@ -373,6 +411,7 @@ fi
 if want nebula; then
 echo "==> Nebula (Debian's)"
 nb="$work/nebula"
+rm -rf "$nb"
 mkdir -p "$nb"
 nebula-cert ca -name bench -out-crt "$nb/ca.crt" -out-key "$nb/ca.key"
 for n in A B; do
@@ -417,15 +456,7 @@ YML
   ns=$([ "$n" = A ] && echo "$A" || echo "$B")
   ip netns exec "$ns" nebula -config "$nb/$n.yml" >"$work/nebula$n.log" 2>&1 & pids+=($!)
 done
-for _ in $(seq 100); do inA ping -c 1 -W 1 10.86.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-if inA ping -c 1 -W 1 10.86.0.2 >/dev/null 2>&1; then
-  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV="nebA$$" measure nebula 10.86.0.2
-else
-  echo "error: Nebula did not come up; logs:" >&2
-  cat "$work/nebulaA.log" "$work/nebulaB.log" >&2
-  exit 1
-fi
-stop_nodes
+measure_up nebula Nebula 10.86.0.2 "$work/nebulaA.log" "$work/nebulaB.log"
 fi
 
 if want openvpn; then
@@ -436,7 +467,6 @@ for n in A B; do
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj "/CN=openvpn-$n" -keyout "$ov/$n.key" -out "$ov/$n.crt" 2>/dev/null
 done
-fp() { openssl x509 -in "$1" -noout -fingerprint -sha256 | cut -d= -f2; }
 for n in A B; do
   ns=$([ "$n" = A ] && echo "$A" || echo "$B")
   other=$([ "$n" = A ] && echo B || echo A)
@@ -455,16 +485,15 @@ for n in A B; do
     --sndbuf 4194304 --rcvbuf 4194304 --txqueuelen 1000 --verb 1 \
     >"$work/openvpn$n.log" 2>&1 & pids+=($!)
 done
-for _ in $(seq 150); do inA ping -c 1 -W 1 10.85.0.2 >/dev/null 2>&1 && break; sleep 0.1; done
-if inA ping -c 1 -W 1 10.85.0.2 >/dev/null 2>&1; then
-  TUNNEL_PIDS="${pids[*]}" TUNNEL_DEV="ovpnA$$" measure openvpn 10.85.0.2
-else
-  echo "error: OpenVPN did not come up; logs:" >&2
-  cat "$work/openvpnA.log" "$work/openvpnB.log" >&2
-  exit 1
+measure_up openvpn OpenVPN 10.85.0.2 "$work/openvpnA.log" "$work/openvpnB.log"
 fi
-stop_nodes
-fi
+}
+
+for pass in $(seq "$PASSES"); do
+  [ "$PASSES" = 1 ] || echo "==> pass $pass of $PASSES"
+  one_pass
+done
+summarise
 
 ratio() { python3 -c "import sys; a,b=sys.argv[1],sys.argv[2]; print('n/a' if 'n/a' in (a,b) or not float(b) else f'{float(a)/float(b):.2f}')" "$1" "$2"; }
 val() { eval echo "\${R_$1:-n/a}"; }
@@ -473,7 +502,7 @@ val() { eval echo "\${R_$1:-n/a}"; }
 # highest throughput, the lowest RTT or CPU), over every peer measured.
 best_peer() {
   local k=$1 args=() p
-  for p in quincy:Quincy quincynoise:Quincy-Noise wg:boringtun wggo:wireguard-go nebula:Nebula openvpn:OpenVPN; do
+  for p in quincy:Quincy-TLS quincynoise:Quincy-Noise wg:boringtun wggo:wireguard-go nebula:Nebula openvpn:OpenVPN; do
     args+=("${p#*:}=$(val "${p%%:*}_$k")")
   done
   python3 - "$k" "$(val "quicap_$k")" "${args[@]}" <<'PY'
@@ -533,7 +562,7 @@ table() {
 machine="$(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
 echo
 echo "Machine: $machine"
-echo "Each figure: median of $REPS runs of ${SECS} s (range in parentheses). Ratios > 1 favour QUICAP for throughput, < 1 for RTT and CPU."
+echo "Each figure: median of $((PASSES * REPS)) runs of ${SECS} s in $PASSES passes (range in parentheses). Ratios > 1 favour QUICAP for throughput, < 1 for RTT and CPU."
 echo
 table
 
@@ -591,7 +620,9 @@ or CPU per packet).
 
 Machine: $machine
 
-Each figure is the median of $REPS runs of ${SECS} s; the range is in parentheses.
+Each figure is the median of $((PASSES * REPS)) runs of ${SECS} s, taken in $PASSES passes over
+every system one after the other, each system started afresh in each pass; the range
+of the runs is in parentheses.
 For throughput a ratio above 1 favours QUICAP; for RTT and CPU a ratio below 1 does.
 
 MD
@@ -600,7 +631,7 @@ MD
 
 Reproduce: `sudo ./bench/run.sh` (installs iperf3 and wireguard-tools with apt-get, and
 boringtun-cli, quincy-server and quincy-client with cargo if missing). `BENCH_SECONDS`
-and `BENCH_REPS` change the run length and count. What the figures mean, how the data
+`BENCH_PASSES` and `BENCH_REPS` change the run length, the passes and the runs per pass. What the figures mean, how the data
 path gets there and where its time goes: [performance.md](performance.md).
 MD
   } >docs/benchmarks.md
