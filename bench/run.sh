@@ -239,12 +239,16 @@ camo_pair() { # label [peer lines]: two camouflaged nodes dialing each other
   measure_up "$1" QUICAP 10.77.0.2 "$work/a.log" "$work/b.log"
 }
 
-# quincy_pair LABEL MODE: quincy-server in B, quincy-client in A, in MODE "tls" (mutual
-# TLS: a throwaway CA for the server, the client pinned by fingerprint) or "noise"
-# (Noise NK with X25519 keys, the mode of Quincy's own performance figures); socket
-# and datagram buffers at Quincy's defaults (2 MiB, 4 MiB), the MTU the others use.
+# quincy_pair LABEL MODE [WORKERS]: quincy-server in B, quincy-client in A, in MODE
+# "tls" (mutual TLS: a throwaway CA for the server, the client pinned by fingerprint)
+# or "noise" (Noise NK with X25519 keys, the mode of Quincy's own performance
+# figures); socket and datagram buffers at Quincy's defaults (2 MiB, 4 MiB), the MTU
+# the others use; each end's tokio runtime with WORKERS worker threads
+# (TOKIO_WORKER_THREADS), by default its own choice, one per core.
 quincy_pair() {
   local label=$1 mode=$2 q="$work/quincy-$2" server_protocol client_protocol users
+  local run=(env)
+  [ -n "${3:-}" ] && run+=("TOKIO_WORKER_THREADS=$3")
   mkdir -p "$q"
   if [ "$mode" = tls ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -300,9 +304,9 @@ mtu = $MTU
 [log]
 level = "warn"
 TOML
-  ip netns exec "$B" "$QUINCY_DIR/quincy-server" --config-path "$q/server.toml" >"$work/quincy-server.log" 2>&1 & pids+=($!)
+  ip netns exec "$B" "${run[@]}" "$QUINCY_DIR/quincy-server" --config-path "$q/server.toml" >"$work/quincy-server.log" 2>&1 & pids+=($!)
   sleep 1
-  ip netns exec "$A" "$QUINCY_DIR/quincy-client" --config-path "$q/client.toml" >"$work/quincy-client.log" 2>&1 & pids+=($!)
+  ip netns exec "$A" "${run[@]}" "$QUINCY_DIR/quincy-client" --config-path "$q/client.toml" >"$work/quincy-client.log" 2>&1 & pids+=($!)
   measure_up "$label" "Quincy ($mode)" 10.66.0.1 "$work/quincy-server.log" "$work/quincy-client.log"
 }
 
@@ -319,7 +323,7 @@ wg_pair() {
   for n in A B; do
     ns=$([ "$n" = A ] && echo "$A" || echo "$B")
     # shellcheck disable=SC2086 # WG_LAUNCH: a command and its arguments
-    ip netns exec "$ns" env WG_SUDO="${WG_SUDO:-}" $WG_LAUNCH "$dev$n$$" >"$work/$dev$n.log" 2>&1
+    ip netns exec "$ns" env WG_SUDO="${WG_SUDO:-}" ${WG_ENV:-} $WG_LAUNCH "$dev$n$$" >"$work/$dev$n.log" 2>&1
   done
   ip netns exec "$A" wg set "$dev"A$$ private-key "$work/${dev}A.key" listen-port "$port" \
     peer "$(cat "$work/${dev}B.pub")" allowed-ips "$net.2/32" endpoint "192.0.2.2:$port"
@@ -332,6 +336,13 @@ wg_pair() {
   for _ in $(seq 100); do inA ping -c 1 -W 1 "$net.2" >/dev/null 2>&1 && break; sleep 0.1; done
   TUNNEL_PIDS="$(pgrep -d ' ' -f "$WG_LAUNCH $dev[AB]$$")" TUNNEL_DEV="${dev}A$$" measure "$label" "$net.2"
   pkill -f "$WG_LAUNCH $dev[AB]$$" || true
+  # The next pass makes the same interfaces: wait until the processes and their
+  # interfaces are gone.
+  for _ in $(seq 100); do
+    pgrep -f "$WG_LAUNCH $dev[AB]$$" >/dev/null || ip -n "$A" link show "${dev}A$$" >/dev/null 2>&1 ||
+      ip -n "$B" link show "${dev}B$$" >/dev/null 2>&1 || break
+    sleep 0.1
+  done
 }
 
 fp() { openssl x509 -in "$1" -noout -fingerprint -sha256 | cut -d= -f2; }
@@ -393,13 +404,17 @@ fi
 if want quincy; then
   echo "==> Quincy (QUIC VPN on quinn + tun-rs), mutual TLS"
   quincy_pair quincy tls
+  echo "==> Quincy, mutual TLS, one tokio worker thread at each end"
+  quincy_pair quincy1t tls 1
   echo "==> Quincy, Noise NK"
   quincy_pair quincynoise noise
 fi
 
 if want wg; then
-  echo "==> boringtun (userspace WireGuard)"
+  echo "==> boringtun (userspace WireGuard), its default 4 threads"
   WG_SUDO=1 WG_LAUNCH="$BORINGTUN --disable-drop-privileges" wg_pair wg wgq 51820 10.88.0
+  echo "==> boringtun, 1 thread (WG_THREADS=1)"
+  WG_ENV=WG_THREADS=1 WG_SUDO=1 WG_LAUNCH="$BORINGTUN --disable-drop-privileges" wg_pair wg1t wgs 51822 10.86.0
 fi
 
 if want wggo; then
@@ -502,7 +517,7 @@ val() { eval echo "\${R_$1:-n/a}"; }
 # highest throughput, the lowest RTT or CPU), over every peer measured.
 best_peer() {
   local k=$1 args=() p
-  for p in quincy:Quincy-TLS quincynoise:Quincy-Noise wg:boringtun wggo:wireguard-go nebula:Nebula openvpn:OpenVPN; do
+  for p in quincy:Quincy-TLS quincy1t:Quincy-TLS-1-thread quincynoise:Quincy-Noise wg:boringtun wg1t:boringtun-1-thread wggo:wireguard-go nebula:Nebula openvpn:OpenVPN; do
     args+=("${p#*:}=$(val "${p%%:*}_$k")")
   done
   python3 - "$k" "$(val "quicap_$k")" "${args[@]}" <<'PY'
@@ -524,12 +539,12 @@ PY
 
 row() { # title key
   local k=$2
-  local raw quic qpl qnv qtcp qcamo qcamotcp wg wgg neb ovpn relay qy qyn
-  raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k"); wgg=$(val "wggo_$k")
+  local raw quic qpl qnv qtcp qcamo qcamotcp wg wg1 wgg neb ovpn relay qy qy1 qyn
+  raw=$(val "raw_$k"); quic=$(val "quicap_$k"); qpl=$(val "quicapplain_$k"); wg=$(val "wg_$k"); wg1=$(val "wg1t_$k"); wgg=$(val "wggo_$k")
   neb=$(val "nebula_$k"); ovpn=$(val "openvpn_$k")
-  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qyn=$(val "quincynoise_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
+  relay=$(val "relay_$k"); qy=$(val "quincy_$k"); qy1=$(val "quincy1t_$k"); qyn=$(val "quincynoise_$k"); qnv=$(val "quicapnever_$k"); qtcp=$(val "quicaptcp_$k")
   qcamo=$(val "quicapcamo_$k"); qcamotcp=$(val "quicapcamotcp_$k")
-  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
+  printf '| %s | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s (%s) | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
     "$raw" "$(val "raw_${k}_spread")" \
     "$quic" "$(val "quicap_${k}_spread")" \
     "$qpl" "$(val "quicapplain_${k}_spread")" \
@@ -539,8 +554,10 @@ row() { # title key
     "$qcamotcp" "$(val "quicapcamotcp_${k}_spread")" \
     "$relay" "$(val "relay_${k}_spread")" \
     "$qy" "$(val "quincy_${k}_spread")" \
+    "$qy1" "$(val "quincy1t_${k}_spread")" \
     "$qyn" "$(val "quincynoise_${k}_spread")" \
     "$wg" "$(val "wg_${k}_spread")" \
+    "$wg1" "$(val "wg1t_${k}_spread")" \
     "$wgg" "$(val "wggo_${k}_spread")" \
     "$neb" "$(val "nebula_${k}_spread")" \
     "$ovpn" "$(val "openvpn_${k}_spread")" \
@@ -548,8 +565,8 @@ row() { # title key
 }
 
 table() {
-  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy (TLS) | Quincy (Noise) | boringtun | wireguard-go | Nebula | OpenVPN | QUICAP / best peer | QUICAP / Quincy (TLS) | QUICAP / boringtun | QUICAP / wireguard-go | QUICAP / Nebula | QUICAP / OpenVPN | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| metric | raw veth | QUICAP | QUICAP without PGO | QUICAP, realtime = never | QUICAP over TCP | QUICAP camouflage | QUICAP camouflage over TCP | QUICAP via 1 relay | Quincy (TLS) | Quincy (TLS, 1 thread) | Quincy (Noise) | boringtun | boringtun, 1 thread | wireguard-go | Nebula | OpenVPN | QUICAP / best peer | QUICAP / Quincy (TLS) | QUICAP / boringtun | QUICAP / wireguard-go | QUICAP / Nebula | QUICAP / OpenVPN | relay / direct | TCP / QUIC | camouflage / private | camouflage / private, over TCP |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   row "TCP, 1 stream (Gb/s)" tcp1
   row "TCP, 4 streams (Gb/s)" tcp4
   row "UDP, 1200-byte datagrams, unlimited rate, received (Gb/s)" udp
@@ -579,8 +596,11 @@ tunnel has the same MTU, $MTU (WireGuard's default; each system here takes it), 
 runs with the configuration its own documentation recommends for throughput. No
 process is pinned to a CPU: the two ends of each tunnel, iperf3's client and server and
 the kernel's softirqs share the machine's $(nproc) cores as the scheduler places them,
-the same for every system; a system whose threads fight iperf3 for the cores pays for
-it in its figures, which is part of what is measured.
+the same for every system. Where a system's thread count decides where its threads
+land against iperf3's (Quincy and boringtun, below), it is also measured with one
+thread, and "QUICAP / best peer" takes whichever did better. Every system is measured
+in several passes, each starting it afresh, so each figure is taken over several
+placements.
 
 - **QUICAP** (\`quicap up\`, defaults but the MTU: offloads on, \`node.realtime =
   "auto"\`), the binary built by \`scripts/build-pgo.sh\` (the release profile with
@@ -599,13 +619,23 @@ it in its figures, which is part of what is measured.
   mutual TLS, and Noise NK with X25519 keys, the mode of the figures in its README;
   socket and datagram buffers at its defaults (2 MiB and 4 MiB), which its
   documentation gives no advice to change. Its client and server each run a tokio
-  runtime with a worker thread per core, so on this machine four Quincy threads and
-  iperf3 share two cores: its figures swing with where the scheduler puts them
-  (between runs, 0.74 to 2.38 Gb/s for one TCP stream has been seen on machines of this
-  kind), which is why both modes are measured and the best peer is taken per row.
-- **boringtun** (\`boringtun-cli\` from crates.io, configured with \`wg\`) and Debian's
-  **wireguard-go** (the same configuration; its defaults otherwise, which its
-  documentation recommends: a Go thread per core).
+  runtime with a worker thread per core by default, so here four Quincy worker
+  threads, iperf3's two ends and the kernel's softirqs share two cores, and its
+  figures follow where the scheduler puts them: between runs on machines of this kind
+  one TCP stream has gone from 0.74 to 2.38 Gb/s. Placement explains it. In one
+  sitting on this machine (2026-12-06, three passes each, mutual TLS, one TCP stream):
+  1.26 Gb/s (1.17-1.32) with its defaults, 0.90 (0.84-0.98) with the client pinned to
+  one core and the server to the other (\`taskset\`), 1.62 (1.60-1.65) with one worker
+  thread at each end (\`TOKIO_WORKER_THREADS=1\`, which tokio's runtime reads), whose
+  CPU per packet of the UDP flood also fell from 11.5 to 9.0 µs. So Quincy is
+  measured with its defaults and with one worker thread, the best of them counting.
+- **boringtun** (\`boringtun-cli\` from crates.io, configured with \`wg\`), with its
+  default 4 threads and with 1 (\`WG_THREADS=1\`): on two cores the single thread
+  carried one TCP stream at 0.76 Gb/s against 0.30 with four and 0.40 with two, in the
+  same sitting, and had the lowest idle ping of any system (0.19-0.23 ms); and
+  Debian's **wireguard-go** (the same configuration; its defaults otherwise, which its
+  documentation recommends: a Go thread per core; \`GOMAXPROCS=1\` changed its TCP
+  figures by under 10 % and doubled its idle ping).
 - Debian's **Nebula 1.6** (its own certificates, no lighthouse, \`routines\` = cores
   and 10 MiB socket buffers, as its documentation advises for throughput on Linux).
 - Debian's **OpenVPN 2.6** (UDP, point to point with self-signed certificates checked
