@@ -84,10 +84,15 @@ fn answer_unreachable(tun: &Interface, packet: &[u8], destination: IpAddr) {
     }
 }
 
-/// The forwarding decision of the previous packet of a batch: consecutive packets of
-/// one flow (the common case with TSO) skip the lookups.
+/// The forwarding decision of the previous packet: consecutive packets of one flow
+/// skip the lookups, within a read (the segments of a TSO super-packet) and across
+/// reads in the same millisecond (a flood of small packets, one per read). A link
+/// chosen at most a millisecond ago is as good as a fresh choice: routes and links
+/// change on the scale of probes and routing messages, and a send that fails drops it.
 struct LastRoute {
     destination: IpAddr,
+    /// [`Node::now_ms`] when it was decided.
+    at: u64,
     next: Next,
     max: usize,
 }
@@ -234,6 +239,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
     let mut arena = BytesMut::new();
     let mut gate = TooBigGate::default();
     let mut failures = 0u64;
+    let mut last: Option<LastRoute> = None;
     loop {
         if let Err(e) = reader.read(&tun.device).await {
             if e.raw_os_error().is_some() {
@@ -244,7 +250,14 @@ pub async fn tun_to_peers(node: Arc<Node>) {
             continue;
         }
         let now = node.now_ms();
-        let mut last: Option<LastRoute> = None;
+        // A decision to hold does not outlive the read: the link it waits for may
+        // come up (and the held packets go out) while this task waits for the next.
+        if last
+            .as_ref()
+            .is_some_and(|l| l.at != now || matches!(l.next, Next::Hold(_)))
+        {
+            last = None;
+        }
         let mut missing = NoRoute::Unreachable;
         for packet in reader.packets() {
             let Some((_, destination)) = ip::addresses(packet) else {
@@ -258,6 +271,7 @@ pub async fn tun_to_peers(node: Arc<Node>) {
                 last = match route(&node, destination, now) {
                     Ok(next) => Some(LastRoute {
                         destination,
+                        at: now,
                         max: match &next {
                             Next::Send(send) => send.link.max_datagram_size(),
                             Next::Hold(_) => usize::MAX,
