@@ -31,6 +31,13 @@ bench_cleanup() {
   rm -rf "$work"
 }
 
+# median FIGURE...: the middle figure, or the mean of the two middle ones of an even
+# count; nothing for none.
+median() {
+  printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1}
+    END { if (NR % 2) print a[(NR + 1) / 2]; else if (NR) print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+
 # bench_ns NAME: a namespace with loopback up, removed on exit.
 bench_ns() {
   ip netns add "$1"

@@ -54,7 +54,6 @@ inB env XDG_CONFIG_HOME="$work/caddy" XDG_DATA_HOME="$work/caddy" \
 pids+=($!)
 for _ in $(seq 100); do inB curl -sf -o /dev/null -r 0-0 http://192.0.2.2:8080/big && break; sleep 0.1; done
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}'; }
 # download ARGS...: MiB/s of one whole download (curl fails the run if it fails).
 download() {

@@ -99,7 +99,6 @@ else:
 PY
 }
 
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 spread() { printf '%s\n' "$@" | sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.2f-%.2f", lo, hi}'; }
 
 # tunnel_cpu PID...: CPU time (clock ticks) the processes used so far, all threads.
