@@ -15,7 +15,10 @@
 use std::io;
 
 use tracing::{debug, warn};
-use tun_rs::{AsyncDevice, DeviceImpl, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::{
+    AsyncDevice, DeviceImpl, GROTable, VirtioNetHdr, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_GSO_TCPV4,
+    VIRTIO_NET_HDR_GSO_TCPV6, VIRTIO_NET_HDR_GSO_UDP_L4, VIRTIO_NET_HDR_LEN,
+};
 
 /// Largest IP packet (and TSO super-packet).
 const MAX_PACKET: usize = 65535;
@@ -24,11 +27,17 @@ const MAX_PACKET: usize = 65535;
 pub const WRITE_BATCH: usize = 64;
 
 /// Reads packets from an interface, a batch per system call when offloads are on.
+///
+/// With offloads a read that holds one packet (every packet of a UDP flood, whose
+/// sender the kernel cannot batch) stays where it was read, behind the virtio-net
+/// header; only super-packets are split into the segment buffers.
 pub struct Reader {
     raw: Vec<u8>,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
     count: usize,
+    /// The last read was one packet, `raw[VIRTIO_NET_HDR_LEN..end]`.
+    unsplit: Option<usize>,
 }
 
 impl std::fmt::Debug for Reader {
@@ -38,6 +47,11 @@ impl std::fmt::Debug for Reader {
             .finish_non_exhaustive()
     }
 }
+
+/// virtio-net header values (`linux/virtio_net.h`) that tun-rs does not export.
+const GSO_NONE: u8 = 0;
+const F_NEEDS_CSUM: u8 = 1;
+const VIRTIO_NET_HDR_GSO_ECN: u8 = 0x80;
 
 impl Reader {
     /// A reader for an interface with the given MTU.
@@ -51,26 +65,122 @@ impl Reader {
             bufs,
             sizes: vec![0; IDEAL_BATCH_SIZE],
             count: 0,
+            unsplit: None,
         }
     }
 
-    /// Waits for the next read and returns how many packets it held.
+    /// Waits for the next read and returns how many packets it held. An error without
+    /// an OS error code is a malformed read: the caller drops it and reads on.
     pub async fn read(&mut self, device: &AsyncDevice) -> io::Result<usize> {
         self.count = 0;
-        let n = device
-            .recv_multiple(&mut self.raw, &mut self.bufs, &mut self.sizes, 0)
-            .await?;
-        self.count = n;
-        Ok(n)
+        self.unsplit = None;
+        if !device.tcp_gso() {
+            // No virtio-net header: tun-rs reads straight into the first buffer.
+            let n = device
+                .recv_multiple(&mut self.raw, &mut self.bufs, &mut self.sizes, 0)
+                .await?;
+            self.count = n;
+            return Ok(n);
+        }
+        let len = device.recv(&mut self.raw).await?;
+        let (head, packet) = self.raw[..len].split_at_mut(len.min(VIRTIO_NET_HDR_LEN));
+        if packet.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a read shorter than its virtio-net header",
+            ));
+        }
+        let hdr = VirtioNetHdr::decode(head)?;
+        if hdr.gso_type == GSO_NONE {
+            if hdr.flags & F_NEEDS_CSUM != 0 {
+                complete_checksum(packet, hdr.csum_start, hdr.csum_offset)?;
+            }
+            self.unsplit = Some(len);
+            self.count = 1;
+            return Ok(1);
+        }
+        self.count = split(hdr, packet, &mut self.bufs, &mut self.sizes)?;
+        Ok(self.count)
     }
 
     /// The packets of the last read.
     pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
-        self.bufs[..self.count]
-            .iter()
-            .zip(&self.sizes)
-            .map(|(buf, &len)| &buf[..len])
+        let split = if self.unsplit.is_some() {
+            0
+        } else {
+            self.count
+        };
+        self.unsplit
+            .map(|end| &self.raw[VIRTIO_NET_HDR_LEN..end])
+            .into_iter()
+            .chain(
+                self.bufs[..split]
+                    .iter()
+                    .zip(&self.sizes)
+                    .map(|(buf, &len)| &buf[..len]),
+            )
     }
+}
+
+/// Fills in the checksum the kernel left to the device (`NEEDS_CSUM`): the sum from
+/// `start` to the end, seeded with the pseudo-header sum already in its field at
+/// `start + offset`.
+fn complete_checksum(packet: &mut [u8], start: u16, offset: u16) -> io::Result<()> {
+    let start = usize::from(start);
+    let at = start + usize::from(offset);
+    if at + 2 > packet.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "checksum field past the end of the packet",
+        ));
+    }
+    let seed = u16::from_be_bytes([packet[at], packet[at + 1]]);
+    packet[at..at + 2].fill(0);
+    let sum = tun_rs::checksum(&packet[start..], u64::from(seed));
+    packet[at..at + 2].copy_from_slice(&(!sum).to_be_bytes());
+    Ok(())
+}
+
+/// Splits a TSO/USO super-packet into `bufs`, checksums included. The header length
+/// is taken from the packet's own transport header, not from `hdr.hdr_len`, which the
+/// kernel may set to the whole first packet on its forwarding path.
+fn split(
+    mut hdr: VirtioNetHdr,
+    packet: &mut [u8],
+    bufs: &mut [Vec<u8>],
+    sizes: &mut [usize],
+) -> io::Result<usize> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    if hdr.gso_size == 0 {
+        return Err(invalid("a super-packet with no segment size"));
+    }
+    let is_v6 = match packet[0] >> 4 {
+        4 => false,
+        6 => true,
+        _ => return Err(invalid("a super-packet that is neither IPv4 nor IPv6")),
+    };
+    let start = usize::from(hdr.csum_start);
+    let transport_len = match (hdr.gso_type & !VIRTIO_NET_HDR_GSO_ECN, is_v6) {
+        (VIRTIO_NET_HDR_GSO_UDP_L4, _) if hdr.gso_type & VIRTIO_NET_HDR_GSO_ECN == 0 => 8,
+        (VIRTIO_NET_HDR_GSO_TCPV4, false) | (VIRTIO_NET_HDR_GSO_TCPV6, true) => {
+            let offset = *packet
+                .get(start + 12)
+                .ok_or_else(|| invalid("a TCP super-packet shorter than its header"))?;
+            let len = usize::from(offset >> 4) * 4;
+            if !(20..=60).contains(&len) {
+                return Err(invalid("a TCP super-packet with a bad header length"));
+            }
+            len
+        }
+        _ => return Err(invalid("a super-packet whose GSO type does not fit it")),
+    };
+    let hdr_len = start + transport_len;
+    let csum_at = start + usize::from(hdr.csum_offset);
+    if hdr_len > packet.len() || csum_at + 2 > packet.len() {
+        return Err(invalid("a super-packet shorter than its headers"));
+    }
+    hdr.hdr_len = u16::try_from(hdr_len).map_err(|_| invalid("headers too long"))?;
+    tun_rs::gso_split(packet, hdr, bufs, sizes, 0, is_v6)
 }
 
 /// Writes packets to an interface in batches, coalescing flows when offloads are on.
@@ -154,5 +264,89 @@ impl Writer {
                 debug!(error = %e, "TUN write failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An IPv4 UDP packet from 10.0.0.1:1000 to 10.0.0.2:2000, its UDP checksum field
+    /// holding the pseudo-header sum, as the kernel hands it over with `NEEDS_CSUM`.
+    fn partial_udp(payload: &[u8]) -> Vec<u8> {
+        let udp_len = 8 + payload.len();
+        let mut p = vec![
+            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ];
+        let total = u16::try_from(20 + udp_len).unwrap();
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&1000u16.to_be_bytes());
+        p.extend_from_slice(&2000u16.to_be_bytes());
+        p.extend_from_slice(&u16::try_from(udp_len).unwrap().to_be_bytes());
+        let pseudo = [&p[12..20], &[0, 17], &p[24..26]].concat();
+        let seed = tun_rs::checksum(&pseudo, 0);
+        p.extend_from_slice(&seed.to_be_bytes());
+        p.extend_from_slice(payload);
+        p
+    }
+
+    #[test]
+    fn completed_checksum_verifies() {
+        let mut p = partial_udp(b"hello, tunnel");
+        complete_checksum(&mut p, 20, 6).unwrap();
+        // Over the pseudo-header and the whole datagram, a correct checksum sums to
+        // all ones.
+        let pseudo = [&p[12..20], &[0, 17], &p[24..26]].concat();
+        let sum = tun_rs::checksum(&[&pseudo[..], &p[20..]].concat(), 0);
+        assert_eq!(sum, 0xffff);
+    }
+
+    #[test]
+    fn bad_checksum_offsets_are_errors_not_panics() {
+        let mut p = partial_udp(b"x");
+        assert!(complete_checksum(&mut p, 20, 100).is_err());
+        assert!(complete_checksum(&mut p, u16::MAX, u16::MAX).is_err());
+    }
+
+    #[test]
+    fn super_packets_that_do_not_fit_their_header_are_errors() {
+        let mut bufs = vec![vec![0u8; 1500]; 4];
+        let mut sizes = vec![0; 4];
+        let mut p = partial_udp(&[7; 64]);
+        let hdr = VirtioNetHdr {
+            flags: F_NEEDS_CSUM,
+            gso_type: VIRTIO_NET_HDR_GSO_TCPV6,
+            gso_size: 16,
+            csum_start: 20,
+            csum_offset: 6,
+            ..Default::default()
+        };
+        // TCPv6 on an IPv4 packet; no segment size; ECN on UDP; headers past the end.
+        assert!(split(hdr, &mut p, &mut bufs, &mut sizes).is_err());
+        let none = VirtioNetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+            gso_size: 0,
+            ..hdr
+        };
+        assert!(split(none, &mut p, &mut bufs, &mut sizes).is_err());
+        let ecn = VirtioNetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4 | VIRTIO_NET_HDR_GSO_ECN,
+            ..hdr
+        };
+        assert!(split(ecn, &mut p, &mut bufs, &mut sizes).is_err());
+        let past = VirtioNetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+            csum_start: 90,
+            ..hdr
+        };
+        assert!(split(past, &mut p, &mut bufs, &mut sizes).is_err());
+        // The same packet as a well-formed USO super-packet splits into 16-byte
+        // segments.
+        let uso = VirtioNetHdr {
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
+            ..hdr
+        };
+        assert_eq!(split(uso, &mut p, &mut bufs, &mut sizes).unwrap(), 4);
+        assert!(sizes.iter().all(|&s| s == 20 + 8 + 16));
     }
 }
