@@ -67,6 +67,58 @@ fn tcp_transfer_without_offloads_arrives_intact() {
     );
 }
 
+#[test]
+fn udp_datagrams_arrive_intact_over_ipv4_and_ipv6() {
+    // With offloads the sender's TUN hands over each UDP datagram with its checksum
+    // left to the device (NEEDS_CSUM), and the node completes it where it was read;
+    // the receiver's kernel drops any datagram whose checksum is wrong.
+    let pair = Pair::start();
+    assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
+    assert!(pair.a.wait_ping("fd77::2", CONNECT).is_some());
+    for (listen, target) in [
+        (
+            "UDP4-RECV:5002,bind=10.77.0.2",
+            "UDP4-SENDTO:10.77.0.2:5002",
+        ),
+        (
+            "UDP6-RECV:5002,bind=[fd77::2]",
+            "UDP6-SENDTO:[fd77::2]:5002",
+        ),
+    ] {
+        let dir = pair.pki.dir.path();
+        let (input, received) = (dir.join("udp-in"), dir.join("udp-out"));
+        // 64 datagrams of 1200 bytes, each different.
+        let data: Vec<u8> = (0..64 * 1200u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        std::fs::write(&input, &data).expect("input file");
+        let _ = std::fs::remove_file(&received);
+        // Ends 2 s after the last datagram.
+        let mut server = pair
+            .b
+            .cmd(&["socat", "-u", "-T", "2", listen])
+            .arg(format!("CREATE:{}", received.display()))
+            .spawn()
+            .expect("socat receiver");
+        std::thread::sleep(Duration::from_millis(300));
+        run(pair
+            .a
+            .cmd(&["socat", "-u", "-b", "1200"])
+            .arg(format!("OPEN:{}", input.display()))
+            .arg(target));
+        server.wait().expect("socat receiver exit");
+        let got = std::fs::read(&received).unwrap_or_default();
+        assert_eq!(
+            got.len(),
+            data.len(),
+            "{target}: {} of {} bytes arrived",
+            got.len(),
+            data.len()
+        );
+        assert!(got == data, "{target}: the datagrams arrived changed");
+    }
+}
+
 /// Whether the kernel may hand the namespace's TUN TCP super-packets (TSO), as
 /// `ethtool -k` reports it.
 fn tso(ns: &Netns) -> bool {
