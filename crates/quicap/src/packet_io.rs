@@ -35,7 +35,8 @@ pub struct Reader {
     raw: Vec<u8>,
     bufs: Vec<Vec<u8>>,
     sizes: Vec<usize>,
-    count: usize,
+    /// Packets of the last read in `bufs`.
+    split: usize,
     /// The last read was one packet, `raw[VIRTIO_NET_HDR_LEN..end]`.
     unsplit: Option<usize>,
 }
@@ -43,7 +44,8 @@ pub struct Reader {
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
-            .field("count", &self.count)
+            .field("split", &self.split)
+            .field("unsplit", &self.unsplit)
             .finish_non_exhaustive()
     }
 }
@@ -64,7 +66,7 @@ impl Reader {
             raw: vec![0u8; VIRTIO_NET_HDR_LEN + MAX_PACKET],
             bufs,
             sizes: vec![0; IDEAL_BATCH_SIZE],
-            count: 0,
+            split: 0,
             unsplit: None,
         }
     }
@@ -72,15 +74,14 @@ impl Reader {
     /// Waits for the next read and returns how many packets it held. An error without
     /// an OS error code is a malformed read: the caller drops it and reads on.
     pub async fn read(&mut self, device: &AsyncDevice) -> io::Result<usize> {
-        self.count = 0;
+        self.split = 0;
         self.unsplit = None;
         if !device.tcp_gso() {
             // No virtio-net header: tun-rs reads straight into the first buffer.
-            let n = device
+            self.split = device
                 .recv_multiple(&mut self.raw, &mut self.bufs, &mut self.sizes, 0)
                 .await?;
-            self.count = n;
-            return Ok(n);
+            return Ok(self.split);
         }
         let len = device.recv(&mut self.raw).await?;
         let (head, packet) = self.raw[..len].split_at_mut(len.min(VIRTIO_NET_HDR_LEN));
@@ -96,25 +97,19 @@ impl Reader {
                 complete_checksum(packet, hdr.csum_start, hdr.csum_offset)?;
             }
             self.unsplit = Some(len);
-            self.count = 1;
             return Ok(1);
         }
-        self.count = split(hdr, packet, &mut self.bufs, &mut self.sizes)?;
-        Ok(self.count)
+        self.split = split(hdr, packet, &mut self.bufs, &mut self.sizes)?;
+        Ok(self.split)
     }
 
     /// The packets of the last read.
     pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
-        let split = if self.unsplit.is_some() {
-            0
-        } else {
-            self.count
-        };
         self.unsplit
             .map(|end| &self.raw[VIRTIO_NET_HDR_LEN..end])
             .into_iter()
             .chain(
-                self.bufs[..split]
+                self.bufs[..self.split]
                     .iter()
                     .zip(&self.sizes)
                     .map(|(buf, &len)| &buf[..len]),
@@ -124,7 +119,8 @@ impl Reader {
 
 /// Fills in the checksum the kernel left to the device (`NEEDS_CSUM`): the sum from
 /// `start` to the end, seeded with the pseudo-header sum already in its field at
-/// `start + offset`.
+/// `start + offset`. tun-rs's vectorised sum, not `quicap_wire::ip::checksum`: this
+/// runs over every packet of a UDP flood.
 fn complete_checksum(packet: &mut [u8], start: u16, offset: u16) -> io::Result<()> {
     let start = usize::from(start);
     let at = start + usize::from(offset);
@@ -269,36 +265,39 @@ impl Writer {
 
 #[cfg(test)]
 mod tests {
+    use quicap_wire::ip::checksum;
+
     use super::*;
 
     /// An IPv4 UDP packet from 10.0.0.1:1000 to 10.0.0.2:2000, its UDP checksum field
     /// holding the pseudo-header sum, as the kernel hands it over with `NEEDS_CSUM`.
     fn partial_udp(payload: &[u8]) -> Vec<u8> {
-        let udp_len = 8 + payload.len();
+        let udp_len = u16::try_from(8 + payload.len()).unwrap();
         let mut p = vec![
             0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
         ];
-        let total = u16::try_from(20 + udp_len).unwrap();
-        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[2..4].copy_from_slice(&(20 + udp_len).to_be_bytes());
         p.extend_from_slice(&1000u16.to_be_bytes());
         p.extend_from_slice(&2000u16.to_be_bytes());
-        p.extend_from_slice(&u16::try_from(udp_len).unwrap().to_be_bytes());
-        let pseudo = [&p[12..20], &[0, 17], &p[24..26]].concat();
-        let seed = tun_rs::checksum(&pseudo, 0);
+        p.extend_from_slice(&udp_len.to_be_bytes());
+        let seed = !checksum(&[&pseudo_header(&p)]);
         p.extend_from_slice(&seed.to_be_bytes());
         p.extend_from_slice(payload);
         p
+    }
+
+    /// The IPv4 UDP pseudo-header of `p`.
+    fn pseudo_header(p: &[u8]) -> Vec<u8> {
+        [&p[12..20], &[0, 17], &p[24..26]].concat()
     }
 
     #[test]
     fn completed_checksum_verifies() {
         let mut p = partial_udp(b"hello, tunnel");
         complete_checksum(&mut p, 20, 6).unwrap();
-        // Over the pseudo-header and the whole datagram, a correct checksum sums to
-        // all ones.
-        let pseudo = [&p[12..20], &[0, 17], &p[24..26]].concat();
-        let sum = tun_rs::checksum(&[&pseudo[..], &p[20..]].concat(), 0);
-        assert_eq!(sum, 0xffff);
+        // The project's own RFC 1071 sum over the pseudo-header and the datagram:
+        // zero when the checksum field is right.
+        assert_eq!(checksum(&[&pseudo_header(&p), &p[20..]]), 0);
     }
 
     #[test]
@@ -313,39 +312,36 @@ mod tests {
         let mut bufs = vec![vec![0u8; 1500]; 4];
         let mut sizes = vec![0; 4];
         let mut p = partial_udp(&[7; 64]);
-        let hdr = VirtioNetHdr {
+        let uso = VirtioNetHdr {
             flags: F_NEEDS_CSUM,
-            gso_type: VIRTIO_NET_HDR_GSO_TCPV6,
+            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
             gso_size: 16,
             csum_start: 20,
             csum_offset: 6,
             ..Default::default()
         };
-        // TCPv6 on an IPv4 packet; no segment size; ECN on UDP; headers past the end.
-        assert!(split(hdr, &mut p, &mut bufs, &mut sizes).is_err());
-        let none = VirtioNetHdr {
-            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
-            gso_size: 0,
-            ..hdr
-        };
-        assert!(split(none, &mut p, &mut bufs, &mut sizes).is_err());
-        let ecn = VirtioNetHdr {
-            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4 | VIRTIO_NET_HDR_GSO_ECN,
-            ..hdr
-        };
-        assert!(split(ecn, &mut p, &mut bufs, &mut sizes).is_err());
-        let past = VirtioNetHdr {
-            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
-            csum_start: 90,
-            ..hdr
-        };
-        assert!(split(past, &mut p, &mut bufs, &mut sizes).is_err());
+        let bad = [
+            ("TCPv6 on an IPv4 packet", VIRTIO_NET_HDR_GSO_TCPV6, 16, 20),
+            ("no segment size", VIRTIO_NET_HDR_GSO_UDP_L4, 0, 20),
+            (
+                "ECN on UDP",
+                VIRTIO_NET_HDR_GSO_UDP_L4 | VIRTIO_NET_HDR_GSO_ECN,
+                16,
+                20,
+            ),
+            ("headers past the end", VIRTIO_NET_HDR_GSO_UDP_L4, 16, 90),
+        ];
+        for (what, gso_type, gso_size, csum_start) in bad {
+            let hdr = VirtioNetHdr {
+                gso_type,
+                gso_size,
+                csum_start,
+                ..uso
+            };
+            assert!(split(hdr, &mut p, &mut bufs, &mut sizes).is_err(), "{what}");
+        }
         // The same packet as a well-formed USO super-packet splits into 16-byte
         // segments.
-        let uso = VirtioNetHdr {
-            gso_type: VIRTIO_NET_HDR_GSO_UDP_L4,
-            ..hdr
-        };
         assert_eq!(split(uso, &mut p, &mut bufs, &mut sizes).unwrap(), 4);
         assert!(sizes.iter().all(|&s| s == 20 + 8 + 16));
     }
