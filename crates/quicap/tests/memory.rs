@@ -12,7 +12,7 @@
 //! figure, within a minute. The ceiling (30 MB) and "no growth through a long flood"
 //! are checked on the release build by `bench/rss.sh`, with the benchmark's whole load
 //! and ten minutes of flooding: the debug build's receiving node, several times slower
-//! per packet, peaked at 27-68 MB allocated in 30 s floods here, against about 15 MB
+//! per packet, peaked at 18-68 MB allocated in 30 s floods here, against about 15 MB
 //! for the release build in `bench/rss.sh`: packets queued inside quinn (see
 //! docs/performance.md).
 
