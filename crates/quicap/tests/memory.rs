@@ -82,12 +82,14 @@ impl Sizes {
 }
 
 /// An iperf3 client in `ns` sending to `server`: `-t` and then `args`.
-fn iperf(ns: &Netns, server: &str, args: &[&str]) {
+fn iperf(ns: &Netns, server: &str, args: &[&str]) -> std::process::Command {
     let mut all = vec!["iperf3", "-c", server, "-t"];
     all.extend(args);
-    run(&mut ns.cmd(&all));
+    ns.cmd(&all)
 }
 
+/// iperf3's UDP flood: 1200-byte datagrams at an unlimited rate.
+const UDP_FLOOD: [&str; 5] = ["-u", "-b", "0", "-l", "1200"];
 #[test]
 fn memory_taken_by_load_and_by_a_flood_goes_back_when_idle() {
     let pair = Pair::start();
@@ -125,37 +127,31 @@ fn memory_taken_by_load_and_by_a_flood_goes_back_when_idle() {
     let idle = sizes.sample("idle");
 
     for (client, server) in [(&pair.a, "10.77.0.2"), (&pair.b, "10.77.0.1")] {
-        let runs: [&[&str]; 4] = [
-            &[RUN_SECS],
-            &[RUN_SECS, "-P", "4"],
-            &[RUN_SECS, "-u", "-b", "0", "-l", "1200"],
-            &[RUN_SECS, "-u", "-b", "0", "-l", "1200", "-w", "4M"],
-        ];
+        let udp_4m = [&UDP_FLOOD[..], &["-w", "4M"]].concat();
+        let runs: [&[&str]; 4] = [&[], &["-P", "4"], &UDP_FLOOD, &udp_4m];
         for args in runs {
-            iperf(client, server, args);
+            run(&mut iperf(client, server, &[&[RUN_SECS], args].concat()));
         }
     }
     sizes.sample("right after the load");
     let back = sizes.fall_back(idle, "the load");
 
     let flood_secs = FLOOD_SECS.to_string();
-    let flood = background(pair.a.cmd(&[
-        "iperf3",
-        "-c",
+    let mut flood = iperf(
+        &pair.a,
         "10.77.0.2",
-        "-t",
-        &flood_secs,
-        "-u",
-        "-b",
-        "0",
-        "-l",
-        "1200",
-    ]));
+        &[&[&flood_secs[..]], &UDP_FLOOD[..]].concat(),
+    )
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("iperf3 flood");
     for t in (FLOOD_SAMPLE_SECS..=FLOOD_SECS).step_by(FLOOD_SAMPLE_SECS as usize) {
         std::thread::sleep(Duration::from_secs(FLOOD_SAMPLE_SECS));
         sizes.sample(&format!("flood, {t} s"));
     }
-    drop(flood);
+    // A flood that never ran would leave nothing to fall back from.
+    let flooded = flood.wait().expect("iperf3 flood exit");
+    assert!(flooded.success(), "the iperf3 flood failed: {flooded}");
     let back_after_flood = sizes.fall_back(idle, "the flood");
 
     assert!(

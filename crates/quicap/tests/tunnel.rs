@@ -75,6 +75,10 @@ fn udp_datagrams_arrive_intact_over_ipv4_and_ipv6() {
     let pair = Pair::start();
     assert!(pair.a.wait_ping("10.77.0.2", CONNECT).is_some());
     assert!(pair.a.wait_ping("fd77::2", CONNECT).is_some());
+    // 64 datagrams of 1200 bytes, each different.
+    let data: Vec<u8> = (0..64 * 1200u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     for (listen, target) in [
         (
             "UDP4-RECV:5002,bind=10.77.0.2",
@@ -87,10 +91,6 @@ fn udp_datagrams_arrive_intact_over_ipv4_and_ipv6() {
     ] {
         let dir = pair.pki.dir.path();
         let (input, received) = (dir.join("udp-in"), dir.join("udp-out"));
-        // 64 datagrams of 1200 bytes, each different.
-        let data: Vec<u8> = (0..64 * 1200u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
         std::fs::write(&input, &data).expect("input file");
         let _ = std::fs::remove_file(&received);
         // Ends 2 s after the last datagram.
